@@ -1,0 +1,224 @@
+/* The element store: the one API every head and service uses.
+ *
+ * An element is a file, object, directory or symlink (DESIGN.md §2). Elements
+ * are addressed by id; names live in directories. A bucket is a directory
+ * under the root registered as a bucket; key "a/b" of bucket B is path
+ * "/B/a/b".
+ *
+ * Views: every read takes a snapshot epoch; PL_VIEW_LIVE (0) reads the live
+ * namespace. Snapshots are read-only: mutations always act on the live view.
+ *
+ * Thread safety: every function may be called from any thread concurrently.
+ * Durability: a mutation that returned 0 survives kill -9 and power loss.
+ */
+#ifndef PLENUM_STORE_H
+#define PLENUM_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "plenum/err.h"
+
+#define PL_ROOT_ID 1
+#define PL_VIEW_LIVE 0
+#define PL_NAME_MAX 255
+#define PL_KEY_MAX 1024
+#define PL_PATH_MAX 4096
+#define PL_ETAG_MAX 48
+
+enum pl_type { PL_T_FILE = 1, PL_T_DIR = 2, PL_T_SYMLINK = 3 };
+
+struct pl_attr {
+    uint64_t id, gen;
+    uint64_t parent; /* directory it was created in (exact for directories) */
+    uint8_t type;    /* enum pl_type */
+    uint32_t mode, uid, gid, nlink;
+    uint64_t size;
+    int64_t atime, mtime, ctime, btime; /* ns since the epoch */
+    char etag[PL_ETAG_MAX];             /* "" when unknown (after in-place writes) */
+};
+
+struct pl_store;
+
+struct pl_store_opts {
+    uint32_t cdc_min, cdc_avg, cdc_max; /* 0 = defaults 16/64/256 KiB */
+    int zstd_level;                     /* -1 = default (1); 0 disables */
+    uint64_t seg_max;                   /* 0 = 64 MiB */
+    int create;                         /* create the data directory if missing */
+};
+
+/* Open the data directory. With opts->create, lays out a new one (mirrored
+ * buffer, 4+2 capacity dirs). Takes an exclusive lock: PL_ELOCKED when another
+ * process holds it. PL_ENOTPLENUM when dir exists but is not a data directory. */
+int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_store **ret) PL_WUR;
+void pl_store_close(struct pl_store *st);
+const char *pl_store_dir(const struct pl_store *st);
+
+/* ---- POSIX-like element API (ids; names are single components) ---- */
+int pl_elem_getattr(struct pl_store *st, uint64_t id, uint64_t view, struct pl_attr *ret) PL_WUR;
+int pl_elem_lookup(struct pl_store *st, uint64_t parent, const char *name, uint64_t view,
+                   struct pl_attr *ret) PL_WUR;
+/* Resolve an absolute path "/a/b" (no symlink following). */
+int pl_path_lookup(struct pl_store *st, const char *path, uint64_t view, struct pl_attr *ret) PL_WUR;
+/* Create a file; PL_EEXIST if the name exists and excl, else returns the existing file. */
+int pl_elem_create(struct pl_store *st, uint64_t parent, const char *name, uint32_t mode,
+                   uint32_t uid, uint32_t gid, int excl, struct pl_attr *ret) PL_WUR;
+int pl_elem_mkdir(struct pl_store *st, uint64_t parent, const char *name, uint32_t mode,
+                  uint32_t uid, uint32_t gid, struct pl_attr *ret) PL_WUR;
+int pl_elem_symlink(struct pl_store *st, uint64_t parent, const char *name, const char *target,
+                    uint32_t uid, uint32_t gid, struct pl_attr *ret) PL_WUR;
+/* Copy the target into buf (NUL-terminated); PL_ERANGE if it does not fit. */
+int pl_elem_readlink(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n) PL_WUR;
+int pl_elem_link(struct pl_store *st, uint64_t id, uint64_t parent, const char *name,
+                 struct pl_attr *ret) PL_WUR;
+int pl_elem_unlink(struct pl_store *st, uint64_t parent, const char *name) PL_WUR;
+int pl_elem_rmdir(struct pl_store *st, uint64_t parent, const char *name) PL_WUR;
+/* Atomic; replaces an existing target of a compatible type. */
+int pl_elem_rename(struct pl_store *st, uint64_t sparent, const char *sname, uint64_t dparent,
+                   const char *dname) PL_WUR;
+
+#define PL_SET_MODE (1u << 0)
+#define PL_SET_UID (1u << 1)
+#define PL_SET_GID (1u << 2)
+#define PL_SET_SIZE (1u << 3)
+#define PL_SET_ATIME (1u << 4)
+#define PL_SET_MTIME (1u << 5)
+int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struct pl_attr *in,
+                    struct pl_attr *ret) PL_WUR;
+
+/* Read up to n bytes at off; *ret_n is short only at end of file. Holes read as
+ * zeros. PL_ECORRUPT when stored data fails its checksum on every copy. */
+int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, void *buf,
+                 size_t n, size_t *ret_n) PL_WUR;
+/* Write n bytes at off, extending the file as needed. Durable on return. */
+int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n) PL_WUR;
+
+/* Directory listing in name order. cb returns non-zero to stop; *ret_next gets
+ * the name to resume after (pass it as after; "" starts at the beginning). */
+typedef int (*pl_dirent_fn)(void *arg, const char *name, const struct pl_attr *a);
+int pl_dir_read(struct pl_store *st, uint64_t dir, uint64_t view, const char *after,
+                pl_dirent_fn cb, void *arg) PL_WUR;
+
+/* Extended attributes (also hold S3 user metadata as "user.meta.<name>"). */
+int pl_xattr_set(struct pl_store *st, uint64_t id, const char *name, const void *val, size_t n) PL_WUR;
+/* Returns the value length; copies min(n, len) bytes into val if val != NULL. */
+ssize_t pl_xattr_get(struct pl_store *st, uint64_t id, uint64_t view, const char *name, void *val,
+                     size_t n) PL_WUR;
+int pl_xattr_remove(struct pl_store *st, uint64_t id, const char *name) PL_WUR;
+/* NUL-separated names into buf; returns total length needed. */
+ssize_t pl_xattr_list(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n) PL_WUR;
+
+/* ---- buckets and objects ---- */
+/* S3 naming rules: PL_EINVAL when name breaks them. */
+int pl_bucket_name_valid(const char *name);
+int pl_bucket_create(struct pl_store *st, const char *name) PL_WUR;
+/* PL_ENOTEMPTY unless empty; PL_ENOBUCKET when missing. */
+int pl_bucket_delete(struct pl_store *st, const char *name) PL_WUR;
+struct pl_bucket_info {
+    char name[64];
+    uint64_t id;
+    int64_t ctime;
+};
+typedef int (*pl_bucket_fn)(void *arg, const struct pl_bucket_info *b);
+int pl_bucket_list(struct pl_store *st, pl_bucket_fn cb, void *arg) PL_WUR;
+int pl_bucket_get(struct pl_store *st, const char *name, struct pl_bucket_info *ret) PL_WUR;
+
+/* Key rules: 1..1024 bytes, no NUL, no empty, "." or ".." components. */
+int pl_key_valid(const char *key);
+
+struct pl_obj_meta {
+    const char *content_type;    /* NULL: none */
+    const char *const *user_meta; /* NULL-terminated name, value pairs; may be NULL */
+};
+
+/* Streaming whole-object write: nothing is visible until commit, which
+ * atomically replaces any previous object at the key. Abort (or a crash)
+ * leaves no trace. */
+struct pl_writer;
+int pl_obj_put_begin(struct pl_store *st, const char *bucket, const char *key,
+                     struct pl_writer **ret) PL_WUR;
+int pl_writer_write(struct pl_writer *w, const void *buf, size_t n) PL_WUR;
+int pl_obj_put_commit(struct pl_writer *w, const struct pl_obj_meta *meta,
+                      struct pl_attr *ret) PL_WUR; /* frees w */
+void pl_writer_abort(struct pl_writer *w);          /* frees w; accepts NULL */
+
+int pl_obj_lookup(struct pl_store *st, const char *bucket, const char *key, uint64_t view,
+                  struct pl_attr *ret) PL_WUR;
+/* Removes the object and the implicit directories it leaves empty. */
+int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key) PL_WUR;
+/* Content type into buf ("" when none). */
+int pl_obj_content_type(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n) PL_WUR;
+
+/* Keys of bucket in key order. With delim '/', directories under prefix are
+ * reported once as common prefixes (is_prefix = 1, a == NULL). Keys <= after
+ * are skipped. cb returns non-zero to stop. */
+typedef int (*pl_list_fn)(void *arg, const char *key, int is_prefix, const struct pl_attr *a);
+int pl_obj_list(struct pl_store *st, const char *bucket, const char *prefix, const char *after,
+                char delim, uint64_t view, pl_list_fn cb, void *arg) PL_WUR;
+
+/* ---- snapshots ---- */
+struct pl_snap_info {
+    char name[128];
+    uint64_t epoch;
+    int64_t ctime;
+};
+int pl_snap_create(struct pl_store *st, const char *name, struct pl_snap_info *ret) PL_WUR;
+int pl_snap_delete(struct pl_store *st, const char *name) PL_WUR;
+int pl_snap_get(struct pl_store *st, const char *name, struct pl_snap_info *ret) PL_WUR;
+typedef int (*pl_snap_fn)(void *arg, const struct pl_snap_info *s);
+int pl_snap_list(struct pl_store *st, pl_snap_fn cb, void *arg) PL_WUR;
+
+/* ---- maintenance ---- */
+struct pl_store_stats {
+    uint64_t logical_bytes;  /* sum of live file sizes */
+    uint64_t unique_bytes;   /* raw bytes of distinct live chunks */
+    uint64_t stored_bytes;   /* their encoded size */
+    uint64_t physical_bytes; /* segment files on disk, all mirrors */
+    uint64_t elements;       /* live files, directories, symlinks (root excluded) */
+    uint64_t chunks;
+    uint64_t segments;
+    uint64_t free_bytes;     /* free space of the filesystem holding the data */
+    uint64_t commits, mutations;
+    uint64_t batch_hist[10];
+};
+int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret) PL_WUR;
+
+/* Reclaim records no snapshot can see, then compact segments whose live
+ * fraction is under half. *ret_freed gets the disk bytes released. */
+int pl_store_gc(struct pl_store *st, uint64_t *ret_freed) PL_WUR;
+
+/* Walk everything and verify it. problem() is called once per finding with a
+ * path (or id) and a message; returns the number of problems found (>= 0). */
+typedef void (*pl_fsck_fn)(void *arg, const char *where, const char *what);
+typedef void (*pl_progress_fn)(void *arg, uint64_t done, uint64_t total);
+int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress,
+                  void *arg) PL_WUR;
+
+/* Path of an element in the live namespace ("/bucket/key"), best effort. */
+int pl_elem_path(struct pl_store *st, uint64_t id, char *buf, size_t n) PL_WUR;
+
+/* ---- users and access keys ---- */
+struct pl_user_info {
+    char name[64];
+    int64_t ctime;
+};
+struct pl_key_info {
+    char access_key[32];
+    char user[64];
+    int64_t ctime;
+};
+int pl_user_create(struct pl_store *st, const char *name) PL_WUR;
+int pl_user_delete(struct pl_store *st, const char *name) PL_WUR; /* and its keys */
+typedef int (*pl_user_fn)(void *arg, const struct pl_user_info *u);
+int pl_user_list(struct pl_store *st, pl_user_fn cb, void *arg) PL_WUR;
+/* Generates a key pair; secret (40 chars + NUL) is returned once. With
+ * access_key/secret non-empty on input, stores the given pair instead. */
+int pl_key_create(struct pl_store *st, const char *user, char access_key[32], char secret[48]) PL_WUR;
+int pl_key_revoke(struct pl_store *st, const char *access_key) PL_WUR;
+typedef int (*pl_key_fn)(void *arg, const struct pl_key_info *k);
+int pl_key_list(struct pl_store *st, const char *user, pl_key_fn cb, void *arg) PL_WUR;
+/* The secret of an access key (for signature checks). */
+int pl_key_secret(struct pl_store *st, const char *access_key, char secret[48], char user[64]) PL_WUR;
+
+#endif

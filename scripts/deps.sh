@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install what Plenum's build and tests need (Debian 12, run as root or with sudo).
+# Idempotent and quiet when everything is already present.
+set -e
+PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+liblmdb-dev lmdb-utils libzstd-dev libxxhash-dev libssl-dev libuv1-dev libjansson-dev
+libhttp-parser-dev libcurl4-openssl-dev libcmocka-dev python3 python3-pytest curl"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

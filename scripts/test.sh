@@ -1,0 +1,57 @@
+#!/bin/bash
+# The whole truth: unit tests, the same under ASan+UBSan, integration tests with
+# real clients against a real server. Ends with one line "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RESULTS=$(mktemp -d)
+trap 'rm -rf "$RESULTS"' EXIT
+UNITS="base data meta store snap"
+
+run_units() { # $1 build dir, $2 label
+    for t in $UNITS; do
+        CMOCKA_MESSAGE_OUTPUT=TAP timeout 900 "$1/test_$t" > "$RESULTS/$2-$t.tap" 2>"$RESULTS/$2-$t.err"
+        rc=$?
+        ok=$(grep -c '^ok ' "$RESULTS/$2-$t.tap")
+        bad=$(grep -c '^not ok ' "$RESULTS/$2-$t.tap")
+        if [ $rc -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi  # crashed before reporting
+        echo "$ok $bad" >> "$RESULTS/counts"
+        printf '  %-6s %-8s %3d passed, %d failed\n' "$2" "$t" "$ok" "$bad"
+        if [ "$bad" -ne 0 ]; then
+            grep -B2 -A8 '^not ok' "$RESULTS/$2-$t.tap" | head -40
+            tail -30 "$RESULTS/$2-$t.err"
+        fi
+    done
+}
+
+echo "== unit tests"
+run_units build unit
+
+echo "== unit tests under ASan+UBSan"
+if [ ! -f build-asan/build.ninja ]; then
+    meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+if ninja -C build-asan >/dev/null; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        run_units build-asan asan
+else
+    echo "ASan build failed"; echo "0 1" >> "$RESULTS/counts"
+fi
+
+echo "== integration tests (real server, real clients)"
+PLENUM_BIN="$ROOT/build/plenum" PLENUM_BUILD="$ROOT/build" /usr/bin/python3 -m pytest -q \
+    -p no:cacheprovider --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25
+/usr/bin/python3 - "$RESULTS/pytest.xml" >> "$RESULTS/counts" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    r = ET.parse(sys.argv[1]).getroot()
+    s = r if r.tag == "testsuite" else r.find("testsuite")
+    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    print(t - f - e - sk, f + e)
+except Exception:
+    print(0, 1)
+PY
+
+read -r P F <<< "$(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$RESULTS/counts")"
+echo "$P passed, $F failed"
+[ "$F" -eq 0 ]

@@ -1,0 +1,105 @@
+/* base: small helpers every layer uses: byte order, time, logging, buffers. */
+#ifndef PL_BASE_H
+#define PL_BASE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "plenum/err.h"
+
+#define PL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define PL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PL_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- byte order: on-disk and on-wire formats never memcpy a struct ---- */
+static inline void pl_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint64_t pl_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+static inline void pl_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint64_t pl_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+static inline void pl_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint32_t pl_get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- time ---- */
+int64_t pl_now_ns(void);      /* wall clock, ns since the epoch */
+uint64_t pl_mono_ns(void);    /* monotonic, for durations */
+
+/* ---- logging ---- */
+enum pl_log_level { PL_LOG_DEBUG, PL_LOG_INFO, PL_LOG_WARN, PL_LOG_ERROR };
+void pl_log_set_level(enum pl_log_level lvl);
+void pl_log(enum pl_log_level lvl, const char *subsys, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- pl_buf: growable byte buffer ----
+ * Invariants: data is never NULL after init (points at a static "" when empty),
+ * data[len] == 0 always, may hold NULs. pl_buf_detach hands the allocation to
+ * the caller (free with free()). */
+struct pl_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+void pl_buf_init(struct pl_buf *b);
+void pl_buf_release(struct pl_buf *b);
+int pl_buf_reserve(struct pl_buf *b, size_t extra) PL_WUR;
+int pl_buf_add(struct pl_buf *b, const void *p, size_t n) PL_WUR;
+int pl_buf_addstr(struct pl_buf *b, const char *s) PL_WUR;
+int pl_buf_addf(struct pl_buf *b, const char *fmt, ...) PL_WUR __attribute__((format(printf, 2, 3)));
+void pl_buf_reset(struct pl_buf *b);
+char *pl_buf_detach(struct pl_buf *b, size_t *ret_len);
+
+/* ---- pl_str: a borrowed view ---- */
+struct pl_str {
+    const char *p;
+    size_t n;
+};
+
+/* ---- files ---- */
+/* Write all of buf at off; retries short writes and EINTR. */
+int pl_pwrite_all(int fd, const void *buf, size_t n, off_t off) PL_WUR;
+/* Read exactly n bytes at off; PL_EIO on short read (file ended). */
+int pl_pread_all(int fd, void *buf, size_t n, off_t off) PL_WUR;
+int pl_write_all(int fd, const void *buf, size_t n) PL_WUR;
+/* mkdir -p */
+int pl_mkdirs(const char *path, unsigned mode) PL_WUR;
+/* fsync a directory so a create/rename/unlink inside it is durable. */
+int pl_fsync_dir(const char *path) PL_WUR;
+/* Fill buf with cryptographically random bytes. */
+int pl_random(void *buf, size_t n) PL_WUR;
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void pl_hex(const uint8_t *p, size_t n, char *out);
+int pl_unhex(const char *s, uint8_t *out, size_t n) PL_WUR;
+
+/* Format a byte count as "12.3 MiB" into out. */
+void pl_fmt_bytes(uint64_t n, char *out, size_t outsz);
+
+#endif

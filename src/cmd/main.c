@@ -1,0 +1,1000 @@
+/* plenum: one binary, like git. "plenum server" runs everything; every other
+ * subcommand is a tool that acts on a data directory, in-process when nothing
+ * else holds it, else through the running server's admin API. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd/cli.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+struct opts {
+    const char *data;
+    int json, recursive, help;
+    const char *snapshot, *content_type;
+    const char *pos[8];
+    int npos;
+};
+
+struct cmd {
+    const char *name;
+    int (*fn)(struct opts *o);
+    const char *args;
+    const char *summary;
+    const char *help; /* details and an example */
+};
+
+static const struct cmd *cur_cmd;
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "plenum %s: ", cur_cmd->name);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nusage: plenum %s %s (see plenum %s --help)\n", cur_cmd->name,
+            cur_cmd->args, cur_cmd->name);
+    return EXIT_USAGE;
+}
+
+/* One clear line: what failed and what to do next. */
+static int fail(int rc, const char *what, const char *msg)
+{
+    const char *hint = "";
+    switch (rc) {
+    case PL_ENOBUCKET:
+        hint = "; create it with 'plenum mb pl://BUCKET' or list buckets with 'plenum ls'";
+        break;
+    case PL_ENOSPC:
+        hint = "; nothing was written: free space on the data directory's disk and retry";
+        break;
+    case PL_ENOTEMPTY:
+        hint = "; remove its contents first (plenum rm -r pl://BUCKET/)";
+        break;
+    case PL_ECONFLICT:
+        hint = " (a key cannot be both an object and a prefix of other keys, e.g. 'a' and "
+               "'a/b')";
+        break;
+    case PL_ENOSNAP:
+        hint = "; list them with 'plenum snapshot list'";
+        break;
+    case PL_ECONNREFUSED:
+        hint = "; is the server still running? remove a stale server.json after a crash";
+        break;
+    case PL_ECORRUPT:
+        hint = "; run 'plenum fsck' to see what is damaged";
+        break;
+    default:
+        break;
+    }
+    fprintf(stderr, "plenum %s: %s: %s%s\n", cur_cmd->name, what,
+            msg && *msg ? msg : pl_strerror(rc), hint);
+    return EXIT_FAIL;
+}
+
+/* pl://bucket/key -> bucket, key. Returns 0 when s is a plenum path. */
+static int plpath(const char *s, char *bucket, size_t bn, const char **key)
+{
+    if (strncmp(s, "pl://", 5))
+        return -1;
+    const char *b = s + 5, *slash = strchr(b, '/');
+    size_t n = slash ? (size_t)(slash - b) : strlen(b);
+    if (n == 0 || n >= bn)
+        return -2;
+    memcpy(bucket, b, n);
+    bucket[n] = 0;
+    *key = slash ? slash + 1 : "";
+    return 0;
+}
+
+static int need_plpath(const char *s, char *bucket, const char **key)
+{
+    int r = plpath(s, bucket, 64, key);
+    if (r == -1)
+        return usage_error("'%s' is not a plenum path (write pl://BUCKET/KEY)", s);
+    if (r == -2)
+        return usage_error("'%s' has no valid bucket name", s);
+    return 0;
+}
+
+static int open_backend(struct opts *o, struct backend *b)
+{
+    return backend_open(b, o->data, 1) ? EXIT_FAIL : 0;
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+}
+
+static json_t *args_new(void)
+{
+    return json_object();
+}
+
+/* Call and handle the common failure path. */
+static int call(struct backend *b, const char *op, json_t *args, struct xfer *x, json_t **res,
+                const char *what)
+{
+    char msg[512];
+    int rc = backend_call(b, op, args, x, res, msg, sizeof(msg));
+    if (rc)
+        return fail(rc, what, msg);
+    return 0;
+}
+
+static void fmt_time(int64_t ns, char *out, size_t n)
+{
+    time_t t = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* ---- mb / rb ---- */
+static int cmd_mb(struct opts *o)
+{
+    char bucket[64], what[128];
+    const char *key;
+    struct backend b;
+    json_t *res;
+    if (o->npos != 1)
+        return usage_error("%s", "expects one bucket");
+    int r = need_plpath(o->pos[0], bucket, &key);
+    if (r)
+        return r;
+    if (*key)
+        return usage_error("'%s': a bucket path has no key", o->pos[0]);
+    if (pl_bucket_name_valid(bucket)) {
+        fprintf(stderr, "plenum mb: invalid bucket name '%s': use 3-63 lowercase letters, "
+                        "digits, '-' and '.', starting and ending with a letter or digit\n",
+                bucket);
+        return EXIT_FAIL;
+    }
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    json_t *a = args_new();
+    json_object_set_new(a, "bucket", json_string(bucket));
+    snprintf(what, sizeof(what), "make bucket %s", bucket);
+    r = call(&b, !strcmp(cur_cmd->name, "mb") ? "mb" : "rb", a, NULL, &res, what);
+    if (!r) {
+        if (o->json)
+            print_json(res);
+        else
+            printf("%s: pl://%s\n", !strcmp(cur_cmd->name, "mb") ? "created" : "removed", bucket);
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+/* ---- cp ---- */
+static int put_file(struct backend *b, struct opts *o, const char *src, const char *bucket,
+                    const char *key)
+{
+    char what[PL_PATH_MAX + 128];
+    json_t *res;
+    int fd = strcmp(src, "-") ? open(src, O_RDONLY | O_CLOEXEC) : 0;
+    snprintf(what, sizeof(what), "copy %s to pl://%s/%s", src, bucket, key);
+    if (fd < 0) {
+        fprintf(stderr, "plenum cp: cannot read %s: %s\n", src, strerror(errno));
+        return EXIT_FAIL;
+    }
+    struct stat sb;
+    int64_t total = -1;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
+        total = sb.st_size;
+    if (fd && S_ISDIR(sb.st_mode)) {
+        close(fd);
+        fprintf(stderr, "plenum cp: %s is a directory; use cp -r to copy a tree\n", src);
+        return EXIT_FAIL;
+    }
+    struct xfer x = {fd, -1, total, isatty(2) ? src : NULL};
+    json_t *a = args_new();
+    json_object_set_new(a, "bucket", json_string(bucket));
+    json_object_set_new(a, "key", json_string(key));
+    if (o->content_type)
+        json_object_set_new(a, "content_type", json_string(o->content_type));
+    int r = call(b, "put", a, &x, &res, what);
+    if (fd)
+        close(fd);
+    if (!r) {
+        if (o->json)
+            print_json(res);
+        else if (!isatty(2))
+            printf("%s -> pl://%s/%s\n", src, bucket, key);
+        json_decref(res);
+    }
+    return r;
+}
+
+static int mkparents(const char *path)
+{
+    char tmp[PL_PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    char *d = dirname(tmp);
+    return pl_mkdirs(d, 0755);
+}
+
+/* Download to dst via a temporary file renamed into place: never half-written. */
+static int get_file(struct backend *b, struct opts *o, const char *bucket, const char *key,
+                    const char *dst)
+{
+    char what[PL_PATH_MAX + 128], tmp[PL_PATH_MAX + 32];
+    json_t *res;
+    int to_stdout = !strcmp(dst, "-");
+    int fd = 1;
+    snprintf(what, sizeof(what), "copy pl://%s/%s to %s", bucket, key, to_stdout ? "stdout" : dst);
+    if (!to_stdout) {
+        if (mkparents(dst)) {
+            fprintf(stderr, "plenum %s: cannot create the directory of %s\n", cur_cmd->name, dst);
+            return EXIT_FAIL;
+        }
+        snprintf(tmp, sizeof(tmp), "%s.plenum-part", dst);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "plenum %s: cannot write %s: %s\n", cur_cmd->name, dst,
+                    strerror(errno));
+            return EXIT_FAIL;
+        }
+    }
+    struct xfer x = {-1, fd, -1, (!to_stdout && isatty(2)) ? key : NULL};
+    json_t *a = args_new();
+    json_object_set_new(a, "bucket", json_string(bucket));
+    json_object_set_new(a, "key", json_string(key));
+    if (o->snapshot)
+        json_object_set_new(a, "snapshot", json_string(o->snapshot));
+    int r = call(b, "get", a, &x, &res, what);
+    if (!to_stdout) {
+        if (!r && fsync(fd) < 0)
+            r = fail(-errno, what, NULL);
+        close(fd);
+        if (!r && rename(tmp, dst) < 0)
+            r = fail(-errno, what, NULL);
+        if (r)
+            unlink(tmp);
+    }
+    if (!r)
+        json_decref(res);
+    return r;
+}
+
+struct tree_ctx {
+    struct backend *b;
+    struct opts *o;
+    const char *bucket;
+    char prefix[PL_KEY_MAX + 1];
+    int failures, files;
+};
+
+static int put_tree(struct tree_ctx *t, const char *dir, const char *rel)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "plenum cp: cannot read directory %s: %s\n", dir, strerror(errno));
+        t->failures++;
+        return 0;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char path[PL_PATH_MAX], r2[PL_PATH_MAX], key[PL_PATH_MAX + PL_KEY_MAX];
+        struct stat sb;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        snprintf(r2, sizeof(r2), "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+        if (lstat(path, &sb) < 0)
+            continue;
+        if (S_ISDIR(sb.st_mode)) {
+            put_tree(t, path, r2);
+        } else if (S_ISREG(sb.st_mode)) {
+            snprintf(key, sizeof(key), "%s%s", t->prefix, r2);
+            if (put_file(t->b, t->o, path, t->bucket, key))
+                t->failures++;
+            t->files++;
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+static int cmd_cp(struct opts *o)
+{
+    char sb[64], db[64];
+    const char *sk, *dk;
+    struct backend b;
+    if (o->npos != 2)
+        return usage_error("%s", "expects SRC and DST");
+    int sp = plpath(o->pos[0], sb, sizeof(sb), &sk) == 0;
+    int dp = plpath(o->pos[1], db, sizeof(db), &dk) == 0;
+    if (!sp && !dp)
+        return usage_error("%s", "one of SRC and DST must be a pl:// path");
+    if ((sp && need_plpath(o->pos[0], sb, &sk)) || (dp && need_plpath(o->pos[1], db, &dk)))
+        return EXIT_USAGE;
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = 0;
+    if (!sp) {
+        /* local -> plenum */
+        struct stat st;
+        int isdir = strcmp(o->pos[0], "-") && stat(o->pos[0], &st) == 0 && S_ISDIR(st.st_mode);
+        if (isdir && o->recursive) {
+            struct tree_ctx t = {&b, o, db, "", 0, 0};
+            snprintf(t.prefix, sizeof(t.prefix), "%s%s", dk,
+                     (*dk && dk[strlen(dk) - 1] != '/') ? "/" : "");
+            put_tree(&t, o->pos[0], "");
+            if (!o->json)
+                printf("%d files copied, %d failed\n", t.files - t.failures, t.failures);
+            r = t.failures ? EXIT_FAIL : 0;
+        } else {
+            char key[PL_KEY_MAX + 1], tmp[PL_PATH_MAX];
+            if (!*dk || dk[strlen(dk) - 1] == '/') {
+                if (!strcmp(o->pos[0], "-")) {
+                    backend_close(&b);
+                    return usage_error("%s", "copying stdin needs a full key");
+                }
+                snprintf(tmp, sizeof(tmp), "%s", o->pos[0]);
+                snprintf(key, sizeof(key), "%s%s", dk, basename(tmp));
+            } else {
+                snprintf(key, sizeof(key), "%s", dk);
+            }
+            r = put_file(&b, o, o->pos[0], db, key);
+        }
+    } else if (!dp) {
+        /* plenum -> local */
+        if (o->recursive) {
+            char after[PL_KEY_MAX + 2] = "";
+            int files = 0, failures = 0;
+            for (;;) {
+                json_t *a = args_new(), *res;
+                json_object_set_new(a, "bucket", json_string(sb));
+                json_object_set_new(a, "prefix", json_string(sk));
+                json_object_set_new(a, "after", json_string(after));
+                json_object_set_new(a, "recursive", json_true());
+                if (o->snapshot)
+                    json_object_set_new(a, "snapshot", json_string(o->snapshot));
+                r = call(&b, "ls", a, NULL, &res, "list");
+                if (r)
+                    break;
+                json_t *e, *ents = json_object_get(res, "entries");
+                size_t i;
+                json_array_foreach(ents, i, e)
+                {
+                    const char *k = json_string_value(json_object_get(e, "key"));
+                    const char *ty = json_string_value(json_object_get(e, "type"));
+                    if (!k || !ty || strcmp(ty, "file"))
+                        continue;
+                    size_t pl = strlen(sk);
+                    const char *relk = k + pl;
+                    if (pl && sk[pl - 1] != '/' && *relk == '/')
+                        relk++;
+                    char dst[PL_PATH_MAX];
+                    snprintf(dst, sizeof(dst), "%s/%s", o->pos[1], relk);
+                    if (get_file(&b, o, sb, k, dst))
+                        failures++;
+                    files++;
+                }
+                json_t *next = json_object_get(res, "next");
+                if (json_is_string(next))
+                    snprintf(after, sizeof(after), "%s", json_string_value(next));
+                int more = json_is_string(next);
+                json_decref(res);
+                if (!more)
+                    break;
+            }
+            if (!r && !o->json)
+                printf("%d files copied, %d failed\n", files - failures, failures);
+            if (!r && failures)
+                r = EXIT_FAIL;
+        } else {
+            char dst[PL_PATH_MAX], tmp[PL_KEY_MAX + 1];
+            struct stat st;
+            if (strcmp(o->pos[1], "-") && stat(o->pos[1], &st) == 0 && S_ISDIR(st.st_mode)) {
+                snprintf(tmp, sizeof(tmp), "%s", sk);
+                snprintf(dst, sizeof(dst), "%s/%s", o->pos[1], basename(tmp));
+            } else {
+                snprintf(dst, sizeof(dst), "%s", o->pos[1]);
+            }
+            if (!*sk) {
+                backend_close(&b);
+                return usage_error("'%s' names a bucket; use -r to copy its objects", o->pos[0]);
+            }
+            r = get_file(&b, o, sb, sk, dst);
+        }
+    } else {
+        json_t *a = args_new(), *res;
+        char what[PL_KEY_MAX * 2 + 160];
+        json_object_set_new(a, "src_bucket", json_string(sb));
+        json_object_set_new(a, "src_key", json_string(sk));
+        json_object_set_new(a, "bucket", json_string(db));
+        json_object_set_new(a, "key", json_string(dk));
+        snprintf(what, sizeof(what), "copy %s to %s", o->pos[0], o->pos[1]);
+        r = call(&b, "copy", a, NULL, &res, what);
+        if (!r) {
+            if (o->json)
+                print_json(res);
+            json_decref(res);
+        }
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_cat(struct opts *o)
+{
+    char bucket[64];
+    const char *key;
+    struct backend b;
+    if (o->npos < 1)
+        return usage_error("%s", "expects at least one pl://BUCKET/KEY");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = 0;
+    for (int i = 0; i < o->npos && !r; i++) {
+        r = need_plpath(o->pos[i], bucket, &key);
+        if (!r && !*key)
+            r = usage_error("'%s' has no key", o->pos[i]);
+        if (!r)
+            r = get_file(&b, o, bucket, key, "-");
+    }
+    backend_close(&b);
+    return r;
+}
+
+/* ---- ls ---- */
+static int cmd_ls(struct opts *o)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos > 1)
+        return usage_error("%s", "expects at most one pl://BUCKET/PREFIX");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r;
+    if (o->npos == 0) {
+        r = call(&b, "buckets", args_new(), NULL, &res, "list buckets");
+        if (!r) {
+            if (o->json) {
+                print_json(res);
+            } else {
+                json_t *e;
+                size_t i;
+                json_array_foreach(json_object_get(res, "buckets"), i, e)
+                {
+                    char t[32];
+                    fmt_time(json_integer_value(json_object_get(e, "ctime_ns")), t, sizeof(t));
+                    printf("%s  pl://%s\n", t, json_string_value(json_object_get(e, "name")));
+                }
+            }
+            json_decref(res);
+        }
+        backend_close(&b);
+        return r;
+    }
+    char bucket[64], after[PL_KEY_MAX + 2] = "";
+    const char *prefix;
+    r = need_plpath(o->pos[0], bucket, &prefix);
+    if (r) {
+        backend_close(&b);
+        return r;
+    }
+    json_t *all = o->json ? json_array() : NULL;
+    for (;;) {
+        json_t *a = args_new();
+        json_object_set_new(a, "bucket", json_string(bucket));
+        json_object_set_new(a, "prefix", json_string(prefix));
+        json_object_set_new(a, "after", json_string(after));
+        if (o->recursive)
+            json_object_set_new(a, "recursive", json_true());
+        if (o->snapshot)
+            json_object_set_new(a, "snapshot", json_string(o->snapshot));
+        char what[PL_KEY_MAX + 80];
+        snprintf(what, sizeof(what), "list %s", o->pos[0]);
+        r = call(&b, "ls", a, NULL, &res, what);
+        if (r)
+            break;
+        json_t *e;
+        size_t i;
+        json_array_foreach(json_object_get(res, "entries"), i, e)
+        {
+            if (all) {
+                json_array_append(all, e);
+                continue;
+            }
+            const char *k = json_string_value(json_object_get(e, "key"));
+            if (json_is_true(json_object_get(e, "prefix"))) {
+                printf("%30s %s\n", "PRE", k);
+            } else {
+                char t[32];
+                fmt_time(json_integer_value(json_object_get(e, "mtime_ns")), t, sizeof(t));
+                printf("%s %12lld %s\n", t,
+                       (long long)json_integer_value(json_object_get(e, "size")), k);
+            }
+        }
+        json_t *next = json_object_get(res, "next");
+        int more = json_is_string(next);
+        if (more)
+            snprintf(after, sizeof(after), "%s", json_string_value(next));
+        json_decref(res);
+        if (!more)
+            break;
+    }
+    if (all) {
+        if (!r) {
+            json_t *out = json_pack("{s:o}", "entries", all);
+            print_json(out);
+            json_decref(out);
+        } else {
+            json_decref(all);
+        }
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_rm(struct opts *o)
+{
+    char bucket[64], what[PL_KEY_MAX + 80];
+    const char *key;
+    struct backend b;
+    json_t *res;
+    if (o->npos != 1)
+        return usage_error("%s", "expects one pl://BUCKET/KEY");
+    int r = need_plpath(o->pos[0], bucket, &key);
+    if (r)
+        return r;
+    if (!*key && !o->recursive)
+        return usage_error("'%s' names a bucket: use 'plenum rb' or rm -r", o->pos[0]);
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    json_t *a = args_new();
+    json_object_set_new(a, "bucket", json_string(bucket));
+    json_object_set_new(a, "key", json_string(key));
+    if (o->recursive)
+        json_object_set_new(a, "recursive", json_true());
+    snprintf(what, sizeof(what), "remove %s", o->pos[0]);
+    r = call(&b, "rm", a, NULL, &res, what);
+    if (!r) {
+        if (o->json)
+            print_json(res);
+        else
+            printf("removed %lld object(s)\n",
+                   (long long)json_integer_value(json_object_get(res, "deleted")));
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_stat(struct opts *o)
+{
+    char bucket[64], what[PL_KEY_MAX + 80];
+    const char *key;
+    struct backend b;
+    json_t *res;
+    if (o->npos != 1)
+        return usage_error("%s", "expects one pl://BUCKET[/KEY]");
+    int r = need_plpath(o->pos[0], bucket, &key);
+    if (r)
+        return r;
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    json_t *a = args_new();
+    json_object_set_new(a, "bucket", json_string(bucket));
+    json_object_set_new(a, "key", json_string(key));
+    if (o->snapshot)
+        json_object_set_new(a, "snapshot", json_string(o->snapshot));
+    snprintf(what, sizeof(what), "stat %s", o->pos[0]);
+    r = call(&b, "stat", a, NULL, &res, what);
+    if (!r) {
+        json_t *ob = json_object_get(res, "object");
+        if (o->json) {
+            print_json(ob ? ob : json_object_get(res, "bucket"));
+        } else if (ob) {
+            char t[32];
+            fmt_time(json_integer_value(json_object_get(ob, "mtime_ns")), t, sizeof(t));
+            printf("path:         %s\ntype:         %s\nsize:         %lld\netag:         %s\n"
+                   "content-type: %s\nmodified:     %s UTC\nelement id:   %lld\n",
+                   o->pos[0], json_string_value(json_object_get(ob, "type")),
+                   (long long)json_integer_value(json_object_get(ob, "size")),
+                   json_string_value(json_object_get(ob, "etag")),
+                   json_string_value(json_object_get(ob, "content_type")), t,
+                   (long long)json_integer_value(json_object_get(ob, "id")));
+        } else {
+            json_t *bu = json_object_get(res, "bucket");
+            char t[32];
+            fmt_time(json_integer_value(json_object_get(bu, "ctime_ns")), t, sizeof(t));
+            printf("bucket:  pl://%s\ncreated: %s UTC\n", bucket, t);
+        }
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_stats(struct opts *o)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos)
+        return usage_error("%s", "takes no arguments");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = call(&b, "stats", args_new(), NULL, &res, "read statistics");
+    if (!r) {
+        if (o->json) {
+            print_json(res);
+        } else {
+            const char *names[] = {"logical_bytes", "unique_bytes", "stored_bytes",
+                                   "physical_bytes", "free_bytes"};
+            const char *labels[] = {"logical", "unique (after dedup)", "stored (after zstd)",
+                                    "physical (on disk, all copies)", "free"};
+            for (size_t i = 0; i < PL_ARRAY_LEN(names); i++) {
+                char v[32];
+                pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, names[i])), v,
+                             sizeof(v));
+                printf("%-32s %s\n", labels[i], v);
+            }
+            printf("%-32s %.2fx\n%-32s %.2fx\n%-32s %lld\n%-32s %lld\n", "dedup ratio",
+                   json_real_value(json_object_get(res, "dedup_ratio")), "compression ratio",
+                   json_real_value(json_object_get(res, "compression_ratio")), "elements",
+                   (long long)json_integer_value(json_object_get(res, "elements")), "chunks",
+                   (long long)json_integer_value(json_object_get(res, "chunks")));
+        }
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static void fsck_progress(void *arg, uint64_t done, uint64_t total)
+{
+    progress_update(arg, done * 1000, (int64_t)total * 1000, 0);
+}
+
+static void fsck_problem(void *arg, const char *where, const char *what)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:s}", "where", where, "what", what));
+}
+
+static int cmd_fsck(struct opts *o)
+{
+    struct backend b;
+    json_t *res = NULL;
+    if (o->npos)
+        return usage_error("%s", "takes no arguments");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r;
+    if (b.st) {
+        /* in-process: show progress while it walks */
+        json_t *probs = json_array();
+        int n = pl_store_fsck(b.st, fsck_problem, isatty(2) ? fsck_progress : NULL, probs);
+        if (isatty(2))
+            fprintf(stderr, "\n");
+        if (n < 0) {
+            json_decref(probs);
+            backend_close(&b);
+            return fail(n, "check", NULL);
+        }
+        res = json_pack("{s:o, s:i}", "problems", probs, "count", n);
+        r = 0;
+    } else {
+        r = call(&b, "fsck", args_new(), NULL, &res, "check");
+    }
+    if (!r) {
+        json_int_t count = json_integer_value(json_object_get(res, "count"));
+        if (o->json) {
+            print_json(res);
+        } else {
+            json_t *e;
+            size_t i;
+            json_array_foreach(json_object_get(res, "problems"), i, e)
+                printf("%s: %s\n", json_string_value(json_object_get(e, "where")),
+                       json_string_value(json_object_get(e, "what")));
+            printf(count ? "fsck: %lld problem(s) found\n" : "fsck: clean\n", (long long)count);
+        }
+        if (count)
+            r = EXIT_FAIL;
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_gc(struct opts *o)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos)
+        return usage_error("%s", "takes no arguments");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = call(&b, "gc", args_new(), NULL, &res, "collect garbage");
+    if (!r) {
+        char v[32];
+        pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, "freed_bytes")), v,
+                     sizeof(v));
+        if (o->json)
+            print_json(res);
+        else
+            printf("gc: freed %s\n", v);
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+/* snapshot / user / key: VERB [ARG] mapped onto ops */
+struct verb {
+    const char *verb, *op, *argname;
+    int nargs; /* 0, 1, or -1 optional */
+};
+
+static int cmd_verbs(struct opts *o, const struct verb *vs, size_t nv, const char *listkey)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos < 1)
+        return usage_error("%s", "expects a verb");
+    const struct verb *v = NULL;
+    for (size_t i = 0; i < nv; i++)
+        if (!strcmp(vs[i].verb, o->pos[0]))
+            v = &vs[i];
+    if (!v)
+        return usage_error("unknown verb '%s'", o->pos[0]);
+    if ((v->nargs == 1 && o->npos != 2) || (v->nargs == 0 && o->npos != 1) ||
+        (v->nargs == -1 && o->npos > 2))
+        return usage_error("wrong number of arguments for '%s'", v->verb);
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    json_t *a = args_new();
+    if (o->npos == 2)
+        json_object_set_new(a, v->argname, json_string(o->pos[1]));
+    char what[300];
+    snprintf(what, sizeof(what), "%s %s%s%s", cur_cmd->name, v->verb, o->npos == 2 ? " " : "",
+             o->npos == 2 ? o->pos[1] : "");
+    int r = call(&b, v->op, a, NULL, &res, what);
+    if (!r) {
+        json_t *list = json_object_get(res, listkey);
+        if (o->json) {
+            print_json(res);
+        } else if (list && json_is_array(list)) {
+            json_t *e;
+            size_t i;
+            json_array_foreach(list, i, e)
+            {
+                const char *k;
+                json_t *val;
+                int first = 1;
+                json_object_foreach(e, k, val)
+                {
+                    if (json_is_string(val))
+                        printf("%s%s", first ? "" : "  ", json_string_value(val));
+                    else if (!strcmp(k, "ctime_ns")) {
+                        char t[32];
+                        fmt_time(json_integer_value(val), t, sizeof(t));
+                        printf("%s%s", first ? "" : "  ", t);
+                    } else if (json_is_integer(val))
+                        printf("%s%s=%lld", first ? "" : "  ", k,
+                               (long long)json_integer_value(val));
+                    first = 0;
+                }
+                printf("\n");
+            }
+        } else if (json_object_get(res, "secret_key")) {
+            printf("access key: %s\nsecret key: %s\n(the secret is shown only now)\n",
+                   json_string_value(json_object_get(res, "access_key")),
+                   json_string_value(json_object_get(res, "secret_key")));
+        } else {
+            printf("ok: %s\n", what);
+        }
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_snapshot(struct opts *o)
+{
+    static const struct verb vs[] = {{"create", "snapshot-create", "name", 1},
+                                     {"list", "snapshot-list", "name", 0},
+                                     {"delete", "snapshot-delete", "name", 1}};
+    return cmd_verbs(o, vs, PL_ARRAY_LEN(vs), "snapshots");
+}
+
+static int cmd_user(struct opts *o)
+{
+    static const struct verb vs[] = {{"create", "user-create", "name", 1},
+                                     {"list", "user-list", "name", 0},
+                                     {"delete", "user-delete", "name", 1}};
+    return cmd_verbs(o, vs, PL_ARRAY_LEN(vs), "users");
+}
+
+static int cmd_key(struct opts *o)
+{
+    static const struct verb vs[] = {{"create", "key-create", "user", 1},
+                                     {"list", "key-list", "user", -1},
+                                     {"revoke", "key-revoke", "access_key", 1}};
+    return cmd_verbs(o, vs, PL_ARRAY_LEN(vs), "keys");
+}
+
+static int cmd_version(struct opts *o)
+{
+    (void)o;
+    printf("plenum 0.1.0\n");
+    return 0;
+}
+
+static int cmd_help(struct opts *o);
+
+static const struct cmd cmds[] = {
+    {"server", NULL, "[--data DIR] [--LISTENER HOST:PORT|off]...", "run the server", NULL},
+    {"mb", cmd_mb, "pl://BUCKET", "make a bucket",
+     "Bucket names: 3-63 lowercase letters, digits, '-' and '.'.\n"
+     "example: plenum mb pl://datasets"},
+    {"rb", cmd_mb, "pl://BUCKET", "remove an empty bucket", "example: plenum rb pl://datasets"},
+    {"cp", cmd_cp, "[-r] [--content-type T] SRC DST",
+     "copy files and objects (either side local or pl://, '-' is stdin/stdout)",
+     "A DST ending in '/' keeps the source's name. -r copies a directory tree or every\n"
+     "object under a prefix. Downloads land in DST only when complete.\n"
+     "examples:\n  plenum cp train.csv pl://datasets/raw/\n  plenum cp -r ./images "
+     "pl://datasets/images\n  plenum cp -r pl://datasets/images ./restore\n"
+     "  plenum cp --snapshot nightly pl://datasets/raw/train.csv old.csv"},
+    {"cat", cmd_cat, "[--snapshot NAME] pl://BUCKET/KEY...", "write objects to stdout",
+     "example: plenum cat pl://datasets/raw/train.csv | head"},
+    {"ls", cmd_ls, "[-r] [--json] [--snapshot NAME] [pl://BUCKET[/PREFIX]]",
+     "list buckets, or keys under a prefix",
+     "Without -r, keys below the next '/' are shown once as PRE lines.\n"
+     "examples:\n  plenum ls\n  plenum ls -r pl://datasets/raw/"},
+    {"rm", cmd_rm, "[-r] pl://BUCKET/KEY", "remove an object, or every object under a prefix",
+     "example: plenum rm -r pl://datasets/tmp/"},
+    {"stat", cmd_stat, "[--json] [--snapshot NAME] pl://BUCKET[/KEY]",
+     "show an object's or bucket's metadata", "example: plenum stat pl://datasets/raw/train.csv"},
+    {"stats", cmd_stats, "[--json]", "logical vs physical bytes, dedup and compression ratios",
+     "example: plenum stats --json"},
+    {"fsck", cmd_fsck, "[--json]", "verify every element and chunk (exit 0 only when clean)",
+     "Checks reference counts and reads every stored chunk against its checksum.\n"
+     "example: plenum fsck --data /srv/plenum"},
+    {"gc", cmd_gc, "[--json]", "reclaim space no object or snapshot uses",
+     "The server also runs this every minute. example: plenum gc"},
+    {"snapshot", cmd_snapshot, "create NAME | list | delete NAME",
+     "point-in-time snapshots of the whole namespace (O(1) to take)",
+     "Read from one with --snapshot NAME on cat, cp, ls and stat.\n"
+     "example: plenum snapshot create before-cleanup"},
+    {"user", cmd_user, "create NAME | list | delete NAME", "manage users",
+     "example: plenum user create alice"},
+    {"key", cmd_key, "create USER | list [USER] | revoke ACCESS_KEY",
+     "manage S3 access keys (the secret is shown once)", "example: plenum key create alice"},
+    {"version", cmd_version, "", "print the version", NULL},
+    {"help", cmd_help, "[COMMAND]", "show help for a command", NULL},
+};
+
+static void usage_main(FILE *f)
+{
+    fprintf(f, "usage: plenum [--data DIR] COMMAND [ARGS]\n\n"
+               "Plenum: one server for objects (S3), files (NFS, FUSE), blocks (NBD), streams\n"
+               "(Kafka), tables (PostgreSQL) and a KV cache (Redis) on the same stored bytes.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < PL_ARRAY_LEN(cmds); i++)
+        fprintf(f, "  %-9s %s\n", cmds[i].name, cmds[i].summary);
+    fprintf(f, "\ncommon options:\n"
+               "  --data DIR   data directory (default ./plenum-data); when a server holds it,\n"
+               "               commands go through that server\n"
+               "  --json       machine-readable output\n"
+               "  -h, --help   help for a command\n\n"
+               "Plenum paths are written pl://BUCKET/KEY.\n"
+               "exit status: 0 success, 1 the operation failed, 2 usage error\n");
+}
+
+static void usage_cmd(const struct cmd *c)
+{
+    if (!strcmp(c->name, "server")) {
+        usage_server();
+        return;
+    }
+    printf("usage: plenum %s %s\n\n%s.\n", c->name, c->args, c->summary);
+    if (c->help)
+        printf("\n%s\n", c->help);
+    printf("\noptions: --data DIR (default ./plenum-data)%s\n",
+           strstr(c->args, "--json") ? ", --json" : "");
+}
+
+static int cmd_help(struct opts *o)
+{
+    if (o->npos == 0) {
+        usage_main(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < PL_ARRAY_LEN(cmds); i++)
+        if (!strcmp(cmds[i].name, o->pos[0])) {
+            usage_cmd(&cmds[i]);
+            return 0;
+        }
+    fprintf(stderr, "plenum help: no command '%s'\n", o->pos[0]);
+    return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.data = CLI_DEFAULT_DATA};
+    int i = 1;
+    /* global options before the command */
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--data") && i + 1 < argc) {
+            o.data = argv[++i];
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage_main(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            return cmd_version(&o);
+        } else {
+            fprintf(stderr, "plenum: unknown option '%s'\n", argv[i]);
+            usage_main(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage_main(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[i++];
+    for (size_t c = 0; c < PL_ARRAY_LEN(cmds); c++)
+        if (!strcmp(cmds[c].name, name))
+            cur_cmd = &cmds[c];
+    if (!cur_cmd) {
+        fprintf(stderr, "plenum: '%s' is not a plenum command (see plenum --help)\n", name);
+        return EXIT_USAGE;
+    }
+    if (!cur_cmd->fn) {
+        /* server parses its own flags; pass the global --data along */
+        char **sargv = calloc((size_t)(argc - i + 3), sizeof(char *));
+        int sn = 0;
+        if (!sargv)
+            return EXIT_FAIL;
+        if (strcmp(o.data, CLI_DEFAULT_DATA)) {
+            sargv[sn++] = "--data";
+            sargv[sn++] = (char *)o.data;
+        }
+        for (; i < argc; i++)
+            sargv[sn++] = argv[i];
+        int r = cmd_server(sn, sargv);
+        free(sargv);
+        return r;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+            o.help = 1;
+        else if (!strcmp(a, "--json"))
+            o.json = 1;
+        else if (!strcmp(a, "-r") || !strcmp(a, "--recursive"))
+            o.recursive = 1;
+        else if (!strcmp(a, "--data") && i + 1 < argc)
+            o.data = argv[++i];
+        else if (!strcmp(a, "--snapshot") && i + 1 < argc)
+            o.snapshot = argv[++i];
+        else if (!strcmp(a, "--content-type") && i + 1 < argc)
+            o.content_type = argv[++i];
+        else if (a[0] == '-' && a[1])
+            return usage_error("unknown option '%s'", a);
+        else if (o.npos < (int)PL_ARRAY_LEN(o.pos))
+            o.pos[o.npos++] = a;
+        else
+            return usage_error("%s", "too many arguments");
+    }
+    if (o.help) {
+        usage_cmd(cur_cmd);
+        return 0;
+    }
+    return cur_cmd->fn(&o);
+}

@@ -1,0 +1,372 @@
+/* plenum server: open the data directory, start the listeners, serve until
+ * SIGTERM/SIGINT, then stop accepting, let in-flight requests end, sync, exit. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd/cli.h"
+#include "proto/admin/admin.h"
+
+struct listener {
+    const char *name;
+    const char *def;
+    int available;
+    char addr[256];
+};
+
+static struct listener listeners[] = {
+    {"s3", "127.0.0.1:9000", 0, ""},     {"nfs", "127.0.0.1:2049", 0, ""},
+    {"mountd", "127.0.0.1:20048", 0, ""}, {"nbd", "127.0.0.1:10809", 0, ""},
+    {"kafka", "127.0.0.1:9092", 0, ""},  {"pg", "127.0.0.1:5433", 0, ""},
+    {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
+};
+
+void usage_server(void)
+{
+    printf("usage: plenum server [--data DIR] [--config FILE] [--LISTENER HOST:PORT|off]...\n"
+           "\n"
+           "Run the Plenum server on a data directory (created on first start with a\n"
+           "mirrored write buffer and 4+2 capacity devices).\n"
+           "\n"
+           "options:\n"
+           "  --data DIR        data directory (default ./plenum-data)\n"
+           "  --config FILE     INI file: [server] data=DIR, [listen] admin=HOST:PORT ...,\n"
+           "                    [store] zstd_level=N; command-line flags win\n"
+           "  --s3 ADDR         S3 API            (default 127.0.0.1:9000)\n"
+           "  --nfs ADDR        NFSv3             (default 127.0.0.1:2049)\n"
+           "  --mountd ADDR     MOUNT3            (default 127.0.0.1:20048)\n"
+           "  --nbd ADDR        NBD               (default 127.0.0.1:10809)\n"
+           "  --kafka ADDR      Kafka protocol    (default 127.0.0.1:9092)\n"
+           "  --pg ADDR         PostgreSQL proto  (default 127.0.0.1:5433)\n"
+           "  --resp ADDR       Redis protocol    (default 127.0.0.1:6380)\n"
+           "  --admin ADDR      admin JSON API, /health, /metrics (default 127.0.0.1:9001)\n"
+           "  Each ADDR is HOST:PORT or 'off'.\n"
+           "\n"
+           "Root credentials come from PLENUM_ROOT_ACCESS_KEY and PLENUM_ROOT_SECRET_KEY;\n"
+           "without them a key pair is generated on first start, printed once and kept in\n"
+           "DIR/root.credentials (mode 0600).\n"
+           "\n"
+           "example:\n"
+           "  plenum server --data /srv/plenum --admin 127.0.0.1:9101 --s3 off\n");
+}
+
+static struct listener *listener_find(const char *name)
+{
+    for (size_t i = 0; i < PL_ARRAY_LEN(listeners); i++)
+        if (!strcmp(listeners[i].name, name))
+            return &listeners[i];
+    return NULL;
+}
+
+static int parse_hostport(const char *s, char *host, size_t hn, int *port)
+{
+    const char *c = strrchr(s, ':');
+    if (!c || c == s || (size_t)(c - s) >= hn)
+        return PL_EINVAL;
+    char *end;
+    long p = strtol(c + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == c + 1)
+        return PL_EINVAL;
+    memcpy(host, s, (size_t)(c - s));
+    host[c - s] = 0;
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    *port = (int)p;
+    return 0;
+}
+
+/* Minimal INI reader: [section] and key = value lines, '#' or ';' comments. */
+static int config_load(const char *path, const char **data, int *zstd)
+{
+    static char data_buf[PL_PATH_MAX];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "plenum server: cannot read config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024], section[64] = "";
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        s[strcspn(s, "\r\n")] = 0;
+        if (!*s || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            char *e = strchr(s, ']');
+            if (!e || (size_t)(e - s - 1) >= sizeof(section)) {
+                rc = -1;
+                break;
+            }
+            memcpy(section, s + 1, (size_t)(e - s - 1));
+            section[e - s - 1] = 0;
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = -1;
+            break;
+        }
+        char *k = s, *v = eq + 1;
+        *eq = 0;
+        for (char *t = eq - 1; t >= k && (*t == ' ' || *t == '\t'); t--)
+            *t = 0;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        struct listener *l;
+        if (!strcmp(section, "server") && !strcmp(k, "data")) {
+            snprintf(data_buf, sizeof(data_buf), "%s", v);
+            *data = data_buf;
+        } else if (!strcmp(section, "listen") && (l = listener_find(k))) {
+            snprintf(l->addr, sizeof(l->addr), "%s", v);
+        } else if (!strcmp(section, "store") && !strcmp(k, "zstd_level")) {
+            *zstd = atoi(v);
+        } else {
+            fprintf(stderr, "plenum server: %s:%d: unknown setting [%s] %s\n", path, lineno,
+                    section, k);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc && !ferror(f))
+        fprintf(stderr, "plenum server: %s:%d: cannot parse this line\n", path, lineno);
+    fclose(f);
+    return rc;
+}
+
+static int write_file_atomic(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    char p[PL_PATH_MAX], tmp[PL_PATH_MAX + 8];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", p);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -errno;
+    int rc = pl_write_all(fd, text, strlen(text));
+    if (!rc && fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    if (!rc && rename(tmp, p) < 0)
+        rc = -errno;
+    return rc ? rc : pl_fsync_dir(dir);
+}
+
+/* Make sure the root user and its key exist; print a generated pair once. */
+static int root_credentials(struct pl_store *st, const char *dir)
+{
+    char ak[32] = "", sk[48] = "", p[PL_PATH_MAX], u[64], cur[48];
+    const char *eak = getenv("PLENUM_ROOT_ACCESS_KEY"), *esk = getenv("PLENUM_ROOT_SECRET_KEY");
+    int rc = pl_user_create(st, "root");
+    if (rc && rc != PL_EEXIST)
+        return rc;
+    if (eak && esk && *eak && *esk) {
+        if (strlen(eak) >= sizeof(ak) || strlen(esk) >= sizeof(sk))
+            return PL_EINVAL;
+        snprintf(ak, sizeof(ak), "%s", eak);
+        snprintf(sk, sizeof(sk), "%s", esk);
+        if (pl_key_secret(st, ak, cur, u) == 0 && !strcmp(cur, sk))
+            return 0;
+        return pl_key_create(st, "root", ak, sk);
+    }
+    snprintf(p, sizeof(p), "%s/root.credentials", dir);
+    if (access(p, F_OK) == 0)
+        return 0;
+    rc = pl_key_create(st, "root", ak, sk);
+    if (rc)
+        return rc;
+    char text[256];
+    snprintf(text, sizeof(text), "access_key=%s\nsecret_key=%s\n", ak, sk);
+    rc = write_file_atomic(dir, "root.credentials", text, 0600);
+    if (rc)
+        return rc;
+    printf("root credentials (shown once, also in %s):\n  access key: %s\n  secret key: %s\n", p,
+           ak, sk);
+    return 0;
+}
+
+static volatile int gc_stop;
+static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gc_cond = PTHREAD_COND_INITIALIZER;
+
+static void *gc_main(void *arg)
+{
+    struct pl_store *st = arg;
+    pthread_mutex_lock(&gc_lock);
+    while (!gc_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 60;
+        pthread_cond_timedwait(&gc_cond, &gc_lock, &ts);
+        if (gc_stop)
+            break;
+        pthread_mutex_unlock(&gc_lock);
+        uint64_t freed = 0;
+        int rc = pl_store_gc(st, &freed);
+        if (rc)
+            pl_log(PL_LOG_WARN, "gc", "background gc failed err=%s", pl_errname(rc));
+        else if (freed)
+            pl_log(PL_LOG_INFO, "gc", "freed bytes=%llu", (unsigned long long)freed);
+        pthread_mutex_lock(&gc_lock);
+    }
+    pthread_mutex_unlock(&gc_lock);
+    return NULL;
+}
+
+int cmd_server(int argc, char **argv)
+{
+    const char *data = NULL, *config = NULL;
+    int zstd = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage_server();
+            return 0;
+        }
+        if (!strcmp(a, "--config") && i + 1 < argc)
+            config = argv[++i];
+    }
+    if (config && config_load(config, &data, &zstd))
+        return 2;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        struct listener *l;
+        if (!strcmp(a, "--config")) {
+            i++;
+        } else if (!strcmp(a, "--data") && i + 1 < argc) {
+            data = argv[++i];
+        } else if (!strncmp(a, "--", 2) && (l = listener_find(a + 2)) && i + 1 < argc) {
+            snprintf(l->addr, sizeof(l->addr), "%s", argv[++i]);
+        } else {
+            fprintf(stderr, "plenum server: unknown or incomplete option '%s' (see plenum server "
+                            "--help)\n",
+                    a);
+            return 2;
+        }
+    }
+    if (!data)
+        data = CLI_DEFAULT_DATA;
+    for (size_t i = 0; i < PL_ARRAY_LEN(listeners); i++) {
+        struct listener *l = &listeners[i];
+        char host[200];
+        int port;
+        if (!l->addr[0])
+            snprintf(l->addr, sizeof(l->addr), "%s", l->def);
+        if (strcmp(l->addr, "off") && parse_hostport(l->addr, host, sizeof(host), &port)) {
+            fprintf(stderr, "plenum server: --%s wants HOST:PORT or off, not '%s'\n", l->name,
+                    l->addr);
+            return 2;
+        }
+    }
+    /* signals are taken by sigwait below; every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct pl_store_opts o = {.zstd_level = zstd, .create = 1};
+    struct pl_store *st = NULL;
+    struct admin_server *admin = NULL;
+    pthread_t gc_thr;
+    int gc_started = 0, rc = pl_store_open(data, &o, &st);
+    if (rc == PL_ELOCKED) {
+        char p[PL_PATH_MAX];
+        snprintf(p, sizeof(p), "%s/server.json", data);
+        json_error_t je;
+        json_t *j = json_load_file(p, 0, &je);
+        fprintf(stderr,
+                "plenum server: data directory %s is already in use (pid %lld, admin %s); stop "
+                "that server first or pass another --data\n",
+                data, j ? (long long)json_integer_value(json_object_get(j, "pid")) : -1LL,
+                j && json_string_value(json_object_get(j, "admin"))
+                    ? json_string_value(json_object_get(j, "admin"))
+                    : "off");
+        json_decref(j);
+        return 1;
+    }
+    if (rc) {
+        if (rc == PL_ENOTPLENUM)
+            fprintf(stderr, "plenum server: %s is not a plenum data directory and not empty; "
+                            "pass --data with an empty or new directory\n",
+                    data);
+        else
+            fprintf(stderr, "plenum server: cannot open data directory %s: %s\n", data,
+                    pl_strerror(rc));
+        return 1;
+    }
+    rc = root_credentials(st, data);
+    if (rc) {
+        fprintf(stderr, "plenum server: cannot set up root credentials: %s\n", pl_strerror(rc));
+        goto out;
+    }
+    struct listener *al = listener_find("admin");
+    if (strcmp(al->addr, "off")) {
+        char host[200];
+        int port;
+        if (parse_hostport(al->addr, host, sizeof(host), &port))
+            goto out;
+        struct admin_opts ao = {host, port, 0, 0};
+        rc = admin_start(st, &ao, &admin);
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot listen on %s for admin: %s%s\n", al->addr,
+                    pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has it; pass --admin HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        /* report the bound port (the flag may have said :0) */
+        snprintf(al->addr, sizeof(al->addr), "%s:%d", host, admin_port(admin));
+    }
+    char info[512];
+    snprintf(info, sizeof(info), "{\"pid\": %d, \"admin\": %s%s%s}\n", (int)getpid(),
+             admin ? "\"" : "", admin ? al->addr : "null", admin ? "\"" : "");
+    rc = write_file_atomic(data, "server.json", info, 0644);
+    if (rc) {
+        fprintf(stderr, "plenum server: cannot write %s/server.json: %s\n", data, pl_strerror(rc));
+        goto out;
+    }
+    printf("plenum server: data directory %s\n", data);
+    for (size_t i = 0; i < PL_ARRAY_LEN(listeners); i++) {
+        struct listener *l = &listeners[i];
+        if (!strcmp(l->addr, "off"))
+            printf("  %-7s off\n", l->name);
+        else if (l->available)
+            printf("  %-7s http://%s\n", l->name, l->addr);
+        else
+            printf("  %-7s %s: not available in this build\n", l->name, l->addr);
+    }
+    fflush(stdout);
+    if (pthread_create(&gc_thr, NULL, gc_main, st) == 0)
+        gc_started = 1;
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    pl_log(PL_LOG_INFO, "server", "signal=%d stopping", sig);
+    rc = 0;
+out:
+    if (gc_started) {
+        pthread_mutex_lock(&gc_lock);
+        gc_stop = 1;
+        pthread_cond_signal(&gc_cond);
+        pthread_mutex_unlock(&gc_lock);
+        pthread_join(gc_thr, NULL);
+    }
+    admin_stop(admin);
+    if (st) {
+        char p[PL_PATH_MAX];
+        snprintf(p, sizeof(p), "%s/server.json", data);
+        unlink(p);
+    }
+    pl_store_close(st); /* every acknowledged write is already synced */
+    if (!rc)
+        pl_log(PL_LOG_INFO, "server", "stopped");
+    return rc ? 1 : 0;
+}

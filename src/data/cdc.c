@@ -1,0 +1,99 @@
+/* FastCDC-style content-defined chunking with normalized chunk sizes.
+ *
+ * The gear table is derived from a fixed seed so that chunk boundaries are the
+ * same in every process and every release: changing it would break dedup
+ * against everything already stored. */
+#include "data/data.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+
+static uint64_t gear[256];
+static pthread_once_t gear_once = PTHREAD_ONCE_INIT;
+
+static void gear_fill(void)
+{
+    uint64_t s = 0x506c656e756d4344ull; /* "PlenumCD" */
+    for (int i = 0; i < 256; i++) {
+        /* splitmix64 */
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        gear[i] = z ^ (z >> 31);
+    }
+}
+
+static int log2u(uint32_t v)
+{
+    int b = 0;
+    while ((1u << b) < v)
+        b++;
+    return b;
+}
+
+int data_cdc_init(struct data_cdc *c, uint32_t min, uint32_t avg, uint32_t max)
+{
+    if (!avg || (avg & (avg - 1)) || min < 64 || min >= avg || avg >= max ||
+        max > DATA_MAX_CHUNK)
+        return PL_EINVAL;
+    pthread_once(&gear_once, gear_fill);
+    int bits = log2u(avg);
+    c->min = min;
+    c->avg = avg;
+    c->max = max;
+    /* normalization level 2: harder to cut before avg, easier after.
+     * The shifted gear hash mixes the newest byte into the low bit, so the
+     * high bits see the longest window: test those. */
+    c->mask_s = ~0ull << (64 - (bits + 2));
+    c->mask_l = ~0ull << (64 - (bits - 2));
+    return 0;
+}
+
+size_t data_cdc_cut(const struct data_cdc *c, const uint8_t *p, size_t n, int final)
+{
+    if (n <= c->min)
+        return final ? n : 0;
+    uint64_t h = 0;
+    size_t i = c->min;
+    size_t barrier = PL_MIN((size_t)c->avg, n);
+    for (; i < barrier; i++) {
+        h = (h << 1) + gear[p[i]];
+        if (!(h & c->mask_s))
+            return i + 1;
+    }
+    barrier = PL_MIN((size_t)c->max, n);
+    for (; i < barrier; i++) {
+        h = (h << 1) + gear[p[i]];
+        if (!(h & c->mask_l))
+            return i + 1;
+    }
+    if (i >= c->max)
+        return c->max;
+    return final ? n : 0;
+}
+
+static EVP_MD *sha256_md;
+static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
+
+static void sha_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+void data_fingerprint(const void *p, size_t n, uint8_t out[DATA_FP_LEN])
+{
+    pthread_once(&sha_once, sha_fetch);
+    unsigned int len = DATA_FP_LEN;
+    EVP_Digest(p, n, out, &len, sha256_md, NULL);
+}
+
+int data_is_zero(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    if (n == 0)
+        return 1;
+    if (b[0])
+        return 0;
+    /* compare the buffer with itself shifted: all equal and first is 0 */
+    return memcmp(b, b + 1, n - 1) == 0;
+}

@@ -1,0 +1,603 @@
+#include "data/data.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define SEG_MAX_MIRRORS 4
+#define SEG_HASH 1024
+#define CTX_POOL 8
+
+struct seg {
+    uint64_t id;
+    int fd[SEG_MAX_MIRRORS];
+    uint64_t end; /* next append offset (active segment only meaningful) */
+    struct seg *next;
+};
+
+struct data_store {
+    char *mirrors[SEG_MAX_MIRRORS];
+    int nmirrors;
+    uint64_t seg_max;
+    int zstd_level;
+    pthread_rwlock_t map_lock; /* guards table; wrlock to delete a segment */
+    struct seg *table[SEG_HASH];
+    pthread_mutex_t append_lock; /* guards active, next_seg, ends */
+    struct seg *active;
+    uint64_t next_seg;
+    pthread_mutex_t pool_lock;
+    ZSTD_CCtx *cctx[CTX_POOL];
+    ZSTD_DCtx *dctx[CTX_POOL];
+    int ncctx, ndctx;
+    /* fault injection: fail appends with ENOSPC past this many bytes */
+    uint64_t fault_enospc_after, appended;
+};
+
+void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
+{
+    out[0] = l->kind;
+    out[1] = l->codec;
+    pl_put_le64(out + 2, l->seg);
+    pl_put_le64(out + 10, l->off);
+    pl_put_le32(out + 18, l->stored_len);
+    pl_put_le32(out + 22, l->raw_len);
+}
+
+int data_loc_decode(const uint8_t *p, size_t n, struct data_loc *ret)
+{
+    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_ZSTD)
+        return PL_ECORRUPT;
+    ret->kind = p[0];
+    ret->codec = p[1];
+    ret->seg = pl_get_le64(p + 2);
+    ret->off = pl_get_le64(p + 10);
+    ret->stored_len = pl_get_le32(p + 18);
+    ret->raw_len = pl_get_le32(p + 22);
+    if (ret->raw_len > DATA_MAX_CHUNK || ret->stored_len > DATA_MAX_CHUNK + 1024)
+        return PL_ECORRUPT;
+    return 0;
+}
+
+static void seg_path(const struct data_store *ds, int m, uint64_t id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/seg/%016" PRIx64 ".seg", ds->mirrors[m], id);
+}
+
+static void seg_close_fds(struct seg *s, int nm)
+{
+    for (int m = 0; m < nm; m++)
+        if (s->fd[m] >= 0)
+            close(s->fd[m]);
+}
+
+/* Open (create) a segment's files; caller holds map_lock for writing. */
+static int seg_open_locked(struct data_store *ds, uint64_t id, int create, struct seg **ret)
+{
+    struct seg **slot = &ds->table[id % SEG_HASH];
+    for (struct seg *s = *slot; s; s = s->next)
+        if (s->id == id) {
+            *ret = s;
+            return 0;
+        }
+    struct seg *s = calloc(1, sizeof(*s));
+    if (!s)
+        return PL_ENOMEM;
+    s->id = id;
+    for (int m = 0; m < SEG_MAX_MIRRORS; m++)
+        s->fd[m] = -1;
+    for (int m = 0; m < ds->nmirrors; m++) {
+        char path[4200];
+        seg_path(ds, m, id, path, sizeof(path));
+        s->fd[m] = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+        if (s->fd[m] < 0) {
+            int rc = -errno;
+            seg_close_fds(s, ds->nmirrors);
+            free(s);
+            return rc;
+        }
+    }
+    if (create) {
+        for (int m = 0; m < ds->nmirrors; m++) {
+            char dir[4200];
+            snprintf(dir, sizeof(dir), "%s/seg", ds->mirrors[m]);
+            int rc = pl_fsync_dir(dir);
+            if (rc) {
+                seg_close_fds(s, ds->nmirrors);
+                free(s);
+                return rc;
+            }
+        }
+    }
+    struct stat st;
+    if (fstat(s->fd[0], &st) == 0)
+        s->end = (uint64_t)st.st_size;
+    s->next = *slot;
+    *slot = s;
+    *ret = s;
+    return 0;
+}
+
+/* Find or open a segment for reading; returns with map_lock held for reading. */
+static int seg_get_rd(struct data_store *ds, uint64_t id, struct seg **ret)
+{
+    pthread_rwlock_rdlock(&ds->map_lock);
+    for (struct seg *s = ds->table[id % SEG_HASH]; s; s = s->next)
+        if (s->id == id) {
+            *ret = s;
+            return 0;
+        }
+    pthread_rwlock_unlock(&ds->map_lock);
+    pthread_rwlock_wrlock(&ds->map_lock);
+    struct seg *s;
+    int rc = seg_open_locked(ds, id, 0, &s);
+    pthread_rwlock_unlock(&ds->map_lock);
+    if (rc)
+        return rc;
+    pthread_rwlock_rdlock(&ds->map_lock);
+    for (s = ds->table[id % SEG_HASH]; s; s = s->next)
+        if (s->id == id) {
+            *ret = s;
+            return 0;
+        }
+    pthread_rwlock_unlock(&ds->map_lock);
+    return PL_ENOENT; /* deleted between the two locks */
+}
+
+static int new_active(struct data_store *ds)
+{
+    struct seg *s;
+    pthread_rwlock_wrlock(&ds->map_lock);
+    int rc = seg_open_locked(ds, ds->next_seg, 1, &s);
+    pthread_rwlock_unlock(&ds->map_lock);
+    if (rc)
+        return rc;
+    ds->next_seg++;
+    ds->active = s;
+    return 0;
+}
+
+int data_open(const struct data_opts *o, struct data_store **ret)
+{
+    if (o->nmirrors < 1 || o->nmirrors > SEG_MAX_MIRRORS)
+        return PL_EINVAL;
+    struct data_store *ds = calloc(1, sizeof(*ds));
+    int rc = 0;
+    if (!ds)
+        return PL_ENOMEM;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ds->map_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&ds->append_lock, NULL);
+    pthread_mutex_init(&ds->pool_lock, NULL);
+    ds->nmirrors = o->nmirrors;
+    ds->seg_max = o->seg_max ? o->seg_max : (64u << 20);
+    ds->zstd_level = o->zstd_level;
+    ds->next_seg = o->first_seg ? o->first_seg : 1;
+    const char *f = getenv("PLENUM_FAULT_ENOSPC_AFTER");
+    if (f)
+        ds->fault_enospc_after = strtoull(f, NULL, 10);
+    for (int m = 0; m < o->nmirrors; m++) {
+        ds->mirrors[m] = strdup(o->mirrors[m]);
+        if (!ds->mirrors[m]) {
+            rc = PL_ENOMEM;
+            goto out;
+        }
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s/seg", ds->mirrors[m]);
+        rc = pl_mkdirs(dir, 0700);
+        if (rc)
+            goto out;
+    }
+    *ret = ds;
+    return 0;
+out:
+    data_close(ds);
+    return rc;
+}
+
+void data_close(struct data_store *ds)
+{
+    if (!ds)
+        return;
+    for (int i = 0; i < SEG_HASH; i++) {
+        struct seg *s = ds->table[i];
+        while (s) {
+            struct seg *n = s->next;
+            seg_close_fds(s, ds->nmirrors);
+            free(s);
+            s = n;
+        }
+    }
+    for (int m = 0; m < ds->nmirrors; m++)
+        free(ds->mirrors[m]);
+    for (int i = 0; i < ds->ncctx; i++)
+        ZSTD_freeCCtx(ds->cctx[i]);
+    for (int i = 0; i < ds->ndctx; i++)
+        ZSTD_freeDCtx(ds->dctx[i]);
+    pthread_rwlock_destroy(&ds->map_lock);
+    pthread_mutex_destroy(&ds->append_lock);
+    pthread_mutex_destroy(&ds->pool_lock);
+    free(ds);
+}
+
+static ZSTD_CCtx *cctx_get(struct data_store *ds)
+{
+    ZSTD_CCtx *c = NULL;
+    pthread_mutex_lock(&ds->pool_lock);
+    if (ds->ncctx)
+        c = ds->cctx[--ds->ncctx];
+    pthread_mutex_unlock(&ds->pool_lock);
+    return c ? c : ZSTD_createCCtx();
+}
+
+static void cctx_put(struct data_store *ds, ZSTD_CCtx *c)
+{
+    pthread_mutex_lock(&ds->pool_lock);
+    if (ds->ncctx < CTX_POOL) {
+        ds->cctx[ds->ncctx++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&ds->pool_lock);
+    ZSTD_freeCCtx(c);
+}
+
+static ZSTD_DCtx *dctx_get(struct data_store *ds)
+{
+    ZSTD_DCtx *c = NULL;
+    pthread_mutex_lock(&ds->pool_lock);
+    if (ds->ndctx)
+        c = ds->dctx[--ds->ndctx];
+    pthread_mutex_unlock(&ds->pool_lock);
+    return c ? c : ZSTD_createDCtx();
+}
+
+static void dctx_put(struct data_store *ds, ZSTD_DCtx *c)
+{
+    pthread_mutex_lock(&ds->pool_lock);
+    if (ds->ndctx < CTX_POOL) {
+        ds->dctx[ds->ndctx++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&ds->pool_lock);
+    ZSTD_freeDCtx(c);
+}
+
+static uint64_t block_sum(const uint8_t *hdr, const uint8_t *payload, size_t n)
+{
+    return XXH3_64bits_withSeed(payload, n, XXH3_64bits(hdr, 48));
+}
+
+int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
+                      struct data_loc *ret_loc)
+{
+    int rc = 0;
+    if (n < DATA_BLOCK_HDR)
+        return PL_EINVAL;
+    pthread_mutex_lock(&ds->append_lock);
+    if (ds->fault_enospc_after && ds->appended + n > ds->fault_enospc_after) {
+        pthread_mutex_unlock(&ds->append_lock);
+        return PL_ENOSPC;
+    }
+    if (!ds->active || (ds->active->end > 0 && ds->active->end + n > ds->seg_max)) {
+        rc = new_active(ds);
+        if (rc) {
+            pthread_mutex_unlock(&ds->append_lock);
+            return rc;
+        }
+    }
+    struct seg *s = ds->active;
+    uint64_t off = s->end;
+    s->end += n;
+    ds->appended += n;
+    pthread_mutex_unlock(&ds->append_lock);
+    /* the segment cannot be deleted while it may still be active */
+    for (int m = 0; m < ds->nmirrors && !rc; m++)
+        rc = pl_pwrite_all(s->fd[m], block, n, (off_t)off);
+    if (rc)
+        return rc;
+    ret_loc->kind = DATA_LOC_BUFFER;
+    ret_loc->codec = block[5];
+    ret_loc->seg = s->id;
+    ret_loc->off = off;
+    ret_loc->raw_len = pl_get_le32(block + 8);
+    ret_loc->stored_len = pl_get_le32(block + 12);
+    return 0;
+}
+
+int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                      size_t n, struct data_loc *ret_loc)
+{
+    if (n > DATA_MAX_CHUNK)
+        return PL_EINVAL;
+    size_t cap = DATA_BLOCK_HDR + ZSTD_compressBound(n);
+    uint8_t *blk = malloc(cap);
+    int rc;
+    if (!blk)
+        return PL_ENOMEM;
+    size_t stored = n;
+    uint8_t codec = DATA_CODEC_RAW;
+    if (ds->zstd_level > 0) {
+        ZSTD_CCtx *c = cctx_get(ds);
+        size_t z = c ? ZSTD_compressCCtx(c, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n,
+                                         ds->zstd_level)
+                     : 0;
+        if (c)
+            cctx_put(ds, c);
+        /* keep raw unless zstd saves at least 1/32: decoding costs on every read */
+        if (c && !ZSTD_isError(z) && z < n - n / 32) {
+            stored = z;
+            codec = DATA_CODEC_ZSTD;
+        }
+    }
+    if (codec == DATA_CODEC_RAW)
+        memcpy(blk + DATA_BLOCK_HDR, raw, n);
+    memcpy(blk, "PLCK", 4);
+    blk[4] = 1;
+    blk[5] = codec;
+    blk[6] = blk[7] = 0;
+    pl_put_le32(blk + 8, (uint32_t)n);
+    pl_put_le32(blk + 12, (uint32_t)stored);
+    memcpy(blk + 16, fp, DATA_FP_LEN);
+    pl_put_le64(blk + 48, block_sum(blk, blk + DATA_BLOCK_HDR, stored));
+    rc = data_block_append(ds, blk, DATA_BLOCK_HDR + stored, ret_loc);
+    free(blk);
+    return rc;
+}
+
+int data_sync(struct data_store *ds, uint64_t id)
+{
+    struct seg *s;
+    int rc = seg_get_rd(ds, id, &s);
+    if (rc)
+        return rc;
+    for (int m = 0; m < ds->nmirrors && !rc; m++)
+        if (fdatasync(s->fd[m]) < 0)
+            rc = -errno;
+    pthread_rwlock_unlock(&ds->map_lock);
+    return rc;
+}
+
+/* Check a block read from one mirror. */
+static int block_verify(const uint8_t *blk, const struct data_loc *loc, const uint8_t *fp)
+{
+    if (memcmp(blk, "PLCK", 4) || blk[4] != 1 || blk[5] != loc->codec ||
+        pl_get_le32(blk + 8) != loc->raw_len || pl_get_le32(blk + 12) != loc->stored_len ||
+        (fp && memcmp(blk + 16, fp, DATA_FP_LEN)))
+        return PL_ECORRUPT;
+    if (pl_get_le64(blk + 48) != block_sum(blk, blk + DATA_BLOCK_HDR, loc->stored_len))
+        return PL_ECORRUPT;
+    return 0;
+}
+
+static int block_read_verified(struct data_store *ds, const struct data_loc *loc,
+                               const uint8_t *fp, uint8_t *blk)
+{
+    struct seg *s;
+    size_t n = DATA_BLOCK_HDR + loc->stored_len;
+    int rc = seg_get_rd(ds, loc->seg, &s);
+    if (rc)
+        return rc;
+    rc = PL_ECORRUPT;
+    for (int m = 0; m < ds->nmirrors; m++) {
+        int r = pl_pread_all(s->fd[m], blk, n, (off_t)loc->off);
+        if (r == 0)
+            r = block_verify(blk, loc, fp);
+        if (r == 0) {
+            rc = 0;
+            break;
+        }
+        pl_log(PL_LOG_DEBUG, "data", "bad copy seg=%016" PRIx64 " off=%" PRIu64 " mirror=%d",
+               loc->seg, loc->off, m);
+        if (r != PL_ECORRUPT && r != PL_EIO)
+            rc = r;
+    }
+    pthread_rwlock_unlock(&ds->map_lock);
+    return rc;
+}
+
+int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
+                    const uint8_t fp[DATA_FP_LEN], void *out)
+{
+    size_t n = DATA_BLOCK_HDR + loc->stored_len;
+    uint8_t *blk = malloc(n);
+    int rc;
+    if (!blk)
+        return PL_ENOMEM;
+    rc = block_read_verified(ds, loc, fp, blk);
+    if (rc)
+        goto out;
+    if (loc->codec == DATA_CODEC_RAW) {
+        if (loc->stored_len != loc->raw_len) {
+            rc = PL_ECORRUPT;
+            goto out;
+        }
+        memcpy(out, blk + DATA_BLOCK_HDR, loc->raw_len);
+    } else {
+        ZSTD_DCtx *d = dctx_get(ds);
+        if (!d) {
+            rc = PL_ENOMEM;
+            goto out;
+        }
+        size_t z = ZSTD_decompressDCtx(d, out, loc->raw_len, blk + DATA_BLOCK_HDR,
+                                       loc->stored_len);
+        dctx_put(ds, d);
+        if (ZSTD_isError(z) || z != loc->raw_len)
+            rc = PL_ECORRUPT;
+    }
+out:
+    free(blk);
+    return rc;
+}
+
+int data_block_read(struct data_store *ds, const struct data_loc *loc, uint8_t **ret,
+                    size_t *ret_n)
+{
+    size_t n = DATA_BLOCK_HDR + loc->stored_len;
+    uint8_t *blk = malloc(n);
+    if (!blk)
+        return PL_ENOMEM;
+    int rc = block_read_verified(ds, loc, NULL, blk);
+    if (rc) {
+        free(blk);
+        return rc;
+    }
+    *ret = blk;
+    *ret_n = n;
+    return 0;
+}
+
+int data_seg_walk(struct data_store *ds, uint64_t id, uint64_t used, data_block_fn cb, void *arg)
+{
+    struct seg *s;
+    int rc = seg_get_rd(ds, id, &s);
+    if (rc)
+        return rc;
+    uint64_t off = 0;
+    uint8_t hdr[DATA_BLOCK_HDR];
+    int fd = s->fd[0];
+    pthread_rwlock_unlock(&ds->map_lock); /* walk runs while the caller owns the segment */
+    while (off + DATA_BLOCK_HDR <= used) {
+        rc = pl_pread_all(fd, hdr, sizeof(hdr), (off_t)off);
+        if (rc)
+            return rc;
+        if (memcmp(hdr, "PLCK", 4) || hdr[4] != 1)
+            return PL_ECORRUPT;
+        struct data_loc loc = {
+            .kind = DATA_LOC_BUFFER,
+            .codec = hdr[5],
+            .seg = id,
+            .off = off,
+            .raw_len = pl_get_le32(hdr + 8),
+            .stored_len = pl_get_le32(hdr + 12),
+        };
+        if (loc.raw_len > DATA_MAX_CHUNK || loc.stored_len > DATA_MAX_CHUNK + 1024)
+            return PL_ECORRUPT;
+        rc = cb(arg, &loc, hdr + 16);
+        if (rc < 0)
+            return rc;
+        off += DATA_BLOCK_HDR + loc.stored_len;
+    }
+    return 0;
+}
+
+uint64_t data_active_seg(struct data_store *ds)
+{
+    pthread_mutex_lock(&ds->append_lock);
+    uint64_t id = ds->active ? ds->active->id : 0;
+    pthread_mutex_unlock(&ds->append_lock);
+    return id;
+}
+
+int data_seal_active(struct data_store *ds)
+{
+    pthread_mutex_lock(&ds->append_lock);
+    int rc = new_active(ds);
+    pthread_mutex_unlock(&ds->append_lock);
+    return rc;
+}
+
+int data_seg_truncate(struct data_store *ds, uint64_t id, uint64_t used)
+{
+    for (int m = 0; m < ds->nmirrors; m++) {
+        char path[4200];
+        seg_path(ds, m, id, path, sizeof(path));
+        if (truncate(path, (off_t)used) < 0 && errno != ENOENT)
+            return -errno;
+    }
+    return 0;
+}
+
+int data_seg_delete(struct data_store *ds, uint64_t id)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&ds->map_lock);
+    struct seg **pp = &ds->table[id % SEG_HASH];
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    if (*pp) {
+        struct seg *s = *pp;
+        *pp = s->next;
+        seg_close_fds(s, ds->nmirrors);
+        free(s);
+    }
+    for (int m = 0; m < ds->nmirrors; m++) {
+        char path[4200];
+        seg_path(ds, m, id, path, sizeof(path));
+        if (unlink(path) < 0 && errno != ENOENT && !rc)
+            rc = -errno;
+    }
+    pthread_rwlock_unlock(&ds->map_lock);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int data_seg_list(struct data_store *ds, uint64_t **ret, size_t *ret_n)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/seg", ds->mirrors[0]);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    uint64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        uint64_t id = strtoull(de->d_name, &end, 16);
+        if (end == de->d_name || strcmp(end, ".seg"))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint64_t *t = realloc(ids, cap * sizeof(*ids));
+            if (!t) {
+                free(ids);
+                closedir(d);
+                return PL_ENOMEM;
+            }
+            ids = t;
+        }
+        ids[n++] = id;
+    }
+    closedir(d);
+    if (n)
+        qsort(ids, n, sizeof(*ids), cmp_u64);
+    *ret = ids;
+    *ret_n = n;
+    return 0;
+}
+
+uint64_t data_disk_bytes(struct data_store *ds)
+{
+    uint64_t total = 0;
+    for (int m = 0; m < ds->nmirrors; m++) {
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s/seg", ds->mirrors[m]);
+        DIR *d = opendir(dir);
+        if (!d)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            struct stat st;
+            char path[8400];
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            if (de->d_name[0] != '.' && stat(path, &st) == 0)
+                total += (uint64_t)st.st_blocks * 512;
+        }
+        closedir(d);
+    }
+    return total;
+}

@@ -1,0 +1,297 @@
+#include "meta/meta.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static const char *const db_names[META_DB_COUNT] = {
+    "sys", "elem", "dirent", "extent", "chunk", "seg",
+    "bucket", "snap", "user", "key", "grave", "staging",
+};
+
+#define META_MAX_BATCH 512
+
+struct meta_req {
+    meta_apply_fn fn;
+    void *arg;
+    int rc;
+    int done;
+    struct meta_req *next;
+};
+
+struct meta_env {
+    MDB_env *env;
+    MDB_dbi dbi[META_DB_COUNT];
+    pthread_t writer;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;      /* writer: queue non-empty or stopping */
+    pthread_cond_t done;      /* submitters: some batch finished */
+    struct meta_req *head, *tail;
+    int stopping;
+    struct meta_stats stats;
+};
+
+int meta_err(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return PL_ENOENT;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        return PL_ENOSPC;
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID:
+        return PL_ENOTPLENUM;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+        return PL_ECORRUPT;
+    default:
+        return rc > 0 ? -rc : PL_EIO;
+    }
+}
+
+static int batch_bucket(size_t n)
+{
+    int b = 0;
+    while (b < 9 && ((size_t)1 << b) < n)
+        b++;
+    return n > 256 ? 9 : b;
+}
+
+static void run_batch(struct meta_env *e, struct meta_req *list)
+{
+    MDB_txn *parent = NULL;
+    size_t n = 0;
+    int rc = meta_err(mdb_txn_begin(e->env, NULL, 0, &parent));
+    for (struct meta_req *r = list; r; r = r->next) {
+        n++;
+        if (rc) {
+            r->rc = rc;
+            continue;
+        }
+        struct meta_txn t = {.env = e};
+        int crc = meta_err(mdb_txn_begin(e->env, parent, 0, &t.txn));
+        if (crc) {
+            r->rc = crc;
+            continue;
+        }
+        r->rc = r->fn(&t, r->arg);
+        if (r->rc < 0) {
+            mdb_txn_abort(t.txn);
+        } else {
+            crc = meta_err(mdb_txn_commit(t.txn));
+            if (crc)
+                r->rc = crc;
+        }
+    }
+    if (!rc) {
+        rc = meta_err(mdb_txn_commit(parent)); /* syncs: the durability point */
+        if (rc) {
+            pl_log(PL_LOG_ERROR, "meta", "group commit failed err=%s", pl_errname(rc));
+            for (struct meta_req *r = list; r; r = r->next)
+                if (r->rc >= 0)
+                    r->rc = rc;
+        }
+    }
+    pthread_mutex_lock(&e->lock);
+    e->stats.commits++;
+    e->stats.mutations += n;
+    e->stats.batch_hist[batch_bucket(n)]++;
+    for (struct meta_req *r = list; r; r = r->next)
+        r->done = 1;
+    pthread_cond_broadcast(&e->done);
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void *writer_main(void *arg)
+{
+    struct meta_env *e = arg;
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        while (!e->head && !e->stopping)
+            pthread_cond_wait(&e->wake, &e->lock);
+        if (!e->head && e->stopping)
+            break;
+        /* take up to META_MAX_BATCH requests: one txn, one sync */
+        struct meta_req *list = e->head, *last = e->head;
+        size_t n = 1;
+        while (last->next && n < META_MAX_BATCH) {
+            last = last->next;
+            n++;
+        }
+        e->head = last->next;
+        if (!e->head)
+            e->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&e->lock);
+        run_batch(e, list);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+int meta_open(const char *path, struct meta_env **ret_env)
+{
+    struct meta_env *e = calloc(1, sizeof(*e));
+    MDB_txn *txn = NULL;
+    int rc;
+    if (!e)
+        return PL_ENOMEM;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    pthread_cond_init(&e->done, NULL);
+    rc = pl_mkdirs(path, 0700);
+    if (rc)
+        goto out;
+    rc = meta_err(mdb_env_create(&e->env));
+    if (rc)
+        goto out;
+    mdb_env_set_maxdbs(e->env, META_DB_COUNT + 4);
+    mdb_env_set_maxreaders(e->env, 1022);
+    /* the map is address space, not disk: the file grows as it fills */
+    rc = meta_err(mdb_env_set_mapsize(e->env, (size_t)64 << 30));
+    if (rc)
+        goto out;
+    rc = meta_err(mdb_env_open(e->env, path, MDB_NOTLS, 0600));
+    if (rc)
+        goto out;
+    rc = meta_err(mdb_txn_begin(e->env, NULL, 0, &txn));
+    if (rc)
+        goto out;
+    for (int i = 0; i < META_DB_COUNT; i++) {
+        rc = meta_err(mdb_dbi_open(txn, db_names[i], MDB_CREATE, &e->dbi[i]));
+        if (rc)
+            goto out;
+    }
+    rc = meta_err(mdb_txn_commit(txn));
+    txn = NULL;
+    if (rc)
+        goto out;
+    if (pthread_create(&e->writer, NULL, writer_main, e)) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    *ret_env = e;
+    return 0;
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    if (e->env)
+        mdb_env_close(e->env);
+    free(e);
+    return rc;
+}
+
+void meta_close(struct meta_env *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = 1;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->lock);
+    pthread_join(e->writer, NULL);
+    mdb_env_close(e->env);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->wake);
+    pthread_cond_destroy(&e->done);
+    free(e);
+}
+
+int meta_submit(struct meta_env *e, meta_apply_fn fn, void *arg)
+{
+    struct meta_req r = {.fn = fn, .arg = arg};
+    pthread_mutex_lock(&e->lock);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->lock);
+        return PL_ESHUTDOWN;
+    }
+    if (e->tail)
+        e->tail->next = &r;
+    else
+        e->head = &r;
+    e->tail = &r;
+    pthread_cond_signal(&e->wake);
+    while (!r.done)
+        pthread_cond_wait(&e->done, &e->lock);
+    pthread_mutex_unlock(&e->lock);
+    return r.rc;
+}
+
+int meta_rtxn_begin(struct meta_env *e, MDB_txn **ret_txn)
+{
+    return meta_err(mdb_txn_begin(e->env, NULL, MDB_RDONLY, ret_txn));
+}
+
+void meta_rtxn_end(MDB_txn *txn)
+{
+    if (txn)
+        mdb_txn_abort(txn);
+}
+
+MDB_dbi meta_dbi(struct meta_env *e, enum meta_db db)
+{
+    return e->dbi[db];
+}
+
+void meta_stats_get(struct meta_env *e, struct meta_stats *ret)
+{
+    pthread_mutex_lock(&e->lock);
+    *ret = e->stats;
+    pthread_mutex_unlock(&e->lock);
+}
+
+int meta_get(MDB_txn *txn, struct meta_env *e, enum meta_db db, const void *k, size_t kn,
+             MDB_val *ret_val)
+{
+    MDB_val key = {kn, (void *)k};
+    return meta_err(mdb_get(txn, e->dbi[db], &key, ret_val));
+}
+
+int meta_put(struct meta_txn *t, enum meta_db db, const void *k, size_t kn, const void *v,
+             size_t vn)
+{
+    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    return meta_err(mdb_put(t->txn, t->env->dbi[db], &key, &val, 0));
+}
+
+int meta_del(struct meta_txn *t, enum meta_db db, const void *k, size_t kn)
+{
+    MDB_val key = {kn, (void *)k};
+    return meta_err(mdb_del(t->txn, t->env->dbi[db], &key, NULL));
+}
+
+int meta_sys_get(MDB_txn *txn, struct meta_env *e, const char *name, uint64_t *ret)
+{
+    MDB_val v;
+    int rc = meta_get(txn, e, META_SYS, name, strlen(name), &v);
+    if (rc == PL_ENOENT) {
+        *ret = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (v.mv_size != 8)
+        return PL_ECORRUPT;
+    *ret = pl_get_be64(v.mv_data);
+    return 0;
+}
+
+int meta_sys_put(struct meta_txn *t, const char *name, uint64_t v)
+{
+    uint8_t b[8];
+    pl_put_be64(b, v);
+    return meta_put(t, META_SYS, name, strlen(name), b, 8);
+}
+
+int meta_sys_add(struct meta_txn *t, const char *name, int64_t delta)
+{
+    uint64_t v;
+    int rc = meta_sys_get(t->txn, t->env, name, &v);
+    if (rc)
+        return rc;
+    return meta_sys_put(t, name, v + (uint64_t)delta);
+}

@@ -1,0 +1,566 @@
+#include "proto/admin/ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/base.h"
+
+#define IO_CHUNK (4u << 20)
+
+static const char *sarg(json_t *args, const char *name)
+{
+    json_t *v = json_object_get(args, name);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int64_t iarg(json_t *args, const char *name, int64_t def)
+{
+    json_t *v = json_object_get(args, name);
+    return json_is_integer(v) ? json_integer_value(v) : def;
+}
+
+static int barg(json_t *args, const char *name)
+{
+    return json_is_true(json_object_get(args, name));
+}
+
+/* snapshot name -> view epoch */
+static int view_arg(struct pl_store *st, json_t *args, uint64_t *ret)
+{
+    const char *s = sarg(args, "snapshot");
+    *ret = PL_VIEW_LIVE;
+    if (!s || !*s)
+        return 0;
+    struct pl_snap_info si;
+    int rc = pl_snap_get(st, s, &si);
+    if (!rc)
+        *ret = si.epoch;
+    return rc;
+}
+
+static const char *type_name(uint8_t t)
+{
+    return t == PL_T_DIR ? "dir" : t == PL_T_SYMLINK ? "symlink" : "file";
+}
+
+json_t *ops_attr_json(const struct pl_attr *a)
+{
+    return json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I}", "id", (json_int_t)a->id,
+                     "type", type_name(a->type), "size", (json_int_t)a->size, "mode",
+                     (json_int_t)a->mode, "nlink", (json_int_t)a->nlink, "uid",
+                     (json_int_t)a->uid, "gid", (json_int_t)a->gid, "etag", a->etag, "mtime_ns",
+                     (json_int_t)a->mtime, "ctime_ns", (json_int_t)a->ctime);
+}
+
+static int op_mb(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *b = sarg(args, "bucket");
+    return b ? pl_bucket_create(st, b) : PL_EINVAL;
+}
+
+static int op_rb(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *b = sarg(args, "bucket");
+    return b ? pl_bucket_delete(st, b) : PL_EINVAL;
+}
+
+static int bucket_cb(void *arg, const struct pl_bucket_info *b)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:I}", "name", b->name, "ctime_ns",
+                                         (json_int_t)b->ctime));
+    return 0;
+}
+
+static int op_buckets(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "buckets", a);
+    return pl_bucket_list(st, bucket_cb, a);
+}
+
+static int op_put(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    const char *b = sarg(args, "bucket"), *k = sarg(args, "key");
+    const char *ct = sarg(args, "content_type");
+    struct pl_writer *w = NULL;
+    struct pl_attr a;
+    char *buf = NULL;
+    if (!b || !k || !io || !io->read)
+        return PL_EINVAL;
+    int rc = pl_obj_put_begin(st, b, k, &w);
+    if (rc)
+        return rc;
+    buf = malloc(IO_CHUNK);
+    if (!buf) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = io->read(io->ctx, buf, IO_CHUNK);
+        if (n < 0) {
+            rc = (int)n;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        rc = pl_writer_write(w, buf, (size_t)n);
+        if (rc)
+            goto out;
+    }
+    struct pl_obj_meta m = {ct, NULL};
+    rc = pl_obj_put_commit(w, &m, &a);
+    w = NULL;
+    if (!rc)
+        json_object_set_new(res, "object", ops_attr_json(&a));
+out:
+    pl_writer_abort(w);
+    free(buf);
+    return rc;
+}
+
+static int op_get(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res;
+    const char *b = sarg(args, "bucket"), *k = sarg(args, "key");
+    struct pl_attr a;
+    uint64_t view;
+    char *buf = NULL;
+    if (!b || !k || !io || !io->write)
+        return PL_EINVAL;
+    int rc = view_arg(st, args, &view);
+    if (!rc)
+        rc = pl_obj_lookup(st, b, k, view, &a);
+    if (!rc && a.type != PL_T_FILE)
+        rc = PL_EISDIR;
+    if (rc)
+        return rc;
+    buf = malloc(IO_CHUNK);
+    if (!buf)
+        return PL_ENOMEM;
+    rc = io->begin ? io->begin(io->ctx, (int64_t)a.size) : 0;
+    uint64_t off = 0;
+    while (!rc && off < a.size) {
+        size_t got;
+        rc = pl_elem_read(st, a.id, view, off, buf, IO_CHUNK, &got);
+        if (rc)
+            break;
+        if (got == 0)
+            break; /* truncated meanwhile */
+        rc = io->write(io->ctx, buf, got);
+        off += got;
+    }
+    free(buf);
+    return rc;
+}
+
+static int op_copy(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *sb = sarg(args, "src_bucket"), *sk = sarg(args, "src_key");
+    const char *db = sarg(args, "bucket"), *dk = sarg(args, "key");
+    struct pl_attr a;
+    struct pl_writer *w = NULL;
+    char *buf = NULL, ct[256];
+    if (!sb || !sk || !db || !dk)
+        return PL_EINVAL;
+    int rc = pl_obj_lookup(st, sb, sk, PL_VIEW_LIVE, &a);
+    if (!rc && a.type != PL_T_FILE)
+        rc = PL_EISDIR;
+    if (!rc)
+        rc = pl_obj_content_type(st, a.id, PL_VIEW_LIVE, ct, sizeof(ct));
+    if (!rc)
+        rc = pl_obj_put_begin(st, db, dk, &w);
+    if (rc)
+        return rc;
+    buf = malloc(IO_CHUNK);
+    if (!buf) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    for (uint64_t off = 0; off < a.size;) {
+        size_t got;
+        rc = pl_elem_read(st, a.id, PL_VIEW_LIVE, off, buf, IO_CHUNK, &got);
+        if (!rc && got == 0)
+            break;
+        if (!rc)
+            rc = pl_writer_write(w, buf, got);
+        if (rc)
+            goto out;
+        off += got;
+    }
+    struct pl_obj_meta m = {ct, NULL};
+    rc = pl_obj_put_commit(w, &m, &a);
+    w = NULL;
+    if (!rc)
+        json_object_set_new(res, "object", ops_attr_json(&a));
+out:
+    pl_writer_abort(w);
+    free(buf);
+    return rc;
+}
+
+static int op_stat(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *b = sarg(args, "bucket"), *k = sarg(args, "key");
+    struct pl_attr a;
+    uint64_t view;
+    char ct[256];
+    if (!b)
+        return PL_EINVAL;
+    int rc = view_arg(st, args, &view);
+    if (rc)
+        return rc;
+    if (!k || !*k) {
+        struct pl_bucket_info bi;
+        rc = pl_bucket_get(st, b, &bi);
+        if (!rc)
+            json_object_set_new(res, "bucket", json_pack("{s:s, s:I, s:I}", "name", bi.name,
+                                                          "id", (json_int_t)bi.id, "ctime_ns",
+                                                          (json_int_t)bi.ctime));
+        return rc;
+    }
+    rc = pl_obj_lookup(st, b, k, view, &a);
+    if (!rc)
+        rc = pl_obj_content_type(st, a.id, view, ct, sizeof(ct));
+    if (rc)
+        return rc;
+    json_t *o = ops_attr_json(&a);
+    json_object_set_new(o, "content_type", json_string(ct));
+    json_object_set_new(o, "key", json_string(k));
+    json_object_set_new(res, "object", o);
+    return 0;
+}
+
+struct ls_ctx {
+    json_t *arr;
+    int64_t max, n;
+    const char *last;
+    char next[PL_KEY_MAX + 2];
+};
+
+static int ls_cb(void *arg, const char *key, int is_prefix, const struct pl_attr *a)
+{
+    struct ls_ctx *c = arg;
+    if (c->n == c->max) {
+        return 1;
+    }
+    json_t *e = is_prefix ? json_pack("{s:s, s:b}", "key", key, "prefix", 1) : ops_attr_json(a);
+    if (!is_prefix)
+        json_object_set_new(e, "key", json_string(key));
+    json_array_append_new(c->arr, e);
+    snprintf(c->next, sizeof(c->next), "%s", key);
+    c->n++;
+    return 0;
+}
+
+static int op_ls(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *b = sarg(args, "bucket"), *p = sarg(args, "prefix"), *after = sarg(args, "after");
+    uint64_t view;
+    if (!b)
+        return PL_EINVAL;
+    struct ls_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return PL_ENOMEM;
+    c->arr = json_array();
+    c->max = iarg(args, "max", 1000);
+    if (c->max <= 0 || c->max > 100000)
+        c->max = 1000;
+    int rc = view_arg(st, args, &view);
+    if (!rc)
+        rc = pl_obj_list(st, b, p ? p : "", after ? after : "", barg(args, "recursive") ? 0 : '/',
+                         view, ls_cb, c);
+    json_object_set_new(res, "entries", c->arr);
+    /* more may follow only when the page filled up */
+    json_object_set_new(res, "next", c->n == c->max ? json_string(c->next) : json_null());
+    free(c);
+    return rc;
+}
+
+struct rm_ctx {
+    char **keys;
+    size_t n, cap;
+};
+
+static int rm_cb(void *arg, const char *key, int is_prefix, const struct pl_attr *a)
+{
+    (void)is_prefix, (void)a;
+    struct rm_ctx *c = arg;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        char **nk = realloc(c->keys, cap * sizeof(*nk));
+        if (!nk)
+            return 1;
+        c->keys = nk;
+        c->cap = cap;
+    }
+    c->keys[c->n] = strdup(key);
+    if (c->keys[c->n])
+        c->n++;
+    return c->n >= 10000;
+}
+
+static int op_rm(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *b = sarg(args, "bucket"), *k = sarg(args, "key");
+    if (!b || !k)
+        return PL_EINVAL;
+    if (!barg(args, "recursive")) {
+        int rc = pl_obj_delete(st, b, k);
+        if (!rc)
+            json_object_set_new(res, "deleted", json_integer(1));
+        return rc;
+    }
+    int64_t deleted = 0;
+    int rc = 0;
+    for (;;) {
+        struct rm_ctx c = {0};
+        rc = pl_obj_list(st, b, k, "", 0, PL_VIEW_LIVE, rm_cb, &c);
+        /* deepest first, so "dir/" markers go after their contents */
+        for (size_t i = c.n; !rc && i-- > 0;) {
+            rc = pl_obj_delete(st, b, c.keys[i]);
+            if (rc == PL_ENOENT || rc == PL_ENOTEMPTY)
+                rc = 0;
+            else if (!rc)
+                deleted++;
+        }
+        for (size_t i = 0; i < c.n; i++)
+            free(c.keys[i]);
+        free(c.keys);
+        if (rc || c.n == 0 || deleted == 0)
+            break;
+        if (c.n < 10000)
+            break;
+    }
+    json_object_set_new(res, "deleted", json_integer(deleted));
+    return rc;
+}
+
+static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    struct pl_store_stats s;
+    int rc = pl_store_stats(st, &s);
+    if (rc)
+        return rc;
+    double dedup = s.unique_bytes ? (double)s.logical_bytes / (double)s.unique_bytes : 1.0;
+    double comp = s.stored_bytes ? (double)s.unique_bytes / (double)s.stored_bytes : 1.0;
+    json_object_set_new(res, "logical_bytes", json_integer((json_int_t)s.logical_bytes));
+    json_object_set_new(res, "unique_bytes", json_integer((json_int_t)s.unique_bytes));
+    json_object_set_new(res, "stored_bytes", json_integer((json_int_t)s.stored_bytes));
+    json_object_set_new(res, "physical_bytes", json_integer((json_int_t)s.physical_bytes));
+    json_object_set_new(res, "free_bytes", json_integer((json_int_t)s.free_bytes));
+    json_object_set_new(res, "elements", json_integer((json_int_t)s.elements));
+    json_object_set_new(res, "chunks", json_integer((json_int_t)s.chunks));
+    json_object_set_new(res, "segments", json_integer((json_int_t)s.segments));
+    json_object_set_new(res, "dedup_ratio", json_real(dedup));
+    json_object_set_new(res, "compression_ratio", json_real(comp));
+    json_object_set_new(res, "commits", json_integer((json_int_t)s.commits));
+    return 0;
+}
+
+struct fsck_ctx {
+    json_t *arr;
+};
+
+static void fsck_problem(void *arg, const char *where, const char *what)
+{
+    struct fsck_ctx *c = arg;
+    if (json_array_size(c->arr) < 10000)
+        json_array_append_new(c->arr, json_pack("{s:s, s:s}", "where", where, "what", what));
+}
+
+static int op_fsck(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    struct fsck_ctx c = {json_array()};
+    int rc = pl_store_fsck(st, fsck_problem, NULL, &c);
+    json_object_set_new(res, "problems", c.arr);
+    if (rc < 0)
+        return rc;
+    json_object_set_new(res, "count", json_integer(rc));
+    return 0;
+}
+
+static int op_gc(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    uint64_t freed = 0;
+    int rc = pl_store_gc(st, &freed);
+    json_object_set_new(res, "freed_bytes", json_integer((json_int_t)freed));
+    return rc;
+}
+
+static json_t *snap_json(const struct pl_snap_info *s)
+{
+    return json_pack("{s:s, s:I, s:I}", "name", s->name, "epoch", (json_int_t)s->epoch,
+                     "ctime_ns", (json_int_t)s->ctime);
+}
+
+static int op_snap_create(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *n = sarg(args, "name");
+    struct pl_snap_info s;
+    if (!n)
+        return PL_EINVAL;
+    int rc = pl_snap_create(st, n, &s);
+    if (!rc)
+        json_object_set_new(res, "snapshot", snap_json(&s));
+    return rc;
+}
+
+static int snap_cb(void *arg, const struct pl_snap_info *s)
+{
+    json_array_append_new(arg, snap_json(s));
+    return 0;
+}
+
+static int op_snap_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "snapshots", a);
+    return pl_snap_list(st, snap_cb, a);
+}
+
+static int op_snap_delete(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *n = sarg(args, "name");
+    return n ? pl_snap_delete(st, n) : PL_EINVAL;
+}
+
+static int op_user_create(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *n = sarg(args, "name");
+    return n ? pl_user_create(st, n) : PL_EINVAL;
+}
+
+static int op_user_delete(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *n = sarg(args, "name");
+    return n ? pl_user_delete(st, n) : PL_EINVAL;
+}
+
+static int user_cb(void *arg, const struct pl_user_info *u)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:I}", "name", u->name, "ctime_ns",
+                                         (json_int_t)u->ctime));
+    return 0;
+}
+
+static int op_user_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "users", a);
+    return pl_user_list(st, user_cb, a);
+}
+
+static int op_key_create(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *u = sarg(args, "user");
+    char ak[32] = "", sk[48] = "";
+    if (!u)
+        return PL_EINVAL;
+    int rc = pl_key_create(st, u, ak, sk);
+    if (!rc) {
+        json_object_set_new(res, "access_key", json_string(ak));
+        json_object_set_new(res, "secret_key", json_string(sk));
+        json_object_set_new(res, "user", json_string(u));
+    }
+    return rc;
+}
+
+static int key_cb(void *arg, const struct pl_key_info *k)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:s}", "access_key", k->access_key, "user",
+                                         k->user));
+    return 0;
+}
+
+static int op_key_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "keys", a);
+    return pl_key_list(st, sarg(args, "user"), key_cb, a);
+}
+
+static int op_key_revoke(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *k = sarg(args, "access_key");
+    return k ? pl_key_revoke(st, k) : PL_EINVAL;
+}
+
+static const struct op_def op_table[] = {
+    {"mb", 0, op_mb},
+    {"rb", 0, op_rb},
+    {"buckets", 0, op_buckets},
+    {"put", OP_BODY_IN, op_put},
+    {"get", OP_BODY_OUT, op_get},
+    {"copy", 0, op_copy},
+    {"stat", 0, op_stat},
+    {"ls", 0, op_ls},
+    {"rm", 0, op_rm},
+    {"stats", 0, op_stats},
+    {"fsck", 0, op_fsck},
+    {"gc", 0, op_gc},
+    {"snapshot-create", 0, op_snap_create},
+    {"snapshot-list", 0, op_snap_list},
+    {"snapshot-delete", 0, op_snap_delete},
+    {"user-create", 0, op_user_create},
+    {"user-list", 0, op_user_list},
+    {"user-delete", 0, op_user_delete},
+    {"key-create", 0, op_key_create},
+    {"key-list", 0, op_key_list},
+    {"key-revoke", 0, op_key_revoke},
+};
+
+const struct op_def *ops_find(const char *name)
+{
+    for (size_t i = 0; i < PL_ARRAY_LEN(op_table); i++)
+        if (!strcmp(op_table[i].name, name))
+            return &op_table[i];
+    return NULL;
+}
+
+size_t ops_count(void)
+{
+    return PL_ARRAY_LEN(op_table);
+}
+
+const struct op_def *ops_at(size_t i)
+{
+    return i < PL_ARRAY_LEN(op_table) ? &op_table[i] : NULL;
+}
+
+int ops_run(struct pl_store *st, const struct op_def *op, json_t *args, struct op_io *io,
+            json_t **ret_res)
+{
+    json_t *res = json_object();
+    if (!res)
+        return PL_ENOMEM;
+    if (!json_is_object(args)) {
+        json_decref(res);
+        return PL_EINVAL;
+    }
+    int rc = op->fn(st, args, res, io);
+    if (rc < 0) {
+        json_decref(res);
+        return rc;
+    }
+    *ret_res = res;
+    return 0;
+}

@@ -1,0 +1,356 @@
+/* Extent maps, chunk reference counts and the read/write paths.
+ *
+ * extent record: key id(8) off(8) ~birth(8); value fp(32) choff LE32 len LE32
+ * death LE64. An extent never exceeds DATA_MAX_CHUNK bytes, so the extent
+ * covering offset x starts in [x - DATA_MAX_CHUNK, x]: a read seeks there.
+ * chunk record: key fp(32); value refs LE64, location (DATA_LOC_ENC bytes).
+ * segment record: key seg BE64; value used LE64, live LE64.
+ */
+#include "store/store_int.h"
+
+#include <stdlib.h>
+
+#define EXT_VAL 48
+#define CHUNK_VAL (8 + DATA_LOC_ENC)
+
+struct ext {
+    uint64_t off, birth;
+    uint8_t fp[DATA_FP_LEN];
+    uint32_t choff, len;
+};
+
+static void ext_val(uint8_t v[EXT_VAL], const uint8_t *fp, uint32_t choff, uint32_t len,
+                    uint64_t death)
+{
+    memcpy(v, fp, DATA_FP_LEN);
+    pl_put_le32(v + 32, choff);
+    pl_put_le32(v + 36, len);
+    pl_put_le64(v + 40, death);
+}
+
+static int ext_insert(struct meta_txn *t, uint64_t id, uint64_t off, uint64_t E, const uint8_t *fp,
+                      uint32_t choff, uint32_t len)
+{
+    uint8_t k[24], v[EXT_VAL];
+    int rc = chunk_ref(t, fp, NULL);
+    if (rc)
+        return rc;
+    ext_val(v, fp, choff, len, PL_EPOCH_INF);
+    return meta_put(t, META_EXTENT, k, key_extent(k, id, off, E), v, EXT_VAL);
+}
+
+int seg_account(struct meta_txn *t, const struct data_loc *loc, int64_t live_delta)
+{
+    uint8_t k[8], v[16];
+    MDB_val cur;
+    uint64_t used = 0, live = 0;
+    pl_put_be64(k, loc->seg);
+    int rc = meta_get(t->txn, t->env, META_SEG, k, 8, &cur);
+    if (rc && rc != PL_ENOENT)
+        return rc;
+    if (!rc) {
+        if (cur.mv_size != 16)
+            return PL_ECORRUPT;
+        used = pl_get_le64(cur.mv_data);
+        live = pl_get_le64((const uint8_t *)cur.mv_data + 8);
+    } else {
+        rc = meta_sys_add(t, "segments", 1);
+        if (rc)
+            return rc;
+    }
+    uint64_t end = loc->off + DATA_BLOCK_HDR + loc->stored_len;
+    pl_put_le64(v, PL_MAX(used, end));
+    pl_put_le64(v + 8, live + (uint64_t)live_delta);
+    return meta_put(t, META_SEG, k, 8, v, 16);
+}
+
+int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LEN],
+                 uint64_t *ret_refs, struct data_loc *ret_loc)
+{
+    MDB_val v;
+    int rc = meta_get(txn, env, META_CHUNK, fp, DATA_FP_LEN, &v);
+    if (rc)
+        return rc;
+    if (v.mv_size != CHUNK_VAL)
+        return PL_ECORRUPT;
+    if (ret_refs)
+        *ret_refs = pl_get_le64(v.mv_data);
+    return ret_loc ? data_loc_decode((const uint8_t *)v.mv_data + 8, DATA_LOC_ENC, ret_loc) : 0;
+}
+
+static int chunk_stats(struct meta_txn *t, const struct data_loc *l, int sign)
+{
+    int rc = meta_sys_add(t, "chunks", sign);
+    if (!rc)
+        rc = meta_sys_add(t, "chunk_raw", sign * (int64_t)l->raw_len);
+    if (!rc)
+        rc = meta_sys_add(t, "chunk_stored", sign * (int64_t)l->stored_len);
+    if (!rc)
+        rc = seg_account(t, l, sign * (int64_t)(DATA_BLOCK_HDR + l->stored_len));
+    return rc;
+}
+
+int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc)
+{
+    uint8_t v[CHUNK_VAL];
+    uint64_t refs;
+    struct data_loc cur;
+    MDB_val mv;
+    int rc = meta_get(t->txn, t->env, META_CHUNK, fp, DATA_FP_LEN, &mv);
+    if (rc == PL_ENOENT) {
+        if (!loc)
+            return PL_EAGAIN; /* purged after the caller's dedup lookup: re-append */
+        pl_put_le64(v, 1);
+        data_loc_encode(loc, v + 8);
+        rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
+        return rc ? rc : chunk_stats(t, loc, 1);
+    }
+    if (rc)
+        return rc;
+    if (mv.mv_size != CHUNK_VAL)
+        return PL_ECORRUPT;
+    refs = pl_get_le64(mv.mv_data);
+    rc = data_loc_decode((const uint8_t *)mv.mv_data + 8, DATA_LOC_ENC, &cur);
+    if (rc)
+        return rc;
+    pl_put_le64(v, refs + 1);
+    data_loc_encode(&cur, v + 8);
+    rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
+    if (!rc && refs == 0)
+        rc = chunk_stats(t, &cur, 1); /* revived */
+    if (!rc && loc)
+        rc = seg_account(t, loc, 0); /* our copy is garbage, but count its space */
+    return rc;
+}
+
+int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN])
+{
+    uint8_t v[CHUNK_VAL];
+    MDB_val mv;
+    struct data_loc cur;
+    int rc = meta_get(t->txn, t->env, META_CHUNK, fp, DATA_FP_LEN, &mv);
+    if (rc == PL_ENOENT)
+        return PL_ECORRUPT;
+    if (rc)
+        return rc;
+    if (mv.mv_size != CHUNK_VAL)
+        return PL_ECORRUPT;
+    uint64_t refs = pl_get_le64(mv.mv_data);
+    rc = data_loc_decode((const uint8_t *)mv.mv_data + 8, DATA_LOC_ENC, &cur);
+    if (rc)
+        return rc;
+    if (refs == 0)
+        return PL_ECORRUPT;
+    pl_put_le64(v, refs - 1);
+    data_loc_encode(&cur, v + 8);
+    rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
+    if (!rc && refs == 1)
+        rc = chunk_stats(t, &cur, -1);
+    return rc;
+}
+
+#define PUNCH_BATCH 1024
+
+int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b)
+{
+    uint64_t E;
+    int rc = epoch_current(t, &E);
+    if (rc)
+        return rc;
+    struct ext *batch = malloc(PUNCH_BATCH * sizeof(*batch));
+    if (!batch)
+        return PL_ENOMEM;
+    uint64_t from = a > DATA_MAX_CHUNK ? a - DATA_MAX_CHUNK : 0;
+    for (;;) {
+        size_t n = 0;
+        MDB_cursor *c = NULL;
+        uint8_t k[24];
+        rc = meta_err(mdb_cursor_open(t->txn, meta_dbi(t->env, META_EXTENT), &c));
+        if (rc)
+            break;
+        MDB_val key = {key_extent(k, id, from, PL_EPOCH_INF), k}, val;
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+        while (!rc && n < PUNCH_BATCH) {
+            const uint8_t *kp = key.mv_data, *vp = val.mv_data;
+            if (key.mv_size != 24 || pl_get_be64(kp) != id)
+                break;
+            uint64_t s = pl_get_be64(kp + 8);
+            if (s >= b)
+                break;
+            if (val.mv_size != EXT_VAL) {
+                rc = PL_ECORRUPT;
+                break;
+            }
+            uint32_t len = pl_get_le32(vp + 36);
+            if (pl_get_le64(vp + 40) == PL_EPOCH_INF && s + len > a) {
+                struct ext *x = &batch[n++];
+                x->off = s;
+                x->birth = ~pl_get_be64(kp + 16);
+                memcpy(x->fp, vp, DATA_FP_LEN);
+                x->choff = pl_get_le32(vp + 32);
+                x->len = len;
+            }
+            rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+        }
+        mdb_cursor_close(c);
+        if (rc == PL_ENOENT)
+            rc = 0;
+        if (rc || n == 0)
+            break;
+        for (size_t i = 0; i < n && !rc; i++) {
+            struct ext *x = &batch[i];
+            uint64_t s = x->off, e = x->off + x->len;
+            int cow;
+            size_t kn = key_extent(k, id, s, x->birth);
+            rc = epoch_must_cow(t, x->birth, &cow);
+            if (rc)
+                break;
+            if (cow) {
+                uint8_t v[EXT_VAL];
+                ext_val(v, x->fp, x->choff, x->len, E);
+                rc = meta_put(t, META_EXTENT, k, kn, v, EXT_VAL);
+                if (!rc)
+                    rc = grave_add(t, E, META_EXTENT, k, kn);
+            } else {
+                rc = meta_del(t, META_EXTENT, k, kn);
+                if (!rc)
+                    rc = chunk_unref(t, x->fp);
+            }
+            if (!rc && s < a)
+                rc = ext_insert(t, id, s, E, x->fp, x->choff, (uint32_t)(a - s));
+            if (!rc && e > b)
+                rc = ext_insert(t, id, b, E, x->fp, x->choff + (uint32_t)(b - s),
+                                (uint32_t)(e - b));
+        }
+        if (rc || n < PUNCH_BATCH)
+            break;
+        from = batch[n - 1].off + 1;
+    }
+    free(batch);
+    return rc;
+}
+
+int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
+                   const struct piece *pcs, size_t npcs)
+{
+    uint64_t E;
+    int rc = epoch_current(t, &E);
+    if (!rc)
+        rc = extent_punch(t, e->a.id, a, b);
+    for (size_t i = 0; i < npcs && !rc; i++) {
+        const struct piece *p = &pcs[i];
+        if (p->zero)
+            continue;
+        uint8_t k[24], v[EXT_VAL];
+        rc = chunk_ref(t, p->fp, p->has_loc ? &p->loc : NULL);
+        if (rc)
+            break;
+        ext_val(v, p->fp, 0, p->len, PL_EPOCH_INF);
+        rc = meta_put(t, META_EXTENT, k, key_extent(k, e->a.id, p->off, E), v, EXT_VAL);
+    }
+    if (!rc && b > e->a.size) {
+        if (!(e->flags & ELEM_F_STAGING))
+            rc = meta_sys_add(t, "logical", (int64_t)(b - e->a.size));
+        e->a.size = b;
+    }
+    return rc;
+}
+
+/* ---- write preparation: chunk, fingerprint, dedup, append ---- */
+static int segs_add(struct pl_store *st, struct seg_set *s, uint64_t id)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->ids[i] == id)
+            return 0;
+    if (s->n == (int)PL_ARRAY_LEN(s->ids)) {
+        int rc = store_sync_segs(st, s); /* make room: these are durable now */
+        if (rc)
+            return rc;
+        s->n = 0;
+    }
+    s->ids[s->n++] = id;
+    return 0;
+}
+
+int store_sync_segs(struct pl_store *st, const struct seg_set *segs)
+{
+    for (int i = 0; i < segs->n; i++) {
+        int rc = data_sync(st->data, segs->ids[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
+                  struct prep *pr, size_t *ret_used)
+{
+    MDB_txn *txn = NULL;
+    size_t used = 0;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    while (used < n) {
+        size_t len = data_cdc_cut(&st->cdc, buf + used, n - used, final);
+        if (len == 0)
+            break;
+        if (pr->n == pr->cap) {
+            size_t cap = pr->cap ? pr->cap * 2 : 64;
+            struct piece *np = realloc(pr->p, cap * sizeof(*np));
+            if (!np) {
+                rc = PL_ENOMEM;
+                break;
+            }
+            pr->p = np;
+            pr->cap = cap;
+        }
+        struct piece *p = &pr->p[pr->n];
+        memset(p, 0, sizeof(*p));
+        p->off = base + used;
+        p->len = (uint32_t)len;
+        const uint8_t *d = buf + used;
+        used += len;
+        if (data_is_zero(d, len)) {
+            p->zero = 1; /* a hole: no chunk, reads back as zeros */
+            pr->n++;
+            continue;
+        }
+        data_fingerprint(d, len, p->fp);
+        rc = chunk_lookup(txn, st->meta, p->fp, NULL, NULL);
+        if (rc == 0) {
+            pr->n++;
+            continue;
+        }
+        if (rc != PL_ENOENT)
+            break;
+        rc = 0;
+        for (size_t i = 0; i < pr->n; i++) {
+            struct piece *q = &pr->p[i];
+            if (q->has_loc && !memcmp(q->fp, p->fp, DATA_FP_LEN)) {
+                p->has_loc = 1; /* duplicate inside this write: share the copy */
+                p->loc = q->loc;
+                break;
+            }
+        }
+        if (!p->has_loc) {
+            rc = data_chunk_append(st->data, p->fp, d, len, &p->loc);
+            if (rc)
+                break;
+            p->has_loc = 1;
+            rc = segs_add(st, &pr->segs, p->loc.seg);
+            if (rc)
+                break;
+        }
+        pr->n++;
+    }
+    meta_rtxn_end(txn);
+    if (!rc)
+        *ret_used = used;
+    return rc;
+}
+
+void prep_release(struct prep *pr)
+{
+    free(pr->p);
+    memset(pr, 0, sizeof(*pr));
+}

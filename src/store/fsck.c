@@ -1,0 +1,255 @@
+/* fsck: walk every record and chunk and check them against each other.
+ * Checks: dirents name live elements of the same type; file nlink equals the
+ * number of names; every extent names an indexed chunk; every chunk's refcount
+ * equals the extent records naming it; every live chunk reads back and
+ * verifies; segment live-byte accounting matches. */
+#include "store/store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct fp_ent {
+    uint8_t fp[DATA_FP_LEN];
+    uint64_t refs;
+    uint64_t first_id; /* an element naming it, for reports */
+    uint8_t used;
+};
+
+struct fp_map {
+    struct fp_ent *t;
+    size_t cap, n;
+};
+
+static struct fp_ent *fp_find(struct fp_map *m, const uint8_t *fp, int add)
+{
+    if (add && (m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 4096;
+        struct fp_ent *nt = calloc(ncap, sizeof(*nt));
+        if (!nt)
+            return NULL;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->t[i].used)
+                continue;
+            size_t h = pl_get_le64(m->t[i].fp) & (ncap - 1);
+            while (nt[h].used)
+                h = (h + 1) & (ncap - 1);
+            nt[h] = m->t[i];
+        }
+        free(m->t);
+        m->t = nt;
+        m->cap = ncap;
+    }
+    if (!m->cap)
+        return NULL;
+    size_t h = pl_get_le64(fp) & (m->cap - 1);
+    while (m->t[h].used) {
+        if (!memcmp(m->t[h].fp, fp, DATA_FP_LEN))
+            return &m->t[h];
+        h = (h + 1) & (m->cap - 1);
+    }
+    if (!add)
+        return NULL;
+    m->t[h].used = 1;
+    memcpy(m->t[h].fp, fp, DATA_FP_LEN);
+    m->n++;
+    return &m->t[h];
+}
+
+struct fsck {
+    struct pl_store *st;
+    pl_fsck_fn problem;
+    void *arg;
+    int count;
+};
+
+static void report(struct fsck *f, uint64_t id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void report(struct fsck *f, uint64_t id, const char *fmt, ...)
+{
+    char where[PL_PATH_MAX], what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (!id || pl_elem_path(f->st, id, where, sizeof(where)))
+        snprintf(where, sizeof(where), id ? "element %llu" : "store", (unsigned long long)id);
+    f->count++;
+    f->problem(f->arg, where, what);
+}
+
+int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress, void *arg)
+{
+    struct fsck f = {st, problem, arg, 0};
+    struct fp_map m = {0};
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint8_t *scratch = malloc(DATA_MAX_CHUNK);
+    int rc;
+    if (!scratch)
+        return PL_ENOMEM;
+    rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        goto out;
+    /* 1. extents: count references per chunk */
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_EXTENT), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        if (k.mv_size != 24 || v.mv_size != 48) {
+            report(&f, 0, "malformed extent record");
+        } else {
+            struct fp_ent *e = fp_find(&m, v.mv_data, 1);
+            if (!e) {
+                rc = PL_ENOMEM;
+                break;
+            }
+            if (!e->refs)
+                e->first_id = pl_get_be64(k.mv_data);
+            e->refs++;
+        }
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    c = NULL;
+    if (rc != PL_ENOENT)
+        goto out;
+    /* 2. chunks: refcounts, then read and verify each live one */
+    uint64_t total = 0, done = 0;
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_CHUNK), &c));
+    if (rc)
+        goto out;
+    MDB_stat ms;
+    if (mdb_stat(txn, meta_dbi(st->meta, META_CHUNK), &ms) == 0)
+        total = ms.ms_entries;
+    rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        struct data_loc loc;
+        char hex[2 * DATA_FP_LEN + 1];
+        pl_hex(k.mv_data, PL_MIN(k.mv_size, (size_t)DATA_FP_LEN), hex);
+        if (k.mv_size != DATA_FP_LEN || v.mv_size != 8 + DATA_LOC_ENC ||
+            data_loc_decode((const uint8_t *)v.mv_data + 8, DATA_LOC_ENC, &loc)) {
+            report(&f, 0, "chunk %.16s: malformed index entry", hex);
+        } else {
+            uint64_t refs = pl_get_le64(v.mv_data);
+            struct fp_ent *e = fp_find(&m, k.mv_data, 0);
+            uint64_t want = e ? e->refs : 0;
+            if (e)
+                e->used = 2; /* seen in the index */
+            if (refs != want)
+                report(&f, e ? e->first_id : 0, "chunk %.16s: refcount %llu, %llu references",
+                       hex, (unsigned long long)refs, (unsigned long long)want);
+            if (refs) {
+                int r = data_chunk_read(st->data, &loc, k.mv_data, scratch);
+                if (r == 0) {
+                    uint8_t fp[DATA_FP_LEN];
+                    data_fingerprint(scratch, loc.raw_len, fp);
+                    if (memcmp(fp, k.mv_data, DATA_FP_LEN))
+                        r = PL_ECORRUPT;
+                }
+                if (r)
+                    report(&f, e ? e->first_id : 0,
+                           "chunk %.16s (segment %llu offset %llu): %s", hex,
+                           (unsigned long long)loc.seg, (unsigned long long)loc.off,
+                           pl_strerror(r));
+            }
+        }
+        done++;
+        if (progress && (done % 256 == 0 || done == total))
+            progress(arg, done, total);
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    c = NULL;
+    if (rc != PL_ENOENT)
+        goto out;
+    rc = 0;
+    for (size_t i = 0; i < m.cap; i++)
+        if (m.t[i].used == 1) {
+            char hex[2 * DATA_FP_LEN + 1];
+            pl_hex(m.t[i].fp, DATA_FP_LEN, hex);
+            report(&f, m.t[i].first_id, "extent names missing chunk %.16s", hex);
+        }
+    /* 3. live directory entries: target exists, types agree; count names */
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_DIRENT), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        if (k.mv_size < 18 || v.mv_size != 17) {
+            report(&f, 0, "malformed directory entry");
+        } else if (pl_get_le64((const uint8_t *)v.mv_data + 9) == PL_EPOCH_INF) {
+            struct elem e;
+            elem_init(&e);
+            uint64_t id = pl_get_le64(v.mv_data);
+            int r = elem_get(txn, st->meta, id, PL_VIEW_LIVE, &e);
+            if (r)
+                report(&f, pl_get_be64(k.mv_data), "entry \"%.*s\" names missing element %llu",
+                       (int)(k.mv_size - 17), (const char *)k.mv_data + 8,
+                       (unsigned long long)id);
+            else if (e.a.type != ((const uint8_t *)v.mv_data)[8])
+                report(&f, id, "entry type differs from element type");
+            elem_release(&e);
+        }
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    c = NULL;
+    if (rc == PL_ENOENT)
+        rc = 0;
+out:
+    if (c)
+        mdb_cursor_close(c);
+    meta_rtxn_end(txn);
+    free(m.t);
+    free(scratch);
+    return rc ? rc : f.count;
+}
+
+/* ---- paths for reports ---- */
+struct find_name {
+    uint64_t id;
+    char name[PL_NAME_MAX + 1];
+    int found;
+};
+
+static int find_cb(void *arg, const char *name, const struct pl_attr *a)
+{
+    struct find_name *f = arg;
+    if (a->id != f->id)
+        return 0;
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    f->found = 1;
+    return 1;
+}
+
+int pl_elem_path(struct pl_store *st, uint64_t id, char *buf, size_t n)
+{
+    char tmp[PL_PATH_MAX];
+    size_t len = 0;
+    tmp[0] = 0;
+    for (int depth = 0; id != PL_ROOT_ID; depth++) {
+        struct pl_attr a;
+        struct find_name f = {id, "", 0};
+        if (depth > 512)
+            return PL_ELOOP;
+        int rc = pl_elem_getattr(st, id, PL_VIEW_LIVE, &a);
+        if (!rc)
+            rc = pl_dir_read(st, a.parent, PL_VIEW_LIVE, "", find_cb, &f);
+        if (rc)
+            return rc;
+        if (!f.found)
+            return PL_ENOENT;
+        size_t nl = strlen(f.name);
+        if (nl + 1 + len >= sizeof(tmp))
+            return PL_ENAMETOOLONG;
+        memmove(tmp + nl + 1, tmp, len + 1);
+        tmp[0] = '/';
+        memcpy(tmp + 1, f.name, nl);
+        len += nl + 1;
+        id = a.parent;
+    }
+    if (len + 1 > n)
+        return PL_ERANGE;
+    memcpy(buf, len ? tmp : "/", len ? len + 1 : 2);
+    return 0;
+}

@@ -1,0 +1,814 @@
+/* The POSIX-like element API: names, attributes, links, reads and writes. */
+#include "store/store_int.h"
+
+#include <stdlib.h>
+
+static int elem_attr(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t view,
+                     struct pl_attr *ret)
+{
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(txn, st->meta, id, view, &e);
+    if (!rc)
+        *ret = e.a;
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_getattr(struct pl_store *st, uint64_t id, uint64_t view, struct pl_attr *ret)
+{
+    MDB_txn *txn;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_attr(st, txn, id, view, ret);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+int pl_elem_lookup(struct pl_store *st, uint64_t parent, const char *name, uint64_t view,
+                   struct pl_attr *ret)
+{
+    MDB_txn *txn;
+    struct dirent_rec d;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = dirent_get(txn, st->meta, parent, name, view, &d);
+    if (!rc)
+        rc = elem_attr(st, txn, d.id, view, ret);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* Walk path components from the root inside txn. */
+static int path_walk(struct pl_store *st, MDB_txn *txn, const char *path, uint64_t view,
+                     uint64_t *ret_id)
+{
+    uint64_t cur = PL_ROOT_ID;
+    const char *p = path;
+    char name[PL_NAME_MAX + 1];
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > PL_NAME_MAX)
+            return PL_ENAMETOOLONG;
+        memcpy(name, p, n);
+        name[n] = 0;
+        struct dirent_rec d;
+        int rc = dirent_get(txn, st->meta, cur, name, view, &d);
+        if (rc)
+            return rc;
+        if (e && d.type != PL_T_DIR)
+            return PL_ENOTDIR;
+        cur = d.id;
+        p += n;
+    }
+    *ret_id = cur;
+    return 0;
+}
+
+int pl_path_lookup(struct pl_store *st, const char *path, uint64_t view, struct pl_attr *ret)
+{
+    MDB_txn *txn;
+    uint64_t id;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = path_walk(st, txn, path, view, &id);
+    if (!rc)
+        rc = elem_attr(st, txn, id, view, ret);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* ---- creation ---- */
+
+/* Load a live directory for modification. */
+static int dir_load(struct meta_txn *t, uint64_t id, struct elem *ret)
+{
+    int rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, ret);
+    if (!rc && ret->a.type != PL_T_DIR)
+        rc = PL_ENOTDIR;
+    return rc;
+}
+
+static int dir_touch(struct meta_txn *t, struct elem *dir, int nlink_delta)
+{
+    dir->a.mtime = dir->a.ctime = pl_now_ns();
+    dir->a.nlink = (uint32_t)((int64_t)dir->a.nlink + nlink_delta);
+    return elem_put(t, dir);
+}
+
+int store_mk(struct meta_txn *t, struct mk_args *a)
+{
+    struct elem dir, e;
+    struct dirent_rec d;
+    elem_init(&dir);
+    elem_init(&e);
+    int rc = name_valid(a->name);
+    if (!rc)
+        rc = dir_load(t, a->parent, &dir);
+    if (rc)
+        goto out;
+    rc = dirent_get(t->txn, t->env, a->parent, a->name, PL_VIEW_LIVE, &d);
+    if (rc == 0) {
+        if (a->excl || d.type != a->type) {
+            rc = PL_EEXIST;
+            goto out;
+        }
+        rc = elem_get(t->txn, t->env, d.id, PL_VIEW_LIVE, &e);
+        if (!rc)
+            a->out = e.a;
+        goto out;
+    }
+    if (rc != PL_ENOENT)
+        goto out;
+    e.flags = a->flags;
+    if (a->type == PL_T_SYMLINK) {
+        rc = prop_set(&e, PROP_SYMLINK, NULL, a->target, strlen(a->target));
+        if (rc)
+            goto out;
+        e.a.size = strlen(a->target);
+    }
+    rc = elem_new(t, &e, a->type, a->mode, a->uid, a->gid, a->parent);
+    if (!rc)
+        rc = dirent_add(t, a->parent, a->name, e.a.id, a->type);
+    if (!rc)
+        rc = dir_touch(t, &dir, a->type == PL_T_DIR ? 1 : 0);
+    if (!rc)
+        a->out = e.a;
+out:
+    elem_release(&dir);
+    elem_release(&e);
+    return rc;
+}
+
+static int apply_mk(struct meta_txn *t, void *arg)
+{
+    return store_mk(t, arg);
+}
+
+int pl_elem_create(struct pl_store *st, uint64_t parent, const char *name, uint32_t mode,
+                   uint32_t uid, uint32_t gid, int excl, struct pl_attr *ret)
+{
+    struct mk_args a = {parent, name, PL_T_FILE, mode & 07777, uid, gid, excl, NULL, 0, {0}};
+    int rc = meta_submit(st->meta, apply_mk, &a);
+    if (!rc && ret)
+        *ret = a.out;
+    return rc;
+}
+
+int pl_elem_mkdir(struct pl_store *st, uint64_t parent, const char *name, uint32_t mode,
+                  uint32_t uid, uint32_t gid, struct pl_attr *ret)
+{
+    struct mk_args a = {parent, name, PL_T_DIR, mode & 07777, uid, gid, 1, NULL, 0, {0}};
+    int rc = meta_submit(st->meta, apply_mk, &a);
+    if (!rc && ret)
+        *ret = a.out;
+    return rc;
+}
+
+int pl_elem_symlink(struct pl_store *st, uint64_t parent, const char *name, const char *target,
+                    uint32_t uid, uint32_t gid, struct pl_attr *ret)
+{
+    if (!*target || strlen(target) >= PL_PATH_MAX)
+        return PL_EINVAL;
+    struct mk_args a = {parent, name, PL_T_SYMLINK, 0777, uid, gid, 1, target, 0, {0}};
+    int rc = meta_submit(st->meta, apply_mk, &a);
+    if (!rc && ret)
+        *ret = a.out;
+    return rc;
+}
+
+int pl_elem_readlink(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n)
+{
+    MDB_txn *txn;
+    struct elem e;
+    struct pl_str s;
+    elem_init(&e);
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    if (!rc && e.a.type != PL_T_SYMLINK)
+        rc = PL_EINVAL;
+    if (!rc)
+        rc = prop_get(&e, PROP_SYMLINK, NULL, &s);
+    if (!rc && s.n + 1 > n)
+        rc = PL_ERANGE;
+    if (!rc) {
+        memcpy(buf, s.p, s.n);
+        buf[s.n] = 0;
+    }
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* ---- link, unlink, rmdir, rename ---- */
+struct link_args {
+    uint64_t id, parent;
+    const char *name;
+    struct pl_attr out;
+};
+
+static int apply_link(struct meta_txn *t, void *arg)
+{
+    struct link_args *a = arg;
+    struct elem dir, e;
+    struct dirent_rec d;
+    elem_init(&dir);
+    elem_init(&e);
+    int rc = name_valid(a->name);
+    if (!rc)
+        rc = dir_load(t, a->parent, &dir);
+    if (!rc)
+        rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (rc)
+        goto out;
+    if (e.a.type == PL_T_DIR) {
+        rc = PL_EPERM;
+        goto out;
+    }
+    if (e.a.nlink >= 65000) {
+        rc = PL_EMLINK;
+        goto out;
+    }
+    rc = dirent_get(t->txn, t->env, a->parent, a->name, PL_VIEW_LIVE, &d);
+    if (rc != PL_ENOENT) {
+        rc = rc ? rc : PL_EEXIST;
+        goto out;
+    }
+    e.a.nlink++;
+    e.a.ctime = pl_now_ns();
+    rc = dirent_add(t, a->parent, a->name, e.a.id, e.a.type);
+    if (!rc)
+        rc = elem_put(t, &e);
+    if (!rc)
+        rc = dir_touch(t, &dir, 0);
+    if (!rc)
+        a->out = e.a;
+out:
+    elem_release(&dir);
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_link(struct pl_store *st, uint64_t id, uint64_t parent, const char *name,
+                 struct pl_attr *ret)
+{
+    struct link_args a = {id, parent, name, {0}};
+    int rc = meta_submit(st->meta, apply_link, &a);
+    if (!rc && ret)
+        *ret = a.out;
+    return rc;
+}
+
+/* Remove name from dir (loaded by the caller, touched here) and drop the
+ * element when its last link goes. want: 0 any non-dir, PL_T_DIR a dir. */
+int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int want_dir)
+{
+    struct dirent_rec d;
+    struct elem e;
+    elem_init(&e);
+    int rc = dirent_get(t->txn, t->env, dir->a.id, name, PL_VIEW_LIVE, &d);
+    if (rc)
+        goto out;
+    if (want_dir && d.type != PL_T_DIR) {
+        rc = PL_ENOTDIR;
+        goto out;
+    }
+    if (!want_dir && d.type == PL_T_DIR) {
+        rc = PL_EISDIR;
+        goto out;
+    }
+    rc = elem_get(t->txn, t->env, d.id, PL_VIEW_LIVE, &e);
+    if (rc)
+        goto out;
+    if (want_dir) {
+        int empty;
+        rc = dir_is_empty(t->txn, t->env, d.id, &empty);
+        if (!rc && !empty)
+            rc = PL_ENOTEMPTY;
+        if (rc)
+            goto out;
+    }
+    rc = dirent_remove(t, dir->a.id, name, &d);
+    if (rc)
+        goto out;
+    if (want_dir || e.a.nlink <= 1) {
+        rc = elem_destroy(t, &e);
+    } else {
+        e.a.nlink--;
+        e.a.ctime = pl_now_ns();
+        rc = elem_put(t, &e);
+    }
+    if (!rc)
+        rc = dir_touch(t, dir, want_dir ? -1 : 0);
+out:
+    elem_release(&e);
+    return rc;
+}
+
+struct rm_args {
+    uint64_t parent;
+    const char *name;
+    int dir;
+};
+
+static int apply_rm(struct meta_txn *t, void *arg)
+{
+    struct rm_args *a = arg;
+    struct elem dir;
+    elem_init(&dir);
+    int rc = dir_load(t, a->parent, &dir);
+    if (!rc)
+        rc = store_remove(t, &dir, a->name, a->dir);
+    elem_release(&dir);
+    return rc;
+}
+
+int pl_elem_unlink(struct pl_store *st, uint64_t parent, const char *name)
+{
+    struct rm_args a = {parent, name, 0};
+    return meta_submit(st->meta, apply_rm, &a);
+}
+
+int pl_elem_rmdir(struct pl_store *st, uint64_t parent, const char *name)
+{
+    struct rm_args a = {parent, name, PL_T_DIR};
+    return meta_submit(st->meta, apply_rm, &a);
+}
+
+struct mv_args {
+    uint64_t sp, dp;
+    const char *sn, *dn;
+};
+
+/* Is anc an ancestor of (or equal to) id? Directories keep exact parents. */
+static int is_ancestor(struct meta_txn *t, uint64_t anc, uint64_t id, int *ret)
+{
+    struct elem e;
+    elem_init(&e);
+    int rc = 0;
+    *ret = 0;
+    for (int depth = 0; depth < 4096; depth++) {
+        if (id == anc) {
+            *ret = 1;
+            break;
+        }
+        if (id == PL_ROOT_ID)
+            break;
+        rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
+        if (rc)
+            break;
+        id = e.a.parent;
+    }
+    elem_release(&e);
+    return rc;
+}
+
+static int apply_rename(struct meta_txn *t, void *arg)
+{
+    struct mv_args *a = arg;
+    struct elem sdir, ddir, e;
+    struct dirent_rec sd, dd;
+    elem_init(&sdir);
+    elem_init(&ddir);
+    elem_init(&e);
+    int rc = name_valid(a->sn);
+    if (!rc)
+        rc = name_valid(a->dn);
+    if (!rc)
+        rc = dirent_get(t->txn, t->env, a->sp, a->sn, PL_VIEW_LIVE, &sd);
+    if (rc)
+        goto out;
+    if (a->sp == a->dp && !strcmp(a->sn, a->dn))
+        goto out; /* same name: nothing to do */
+    if (sd.type == PL_T_DIR) {
+        int anc;
+        rc = is_ancestor(t, sd.id, a->dp, &anc);
+        if (!rc && anc)
+            rc = PL_EINVAL; /* moving a directory under itself */
+        if (rc)
+            goto out;
+    }
+    rc = dirent_get(t->txn, t->env, a->dp, a->dn, PL_VIEW_LIVE, &dd);
+    if (rc == 0) {
+        if (dd.id == sd.id)
+            goto out; /* hard links to the same element: POSIX says do nothing */
+        if (sd.type == PL_T_DIR && dd.type != PL_T_DIR) {
+            rc = PL_ENOTDIR;
+            goto out;
+        }
+        if (sd.type != PL_T_DIR && dd.type == PL_T_DIR) {
+            rc = PL_EISDIR;
+            goto out;
+        }
+        rc = dir_load(t, a->dp, &ddir);
+        if (!rc)
+            rc = store_remove(t, &ddir, a->dn, dd.type == PL_T_DIR);
+        elem_release(&ddir);
+        elem_init(&ddir);
+    }
+    if (rc && rc != PL_ENOENT)
+        goto out;
+    rc = dirent_remove(t, a->sp, a->sn, &sd);
+    if (!rc)
+        rc = dirent_add(t, a->dp, a->dn, sd.id, sd.type);
+    if (!rc)
+        rc = elem_get(t->txn, t->env, sd.id, PL_VIEW_LIVE, &e);
+    if (rc)
+        goto out;
+    e.a.ctime = pl_now_ns();
+    if (e.a.parent == a->sp)
+        e.a.parent = a->dp;
+    e.flags &= (uint16_t)~ELEM_F_IMPLICIT; /* named by a user now */
+    rc = elem_put(t, &e);
+    int dirmove = sd.type == PL_T_DIR && a->sp != a->dp;
+    if (!rc)
+        rc = dir_load(t, a->sp, &sdir);
+    if (!rc)
+        rc = dir_touch(t, &sdir, dirmove ? -1 : 0);
+    if (!rc && a->dp != a->sp) {
+        rc = dir_load(t, a->dp, &ddir);
+        if (!rc)
+            rc = dir_touch(t, &ddir, dirmove ? 1 : 0);
+    }
+out:
+    elem_release(&sdir);
+    elem_release(&ddir);
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_rename(struct pl_store *st, uint64_t sparent, const char *sname, uint64_t dparent,
+                   const char *dname)
+{
+    struct mv_args a = {sparent, dparent, sname, dname};
+    return meta_submit(st->meta, apply_rename, &a);
+}
+
+/* ---- setattr ---- */
+struct set_args {
+    uint64_t id;
+    unsigned mask;
+    const struct pl_attr *in;
+    struct pl_attr out;
+};
+
+static int apply_setattr(struct meta_txn *t, void *arg)
+{
+    struct set_args *a = arg;
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (rc)
+        goto out;
+    int64_t now = pl_now_ns();
+    if (a->mask & PL_SET_MODE)
+        e.a.mode = a->in->mode & 07777;
+    if (a->mask & PL_SET_UID)
+        e.a.uid = a->in->uid;
+    if (a->mask & PL_SET_GID)
+        e.a.gid = a->in->gid;
+    if (a->mask & PL_SET_ATIME)
+        e.a.atime = a->in->atime;
+    if (a->mask & PL_SET_MTIME)
+        e.a.mtime = a->in->mtime;
+    if (a->mask & PL_SET_SIZE) {
+        if (e.a.type != PL_T_FILE) {
+            rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+            goto out;
+        }
+        uint64_t ns = a->in->size;
+        if (ns < e.a.size)
+            rc = extent_punch(t, e.a.id, ns, UINT64_MAX);
+        if (!rc && !(e.flags & ELEM_F_STAGING))
+            rc = meta_sys_add(t, "logical", (int64_t)ns - (int64_t)e.a.size);
+        if (rc)
+            goto out;
+        if (ns != e.a.size) {
+            e.a.size = ns;
+            e.a.etag[0] = 0;
+            if (!(a->mask & PL_SET_MTIME))
+                e.a.mtime = now;
+        }
+    }
+    e.a.ctime = now;
+    rc = elem_put(t, &e);
+    if (!rc)
+        a->out = e.a;
+out:
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struct pl_attr *in,
+                    struct pl_attr *ret)
+{
+    struct set_args a = {id, mask, in, {0}};
+    int rc = meta_submit(st->meta, apply_setattr, &a);
+    if (!rc && ret)
+        *ret = a.out;
+    return rc;
+}
+
+/* ---- read ---- */
+static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t view, uint64_t off,
+                      uint8_t *out, size_t n, uint8_t *scratch)
+{
+    MDB_cursor *c = NULL;
+    uint8_t k[24];
+    uint64_t end = off + n;
+    int rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_EXTENT), &c));
+    if (rc)
+        return rc;
+    memset(out, 0, n);
+    uint64_t from = off > DATA_MAX_CHUNK ? off - DATA_MAX_CHUNK : 0;
+    MDB_val key = {key_extent(k, id, from, PL_EPOCH_INF), k}, val;
+    rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+    while (!rc) {
+        const uint8_t *kp = key.mv_data, *vp = val.mv_data;
+        if (key.mv_size != 24 || pl_get_be64(kp) != id)
+            break;
+        uint64_t s = pl_get_be64(kp + 8);
+        if (s >= end)
+            break;
+        if (val.mv_size != 48) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        uint64_t birth = ~pl_get_be64(kp + 16), death = pl_get_le64(vp + 40);
+        uint32_t choff = pl_get_le32(vp + 32), len = pl_get_le32(vp + 36);
+        if (view_sees(view, birth, death) && s + len > off) {
+            struct data_loc loc;
+            rc = chunk_lookup(txn, st->meta, vp, NULL, &loc);
+            if (rc == PL_ENOENT)
+                rc = PL_ECORRUPT; /* an extent naming no chunk */
+            if (!rc && (uint64_t)choff + len > loc.raw_len)
+                rc = PL_ECORRUPT;
+            if (!rc)
+                rc = data_chunk_read(st->data, &loc, vp, scratch);
+            if (rc)
+                break;
+            uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
+            memcpy(out + (a - off), scratch + choff + (a - s), b - a);
+        }
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    return rc == PL_ENOENT ? 0 : rc;
+}
+
+int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, void *buf,
+                 size_t n, size_t *ret_n)
+{
+    uint8_t *scratch = malloc(DATA_MAX_CHUNK);
+    struct elem e;
+    int rc = PL_ENOMEM;
+    elem_init(&e);
+    if (!scratch)
+        return rc;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        MDB_txn *txn;
+        rc = meta_rtxn_begin(st->meta, &txn);
+        if (rc)
+            break;
+        rc = elem_get(txn, st->meta, id, view, &e);
+        if (!rc && e.a.type != PL_T_FILE)
+            rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+        size_t len = 0;
+        if (!rc && off < e.a.size) {
+            len = (size_t)PL_MIN((uint64_t)n, e.a.size - off);
+            rc = read_range(st, txn, id, view, off, buf, len, scratch);
+        }
+        meta_rtxn_end(txn);
+        if (!rc)
+            *ret_n = len;
+        if (rc != PL_ENOENT || attempt == 3)
+            break;
+        /* a segment vanished under us: compaction moved the chunk; look again */
+        int chk = pl_elem_getattr(st, id, view, &e.a);
+        if (chk)
+            break;
+    }
+    elem_release(&e);
+    free(scratch);
+    return rc;
+}
+
+/* ---- write ---- */
+struct wr_args {
+    uint64_t id, off, len;
+    const struct prep *pr;
+};
+
+static int apply_write(struct meta_txn *t, void *arg)
+{
+    struct wr_args *a = arg;
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (!rc && e.a.type != PL_T_FILE)
+        rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+    if (!rc)
+        rc = extent_replace(t, &e, a->off, a->off + a->len, a->pr->p, a->pr->n);
+    if (!rc) {
+        e.a.mtime = e.a.ctime = pl_now_ns();
+        e.a.etag[0] = 0; /* recomputed on demand */
+        rc = elem_put(t, &e);
+    }
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n)
+{
+    int rc = 0;
+    if (n == 0)
+        return 0;
+    if (off + n < off || off + n > ((uint64_t)1 << 60))
+        return PL_EFBIG;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        struct prep pr = {0};
+        size_t used;
+        pthread_rwlock_rdlock(&st->purge_lock);
+        rc = store_prepare(st, off, buf, n, 1, &pr, &used);
+        if (!rc)
+            rc = store_sync_segs(st, &pr.segs);
+        if (!rc) {
+            struct wr_args a = {id, off, n, &pr};
+            rc = meta_submit(st->meta, apply_write, &a);
+        }
+        pthread_rwlock_unlock(&st->purge_lock);
+        prep_release(&pr);
+        if (rc != PL_EAGAIN)
+            break;
+    }
+    return rc;
+}
+
+/* ---- directory listing ---- */
+int pl_dir_read(struct pl_store *st, uint64_t dir, uint64_t view, const char *after,
+                pl_dirent_fn cb, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *c = NULL;
+    uint8_t k[PL_NAME_MAX + 32];
+    char name[PL_NAME_MAX + 1], last[PL_NAME_MAX + 2] = "";
+    struct pl_attr a;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_attr(st, txn, dir, view, &a);
+    if (!rc && a.type != PL_T_DIR)
+        rc = PL_ENOTDIR;
+    if (!rc)
+        rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_DIRENT), &c));
+    if (rc)
+        goto out;
+    size_t kn = 8;
+    pl_put_be64(k, dir);
+    if (after && *after) {
+        size_t an = strlen(after);
+        if (an > PL_NAME_MAX) {
+            rc = PL_ENAMETOOLONG;
+            goto out;
+        }
+        /* past every version of "after" under both terminators */
+        memcpy(k + 8, after, an);
+        k[8 + an] = '/' + 1;
+        kn = 9 + an;
+    }
+    MDB_val key = {kn, k}, val;
+    rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+    while (!rc) {
+        const uint8_t *kp = key.mv_data, *vp = val.mv_data;
+        if (key.mv_size < 18 || pl_get_be64(kp) != dir)
+            break;
+        size_t nn = key.mv_size - 17;
+        if (nn > PL_NAME_MAX || val.mv_size != 17) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        memcpy(name, kp + 8, nn);
+        name[nn] = 0;
+        uint64_t birth = ~pl_get_be64(kp + 9 + nn), death = pl_get_le64(vp + 9);
+        if (view_sees(view, birth, death) && strcmp(name, last)) {
+            memcpy(last, name, nn + 1);
+            struct pl_attr ca;
+            rc = elem_attr(st, txn, pl_get_le64(vp), view, &ca);
+            if (rc)
+                break;
+            if (cb(arg, name, &ca))
+                break;
+        }
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+    }
+    if (rc == PL_ENOENT)
+        rc = 0;
+out:
+    if (c)
+        mdb_cursor_close(c);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* ---- extended attributes ---- */
+struct xa_args {
+    uint64_t id;
+    const char *name;
+    const void *val;
+    size_t n;
+    int remove;
+};
+
+static int apply_xattr(struct meta_txn *t, void *arg)
+{
+    struct xa_args *a = arg;
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (!rc)
+        rc = a->remove ? prop_del(&e, PROP_XATTR, a->name)
+                       : prop_set(&e, PROP_XATTR, a->name, a->val, a->n);
+    if (!rc) {
+        e.a.ctime = pl_now_ns();
+        rc = elem_put(t, &e);
+    }
+    elem_release(&e);
+    return rc;
+}
+
+int pl_xattr_set(struct pl_store *st, uint64_t id, const char *name, const void *val, size_t n)
+{
+    if (!*name || strlen(name) > 255)
+        return PL_ERANGE;
+    struct xa_args a = {id, name, val, n, 0};
+    return meta_submit(st->meta, apply_xattr, &a);
+}
+
+int pl_xattr_remove(struct pl_store *st, uint64_t id, const char *name)
+{
+    struct xa_args a = {id, name, NULL, 0, 1};
+    return meta_submit(st->meta, apply_xattr, &a);
+}
+
+ssize_t pl_xattr_get(struct pl_store *st, uint64_t id, uint64_t view, const char *name, void *val,
+                     size_t n)
+{
+    MDB_txn *txn;
+    struct elem e;
+    struct pl_str s;
+    elem_init(&e);
+    ssize_t rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    if (!rc)
+        rc = prop_get(&e, PROP_XATTR, name, &s);
+    if (!rc) {
+        if (val)
+            memcpy(val, s.p, PL_MIN(n, s.n));
+        rc = (ssize_t)s.n;
+    }
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+ssize_t pl_xattr_list(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n)
+{
+    MDB_txn *txn;
+    struct elem e;
+    elem_init(&e);
+    ssize_t rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    size_t total = 0, off = 0;
+    const uint8_t *p = (const uint8_t *)e.props.data;
+    while (!rc && off + 5 <= e.props.len) {
+        uint32_t len = pl_get_le32(p + off + 1);
+        if (off + 5 + len > e.props.len) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        if (p[off] == PROP_XATTR) {
+            size_t nl = strnlen((const char *)p + off + 5, len) + 1;
+            if (buf && total + nl <= n)
+                memcpy(buf + total, p + off + 5, nl);
+            total += nl;
+        }
+        off += 5 + len;
+    }
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc ? rc : (ssize_t)total;
+}

@@ -1,0 +1,853 @@
+/* Buckets and objects: the S3 view of the namespace.
+ *
+ * An object write streams into an anonymous "staging" element, committed in
+ * windows of WINDOW bytes (each window: sync the new chunks, one metadata
+ * commit). The final commit links it under its key in one transaction, so a
+ * reader sees the old object or the new one, never a mix. Staging elements
+ * left by a crash are dropped when the store opens.
+ */
+#include "store/store_int.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define WINDOW (8u << 20)
+
+int pl_bucket_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 3 || n > 63)
+        return PL_EINVAL;
+    int dots_only_digits = 1;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-'))
+            return PL_EINVAL;
+        if (!((c >= '0' && c <= '9') || c == '.'))
+            dots_only_digits = 0;
+        if (c == '.' && (i == 0 || name[i - 1] == '.' || name[i - 1] == '-' ||
+                         (i + 1 < n && name[i + 1] == '-')))
+            return PL_EINVAL;
+    }
+    if (name[0] == '-' || name[0] == '.' || name[n - 1] == '-' || name[n - 1] == '.')
+        return PL_EINVAL;
+    if (dots_only_digits)
+        return PL_EINVAL; /* looks like an IP address */
+    if (!strncmp(name, "xn--", 4) || (n > 8 && !strcmp(name + n - 8, "-s3alias")))
+        return PL_EINVAL;
+    return 0;
+}
+
+int pl_key_valid(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0)
+        return PL_EINVAL;
+    if (n > PL_KEY_MAX)
+        return PL_ENAMETOOLONG;
+    const char *p = key;
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t cn = e ? (size_t)(e - p) : strlen(p);
+        if (cn == 0 && e)
+            return PL_EINVAL; /* "//" or a leading "/" */
+        if (cn > PL_NAME_MAX)
+            return PL_ENAMETOOLONG;
+        if ((cn == 1 && p[0] == '.') || (cn == 2 && p[0] == '.' && p[1] == '.'))
+            return PL_EINVAL;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* ---- buckets: record name -> id LE64, ctime LE64 ---- */
+static int bucket_rec(MDB_txn *txn, struct meta_env *env, const char *name,
+                      struct pl_bucket_info *ret)
+{
+    MDB_val v;
+    int rc = meta_get(txn, env, META_BUCKET, name, strlen(name), &v);
+    if (rc == PL_ENOENT)
+        return PL_ENOBUCKET;
+    if (rc)
+        return rc;
+    if (v.mv_size < 16 || strlen(name) >= sizeof(ret->name))
+        return PL_ECORRUPT;
+    memcpy(ret->name, name, strlen(name) + 1);
+    ret->id = pl_get_le64(v.mv_data);
+    ret->ctime = (int64_t)pl_get_le64((const uint8_t *)v.mv_data + 8);
+    return 0;
+}
+
+static int apply_bucket_create(struct meta_txn *t, void *arg)
+{
+    const char *name = arg;
+    struct pl_bucket_info b;
+    int rc = bucket_rec(t->txn, t->env, name, &b);
+    if (rc != PL_ENOBUCKET)
+        return rc ? rc : PL_EEXIST;
+    struct mk_args a = {PL_ROOT_ID, name, PL_T_DIR, 0755, 0, 0, 1, NULL, 0, {0}};
+    rc = store_mk(t, &a);
+    if (rc)
+        return rc;
+    uint8_t v[24] = {0};
+    pl_put_le64(v, a.out.id);
+    pl_put_le64(v + 8, (uint64_t)a.out.btime);
+    return meta_put(t, META_BUCKET, name, strlen(name), v, sizeof(v));
+}
+
+int pl_bucket_create(struct pl_store *st, const char *name)
+{
+    if (pl_bucket_name_valid(name))
+        return PL_EINVAL;
+    return meta_submit(st->meta, apply_bucket_create, (void *)name);
+}
+
+static int apply_bucket_delete(struct meta_txn *t, void *arg)
+{
+    const char *name = arg;
+    struct pl_bucket_info b;
+    struct elem root;
+    int rc = bucket_rec(t->txn, t->env, name, &b);
+    if (rc)
+        return rc;
+    elem_init(&root);
+    rc = elem_get(t->txn, t->env, PL_ROOT_ID, PL_VIEW_LIVE, &root);
+    if (!rc)
+        rc = store_remove(t, &root, name, PL_T_DIR);
+    elem_release(&root);
+    if (!rc || rc == PL_ENOENT)
+        rc = meta_del(t, META_BUCKET, name, strlen(name));
+    return rc;
+}
+
+int pl_bucket_delete(struct pl_store *st, const char *name)
+{
+    if (pl_bucket_name_valid(name))
+        return PL_ENOBUCKET;
+    return meta_submit(st->meta, apply_bucket_delete, (void *)name);
+}
+
+int pl_bucket_get(struct pl_store *st, const char *name, struct pl_bucket_info *ret)
+{
+    MDB_txn *txn;
+    if (pl_bucket_name_valid(name))
+        return PL_ENOBUCKET;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = bucket_rec(txn, st->meta, name, ret);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+int pl_bucket_list(struct pl_store *st, pl_bucket_fn cb, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_BUCKET), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        struct pl_bucket_info b = {0};
+        if (k.mv_size >= sizeof(b.name) || v.mv_size < 16) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        memcpy(b.name, k.mv_data, k.mv_size);
+        b.id = pl_get_le64(v.mv_data);
+        b.ctime = (int64_t)pl_get_le64((const uint8_t *)v.mv_data + 8);
+        if (cb(arg, &b))
+            break;
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    if (rc == PL_ENOENT)
+        rc = 0;
+    if (c)
+        mdb_cursor_close(c);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* ---- key walking ---- */
+/* Split off the next component of *p into name; returns 1 when it was the last. */
+static int key_next(const char **p, char name[PL_NAME_MAX + 1])
+{
+    const char *e = strchr(*p, '/');
+    size_t n = e ? (size_t)(e - *p) : strlen(*p);
+    memcpy(name, *p, n);
+    name[n] = 0;
+    *p += n + (e ? 1 : 0);
+    return !e || !**p;
+}
+
+static int obj_walk(MDB_txn *txn, struct meta_env *env, const char *bucket, const char *key,
+                    uint64_t view, struct dirent_rec *ret)
+{
+    char name[PL_NAME_MAX + 1];
+    struct dirent_rec d;
+    int rc = dirent_get(txn, env, PL_ROOT_ID, bucket, view, &d);
+    if (rc)
+        return rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+    const char *p = key;
+    for (;;) {
+        int last = key_next(&p, name);
+        if (d.type != PL_T_DIR)
+            return PL_ENOENT;
+        rc = dirent_get(txn, env, d.id, name, view, &d);
+        if (rc)
+            return rc;
+        if (last)
+            break;
+    }
+    *ret = d;
+    return 0;
+}
+
+int pl_obj_lookup(struct pl_store *st, const char *bucket, const char *key, uint64_t view,
+                  struct pl_attr *ret)
+{
+    MDB_txn *txn;
+    struct dirent_rec d;
+    struct elem e;
+    if (pl_key_valid(key))
+        return PL_ENOENT;
+    elem_init(&e);
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = obj_walk(txn, st->meta, bucket, key, view, &d);
+    if (!rc && d.type == PL_T_DIR && key[strlen(key) - 1] != '/')
+        rc = PL_ENOENT; /* "a" names a directory: only "a/" is an object */
+    if (!rc)
+        rc = elem_get(txn, st->meta, d.id, view, &e);
+    if (!rc)
+        *ret = e.a;
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+int pl_obj_content_type(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n)
+{
+    MDB_txn *txn;
+    struct elem e;
+    struct pl_str s;
+    elem_init(&e);
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    buf[0] = 0;
+    if (!rc && prop_get(&e, PROP_CTYPE, NULL, &s) == 0 && s.n < n) {
+        memcpy(buf, s.p, s.n);
+        buf[s.n] = 0;
+    }
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc;
+}
+
+/* ---- delete ---- */
+struct del_args {
+    const char *bucket, *key;
+};
+
+#define KEY_DEPTH_MAX (PL_KEY_MAX / 2 + 2)
+
+static int apply_obj_delete(struct meta_txn *t, void *arg)
+{
+    struct del_args *a = arg;
+    char name[PL_NAME_MAX + 1];
+    struct dirent_rec d;
+    uint64_t *ids = malloc(KEY_DEPTH_MAX * sizeof(*ids));
+    char (*names)[PL_NAME_MAX + 1] = malloc(KEY_DEPTH_MAX * sizeof(*names));
+    int depth = 0, rc;
+    struct elem dir;
+    elem_init(&dir);
+    if (!ids || !names) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    rc = dirent_get(t->txn, t->env, PL_ROOT_ID, a->bucket, PL_VIEW_LIVE, &d);
+    if (rc) {
+        rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+        goto out;
+    }
+    const char *p = a->key;
+    int dirkey = a->key[strlen(a->key) - 1] == '/';
+    for (;;) {
+        int last = key_next(&p, name);
+        if (d.type != PL_T_DIR) {
+            rc = PL_ENOENT;
+            goto out;
+        }
+        ids[depth] = d.id;
+        memcpy(names[depth], name, strlen(name) + 1);
+        depth++;
+        rc = dirent_get(t->txn, t->env, d.id, name, PL_VIEW_LIVE, &d);
+        if (rc)
+            goto out;
+        if (last)
+            break;
+    }
+    if ((d.type == PL_T_DIR) != dirkey) {
+        rc = PL_ENOENT;
+        goto out;
+    }
+    /* remove the object, then implicit directories it leaves empty */
+    for (int i = depth - 1; i >= 0; i--) {
+        rc = elem_get(t->txn, t->env, ids[i], PL_VIEW_LIVE, &dir);
+        if (!rc)
+            rc = store_remove(t, &dir, names[i], i == depth - 1 ? dirkey : PL_T_DIR);
+        if (rc == PL_ENOTEMPTY && i < depth - 1) {
+            rc = 0;
+            break;
+        }
+        if (rc || i == 0 || !(dir.flags & ELEM_F_IMPLICIT))
+            break;
+        int empty;
+        rc = dir_is_empty(t->txn, t->env, ids[i], &empty);
+        if (rc || !empty)
+            break;
+    }
+out:
+    elem_release(&dir);
+    free(ids);
+    free(names);
+    return rc;
+}
+
+int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key)
+{
+    if (pl_key_valid(key))
+        return PL_ENOENT;
+    struct del_args a = {bucket, key};
+    return meta_submit(st->meta, apply_obj_delete, &a);
+}
+
+/* ---- streaming put ---- */
+struct pl_writer {
+    struct pl_store *st;
+    char *bucket, *key;
+    uint64_t id;
+    uint64_t off; /* file offset of buf[0] */
+    uint8_t *buf;
+    size_t n;
+    EVP_MD_CTX *md5;
+    int failed;
+};
+
+static int apply_staging_new(struct meta_txn *t, void *arg)
+{
+    struct pl_writer *w = arg;
+    struct elem e;
+    uint8_t k[8];
+    elem_init(&e);
+    e.flags = ELEM_F_STAGING;
+    int rc = elem_new(t, &e, PL_T_FILE, 0644, 0, 0, 0);
+    if (!rc) {
+        w->id = e.a.id;
+        pl_put_be64(k, e.a.id);
+        rc = meta_put(t, META_STAGING, k, 8, "", 0);
+    }
+    elem_release(&e);
+    return rc;
+}
+
+int pl_obj_put_begin(struct pl_store *st, const char *bucket, const char *key,
+                     struct pl_writer **ret)
+{
+    struct pl_bucket_info b;
+    int rc = pl_key_valid(key);
+    if (rc)
+        return rc;
+    rc = pl_bucket_get(st, bucket, &b);
+    if (rc)
+        return rc;
+    struct pl_writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return PL_ENOMEM;
+    w->st = st;
+    w->bucket = strdup(bucket);
+    w->key = strdup(key);
+    w->buf = malloc(WINDOW);
+    w->md5 = EVP_MD_CTX_new();
+    if (!w->bucket || !w->key || !w->buf || !w->md5 ||
+        !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL)) {
+        rc = PL_ENOMEM;
+        goto fail;
+    }
+    rc = meta_submit(st->meta, apply_staging_new, w);
+    if (rc)
+        goto fail;
+    *ret = w;
+    return 0;
+fail:
+    w->id = 0;
+    pl_writer_abort(w);
+    return rc;
+}
+
+struct win_args {
+    uint64_t id, a, b;
+    const struct prep *pr;
+};
+
+static int apply_window(struct meta_txn *t, void *arg)
+{
+    struct win_args *a = arg;
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (!rc)
+        rc = extent_replace(t, &e, a->a, a->b, a->pr->p, a->pr->n);
+    if (!rc)
+        rc = elem_put(t, &e);
+    elem_release(&e);
+    return rc;
+}
+
+/* Commit the chunkable part of the buffer (all of it when final). */
+static int writer_flush(struct pl_writer *w, int final)
+{
+    int rc = 0;
+    size_t used = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        struct prep pr = {0};
+        pthread_rwlock_rdlock(&w->st->purge_lock);
+        rc = store_prepare(w->st, w->off, w->buf, w->n, final, &pr, &used);
+        if (!rc)
+            rc = store_sync_segs(w->st, &pr.segs);
+        if (!rc && used) {
+            struct win_args a = {w->id, w->off, w->off + used, &pr};
+            rc = meta_submit(w->st->meta, apply_window, &a);
+        }
+        pthread_rwlock_unlock(&w->st->purge_lock);
+        prep_release(&pr);
+        if (rc != PL_EAGAIN)
+            break;
+    }
+    if (rc)
+        return rc;
+    memmove(w->buf, w->buf + used, w->n - used);
+    w->n -= used;
+    w->off += used;
+    return 0;
+}
+
+int pl_writer_write(struct pl_writer *w, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    if (w->failed)
+        return w->failed;
+    if (!EVP_DigestUpdate(w->md5, buf, n))
+        return w->failed = PL_EINTERNAL;
+    while (n) {
+        size_t take = PL_MIN(n, WINDOW - w->n);
+        memcpy(w->buf + w->n, p, take);
+        w->n += take;
+        p += take;
+        n -= take;
+        if (w->n == WINDOW) {
+            int rc = writer_flush(w, 0);
+            if (rc)
+                return w->failed = rc;
+        }
+    }
+    return 0;
+}
+
+struct link_obj_args {
+    struct pl_writer *w;
+    const struct pl_obj_meta *meta;
+    const char *etag;
+    struct pl_attr out;
+};
+
+static int apply_link_obj(struct meta_txn *t, void *arg)
+{
+    struct link_obj_args *a = arg;
+    struct pl_writer *w = a->w;
+    char name[PL_NAME_MAX + 1];
+    struct dirent_rec d;
+    struct elem e, dir;
+    uint8_t k[8];
+    elem_init(&e);
+    elem_init(&dir);
+    int rc = dirent_get(t->txn, t->env, PL_ROOT_ID, w->bucket, PL_VIEW_LIVE, &d);
+    if (rc) {
+        rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+        goto out;
+    }
+    uint64_t cur = d.id;
+    const char *p = w->key;
+    int last;
+    for (;;) {
+        last = key_next(&p, name);
+        if (last)
+            break;
+        rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
+        if (rc == PL_ENOENT) {
+            struct mk_args m = {cur, name, PL_T_DIR, 0755, 0, 0, 1, NULL, ELEM_F_IMPLICIT, {0}};
+            rc = store_mk(t, &m);
+            d.id = m.out.id;
+            d.type = PL_T_DIR;
+        }
+        if (rc)
+            goto out;
+        if (d.type != PL_T_DIR) {
+            rc = PL_ECONFLICT; /* a parent of the key is an object */
+            goto out;
+        }
+        cur = d.id;
+    }
+    rc = elem_get(t->txn, t->env, cur, PL_VIEW_LIVE, &dir);
+    if (rc)
+        goto out;
+    rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
+    if (rc == 0) {
+        if (d.type == PL_T_DIR) {
+            rc = PL_ECONFLICT; /* the key is a directory of other keys */
+            goto out;
+        }
+        rc = store_remove(t, &dir, name, 0);
+    }
+    if (rc && rc != PL_ENOENT)
+        goto out;
+    rc = elem_get(t->txn, t->env, w->id, PL_VIEW_LIVE, &e);
+    if (rc)
+        goto out;
+    e.flags &= (uint16_t)~ELEM_F_STAGING;
+    e.a.nlink = 1;
+    e.a.parent = cur;
+    e.a.mtime = e.a.ctime = pl_now_ns();
+    snprintf(e.a.etag, sizeof(e.a.etag), "%s", a->etag);
+    if (a->meta && a->meta->content_type && *a->meta->content_type)
+        rc = prop_set(&e, PROP_CTYPE, NULL, a->meta->content_type,
+                      strlen(a->meta->content_type));
+    for (const char *const *m = a->meta ? a->meta->user_meta : NULL; !rc && m && m[0]; m += 2) {
+        char xn[300];
+        if (snprintf(xn, sizeof(xn), "user.meta.%s", m[0]) >= (int)sizeof(xn)) {
+            rc = PL_ENAMETOOLONG;
+            break;
+        }
+        rc = prop_set(&e, PROP_XATTR, xn, m[1], strlen(m[1]));
+    }
+    if (!rc)
+        rc = dirent_add(t, cur, name, e.a.id, PL_T_FILE);
+    if (!rc)
+        rc = elem_put(t, &e);
+    if (!rc)
+        rc = meta_sys_add(t, "logical", (int64_t)e.a.size);
+    if (!rc)
+        rc = meta_sys_add(t, "elements", 1);
+    pl_put_be64(k, w->id);
+    if (!rc)
+        rc = meta_del(t, META_STAGING, k, 8);
+    if (!rc) {
+        dir.a.mtime = dir.a.ctime = e.a.mtime;
+        rc = elem_put(t, &dir);
+    }
+    if (!rc)
+        a->out = e.a;
+out:
+    elem_release(&e);
+    elem_release(&dir);
+    return rc;
+}
+
+/* Create every directory of a "a/b/" key; the last one explicitly. */
+static int apply_mkdirs(struct meta_txn *t, void *arg)
+{
+    struct pl_writer *w = arg;
+    char name[PL_NAME_MAX + 1];
+    struct dirent_rec d;
+    int rc = dirent_get(t->txn, t->env, PL_ROOT_ID, w->bucket, PL_VIEW_LIVE, &d);
+    if (rc)
+        return rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+    const char *p = w->key;
+    for (;;) {
+        int last = key_next(&p, name);
+        uint64_t cur = d.id;
+        rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
+        if (rc == PL_ENOENT) {
+            struct mk_args m = {cur, name, PL_T_DIR, 0755, 0, 0, 1, NULL,
+                                last ? 0 : ELEM_F_IMPLICIT, {0}};
+            rc = store_mk(t, &m);
+            d.id = m.out.id;
+            d.type = PL_T_DIR;
+        } else if (!rc && last && d.type == PL_T_DIR) {
+            struct elem e; /* an existing implicit directory becomes explicit */
+            elem_init(&e);
+            rc = elem_get(t->txn, t->env, d.id, PL_VIEW_LIVE, &e);
+            if (!rc && (e.flags & ELEM_F_IMPLICIT)) {
+                e.flags &= (uint16_t)~ELEM_F_IMPLICIT;
+                rc = elem_put(t, &e);
+            }
+            elem_release(&e);
+        }
+        if (rc)
+            return rc;
+        if (d.type != PL_T_DIR)
+            return PL_ECONFLICT;
+        if (last)
+            return 0;
+    }
+}
+
+int pl_obj_put_commit(struct pl_writer *w, const struct pl_obj_meta *meta, struct pl_attr *ret)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char etag[PL_ETAG_MAX];
+    int rc = w->failed;
+    if (!rc && w->n)
+        rc = writer_flush(w, 1);
+    if (!rc && !EVP_DigestFinal_ex(w->md5, md, &mdlen))
+        rc = PL_EINTERNAL;
+    if (rc)
+        goto out;
+    pl_hex(md, mdlen, etag);
+    size_t kl = strlen(w->key);
+    if (w->key[kl - 1] == '/') {
+        /* a "dir/" key is a directory marker: it holds no data */
+        rc = w->off ? PL_ECONFLICT : meta_submit(w->st->meta, apply_mkdirs, w);
+        if (!rc && ret)
+            rc = pl_obj_lookup(w->st, w->bucket, w->key, PL_VIEW_LIVE, ret);
+        goto out;
+    }
+    struct link_obj_args a = {w, meta, etag, {0}};
+    rc = meta_submit(w->st->meta, apply_link_obj, &a);
+    if (!rc) {
+        w->id = 0; /* linked: no longer ours to drop */
+        if (ret)
+            *ret = a.out;
+    }
+out:
+    pl_writer_abort(w);
+    return rc;
+}
+
+static int apply_drop(struct meta_txn *t, void *arg)
+{
+    uint64_t id = *(uint64_t *)arg;
+    struct elem e;
+    uint8_t k[8];
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
+    if (!rc)
+        rc = elem_destroy(t, &e);
+    if (rc == PL_ENOENT)
+        rc = 0;
+    elem_release(&e);
+    pl_put_be64(k, id);
+    if (!rc) {
+        rc = meta_del(t, META_STAGING, k, 8);
+        if (rc == PL_ENOENT)
+            rc = 0;
+    }
+    return rc;
+}
+
+int store_elem_drop(struct pl_store *st, uint64_t id)
+{
+    return meta_submit(st->meta, apply_drop, &id);
+}
+
+void pl_writer_abort(struct pl_writer *w)
+{
+    if (!w)
+        return;
+    if (w->id && store_elem_drop(w->st, w->id))
+        pl_log(PL_LOG_DEBUG, "store", "staging id=%llu kept until next open",
+               (unsigned long long)w->id);
+    EVP_MD_CTX_free(w->md5);
+    free(w->bucket);
+    free(w->key);
+    free(w->buf);
+    free(w);
+}
+
+/* ---- listing in key order ----
+ * Directory entries sort by name then terminator ('\0' for files, '/' for
+ * directories), which is exactly S3 key order for "name" vs "name/...": a
+ * depth-first walk in cursor order yields keys sorted. */
+struct lister {
+    MDB_txn *txn;
+    struct meta_env *env;
+    uint64_t view;
+    const char *after; /* full key, "" for none */
+    char delim;
+    pl_list_fn cb;
+    void *arg;
+    char key[PL_KEY_MAX + PL_NAME_MAX + 4];
+    int stopped;
+};
+
+/* List directory dir whose keys start with key[0..klen), restricted to child
+ * names starting with filt. */
+static int list_dir(struct lister *L, uint64_t dir, size_t klen, const char *filt, int depth)
+{
+    MDB_cursor *c = NULL;
+    uint8_t k[PL_NAME_MAX + 32];
+    char last[PL_NAME_MAX + 2] = "";
+    size_t fl = strlen(filt);
+    int rc;
+    if (depth > PL_KEY_MAX / 2)
+        return PL_ELOOP;
+    rc = meta_err(mdb_cursor_open(L->txn, meta_dbi(L->env, META_DIRENT), &c));
+    if (rc)
+        return rc;
+    /* start at the filter, or at the component of "after" inside this dir */
+    pl_put_be64(k, dir);
+    size_t kn = 8;
+    const char *start = filt;
+    size_t sl = fl;
+    if (*L->after && !strncmp(L->after, L->key, klen) && strcmp(L->after + klen, filt) > 0) {
+        start = L->after + klen;
+        const char *sl_end = strchr(start, '/');
+        sl = sl_end ? (size_t)(sl_end - start) : strlen(start);
+        if (sl > PL_NAME_MAX)
+            sl = PL_NAME_MAX;
+    }
+    memcpy(k + 8, start, sl);
+    kn += sl;
+    MDB_val key = {kn, k}, val;
+    rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+    while (!rc && !L->stopped) {
+        const uint8_t *kp = key.mv_data, *vp = val.mv_data;
+        if (key.mv_size < 18 || pl_get_be64(kp) != dir)
+            break;
+        size_t nn = key.mv_size - 17;
+        if (nn > PL_NAME_MAX || val.mv_size != 17) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        if (nn < fl || memcmp(kp + 8, filt, fl)) {
+            if (memcmp(kp + 8, filt, PL_MIN(nn, fl)) > 0)
+                break; /* past every name with the filter prefix */
+            rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+            continue;
+        }
+        uint64_t birth = ~pl_get_be64(kp + 9 + nn), death = pl_get_le64(vp + 9);
+        char name[PL_NAME_MAX + 2];
+        memcpy(name, kp + 8, nn);
+        name[nn] = 0;
+        if (!view_sees(L->view, birth, death) || !strcmp(name, last)) {
+            rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+            continue;
+        }
+        memcpy(last, name, nn + 1);
+        uint64_t id = pl_get_le64(vp);
+        int isdir = vp[8] == PL_T_DIR;
+        memcpy(L->key + klen, name, nn);
+        size_t nk = klen + nn;
+        if (isdir)
+            L->key[nk++] = '/';
+        L->key[nk] = 0;
+        int cmp = *L->after ? strcmp(L->key, L->after) : 1;
+        if (isdir && L->delim == '/') {
+            if (cmp > 0 && L->cb(L->arg, L->key, 1, NULL))
+                L->stopped = 1;
+        } else if (isdir) {
+            /* the subtree holds keys > L->key; skip it only when after is past it */
+            int inside = *L->after && !strncmp(L->after, L->key, nk);
+            if (cmp > 0 || inside) {
+                struct elem de;
+                elem_init(&de);
+                rc = elem_get(L->txn, L->env, id, L->view, &de);
+                /* an explicit empty directory is the object "dir/" */
+                if (!rc && !(de.flags & ELEM_F_IMPLICIT) && cmp > 0 &&
+                    L->cb(L->arg, L->key, 0, &de.a))
+                    L->stopped = 1;
+                elem_release(&de);
+                if (!rc && !L->stopped)
+                    rc = list_dir(L, id, nk, "", depth + 1);
+                if (rc)
+                    break;
+            }
+        } else if (cmp > 0) {
+            struct elem fe;
+            elem_init(&fe);
+            rc = elem_get(L->txn, L->env, id, L->view, &fe);
+            if (!rc && L->cb(L->arg, L->key, 0, &fe.a))
+                L->stopped = 1;
+            elem_release(&fe);
+            if (rc)
+                break;
+        }
+        L->key[klen] = 0;
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    return rc == PL_ENOENT ? 0 : rc;
+}
+
+int pl_obj_list(struct pl_store *st, const char *bucket, const char *prefix, const char *after,
+                char delim, uint64_t view, pl_list_fn cb, void *arg)
+{
+    struct lister *L = calloc(1, sizeof(*L));
+    struct dirent_rec d;
+    char name[PL_NAME_MAX + 1];
+    int rc;
+    if (!L)
+        return PL_ENOMEM;
+    prefix = prefix ? prefix : "";
+    L->view = view;
+    L->after = after ? after : "";
+    L->delim = delim;
+    L->cb = cb;
+    L->arg = arg;
+    L->env = st->meta;
+    if (strlen(prefix) > PL_KEY_MAX) {
+        free(L);
+        return PL_ENAMETOOLONG;
+    }
+    rc = meta_rtxn_begin(st->meta, &L->txn);
+    if (rc) {
+        free(L);
+        return rc;
+    }
+    rc = dirent_get(L->txn, st->meta, PL_ROOT_ID, bucket, view, &d);
+    if (rc) {
+        rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+        goto out;
+    }
+    /* descend through the complete directory components of the prefix */
+    const char *p = prefix;
+    size_t klen = 0;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        if (!slash)
+            break;
+        size_t n = (size_t)(slash - p);
+        if (n == 0 || n > PL_NAME_MAX)
+            goto out; /* no key can match */
+        memcpy(name, p, n);
+        name[n] = 0;
+        rc = dirent_get(L->txn, st->meta, d.id, name, view, &d);
+        if (rc || d.type != PL_T_DIR) {
+            rc = rc == PL_ENOENT || !rc ? 0 : rc;
+            goto out;
+        }
+        memcpy(L->key + klen, name, n);
+        klen += n;
+        L->key[klen++] = '/';
+        L->key[klen] = 0;
+        p = slash + 1;
+    }
+    if (strlen(p) > PL_NAME_MAX)
+        goto out;
+    rc = list_dir(L, d.id, klen, p, 0);
+out:
+    meta_rtxn_end(L->txn);
+    free(L);
+    return rc;
+}

@@ -1,0 +1,316 @@
+/* Opening a data directory: layout, lock, recovery of the segment log and of
+ * interrupted object writes. */
+#include "store/store_int.h"
+
+#include <fcntl.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define MARKER "PLENUM"
+#define MARKER_TEXT "plenum data directory, format 1\n"
+
+static const char *const buffer_dirs[] = {"buffer0", "buffer1"};
+static const char *const capacity_dirs[] = {"capacity0", "capacity1", "capacity2",
+                                            "capacity3", "capacity4", "capacity5"};
+
+static int dir_state(const char *dir, int *ret_exists, int *ret_empty, int *ret_marked)
+{
+    char p[PL_PATH_MAX];
+    struct stat st;
+    *ret_exists = *ret_empty = *ret_marked = 0;
+    if (stat(dir, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(st.st_mode))
+        return PL_ENOTPLENUM;
+    *ret_exists = 1;
+    snprintf(p, sizeof(p), "%s/" MARKER, dir);
+    *ret_marked = access(p, F_OK) == 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *de;
+    *ret_empty = 1;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            *ret_empty = 0;
+    closedir(d);
+    return 0;
+}
+
+static int layout_create(const char *dir)
+{
+    char p[PL_PATH_MAX];
+    int rc = pl_mkdirs(dir, 0700);
+    for (size_t i = 0; !rc && i < PL_ARRAY_LEN(buffer_dirs); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, buffer_dirs[i]);
+        rc = pl_mkdirs(p, 0700);
+    }
+    for (size_t i = 0; !rc && i < PL_ARRAY_LEN(capacity_dirs); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, capacity_dirs[i]);
+        rc = pl_mkdirs(p, 0700);
+    }
+    if (rc)
+        return rc;
+    /* the marker goes last: a directory without it is not one of ours yet */
+    snprintf(p, sizeof(p), "%s/" MARKER, dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    rc = pl_write_all(fd, MARKER_TEXT, strlen(MARKER_TEXT));
+    if (!rc && fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc ? rc : pl_fsync_dir(dir);
+}
+
+static int apply_root(struct meta_txn *t, void *arg)
+{
+    (void)arg;
+    struct elem e;
+    uint8_t k[16];
+    MDB_val v;
+    int rc = meta_get(t->txn, t->env, META_ELEM, k, key_elem(k, PL_ROOT_ID, 1), &v);
+    if (rc != PL_ENOENT)
+        return rc;
+    elem_init(&e);
+    int64_t now = pl_now_ns();
+    e.a.id = PL_ROOT_ID;
+    e.a.gen = 1;
+    e.a.type = PL_T_DIR;
+    e.a.mode = 0755;
+    e.a.nlink = 2;
+    e.a.parent = PL_ROOT_ID;
+    e.a.atime = e.a.mtime = e.a.ctime = e.a.btime = now;
+    e.birth = 1;
+    rc = meta_sys_put(t, "epoch", 1);
+    if (!rc)
+        rc = meta_sys_put(t, "next_id", PL_ROOT_ID + 1);
+    if (!rc)
+        rc = meta_sys_put(t, "format", 1);
+    if (!rc)
+        rc = elem_put(t, &e);
+    elem_release(&e);
+    return rc;
+}
+
+/* Recover the segment log: forget files no committed record names (appends
+ * that never got acknowledged), cut recorded ones back to their committed
+ * length, and pick the next segment id. */
+static int segs_recover(struct pl_store *st, const struct data_opts *dopts_in)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    uint64_t next = 1;
+    struct data_store *probe = NULL;
+    uint64_t *files = NULL;
+    size_t nfiles = 0;
+    struct data_opts o = *dopts_in;
+    int rc = data_open(&o, &probe);
+    if (rc)
+        return rc;
+    rc = data_seg_list(probe, &files, &nfiles);
+    if (rc)
+        goto out;
+    rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < nfiles; i++) {
+        uint8_t k[8];
+        MDB_val v;
+        pl_put_be64(k, files[i]);
+        int r = meta_get(txn, st->meta, META_SEG, k, 8, &v);
+        if (r == PL_ENOENT)
+            r = data_seg_delete(probe, files[i]);
+        else if (r == 0 && v.mv_size == 16)
+            r = data_seg_truncate(probe, files[i], pl_get_le64(v.mv_data));
+        if (r) {
+            rc = r;
+            goto out;
+        }
+        next = PL_MAX(next, files[i] + 1);
+    }
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_SEG), &c));
+    if (rc)
+        goto out;
+    MDB_val k, v;
+    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        next = PL_MAX(next, pl_get_be64(k.mv_data) + 1);
+    o.first_seg = next;
+    rc = data_open(&o, &st->data);
+out:
+    if (c)
+        mdb_cursor_close(c);
+    meta_rtxn_end(txn);
+    free(files);
+    data_close(probe);
+    return rc;
+}
+
+int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_store **ret)
+{
+    struct pl_store_opts def = {0};
+    struct pl_store *st = NULL;
+    char p[PL_PATH_MAX], b0[PL_PATH_MAX], b1[PL_PATH_MAX];
+    int exists, empty, marked, rc;
+    if (!opts) {
+        def.zstd_level = -1;
+        opts = &def;
+    }
+    if (strlen(dir) > PL_PATH_MAX - 64)
+        return PL_ENAMETOOLONG;
+    rc = dir_state(dir, &exists, &empty, &marked);
+    if (rc)
+        return rc;
+    if (!marked) {
+        if (exists && !empty)
+            return PL_ENOTPLENUM;
+        if (!opts->create)
+            return PL_ENOENT;
+        rc = layout_create(dir);
+        if (rc)
+            return rc;
+    }
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return PL_ENOMEM;
+    st->lock_fd = -1;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&st->purge_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&st->gc_lock, NULL);
+    st->dir = strdup(dir);
+    if (!st->dir) {
+        rc = PL_ENOMEM;
+        goto fail;
+    }
+    snprintf(p, sizeof(p), "%s/plenum.lock", dir);
+    st->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (st->lock_fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        rc = errno == EWOULDBLOCK ? PL_ELOCKED : -errno;
+        goto fail;
+    }
+    rc = data_cdc_init(&st->cdc, opts->cdc_min ? opts->cdc_min : 16 * 1024,
+                       opts->cdc_avg ? opts->cdc_avg : 64 * 1024,
+                       opts->cdc_max ? opts->cdc_max : 256 * 1024);
+    if (rc)
+        goto fail;
+    snprintf(p, sizeof(p), "%s/meta", dir);
+    rc = meta_open(p, &st->meta);
+    if (rc)
+        goto fail;
+    rc = meta_submit(st->meta, apply_root, NULL);
+    if (rc)
+        goto fail;
+    snprintf(b0, sizeof(b0), "%s/%s", dir, buffer_dirs[0]);
+    snprintf(b1, sizeof(b1), "%s/%s", dir, buffer_dirs[1]);
+    const char *mirrors[] = {b0, b1};
+    struct data_opts dopts = {
+        .mirrors = mirrors,
+        .nmirrors = 2,
+        .seg_max = opts->seg_max,
+        .zstd_level = opts->zstd_level < 0 ? 1 : opts->zstd_level,
+    };
+    rc = segs_recover(st, &dopts);
+    if (rc)
+        goto fail;
+    rc = store_staging_cleanup(st);
+    if (rc)
+        goto fail;
+    *ret = st;
+    return 0;
+fail:
+    pl_store_close(st);
+    return rc;
+}
+
+void pl_store_close(struct pl_store *st)
+{
+    if (!st)
+        return;
+    meta_close(st->meta);
+    data_close(st->data);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd); /* releases the flock */
+    pthread_rwlock_destroy(&st->purge_lock);
+    pthread_mutex_destroy(&st->gc_lock);
+    free(st->dir);
+    free(st);
+}
+
+const char *pl_store_dir(const struct pl_store *st)
+{
+    return st->dir;
+}
+
+int store_staging_cleanup(struct pl_store *st)
+{
+    for (;;) {
+        MDB_txn *txn;
+        MDB_cursor *c;
+        MDB_val k, v;
+        int rc = meta_rtxn_begin(st->meta, &txn);
+        if (rc)
+            return rc;
+        rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_STAGING), &c));
+        if (rc) {
+            meta_rtxn_end(txn);
+            return rc;
+        }
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+        uint64_t id = (rc == 0 && k.mv_size == 8) ? pl_get_be64(k.mv_data) : 0;
+        mdb_cursor_close(c);
+        meta_rtxn_end(txn);
+        if (rc == PL_ENOENT)
+            return 0;
+        if (rc)
+            return rc;
+        rc = store_elem_drop(st, id);
+        if (rc)
+            return rc;
+    }
+}
+
+int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
+{
+    MDB_txn *txn;
+    struct meta_stats ms;
+    struct statvfs vfs;
+    memset(ret, 0, sizeof(*ret));
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "logical", &ret->logical_bytes);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "chunk_raw", &ret->unique_bytes);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "chunk_stored", &ret->stored_bytes);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "elements", &ret->elements);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "chunks", &ret->chunks);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "segments", &ret->segments);
+    meta_rtxn_end(txn);
+    if (rc)
+        return rc;
+    ret->physical_bytes = data_disk_bytes(st->data);
+    if (statvfs(st->dir, &vfs) == 0)
+        ret->free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    meta_stats_get(st->meta, &ms);
+    ret->commits = ms.commits;
+    ret->mutations = ms.mutations;
+    memcpy(ret->batch_hist, ms.batch_hist, sizeof(ret->batch_hist));
+    return 0;
+}

@@ -1,0 +1,167 @@
+/* store internals: record encodings and helpers shared by the store's files.
+ *
+ * Design note: versioned records
+ * - Records of the elem, dirent and extent tables carry [birth, death) epochs.
+ *   Keys end with ~birth (big-endian), so for one primary key the newest
+ *   version comes first in a cursor walk.
+ * - Live view: the newest version, if its death is PL_EPOCH_INF.
+ *   Snapshot S: the first version with birth <= S, if S < death.
+ * - A mutation in epoch E of a record born at b rewrites it in place unless a
+ *   snapshot s >= b exists (sys "snap_max" >= b); then the old version gets
+ *   death = E (and a graveyard entry) and a new version is born at E.
+ * - A snapshot is "record epoch E, E := E + 1": O(1).
+ * - Chunk refcount = number of extent records (live or dead) naming it. A chunk
+ *   whose count reaches 0 keeps its index entry ("dead") until segment
+ *   compaction removes it under the purge lock, so a writer that found it by
+ *   dedup can still revive it.
+ */
+#ifndef PL_STORE_INT_H
+#define PL_STORE_INT_H
+
+#include <pthread.h>
+
+#include "base/base.h"
+#include "data/data.h"
+#include "meta/meta.h"
+#include "plenum/store.h"
+
+#define PL_EPOCH_INF UINT64_MAX
+
+enum elem_flags {
+    ELEM_F_STAGING = 1 << 0,  /* anonymous, being written by a pl_writer */
+    ELEM_F_IMPLICIT = 1 << 1, /* directory created implicitly by an object key */
+};
+
+/* property tags inside an element record */
+enum prop_tag { PROP_CTYPE = 1, PROP_SYMLINK = 2, PROP_XATTR = 3 };
+
+struct elem {
+    struct pl_attr a;
+    uint64_t birth, death;
+    uint16_t flags;
+    struct pl_buf props; /* TLV: tag u8, len LE32, bytes */
+};
+
+struct pl_store {
+    char *dir;
+    int lock_fd;
+    struct meta_env *meta;
+    struct data_store *data;
+    struct data_cdc cdc;
+    /* writers hold it shared from their first dedup lookup to their commit;
+     * compaction takes it exclusive to purge dead chunks and delete segments */
+    pthread_rwlock_t purge_lock;
+    pthread_mutex_t gc_lock;
+};
+
+/* ---- keys ---- */
+size_t key_elem(uint8_t *k, uint64_t id, uint64_t birth);
+size_t key_extent(uint8_t *k, uint64_t id, uint64_t off, uint64_t birth);
+/* parent, name, term ('\0' non-dir, '/' dir); k must hold 8+PL_NAME_MAX+9 */
+size_t key_dirent(uint8_t *k, uint64_t parent, const char *name, char term, uint64_t birth);
+
+/* ---- elements ---- */
+void elem_init(struct elem *e);
+void elem_release(struct elem *e);
+int elem_get(MDB_txn *txn, struct meta_env *env, uint64_t id, uint64_t view, struct elem *ret) PL_WUR;
+/* Persist e (live); copy-on-write when a snapshot can see its current version. */
+int elem_put(struct meta_txn *t, struct elem *e) PL_WUR;
+/* Allocate an id and write a new element born now. */
+int elem_new(struct meta_txn *t, struct elem *e, uint8_t type, uint32_t mode, uint32_t uid,
+             uint32_t gid, uint64_t parent) PL_WUR;
+/* Remove the element and its content from the live view. */
+int elem_destroy(struct meta_txn *t, struct elem *e) PL_WUR;
+int prop_get(const struct elem *e, uint8_t tag, const char *name, struct pl_str *ret);
+int prop_set(struct elem *e, uint8_t tag, const char *name, const void *v, size_t n) PL_WUR;
+int prop_del(struct elem *e, uint8_t tag, const char *name);
+
+/* ---- dirents ---- */
+struct dirent_rec {
+    uint64_t id;
+    uint8_t type;
+    uint64_t birth, death;
+    char term;
+};
+int dirent_get(MDB_txn *txn, struct meta_env *env, uint64_t parent, const char *name,
+               uint64_t view, struct dirent_rec *ret) PL_WUR;
+int dirent_add(struct meta_txn *t, uint64_t parent, const char *name, uint64_t id, uint8_t type) PL_WUR;
+int dirent_remove(struct meta_txn *t, uint64_t parent, const char *name,
+                  const struct dirent_rec *d) PL_WUR;
+int dir_is_empty(MDB_txn *txn, struct meta_env *env, uint64_t dir, int *ret) PL_WUR;
+int name_valid(const char *name);
+
+/* ---- epochs ---- */
+int epoch_current(struct meta_txn *t, uint64_t *ret) PL_WUR;
+/* Should a record born at birth be copied rather than changed in place? */
+int epoch_must_cow(struct meta_txn *t, uint64_t birth, int *ret) PL_WUR;
+int grave_add(struct meta_txn *t, uint64_t death, uint8_t table, const uint8_t *key, size_t kn) PL_WUR;
+static inline int view_sees(uint64_t view, uint64_t birth, uint64_t death)
+{
+    return view == PL_VIEW_LIVE ? death == PL_EPOCH_INF : (birth <= view && view < death);
+}
+
+/* ---- extents and chunks ---- */
+struct piece {
+    uint64_t off;
+    uint32_t len;
+    uint8_t fp[DATA_FP_LEN];
+    uint8_t zero;     /* hole */
+    uint8_t has_loc;  /* appended by this writer: loc valid */
+    struct data_loc loc;
+};
+/* Replace [a, b) of element id with the given pieces (which tile [a, b) or
+ * leave holes) and grow the size to at least b. */
+int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
+                   const struct piece *pcs, size_t npcs) PL_WUR;
+/* Drop every extent at or after off (truncate). */
+int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b) PL_WUR;
+int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc) PL_WUR;
+int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN]) PL_WUR;
+int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LEN],
+                 uint64_t *ret_refs, struct data_loc *ret_loc) PL_WUR;
+
+struct seg_set {
+    uint64_t ids[8];
+    int n;
+};
+/* Pieces prepared for one commit, and the segments to sync before it. */
+struct prep {
+    struct piece *p;
+    size_t n, cap;
+    struct seg_set segs;
+};
+/* Chunk buf (at file offset base), fingerprint, dedup against the index and
+ * earlier pieces of pr, append new chunks; adds pieces to pr. Without final,
+ * stops before a tail that needs more input to cut: *ret_used says how much
+ * was consumed. Caller holds purge_lock shared until its commit. */
+int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
+                  struct prep *pr, size_t *ret_used) PL_WUR;
+void prep_release(struct prep *pr);
+int store_sync_segs(struct pl_store *st, const struct seg_set *segs) PL_WUR;
+
+/* segment accounting inside the txn */
+int seg_account(struct meta_txn *t, const struct data_loc *loc, int64_t live_delta) PL_WUR;
+
+/* Drop anonymous elements left by interrupted object writes. */
+int store_staging_cleanup(struct pl_store *st) PL_WUR;
+/* Destroy a staging element and forget it. */
+int store_elem_drop(struct pl_store *st, uint64_t id) PL_WUR;
+
+
+/* ---- namespace mutations shared by the element and object APIs ---- */
+struct mk_args {
+    uint64_t parent;
+    const char *name;
+    uint8_t type;
+    uint32_t mode, uid, gid;
+    int excl;
+    const char *target; /* symlink */
+    uint16_t flags;
+    struct pl_attr out;
+};
+int store_mk(struct meta_txn *t, struct mk_args *a) PL_WUR;
+/* Remove name from dir (touching dir); drops the element with its last link. */
+int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int want_dir) PL_WUR;
+/* Epochs of all snapshots; *ret malloc'd (may be NULL when none). */
+int snap_epochs(MDB_txn *txn, struct meta_env *env, uint64_t **ret, size_t *ret_n) PL_WUR;
+#endif
