@@ -1,1 +1,622 @@
-int main(void){return 0;}
+#include "testutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "base/base.h"
+#include "plenum/store.h"
+
+struct fix {
+    char dir[256];
+    struct pl_store *st;
+};
+
+static int setup(void **state)
+{
+    struct fix *f = calloc(1, sizeof(*f));
+    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
+    tu_tmpdir(f->dir, sizeof(f->dir));
+    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+    pl_store_close(f->st);
+    tu_rmrf(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(struct fix *f)
+{
+    struct pl_store_opts o = {.zstd_level = -1};
+    pl_store_close(f->st);
+    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
+}
+
+static void put(struct pl_store *st, const char *b, const char *k, const void *p, size_t n,
+                struct pl_attr *ret)
+{
+    struct pl_writer *w;
+    assert_int_equal(pl_obj_put_begin(st, b, k, &w), 0);
+    size_t off = 0;
+    while (off < n) { /* odd-sized pieces exercise the carry-over */
+        size_t take = PL_MIN(n - off, (size_t)1234567);
+        assert_int_equal(pl_writer_write(w, (const uint8_t *)p + off, take), 0);
+        off += take;
+    }
+    assert_int_equal(pl_obj_put_commit(w, NULL, ret), 0);
+}
+
+static void read_all(struct pl_store *st, uint64_t id, uint64_t view, uint8_t *out, size_t n)
+{
+    size_t got;
+    assert_int_equal(pl_elem_read(st, id, view, 0, out, n, &got), 0);
+    assert_int_equal(got, n);
+}
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    char d[256], p[300];
+    struct pl_store *st;
+    tu_tmpdir(d, sizeof(d));
+    assert_int_equal(pl_store_open(d, NULL, &st), PL_ENOENT);
+    assert_int_equal(mkdir(d, 0700), 0);
+    snprintf(p, sizeof(p), "%s/somefile", d);
+    FILE *fp = fopen(p, "w");
+    fclose(fp);
+    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
+    assert_int_equal(pl_store_open(d, &o, &st), PL_ENOTPLENUM);
+    unlink(p);
+    assert_int_equal(pl_store_open(d, &o, &st), 0);
+    struct pl_store *st2;
+    assert_int_equal(pl_store_open(d, &o, &st2), PL_ELOCKED);
+    pl_store_close(st);
+    tu_rmrf(d);
+}
+
+/* random writes at random offsets against an in-memory model */
+static void test_posix_rw_model(void **state)
+{
+    struct fix *f = *state;
+    struct pl_attr a;
+    size_t cap = 3u << 20;
+    uint8_t *model = calloc(1, cap), *buf = malloc(cap), *out = malloc(cap);
+    uint64_t size = 0, s = 42;
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "f", 0644, 1, 2, 1, &a), 0);
+    assert_int_equal(a.uid, 1);
+    for (int i = 0; i < 60; i++) {
+        uint64_t off = tu_rand(&s) % (cap - 300000);
+        size_t n = 1 + tu_rand(&s) % 300000;
+        if (i % 7 == 0)
+            memset(buf, 0, n); /* zero runs become holes */
+        else if (i % 3 == 0)
+            tu_fill_text(buf, n, (uint64_t)i);
+        else
+            tu_fill(buf, n, (uint64_t)i);
+        assert_int_equal(pl_elem_write(f->st, a.id, off, buf, n), 0);
+        memcpy(model + off, buf, n);
+        if (off + n > size)
+            size = off + n;
+        if (i % 10 == 9) {
+            /* truncate down and back up: the tail must read as zeros */
+            uint64_t ns = size / 2;
+            struct pl_attr in = {.size = ns};
+            assert_int_equal(pl_elem_setattr(f->st, a.id, PL_SET_SIZE, &in, NULL), 0);
+            memset(model + ns, 0, size - ns);
+            size = ns;
+        }
+        if (i == 30)
+            reopen(f);
+    }
+    struct pl_attr st;
+    assert_int_equal(pl_elem_getattr(f->st, a.id, PL_VIEW_LIVE, &st), 0);
+    assert_int_equal(st.size, size);
+    read_all(f->st, a.id, PL_VIEW_LIVE, out, size);
+    assert_memory_equal(model, out, size);
+    /* short read at the end, zero bytes past it */
+    size_t got;
+    assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, size - 10, out, 100, &got), 0);
+    assert_int_equal(got, 10);
+    assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, size + 10, out, 100, &got), 0);
+    assert_int_equal(got, 0);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL) , 0);
+    free(model);
+    free(buf);
+    free(out);
+}
+
+static int count_cb(void *arg, const char *name, const struct pl_attr *a)
+{
+    (void)name, (void)a;
+    (*(int *)arg)++;
+    return 0;
+}
+
+struct names {
+    char n[64][32];
+    int count, stop_at;
+};
+
+static int names_cb(void *arg, const char *name, const struct pl_attr *a)
+{
+    (void)a;
+    struct names *ns = arg;
+    snprintf(ns->n[ns->count++], 32, "%s", name);
+    return ns->stop_at && ns->count == ns->stop_at;
+}
+
+static void test_namespace_ops(void **state)
+{
+    struct fix *f = *state;
+    struct pl_attr d1, d2, x, y, l, s;
+    char buf[64];
+    assert_int_equal(pl_elem_mkdir(f->st, PL_ROOT_ID, "d1", 0755, 0, 0, &d1), 0);
+    assert_int_equal(pl_elem_mkdir(f->st, d1.id, "d2", 0755, 0, 0, &d2), 0);
+    assert_int_equal(pl_elem_mkdir(f->st, PL_ROOT_ID, "d1", 0755, 0, 0, NULL), PL_EEXIST);
+    assert_int_equal(pl_elem_create(f->st, d1.id, "x", 0644, 0, 0, 1, &x), 0);
+    assert_int_equal(pl_elem_create(f->st, d1.id, "x", 0644, 0, 0, 1, NULL), PL_EEXIST);
+    assert_int_equal(pl_elem_create(f->st, d1.id, "x", 0644, 0, 0, 0, &y), 0);
+    assert_int_equal(y.id, x.id); /* non-exclusive create returns the existing file */
+    assert_int_equal(pl_elem_create(f->st, x.id, "bad", 0644, 0, 0, 1, NULL), PL_ENOTDIR);
+    assert_int_equal(pl_elem_create(f->st, d1.id, "a/b", 0644, 0, 0, 1, NULL), PL_EINVAL);
+    assert_int_equal(pl_elem_create(f->st, d1.id, "..", 0644, 0, 0, 1, NULL), PL_EINVAL);
+    char longname[300];
+    memset(longname, 'n', 299);
+    longname[299] = 0;
+    assert_int_equal(pl_elem_create(f->st, d1.id, longname, 0644, 0, 0, 1, NULL),
+                     PL_ENAMETOOLONG);
+    assert_int_equal(pl_elem_write(f->st, x.id, 0, "hello", 5), 0);
+    /* hard link, nlink */
+    assert_int_equal(pl_elem_link(f->st, x.id, d2.id, "x2", &l), 0);
+    assert_int_equal(l.nlink, 2);
+    assert_int_equal(pl_elem_link(f->st, d2.id, d1.id, "dirlink", NULL), PL_EPERM);
+    assert_int_equal(pl_elem_unlink(f->st, d1.id, "x"), 0);
+    assert_int_equal(pl_elem_getattr(f->st, x.id, PL_VIEW_LIVE, &y), 0);
+    assert_int_equal(y.nlink, 1);
+    assert_int_equal(y.size, 5);
+    /* symlink */
+    assert_int_equal(pl_elem_symlink(f->st, d1.id, "ln", "../target", 0, 0, &s), 0);
+    assert_int_equal(pl_elem_readlink(f->st, s.id, PL_VIEW_LIVE, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "../target");
+    assert_int_equal(pl_elem_readlink(f->st, s.id, PL_VIEW_LIVE, buf, 3), PL_ERANGE);
+    /* rename: across dirs, replacing, into own subtree */
+    assert_int_equal(pl_elem_rename(f->st, d2.id, "x2", d1.id, "moved"), 0);
+    assert_int_equal(pl_elem_lookup(f->st, d1.id, "moved", PL_VIEW_LIVE, &y), 0);
+    assert_int_equal(y.id, x.id);
+    assert_int_equal(pl_elem_lookup(f->st, d2.id, "x2", PL_VIEW_LIVE, &y), PL_ENOENT);
+    assert_int_equal(pl_elem_rename(f->st, PL_ROOT_ID, "d1", d2.id, "loop"), PL_EINVAL);
+    struct pl_attr z;
+    assert_int_equal(pl_elem_create(f->st, d1.id, "z", 0644, 0, 0, 1, &z), 0);
+    assert_int_equal(pl_elem_rename(f->st, d1.id, "z", d1.id, "moved"), 0); /* replaces */
+    assert_int_equal(pl_elem_getattr(f->st, x.id, PL_VIEW_LIVE, &y), PL_ENOENT);
+    assert_int_equal(pl_elem_rename(f->st, d1.id, "moved", d1.id, "d2"), PL_EISDIR);
+    assert_int_equal(pl_elem_rename(f->st, d1.id, "d2", d1.id, "moved"), PL_ENOTDIR);
+    /* rmdir */
+    assert_int_equal(pl_elem_rmdir(f->st, PL_ROOT_ID, "d1"), PL_ENOTEMPTY);
+    assert_int_equal(pl_elem_unlink(f->st, d1.id, "d2"), PL_EISDIR);
+    assert_int_equal(pl_elem_rmdir(f->st, d1.id, "d2"), 0);
+    assert_int_equal(pl_elem_getattr(f->st, d1.id, PL_VIEW_LIVE, &y), 0);
+    assert_int_equal(y.nlink, 2);
+    /* path lookup */
+    assert_int_equal(pl_path_lookup(f->st, "/d1/moved", PL_VIEW_LIVE, &y), 0);
+    assert_int_equal(y.id, z.id);
+    assert_int_equal(pl_path_lookup(f->st, "/d1/moved/x", PL_VIEW_LIVE, &y), PL_ENOTDIR);
+    /* readdir, resumable */
+    for (int i = 0; i < 20; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "e%02d", i);
+        assert_int_equal(pl_elem_create(f->st, d2.id == 0 ? 0 : d1.id, n, 0644, 0, 0, 1, NULL),
+                         0);
+    }
+    struct names ns = {.stop_at = 7};
+    assert_int_equal(pl_dir_read(f->st, d1.id, PL_VIEW_LIVE, "", names_cb, &ns), 0);
+    assert_int_equal(ns.count, 7);
+    assert_string_equal(ns.n[0], "e00");
+    char after[32];
+    snprintf(after, sizeof(after), "%s", ns.n[6]);
+    struct names rest = {0};
+    assert_int_equal(pl_dir_read(f->st, d1.id, PL_VIEW_LIVE, after, names_cb, &rest), 0);
+    assert_string_equal(rest.n[0], "e07");
+    assert_int_equal(ns.count + rest.count, 22); /* e00..e19, ln, moved */
+    int c = 0;
+    assert_int_equal(pl_dir_read(f->st, z.id, PL_VIEW_LIVE, "", count_cb, &c), PL_ENOTDIR);
+    /* xattrs */
+    assert_int_equal(pl_xattr_set(f->st, z.id, "user.a", "1", 1), 0);
+    assert_int_equal(pl_xattr_set(f->st, z.id, "user.b", "22", 2), 0);
+    assert_int_equal(pl_xattr_set(f->st, z.id, "user.a", "333", 3), 0);
+    assert_int_equal(pl_xattr_get(f->st, z.id, PL_VIEW_LIVE, "user.a", buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "333", 3);
+    assert_int_equal(pl_xattr_list(f->st, z.id, PL_VIEW_LIVE, buf, sizeof(buf)), 14);
+    assert_int_equal(pl_xattr_remove(f->st, z.id, "user.a"), 0);
+    assert_int_equal(pl_xattr_get(f->st, z.id, PL_VIEW_LIVE, "user.a", NULL, 0), PL_ENODATA);
+    /* setattr */
+    struct pl_attr in = {.mode = 0600, .uid = 7};
+    assert_int_equal(pl_elem_setattr(f->st, z.id, PL_SET_MODE | PL_SET_UID, &in, &y), 0);
+    assert_int_equal(y.mode, 0600);
+    assert_int_equal(y.uid, 7);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+}
+
+struct keys {
+    char k[64][64];
+    int prefix[64];
+    int n;
+};
+
+static int keys_cb(void *arg, const char *key, int is_prefix, const struct pl_attr *a)
+{
+    (void)a;
+    struct keys *ks = arg;
+    snprintf(ks->k[ks->n], 64, "%s", key);
+    ks->prefix[ks->n++] = is_prefix;
+    return ks->n == 64;
+}
+
+static void test_objects_and_listing(void **state)
+{
+    struct fix *f = *state;
+    struct pl_attr a;
+    assert_int_equal(pl_bucket_create(f->st, "Bad_Name"), PL_EINVAL);
+    assert_int_equal(pl_bucket_create(f->st, "192.168.1.1"), PL_EINVAL);
+    assert_int_equal(pl_bucket_create(f->st, "bk"), PL_EINVAL);
+    assert_int_equal(pl_bucket_create(f->st, "bkt"), 0);
+    assert_int_equal(pl_bucket_create(f->st, "bkt"), PL_EEXIST);
+    struct pl_writer *w;
+    assert_int_equal(pl_obj_put_begin(f->st, "nobucket", "k", &w), PL_ENOBUCKET);
+    assert_int_equal(pl_obj_put_begin(f->st, "bkt", "a//b", &w), PL_EINVAL);
+    assert_int_equal(pl_obj_put_begin(f->st, "bkt", "../x", &w), PL_EINVAL);
+    const char *keys[] = {"a-c", "a/b", "a/c/d", "a0", "b", "a/c/e", "z/y/x/w"};
+    for (size_t i = 0; i < 7; i++)
+        put(f->st, "bkt", keys[i], keys[i], strlen(keys[i]), &a);
+    /* "hello world" MD5 style ETag on a whole write */
+    put(f->st, "bkt", "h", "hello world", 11, &a);
+    assert_string_equal(a.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3");
+    /* conflicts between a key and a prefix */
+    assert_int_equal(pl_obj_put_begin(f->st, "bkt", "b/c", &w), 0);
+    assert_int_equal(pl_obj_put_commit(w, NULL, NULL), PL_ECONFLICT);
+    assert_int_equal(pl_obj_put_begin(f->st, "bkt", "a", &w), 0);
+    assert_int_equal(pl_obj_put_commit(w, NULL, NULL), PL_ECONFLICT);
+    assert_int_equal(pl_obj_lookup(f->st, "bkt", "a", PL_VIEW_LIVE, &a), PL_ENOENT);
+    /* full listing in S3 key order */
+    struct keys ks = {0};
+    assert_int_equal(pl_obj_list(f->st, "bkt", "", "", 0, PL_VIEW_LIVE, keys_cb, &ks), 0);
+    const char *want[] = {"a-c", "a/b", "a/c/d", "a/c/e", "a0", "b", "h", "z/y/x/w"};
+    assert_int_equal(ks.n, 8);
+    for (int i = 0; i < 8; i++)
+        assert_string_equal(ks.k[i], want[i]);
+    /* delimiter */
+    memset(&ks, 0, sizeof(ks));
+    assert_int_equal(pl_obj_list(f->st, "bkt", "a", "", '/', PL_VIEW_LIVE, keys_cb, &ks), 0);
+    assert_int_equal(ks.n, 3);
+    assert_string_equal(ks.k[0], "a-c");
+    assert_string_equal(ks.k[1], "a/");
+    assert_true(ks.prefix[1]);
+    assert_string_equal(ks.k[2], "a0");
+    memset(&ks, 0, sizeof(ks));
+    assert_int_equal(pl_obj_list(f->st, "bkt", "a/", "", '/', PL_VIEW_LIVE, keys_cb, &ks), 0);
+    assert_int_equal(ks.n, 2);
+    assert_string_equal(ks.k[0], "a/b");
+    assert_string_equal(ks.k[1], "a/c/");
+    /* continuation after a key deep inside */
+    memset(&ks, 0, sizeof(ks));
+    assert_int_equal(pl_obj_list(f->st, "bkt", "", "a/c/d", 0, PL_VIEW_LIVE, keys_cb, &ks), 0);
+    assert_int_equal(ks.n, 5);
+    assert_string_equal(ks.k[0], "a/c/e");
+    memset(&ks, 0, sizeof(ks));
+    assert_int_equal(pl_obj_list(f->st, "bkt", "", "a/", '/', PL_VIEW_LIVE, keys_cb, &ks), 0);
+    assert_string_equal(ks.k[0], "a0");
+    /* replace, then delete: implicit directories go with their last key */
+    put(f->st, "bkt", "a/c/d", "new", 3, &a);
+    assert_int_equal(a.size, 3);
+    assert_int_equal(pl_obj_delete(f->st, "bkt", "z/y/x/w"), 0);
+    struct pl_attr d;
+    assert_int_equal(pl_path_lookup(f->st, "/bkt/z", PL_VIEW_LIVE, &d), PL_ENOENT);
+    assert_int_equal(pl_obj_delete(f->st, "bkt", "a/c/d"), 0);
+    assert_int_equal(pl_path_lookup(f->st, "/bkt/a/c", PL_VIEW_LIVE, &d), 0);
+    assert_int_equal(pl_obj_delete(f->st, "bkt", "a/c/e"), 0);
+    assert_int_equal(pl_path_lookup(f->st, "/bkt/a/c", PL_VIEW_LIVE, &d), PL_ENOENT);
+    assert_int_equal(pl_path_lookup(f->st, "/bkt/a", PL_VIEW_LIVE, &d), 0);
+    /* a "dir/" marker is an explicit, listable directory */
+    put(f->st, "bkt", "m/", "", 0, &a);
+    assert_int_equal(a.type, PL_T_DIR);
+    assert_int_equal(pl_obj_lookup(f->st, "bkt", "m/", PL_VIEW_LIVE, &a), 0);
+    assert_int_equal(pl_bucket_delete(f->st, "bkt"), PL_ENOTEMPTY);
+    assert_int_equal(pl_bucket_delete(f->st, "nob"), PL_ENOBUCKET);
+    /* an aborted write leaves nothing */
+    assert_int_equal(pl_obj_put_begin(f->st, "bkt", "aborted", &w), 0);
+    assert_int_equal(pl_writer_write(w, "xyz", 3), 0);
+    pl_writer_abort(w);
+    assert_int_equal(pl_obj_lookup(f->st, "bkt", "aborted", PL_VIEW_LIVE, &a), PL_ENOENT);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    /* same bytes through the file view */
+    assert_int_equal(pl_path_lookup(f->st, "/bkt/h", PL_VIEW_LIVE, &a), 0);
+    uint8_t out[11];
+    read_all(f->st, a.id, PL_VIEW_LIVE, out, 11);
+    assert_memory_equal(out, "hello world", 11);
+}
+
+static void test_dedup_and_gc(void **state)
+{
+    struct fix *f = *state;
+    size_t n = 20u << 20;
+    uint8_t *p = malloc(n), *out = malloc(n);
+    struct pl_attr a;
+    struct pl_store_stats s0, s1, s2;
+    tu_fill(p, n, 99);
+    assert_int_equal(pl_bucket_create(f->st, "ddd"), 0);
+    for (int i = 0; i < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "copy%d", i);
+        put(f->st, "ddd", k, p, n, &a);
+    }
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(s0.logical_bytes, 5 * n);
+    assert_int_equal(s0.unique_bytes, n);
+    assert_true(s0.physical_bytes < 2 * n + (2u << 20)); /* about once, two mirrors */
+    read_all(f->st, a.id, PL_VIEW_LIVE, out, n);
+    assert_memory_equal(p, out, n);
+    /* delete all copies: gc returns the space */
+    for (int i = 0; i < 5; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "copy%d", i);
+        assert_int_equal(pl_obj_delete(f->st, "ddd", k), 0);
+    }
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.logical_bytes, 0);
+    assert_int_equal(s1.unique_bytes, 0);
+    uint64_t freed;
+    assert_int_equal(pl_store_gc(f->st, &freed), 0);
+    assert_int_equal(pl_store_stats(f->st, &s2), 0);
+    assert_true(s2.physical_bytes < s0.physical_bytes / 10);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    free(p);
+    free(out);
+}
+
+/* compaction keeps live chunks readable while it moves them */
+static void test_gc_compaction_moves_live(void **state)
+{
+    struct fix *f = *state;
+    size_t n = 4u << 20;
+    uint8_t *a = malloc(n), *b = malloc(n), *out = malloc(n);
+    struct pl_attr ka, kb;
+    tu_fill(a, n, 1);
+    tu_fill(b, n, 2);
+    assert_int_equal(pl_bucket_create(f->st, "ccc"), 0);
+    put(f->st, "ccc", "keep", a, n, &ka);
+    put(f->st, "ccc", "drop", b, n, &kb);
+    assert_int_equal(pl_obj_delete(f->st, "ccc", "drop"), 0);
+    uint64_t freed;
+    assert_int_equal(pl_store_gc(f->st, &freed), 0);
+    assert_true(freed > 0);
+    read_all(f->st, ka.id, PL_VIEW_LIVE, out, n);
+    assert_memory_equal(a, out, n);
+    reopen(f);
+    read_all(f->st, ka.id, PL_VIEW_LIVE, out, n);
+    assert_memory_equal(a, out, n);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    free(a);
+    free(b);
+    free(out);
+}
+
+struct problem_log {
+    int n;
+    char where[256];
+};
+
+static void problem_cb(void *arg, const char *where, const char *what)
+{
+    (void)what;
+    struct problem_log *l = arg;
+    if (!l->n)
+        snprintf(l->where, sizeof(l->where), "%s", where);
+    l->n++;
+}
+
+static void corrupt_segments(const char *dir)
+{
+    /* flip a byte in the middle of every segment file of both mirrors */
+    for (int m = 0; m < 2; m++) {
+        char sd[400];
+        snprintf(sd, sizeof(sd), "%s/buffer%d/seg", dir, m);
+        DIR *d = opendir(sd);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.')
+                continue;
+            char p[700];
+            snprintf(p, sizeof(p), "%s/%s", sd, de->d_name);
+            int fd = open(p, O_RDWR);
+            struct stat st;
+            fstat(fd, &st);
+            if (st.st_size > 1000) {
+                uint8_t c;
+                assert_int_equal(pread(fd, &c, 1, st.st_size / 2), 1);
+                c ^= 0xff;
+                assert_int_equal(pwrite(fd, &c, 1, st.st_size / 2), 1);
+            }
+            close(fd);
+        }
+        closedir(d);
+    }
+}
+
+static void test_corruption_reported(void **state)
+{
+    struct fix *f = *state;
+    size_t n = 1u << 20;
+    uint8_t *p = malloc(n), *out = malloc(n);
+    struct pl_attr a, good;
+    tu_fill(p, n, 5);
+    assert_int_equal(pl_bucket_create(f->st, "cor"), 0);
+    put(f->st, "cor", "victim", p, n, &a);
+    pl_store_close(f->st);
+    f->st = NULL;
+    corrupt_segments(f->dir);
+    struct pl_store_opts o = {.zstd_level = -1};
+    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
+    size_t got;
+    assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, 0, out, n, &got), PL_ECORRUPT);
+    struct problem_log log = {0};
+    assert_true(pl_store_fsck(f->st, problem_cb, NULL, &log) > 0);
+    assert_string_equal(log.where, "/cor/victim");
+    /* the store keeps serving other data */
+    put(f->st, "cor", "fresh", "fine", 4, &good);
+    read_all(f->st, good.id, PL_VIEW_LIVE, out, 4);
+    assert_memory_equal(out, "fine", 4);
+    free(p);
+    free(out);
+}
+
+struct thr {
+    struct pl_store *st;
+    int idx;
+    int err;
+};
+
+static void *thr_main(void *arg)
+{
+    struct thr *t = arg;
+    size_t n = 300000;
+    uint8_t *p = malloc(n), *out = malloc(n);
+    char k[32];
+    for (int round = 0; round < 6 && !t->err; round++) {
+        /* every thread writes its own key, and all share one hot key */
+        tu_fill(p, n, (uint64_t)(t->idx * 100 + round));
+        snprintf(k, sizeof(k), round % 2 ? "own/%d" : "shared", t->idx);
+        if (round % 2 == 0)
+            snprintf(k, sizeof(k), "shared");
+        struct pl_writer *w;
+        struct pl_attr a;
+        if (pl_obj_put_begin(t->st, "mtt", k, &w) || pl_writer_write(w, p, n) ||
+            pl_obj_put_commit(w, NULL, &a)) {
+            t->err = 1;
+            break;
+        }
+        if (round % 2) {
+            size_t got;
+            if (pl_elem_read(t->st, a.id, PL_VIEW_LIVE, 0, out, n, &got) || got != n ||
+                memcmp(p, out, n))
+                t->err = 2;
+        } else {
+            /* the shared key holds some thread's complete write, never a mix */
+            struct pl_attr s;
+            size_t got;
+            if (pl_obj_lookup(t->st, "mtt", "shared", PL_VIEW_LIVE, &s) == 0 &&
+                pl_elem_read(t->st, s.id, PL_VIEW_LIVE, 0, out, n, &got) == 0) {
+                int match = 0;
+                for (int i = 0; i < 8 && !match; i++)
+                    for (int r = 0; r < 6 && !match; r += 2) {
+                        tu_fill(p, n, (uint64_t)(i * 100 + r));
+                        match = got == n && !memcmp(p, out, n);
+                    }
+                if (!match)
+                    t->err = 3;
+            }
+        }
+    }
+    free(p);
+    free(out);
+    return NULL;
+}
+
+static void test_concurrency(void **state)
+{
+    struct fix *f = *state;
+    assert_int_equal(pl_bucket_create(f->st, "mtt"), 0);
+    pthread_t th[8];
+    struct thr t[8];
+    for (int i = 0; i < 8; i++) {
+        t[i] = (struct thr){f->st, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, thr_main, &t[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].err, 0);
+    }
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+}
+
+static void test_enospc_injected(void **state)
+{
+    (void)state;
+    char d[256];
+    struct pl_store *st;
+    struct pl_store_opts o = {.zstd_level = 0, .create = 1};
+    tu_tmpdir(d, sizeof(d));
+    setenv("PLENUM_FAULT_ENOSPC_AFTER", "3000000", 1);
+    assert_int_equal(pl_store_open(d, &o, &st), 0);
+    unsetenv("PLENUM_FAULT_ENOSPC_AFTER");
+    size_t n = 2u << 20;
+    uint8_t *p = malloc(n);
+    tu_fill(p, n, 11);
+    assert_int_equal(pl_bucket_create(st, "full"), 0);
+    put(st, "full", "first", p, n, NULL);
+    tu_fill(p, n, 12);
+    struct pl_writer *w;
+    assert_int_equal(pl_obj_put_begin(st, "full", "second", &w), 0);
+    int rc = pl_writer_write(w, p, n);
+    if (rc == 0)
+        rc = pl_obj_put_commit(w, NULL, NULL);
+    else
+        pl_writer_abort(w);
+    assert_int_equal(rc, PL_ENOSPC);
+    struct pl_attr a;
+    assert_int_equal(pl_obj_lookup(st, "full", "second", PL_VIEW_LIVE, &a), PL_ENOENT);
+    assert_int_equal(pl_obj_lookup(st, "full", "first", PL_VIEW_LIVE, &a), 0);
+    assert_int_equal(pl_store_fsck(st, NULL, NULL, NULL), 0);
+    pl_store_close(st);
+    tu_rmrf(d);
+    free(p);
+}
+
+static void test_users_keys(void **state)
+{
+    struct fix *f = *state;
+    char ak[32] = "", sk[48] = "", got[48], user[64];
+    assert_int_equal(pl_user_create(f->st, "alice"), 0);
+    assert_int_equal(pl_user_create(f->st, "alice"), PL_EEXIST);
+    assert_int_equal(pl_user_create(f->st, "bad name"), PL_EINVAL);
+    assert_int_equal(pl_key_create(f->st, "bob", ak, sk), PL_ENOENT);
+    ak[0] = sk[0] = 0;
+    assert_int_equal(pl_key_create(f->st, "alice", ak, sk), 0);
+    assert_int_equal(strlen(ak), 20);
+    assert_int_equal(strlen(sk), 40);
+    assert_int_equal(pl_key_secret(f->st, ak, got, user), 0);
+    assert_string_equal(got, sk);
+    assert_string_equal(user, "alice");
+    char ak2[32] = "GIVENKEY", sk2[48] = "given-secret-123";
+    assert_int_equal(pl_key_create(f->st, "alice", ak2, sk2), 0);
+    reopen(f);
+    assert_int_equal(pl_key_secret(f->st, "GIVENKEY", got, user), 0);
+    assert_string_equal(got, "given-secret-123");
+    assert_int_equal(pl_key_revoke(f->st, ak), 0);
+    assert_int_equal(pl_key_secret(f->st, ak, got, user), PL_ENOENT);
+    assert_int_equal(pl_user_delete(f->st, "alice"), 0);
+    assert_int_equal(pl_key_secret(f->st, "GIVENKEY", got, user), PL_ENOENT);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_posix_rw_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_ops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_objects_and_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup_and_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_compaction_moves_live, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corruption_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
+        cmocka_unit_test(test_enospc_injected),
+        cmocka_unit_test_setup_teardown(test_users_keys, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}

@@ -1,0 +1,71 @@
+/* Helpers shared by the unit tests. */
+#ifndef PL_TESTUTIL_H
+#define PL_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* A fresh temporary directory path (not created) under TMPDIR. */
+static inline void tu_tmpdir(char *out, size_t n)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(out, n, "%s/pltest-XXXXXX", t ? t : "/tmp");
+    if (!mkdtemp(out))
+        abort();
+    rmdir(out); /* the store wants to create it */
+}
+
+static inline void tu_rmrf(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
+/* Deterministic pseudo-random bytes (splitmix64). */
+static inline uint64_t tu_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline void tu_fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    uint64_t s = seed;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = tu_rand(&s);
+        memcpy(p + i, &v, 8);
+    }
+    for (; i < n; i++)
+        p[i] = (uint8_t)tu_rand(&s);
+}
+
+/* Text-like compressible bytes. */
+static inline void tu_fill_text(uint8_t *p, size_t n, uint64_t seed)
+{
+    static const char *words[] = {"plenum ", "data ", "store ", "chunk ", "object ", "file ",
+                                  "stream ", "table ", "vector ", "cache ", "the ", "of ",
+                                  "and ", "\n"};
+    uint64_t s = seed;
+    size_t i = 0;
+    while (i < n) {
+        const char *w = words[tu_rand(&s) % 14];
+        size_t l = strlen(w);
+        for (size_t j = 0; j < l && i < n; j++)
+            p[i++] = (uint8_t)w[j];
+    }
+}
+
+#endif
