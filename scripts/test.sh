@@ -10,7 +10,7 @@ UNITS="base data meta store snap"
 
 run_units() { # $1 build dir, $2 label
     for t in $UNITS; do
-        CMOCKA_MESSAGE_OUTPUT=TAP timeout 900 "$1/test_$t" > "$RESULTS/$2-$t.tap" 2>"$RESULTS/$2-$t.err"
+        PLENUM_TEST_BIG=${BIG:-0} CMOCKA_MESSAGE_OUTPUT=TAP timeout 900 "$1/test_$t" > "$RESULTS/$2-$t.tap" 2>"$RESULTS/$2-$t.err"
         rc=$?
         ok=$(grep -c '^ok ' "$RESULTS/$2-$t.tap")
         bad=$(grep -c '^not ok ' "$RESULTS/$2-$t.tap")
@@ -25,7 +25,7 @@ run_units() { # $1 build dir, $2 label
 }
 
 echo "== unit tests"
-run_units build unit
+BIG=1 run_units build unit
 
 echo "== unit tests under ASan+UBSan"
 if [ ! -f build-asan/build.ninja ]; then
