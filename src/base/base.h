@@ -102,4 +102,34 @@ int pl_unhex(const char *s, uint8_t *out, size_t n) PL_WUR;
 /* Format a byte count as "12.3 MiB" into out. */
 void pl_fmt_bytes(uint64_t n, char *out, size_t outsz);
 
+/* ---- pl_gate: a shared/exclusive lock any thread may release ----
+ * pthread rwlocks must be unlocked by the locking thread; a pipelined writer
+ * enters on its caller's thread and leaves on a pool thread. Exclusive
+ * waiters block new shared entries, so the exclusive side cannot starve. */
+#include <pthread.h>
+struct pl_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int shared, excl, excl_waiting;
+};
+void pl_gate_init(struct pl_gate *g);
+void pl_gate_destroy(struct pl_gate *g);
+void pl_gate_enter(struct pl_gate *g);
+void pl_gate_leave(struct pl_gate *g);
+void pl_gate_lock(struct pl_gate *g);
+void pl_gate_unlock(struct pl_gate *g);
+
+/* ---- pl_pool: a fixed set of worker threads running queued jobs ----
+ * Jobs run in FIFO order on any worker; pl_job_wait blocks until one is done. */
+struct pl_job {
+    void (*fn)(struct pl_job *j);
+    struct pl_job *next;
+    int done;
+};
+struct pl_pool;
+int pl_pool_new(int nthreads, struct pl_pool **ret) PL_WUR;
+void pl_pool_free(struct pl_pool *p); /* finishes queued jobs first; accepts NULL */
+void pl_pool_submit(struct pl_pool *p, struct pl_job *j);
+void pl_job_wait(struct pl_pool *p, struct pl_job *j);
+
 #endif

@@ -83,6 +83,8 @@ int data_sync(struct data_store *ds, uint64_t seg) PL_WUR;
  * segment is gone (moved by compaction: look the location up again). */
 int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], void *out) PL_WUR;
+/* Ask the kernel to start reading a block we will want soon. */
+void data_prefetch(struct data_store *ds, const struct data_loc *loc);
 /* Read the raw encoded block (header + payload) at loc into *ret (malloc'd). */
 int data_block_read(struct data_store *ds, const struct data_loc *loc, uint8_t **ret,
                     size_t *ret_n) PL_WUR;

@@ -5,7 +5,7 @@
  *    deleted; an extent's deletion drops its chunk reference.
  * 2. Segment compaction: a sealed segment whose live bytes are under half of
  *    its used bytes has its live chunks copied to the active segment, its dead
- *    index entries purged, and its files deleted. This runs with purge_lock
+ *    index entries purged, and its files deleted. This runs with purge gate
  *    held exclusively, so no writer holds a dedup hit on a chunk being purged.
  */
 #include "store/store_int.h"
@@ -234,7 +234,7 @@ int pl_store_gc(struct pl_store *st, uint64_t *ret_freed)
     int rc = gc_sweep(st);
     if (rc)
         goto out;
-    pthread_rwlock_wrlock(&st->purge_lock);
+    pl_gate_lock(&st->purge);
     /* candidates: segments under half live; seal the active one if it is one */
     for (int pass = 0; pass < 2 && !rc; pass++) {
         MDB_txn *txn;
@@ -289,7 +289,7 @@ int pl_store_gc(struct pl_store *st, uint64_t *ret_freed)
             break;
         rc = data_seal_active(st->data); /* then compact it in the second pass */
     }
-    pthread_rwlock_unlock(&st->purge_lock);
+    pl_gate_unlock(&st->purge);
 out:
     pthread_mutex_unlock(&st->gc_lock);
     if (!rc && ret_freed)

@@ -520,8 +520,10 @@ int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struc
 }
 
 /* ---- read ---- */
+/* Walk the extents of [off, off+n) visible in view; with prefetch, only
+ * tell the kernel which blocks are coming (cold reads then overlap). */
 static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t view, uint64_t off,
-                      uint8_t *out, size_t n, uint8_t *scratch)
+                      uint8_t *out, size_t n, uint8_t *scratch, int prefetch)
 {
     MDB_cursor *c = NULL;
     uint8_t k[24];
@@ -529,7 +531,8 @@ static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t v
     int rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_EXTENT), &c));
     if (rc)
         return rc;
-    memset(out, 0, n);
+    if (!prefetch)
+        memset(out, 0, n);
     uint64_t from = off > DATA_MAX_CHUNK ? off - DATA_MAX_CHUNK : 0;
     MDB_val key = {key_extent(k, id, from, PL_EPOCH_INF), k}, val;
     rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
@@ -553,13 +556,23 @@ static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t v
                 rc = PL_ECORRUPT; /* an extent naming no chunk */
             if (!rc && (uint64_t)choff + len > loc.raw_len)
                 rc = PL_ECORRUPT;
+            if (prefetch) {
+                if (!rc)
+                    data_prefetch(st->data, &loc);
+                rc = 0;
+                goto next;
+            }
+            uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
+            /* a whole chunk wanted whole lands in place; pieces go via scratch */
+            int direct = choff == 0 && len == loc.raw_len && a == s && b == s + len;
             if (!rc)
-                rc = data_chunk_read(st->data, &loc, vp, scratch);
+                rc = data_chunk_read(st->data, &loc, vp, direct ? out + (a - off) : scratch);
             if (rc)
                 break;
-            uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
-            memcpy(out + (a - off), scratch + choff + (a - s), b - a);
+            if (!direct)
+                memcpy(out + (a - off), scratch + choff + (a - s), b - a);
         }
+    next:
         rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
     }
     mdb_cursor_close(c);
@@ -586,7 +599,10 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
         size_t len = 0;
         if (!rc && off < e.a.size) {
             len = (size_t)PL_MIN((uint64_t)n, e.a.size - off);
-            rc = read_range(st, txn, id, view, off, buf, len, scratch);
+            if (len >= (256u << 10))
+                rc = read_range(st, txn, id, view, off, buf, len, scratch, 1);
+            if (!rc)
+                rc = read_range(st, txn, id, view, off, buf, len, scratch, 0);
         }
         meta_rtxn_end(txn);
         if (!rc)
@@ -638,7 +654,7 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
     for (int attempt = 0; attempt < 4; attempt++) {
         struct prep pr = {0};
         size_t used;
-        pthread_rwlock_rdlock(&st->purge_lock);
+        pl_gate_enter(&st->purge);
         rc = store_prepare(st, off, buf, n, 1, &pr, &used);
         if (!rc)
             rc = store_sync_segs(st, &pr.segs);
@@ -646,7 +662,7 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
             struct wr_args a = {id, off, n, &pr};
             rc = meta_submit(st->meta, apply_write, &a);
         }
-        pthread_rwlock_unlock(&st->purge_lock);
+        pl_gate_leave(&st->purge);
         prep_release(&pr);
         if (rc != PL_EAGAIN)
             break;

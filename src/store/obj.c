@@ -332,16 +332,33 @@ int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key)
     return meta_submit(st->meta, apply_obj_delete, &a);
 }
 
-/* ---- streaming put ---- */
+/* ---- streaming put ----
+ * Pipeline: the caller's thread chunks, fingerprints and appends a window
+ * (CPU); a pool job then hashes it into the ETag, syncs its chunks and
+ * commits its extents (I/O) while the caller fills the next window. At most
+ * one job per writer is in flight, so ETag updates and commits stay in order.
+ * The job owns the purge gate entry its window took. */
+struct wjob {
+    struct pl_job job;
+    struct pl_writer *w;
+    const uint8_t *buf;
+    uint64_t off;
+    size_t used;
+    struct prep pr;
+    int rc;
+    int active;
+};
+
 struct pl_writer {
     struct pl_store *st;
     char *bucket, *key;
     uint64_t id;
     uint64_t off; /* file offset of buf[0] */
-    uint8_t *buf;
+    uint8_t *buf, *spare;
     size_t n;
     EVP_MD_CTX *md5;
     int failed;
+    struct wjob job;
 };
 
 static int apply_staging_new(struct meta_txn *t, void *arg)
@@ -378,8 +395,9 @@ int pl_obj_put_begin(struct pl_store *st, const char *bucket, const char *key,
     w->bucket = strdup(bucket);
     w->key = strdup(key);
     w->buf = malloc(WINDOW);
+    w->spare = malloc(WINDOW);
     w->md5 = EVP_MD_CTX_new();
-    if (!w->bucket || !w->key || !w->buf || !w->md5 ||
+    if (!w->bucket || !w->key || !w->buf || !w->spare || !w->md5 ||
         !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL)) {
         rc = PL_ENOMEM;
         goto fail;
@@ -414,32 +432,101 @@ static int apply_window(struct meta_txn *t, void *arg)
     return rc;
 }
 
-/* Commit the chunkable part of the buffer (all of it when final). */
-static int writer_flush(struct pl_writer *w, int final)
+/* Sync and commit a prepared window; re-prepares from the same bytes when a
+ * deduplicated chunk vanished meanwhile. Caller has entered the purge gate. */
+static int window_commit(struct pl_writer *w, const uint8_t *buf, size_t n, uint64_t off,
+                         int final, struct prep *pr, size_t used)
 {
     int rc = 0;
-    size_t used = 0;
     for (int attempt = 0; attempt < 4; attempt++) {
-        struct prep pr = {0};
-        pthread_rwlock_rdlock(&w->st->purge_lock);
-        rc = store_prepare(w->st, w->off, w->buf, w->n, final, &pr, &used);
-        if (!rc)
-            rc = store_sync_segs(w->st, &pr.segs);
+        if (attempt) {
+            prep_release(pr);
+            rc = store_prepare(w->st, off, buf, n, final, pr, &used);
+            if (rc)
+                break;
+        }
+        rc = store_sync_segs(w->st, &pr->segs);
         if (!rc && used) {
-            struct win_args a = {w->id, w->off, w->off + used, &pr};
+            struct win_args a = {w->id, off, off + used, pr};
             rc = meta_submit(w->st->meta, apply_window, &a);
         }
-        pthread_rwlock_unlock(&w->st->purge_lock);
-        prep_release(&pr);
         if (rc != PL_EAGAIN)
             break;
     }
+    return rc;
+}
+
+static void wjob_run(struct pl_job *j)
+{
+    struct wjob *wj = (struct wjob *)j;
+    struct pl_writer *w = wj->w;
+    wj->rc = EVP_DigestUpdate(w->md5, wj->buf, wj->used) ? 0 : PL_EINTERNAL;
+    if (!wj->rc)
+        wj->rc = window_commit(w, wj->buf, wj->used, wj->off, 0, &wj->pr, wj->used);
+    prep_release(&wj->pr);
+    pl_gate_leave(&w->st->purge);
+}
+
+static int writer_wait(struct pl_writer *w)
+{
+    if (!w->job.active)
+        return 0;
+    pl_job_wait(w->st->pool, &w->job.job);
+    w->job.active = 0;
+    return w->job.rc;
+}
+
+/* Hand the chunkable part of a full buffer to a job; keep the tail. */
+static int writer_flush(struct pl_writer *w)
+{
+    struct prep pr = {0};
+    size_t used;
+    int rc = writer_wait(w);
     if (rc)
         return rc;
-    memmove(w->buf, w->buf + used, w->n - used);
+    pl_gate_enter(&w->st->purge);
+    rc = store_prepare(w->st, w->off, w->buf, w->n, 0, &pr, &used);
+    if (rc) {
+        prep_release(&pr);
+        pl_gate_leave(&w->st->purge);
+        return rc;
+    }
+    /* only the consumed bytes go to the job: its re-prepare must cut the same */
+    memcpy(w->spare, w->buf + used, w->n - used);
+    w->job = (struct wjob){.job.fn = wjob_run, .w = w, .buf = w->buf, .off = w->off,
+                           .used = used, .pr = pr, .active = 1};
+    pl_pool_submit(w->st->pool, &w->job.job);
+    uint8_t *t = w->buf;
+    w->buf = w->spare;
+    w->spare = t;
     w->n -= used;
     w->off += used;
     return 0;
+}
+
+/* Commit whatever is buffered, synchronously (the end of the object). */
+static int writer_finish(struct pl_writer *w)
+{
+    struct prep pr = {0};
+    size_t used = 0;
+    int rc = writer_wait(w);
+    if (rc)
+        return rc;
+    if (!EVP_DigestUpdate(w->md5, w->buf, w->n))
+        return PL_EINTERNAL;
+    if (!w->n)
+        return 0;
+    pl_gate_enter(&w->st->purge);
+    rc = store_prepare(w->st, w->off, w->buf, w->n, 1, &pr, &used);
+    if (!rc)
+        rc = window_commit(w, w->buf, w->n, w->off, 1, &pr, used);
+    pl_gate_leave(&w->st->purge);
+    prep_release(&pr);
+    if (!rc) {
+        w->off += used;
+        w->n = 0;
+    }
+    return rc;
 }
 
 int pl_writer_write(struct pl_writer *w, const void *buf, size_t n)
@@ -447,8 +534,6 @@ int pl_writer_write(struct pl_writer *w, const void *buf, size_t n)
     const uint8_t *p = buf;
     if (w->failed)
         return w->failed;
-    if (!EVP_DigestUpdate(w->md5, buf, n))
-        return w->failed = PL_EINTERNAL;
     while (n) {
         size_t take = PL_MIN(n, WINDOW - w->n);
         memcpy(w->buf + w->n, p, take);
@@ -456,7 +541,7 @@ int pl_writer_write(struct pl_writer *w, const void *buf, size_t n)
         p += take;
         n -= take;
         if (w->n == WINDOW) {
-            int rc = writer_flush(w, 0);
+            int rc = writer_flush(w);
             if (rc)
                 return w->failed = rc;
         }
@@ -608,8 +693,8 @@ int pl_obj_put_commit(struct pl_writer *w, const struct pl_obj_meta *meta, struc
     unsigned int mdlen = 0;
     char etag[PL_ETAG_MAX];
     int rc = w->failed;
-    if (!rc && w->n)
-        rc = writer_flush(w, 1);
+    if (!rc)
+        rc = writer_finish(w);
     if (!rc && !EVP_DigestFinal_ex(w->md5, md, &mdlen))
         rc = PL_EINTERNAL;
     if (rc)
@@ -665,6 +750,7 @@ void pl_writer_abort(struct pl_writer *w)
 {
     if (!w)
         return;
+    (void)writer_wait(w); /* its result no longer matters; its buffer does */
     if (w->id && store_elem_drop(w->st, w->id))
         pl_log(PL_LOG_DEBUG, "store", "staging id=%llu kept until next open",
                (unsigned long long)w->id);
@@ -672,6 +758,7 @@ void pl_writer_abort(struct pl_writer *w)
     free(w->bucket);
     free(w->key);
     free(w->buf);
+    free(w->spare);
     free(w);
 }
 

@@ -179,14 +179,10 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     if (!st)
         return PL_ENOMEM;
     st->lock_fd = -1;
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&st->purge_lock, &ra);
-    pthread_rwlockattr_destroy(&ra);
+    pl_gate_init(&st->purge);
     pthread_mutex_init(&st->gc_lock, NULL);
     st->dir = strdup(dir);
-    if (!st->dir) {
+    if (!st->dir || pl_pool_new(4, &st->pool)) {
         rc = PL_ENOMEM;
         goto fail;
     }
@@ -238,11 +234,13 @@ void pl_store_close(struct pl_store *st)
 {
     if (!st)
         return;
+    pl_pool_free(st->pool); /* no writer job may outlive the metadata */
+    st->pool = NULL;
     meta_close(st->meta);
     data_close(st->data);
     if (st->lock_fd >= 0)
         close(st->lock_fd); /* releases the flock */
-    pthread_rwlock_destroy(&st->purge_lock);
+    pl_gate_destroy(&st->purge);
     pthread_mutex_destroy(&st->gc_lock);
     free(st->dir);
     free(st);

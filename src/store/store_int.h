@@ -50,7 +50,8 @@ struct pl_store {
     struct data_cdc cdc;
     /* writers hold it shared from their first dedup lookup to their commit;
      * compaction takes it exclusive to purge dead chunks and delete segments */
-    pthread_rwlock_t purge_lock;
+    struct pl_gate purge;
+    struct pl_pool *pool; /* background work: pipelined commits */
     pthread_mutex_t gc_lock;
 };
 
@@ -133,7 +134,7 @@ struct prep {
 /* Chunk buf (at file offset base), fingerprint, dedup against the index and
  * earlier pieces of pr, append new chunks; adds pieces to pr. Without final,
  * stops before a tail that needs more input to cut: *ret_used says how much
- * was consumed. Caller holds purge_lock shared until its commit. */
+ * was consumed. Caller holds the purge gate shared until its commit. */
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
                   struct prep *pr, size_t *ret_used) PL_WUR;
 void prep_release(struct prep *pr);

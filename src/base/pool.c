@@ -1,0 +1,141 @@
+#include <stdlib.h>
+
+#include "base.h"
+
+void pl_gate_init(struct pl_gate *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->shared = g->excl = g->excl_waiting = 0;
+}
+
+void pl_gate_destroy(struct pl_gate *g)
+{
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->cond);
+}
+
+void pl_gate_enter(struct pl_gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    while (g->excl || g->excl_waiting)
+        pthread_cond_wait(&g->cond, &g->lock);
+    g->shared++;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void pl_gate_leave(struct pl_gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    if (--g->shared == 0)
+        pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+void pl_gate_lock(struct pl_gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->excl_waiting++;
+    while (g->excl || g->shared)
+        pthread_cond_wait(&g->cond, &g->lock);
+    g->excl_waiting--;
+    g->excl = 1;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void pl_gate_unlock(struct pl_gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->excl = 0;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+struct pl_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t work, done;
+    struct pl_job *head, *tail;
+    int stopping;
+    int n;
+    pthread_t thr[];
+};
+
+static void *pool_main(void *arg)
+{
+    struct pl_pool *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->work, &p->lock);
+        struct pl_job *j = p->head;
+        if (!j)
+            break;
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+        j->fn(j);
+        pthread_mutex_lock(&p->lock);
+        j->done = 1;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int pl_pool_new(int nthreads, struct pl_pool **ret)
+{
+    struct pl_pool *p = calloc(1, sizeof(*p) + (size_t)nthreads * sizeof(pthread_t));
+    if (!p)
+        return PL_ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (; p->n < nthreads; p->n++)
+        if (pthread_create(&p->thr[p->n], NULL, pool_main, p))
+            break;
+    if (p->n == 0) {
+        pl_pool_free(p);
+        return PL_ENOMEM;
+    }
+    *ret = p;
+    return 0;
+}
+
+void pl_pool_free(struct pl_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n; i++)
+        pthread_join(p->thr[i], NULL);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->done);
+    free(p);
+}
+
+void pl_pool_submit(struct pl_pool *p, struct pl_job *j)
+{
+    j->done = 0;
+    j->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pl_job_wait(struct pl_pool *p, struct pl_job *j)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!j->done)
+        pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
