@@ -2,7 +2,7 @@
 # Install what Plenum's build and tests need (Debian 12, run as root or with sudo).
 # Idempotent and quiet when everything is already present.
 set -e
-PKGS="meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+PKGS="meson ninja-build pkg-config gcc clang clang-tidy libclang-rt-14-dev
 liblmdb-dev lmdb-utils libzstd-dev libxxhash-dev libssl-dev libuv1-dev libjansson-dev
 libhttp-parser-dev libcurl4-openssl-dev libcmocka-dev python3 python3-pytest curl"
 missing=""

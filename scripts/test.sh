@@ -38,6 +38,33 @@ else
     echo "ASan build failed"; echo "0 1" >> "$RESULTS/counts"
 fi
 
+echo "== fuzz targets (corpus replay + ${FUZZ_SECONDS:-10}s each)"
+if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true -Dtests=false \
+        -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+fi
+if ninja -C build-fuzz >/dev/null; then
+    for f in tests/fuzz/fuzz_*.c; do
+        t=$(basename "$f" .c); name=${t#fuzz_}
+        work="$RESULTS/corpus-$name"; mkdir -p "$work"
+        cp tests/fuzz/corpus/"$name"/* "$work"/ 2>/dev/null
+        if build-fuzz/"$t" -max_total_time="${FUZZ_SECONDS:-10}" -timeout=10 -rss_limit_mb=2048 \
+            "$work" > "$RESULTS/$t.log" 2>&1; then
+            echo "1 0" >> "$RESULTS/counts"; printf '  fuzz   %-8s ok (%s)\n' "$name" \
+                "$(grep -o 'Done [0-9]* runs' "$RESULTS/$t.log")"
+        else
+            echo "0 1" >> "$RESULTS/counts"; echo "  fuzz   $name FAILED"; tail -30 "$RESULTS/$t.log"
+        fi
+    done
+else
+    echo "fuzz build failed"; echo "0 1" >> "$RESULTS/counts"
+fi
+
+echo "== lint (layers, banned calls, clang-tidy)"
+scripts/lint.sh > "$RESULTS/lint.out" 2>&1
+cat "$RESULTS/lint.out"
+echo "$(grep -c '^lint .* ok$' "$RESULTS/lint.out") $(grep -c '^lint .* FAILED$' "$RESULTS/lint.out")" >> "$RESULTS/counts"
+
 echo "== integration tests (real server, real clients)"
 PLENUM_BIN="$ROOT/build/plenum" PLENUM_BUILD="$ROOT/build" /usr/bin/python3 -m pytest -q \
     -p no:cacheprovider --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25

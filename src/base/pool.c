@@ -1,6 +1,6 @@
 #include <stdlib.h>
 
-#include "base.h"
+#include "base/base.h"
 
 void pl_gate_init(struct pl_gate *g)
 {

@@ -957,7 +957,7 @@ int main(int argc, char **argv)
     }
     if (!cur_cmd->fn) {
         /* server parses its own flags; pass the global --data along */
-        char **sargv = calloc((size_t)(argc - i + 3), sizeof(char *));
+        char **sargv = calloc((size_t)argc - (size_t)i + 3, sizeof(char *));
         int sn = 0;
         if (!sargv)
             return EXIT_FAIL;

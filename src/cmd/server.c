@@ -235,7 +235,7 @@ int cmd_server(int argc, char **argv)
     }
     if (config && config_load(config, &data, &zstd))
         return 2;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc && argv[i]; i++) {
         const char *a = argv[i];
         struct listener *l;
         if (!strcmp(a, "--config")) {

@@ -38,6 +38,8 @@ int data_cdc_init(struct data_cdc *c, uint32_t min, uint32_t avg, uint32_t max)
         return PL_EINVAL;
     pthread_once(&gear_once, gear_fill);
     int bits = log2u(avg);
+    if (bits < 8 || bits > 20)
+        return PL_EINVAL;
     c->min = min;
     c->avg = avg;
     c->max = max;

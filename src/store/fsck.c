@@ -69,7 +69,7 @@ static void report(struct fsck *f, uint64_t id, const char *fmt, ...)
     char where[PL_PATH_MAX], what[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
+    vsnprintf(what, sizeof(what), fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     if (!id || pl_elem_path(f->st, id, where, sizeof(where)))
         snprintf(where, sizeof(where), id ? "element %llu" : "store", (unsigned long long)id);
@@ -163,7 +163,6 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
     c = NULL;
     if (rc != PL_ENOENT)
         goto out;
-    rc = 0;
     for (size_t i = 0; i < m.cap; i++)
         if (m.t[i].used == 1) {
             char hex[2 * DATA_FP_LEN + 1];

@@ -559,8 +559,7 @@ static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t v
             if (prefetch) {
                 if (!rc)
                     data_prefetch(st->data, &loc);
-                rc = 0;
-                goto next;
+                goto next; /* a prefetch miss is not an error: the read will say */
             }
             uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
             /* a whole chunk wanted whole lands in place; pieces go via scratch */

@@ -84,7 +84,7 @@ static int elem_encode(const struct elem *e, struct pl_buf *out)
     return rc;
 }
 
-static int elem_decode(uint64_t id, uint64_t birth, const uint8_t *p, size_t n, struct elem *e)
+int elem_decode(uint64_t id, uint64_t birth, const uint8_t *p, size_t n, struct elem *e)
 {
     if (n < ELEM_FIXED || p[0] != 1 || p[88] >= PL_ETAG_MAX)
         return PL_ECORRUPT;

@@ -64,6 +64,8 @@ size_t key_dirent(uint8_t *k, uint64_t parent, const char *name, char term, uint
 /* ---- elements ---- */
 void elem_init(struct elem *e);
 void elem_release(struct elem *e);
+/* Decode an element record (bytes from disk: fully validated). */
+int elem_decode(uint64_t id, uint64_t birth, const uint8_t *p, size_t n, struct elem *ret) PL_WUR;
 int elem_get(MDB_txn *txn, struct meta_env *env, uint64_t id, uint64_t view, struct elem *ret) PL_WUR;
 /* Persist e (live); copy-on-write when a snapshot can see its current version. */
 int elem_put(struct meta_txn *t, struct elem *e) PL_WUR;

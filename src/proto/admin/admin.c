@@ -602,11 +602,21 @@ int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_se
         rc = -errno;
         goto fail;
     }
-    struct sockaddr_storage sa;
+    struct sockaddr_storage sa = {0};
     socklen_t sl = sizeof(sa);
-    getsockname(s->fd, (struct sockaddr *)&sa, &sl);
-    s->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                             : ((struct sockaddr_in *)&sa)->sin_port);
+    if (getsockname(s->fd, (struct sockaddr *)&sa, &sl) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (sa.ss_family == AF_INET6) {
+        struct sockaddr_in6 a6;
+        memcpy(&a6, &sa, sizeof(a6));
+        s->port = ntohs(a6.sin6_port);
+    } else {
+        struct sockaddr_in a4;
+        memcpy(&a4, &sa, sizeof(a4));
+        s->port = ntohs(a4.sin_port);
+    }
     if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;
