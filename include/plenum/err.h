@@ -45,7 +45,8 @@
     X(PL_ENOBUCKET, -1007, "no such bucket")                                  \
     X(PL_ECONFLICT, -1008, "key conflicts with an existing file or directory")\
     X(PL_ESHUTDOWN, -1009, "shutting down")                                   \
-    X(PL_EINTERNAL, -1010, "internal error")
+    X(PL_EINTERNAL, -1010, "internal error")                                  \
+    X(PL_EDIGEST, -1011, "content digest does not match the data received")
 
 enum pl_err {
 #define PL_ERR_ENUM(name, value, msg) name = (value),

@@ -130,6 +130,8 @@ int pl_key_valid(const char *key);
 struct pl_obj_meta {
     const char *content_type;    /* NULL: none */
     const char *const *user_meta; /* NULL-terminated name, value pairs; may be NULL */
+    const char *const *xattrs;    /* NULL-terminated raw xattr name, value pairs; may be NULL */
+    const uint8_t *content_md5;   /* 16 bytes the body's MD5 must equal (else PL_EDIGEST); or NULL */
 };
 
 /* Streaming whole-object write: nothing is visible until commit, which

@@ -10,6 +10,7 @@
 
 #include "cmd/cli.h"
 #include "proto/admin/admin.h"
+#include "proto/s3/s3.h"
 
 struct listener {
     const char *name;
@@ -19,7 +20,7 @@ struct listener {
 };
 
 static struct listener listeners[] = {
-    {"s3", "127.0.0.1:9000", 0, ""},     {"nfs", "127.0.0.1:2049", 0, ""},
+    {"s3", "127.0.0.1:9000", 1, ""},     {"nfs", "127.0.0.1:2049", 0, ""},
     {"mountd", "127.0.0.1:20048", 0, ""}, {"nbd", "127.0.0.1:10809", 0, ""},
     {"kafka", "127.0.0.1:9092", 0, ""},  {"pg", "127.0.0.1:5433", 0, ""},
     {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
@@ -45,6 +46,8 @@ void usage_server(void)
            "  --resp ADDR       Redis protocol    (default 127.0.0.1:6380)\n"
            "  --admin ADDR      admin JSON API, /health, /metrics (default 127.0.0.1:9001)\n"
            "  Each ADDR is HOST:PORT or 'off'.\n"
+           "  --s3-domain DOMAIN  also accept virtual-host style requests (BUCKET.DOMAIN)\n"
+           "  --s3-region NAME    region reported to S3 clients (default us-east-1)\n"
            "\n"
            "Root credentials come from PLENUM_ROOT_ACCESS_KEY and PLENUM_ROOT_SECRET_KEY;\n"
            "without them a key pair is generated on first start, printed once and kept in\n"
@@ -222,7 +225,7 @@ static void *gc_main(void *arg)
 
 int cmd_server(int argc, char **argv)
 {
-    const char *data = NULL, *config = NULL;
+    const char *data = NULL, *config = NULL, *s3_domain = NULL, *s3_region = NULL;
     int zstd = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -242,6 +245,10 @@ int cmd_server(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--data") && i + 1 < argc) {
             data = argv[++i];
+        } else if (!strcmp(a, "--s3-domain") && i + 1 < argc) {
+            s3_domain = argv[++i];
+        } else if (!strcmp(a, "--s3-region") && i + 1 < argc) {
+            s3_region = argv[++i];
         } else if (!strncmp(a, "--", 2) && (l = listener_find(a + 2)) && i + 1 < argc) {
             snprintf(l->addr, sizeof(l->addr), "%s", argv[++i]);
         } else {
@@ -265,6 +272,8 @@ int cmd_server(int argc, char **argv)
             return 2;
         }
     }
+    /* the S3 head's store work runs on libuv's pool: size it before first use */
+    setenv("UV_THREADPOOL_SIZE", "8", 0);
     /* signals are taken by sigwait below; every thread inherits the mask */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -276,6 +285,7 @@ int cmd_server(int argc, char **argv)
     struct pl_store_opts o = {.zstd_level = zstd, .create = 1};
     struct pl_store *st = NULL;
     struct admin_server *admin = NULL;
+    struct s3_server *s3 = NULL;
     pthread_t gc_thr;
     int gc_started = 0, rc = pl_store_open(data, &o, &st);
     if (rc == PL_ELOCKED) {
@@ -326,6 +336,23 @@ int cmd_server(int argc, char **argv)
         /* report the bound port (the flag may have said :0) */
         snprintf(al->addr, sizeof(al->addr), "%s:%d", host, admin_port(admin));
     }
+    struct listener *sl = listener_find("s3");
+    if (strcmp(sl->addr, "off")) {
+        char host[200];
+        int port;
+        if (parse_hostport(sl->addr, host, sizeof(host), &port))
+            goto out;
+        struct s3_opts so = {host, port, s3_domain, s3_region, 0};
+        rc = s3_start(st, &so, &s3);
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot listen on %s for s3: %s%s\n", sl->addr,
+                    pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has it; pass --s3 HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        snprintf(sl->addr, sizeof(sl->addr), "%s:%d", host, s3_port(s3));
+    }
     char info[512];
     snprintf(info, sizeof(info), "{\"pid\": %d, \"admin\": %s%s%s}\n", (int)getpid(),
              admin ? "\"" : "", admin ? al->addr : "null", admin ? "\"" : "");
@@ -359,6 +386,7 @@ out:
         pthread_mutex_unlock(&gc_lock);
         pthread_join(gc_thr, NULL);
     }
+    s3_stop(s3); /* in-flight S3 requests finish first */
     admin_stop(admin);
     if (st) {
         char p[PL_PATH_MAX];

@@ -1,8 +1,8 @@
 /* fsck: walk every record and chunk and check them against each other.
- * Checks: dirents name live elements of the same type; file nlink equals the
- * number of names; every extent names an indexed chunk; every chunk's refcount
- * equals the extent records naming it; every live chunk reads back and
- * verifies; segment live-byte accounting matches. */
+ * Checks: dirents name live elements of the same type; link counts equal the
+ * names found (files) or 2 + subdirectories (directories); live files have a
+ * name; every extent names an indexed chunk; every chunk's refcount equals the
+ * extent records naming it; every live chunk reads back and verifies. */
 #include "store/store_int.h"
 
 #include <stdio.h>
@@ -53,6 +53,33 @@ static struct fp_ent *fp_find(struct fp_map *m, const uint8_t *fp, int add)
     memcpy(m->t[h].fp, fp, DATA_FP_LEN);
     m->n++;
     return &m->t[h];
+}
+
+struct link_count {
+    uint64_t id, n;
+};
+
+static int lc_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct link_count *)a)->id, y = ((const struct link_count *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* Names found for id in the sorted list (one entry per name). */
+static uint64_t lc_count(const struct link_count *lc, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (lc[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint64_t c = 0;
+    for (; lo < n && lc[lo].id == id; lo++)
+        c += lc[lo].n;
+    return c;
 }
 
 struct fsck {
@@ -170,6 +197,8 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
             report(&f, m.t[i].first_id, "extent names missing chunk %.16s", hex);
         }
     /* 3. live directory entries: target exists, types agree; count names */
+    struct link_count *lc = NULL;
+    size_t nlc = 0, caplc = 0;
     rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_DIRENT), &c));
     if (!rc)
         rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
@@ -180,17 +209,65 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
             struct elem e;
             elem_init(&e);
             uint64_t id = pl_get_le64(v.mv_data);
+            uint8_t type = ((const uint8_t *)v.mv_data)[8];
             int r = elem_get(txn, st->meta, id, PL_VIEW_LIVE, &e);
             if (r)
                 report(&f, pl_get_be64(k.mv_data), "entry \"%.*s\" names missing element %llu",
                        (int)(k.mv_size - 17), (const char *)k.mv_data + 8,
                        (unsigned long long)id);
-            else if (e.a.type != ((const uint8_t *)v.mv_data)[8])
+            else if (e.a.type != type)
                 report(&f, id, "entry type differs from element type");
             elem_release(&e);
+            /* a name counts toward its element; a subdirectory toward its parent */
+            if (nlc + 2 > caplc) {
+                caplc = caplc ? caplc * 2 : 1024;
+                struct link_count *n2 = realloc(lc, caplc * sizeof(*lc));
+                if (!n2) {
+                    rc = PL_ENOMEM;
+                    break;
+                }
+                lc = n2;
+            }
+            if (type != PL_T_DIR)
+                lc[nlc++] = (struct link_count){id, 1};
+            else
+                lc[nlc++] = (struct link_count){pl_get_be64(k.mv_data), 1};
         }
         rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
     }
+    mdb_cursor_close(c);
+    c = NULL;
+    if (rc != PL_ENOENT) {
+        free(lc);
+        goto out;
+    }
+    if (nlc)
+        qsort(lc, nlc, sizeof(*lc), lc_cmp);
+    /* 4. live elements: link counts agree with the names found */
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_ELEM), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        struct elem e;
+        elem_init(&e);
+        if (k.mv_size != 16 ||
+            elem_decode(pl_get_be64(k.mv_data), ~pl_get_be64((const uint8_t *)k.mv_data + 8),
+                        v.mv_data, v.mv_size, &e)) {
+            report(&f, 0, "malformed element record");
+        } else if (e.death == PL_EPOCH_INF && !(e.flags & ELEM_F_STAGING)) {
+            uint64_t names = lc_count(lc, nlc, e.a.id);
+            uint64_t want = e.a.type == PL_T_DIR ? 2 + names : names;
+            if (e.a.id != PL_ROOT_ID && e.a.type != PL_T_DIR && names == 0)
+                report(&f, e.a.id, "element %llu has no name (orphan)",
+                       (unsigned long long)e.a.id);
+            else if (e.a.nlink != want)
+                report(&f, e.a.id, "link count %u, expected %llu", e.a.nlink,
+                       (unsigned long long)want);
+        }
+        elem_release(&e);
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    free(lc);
     mdb_cursor_close(c);
     c = NULL;
     if (rc == PL_ENOENT)

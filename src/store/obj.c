@@ -625,6 +625,8 @@ static int apply_link_obj(struct meta_txn *t, void *arg)
         }
         rc = prop_set(&e, PROP_XATTR, xn, m[1], strlen(m[1]));
     }
+    for (const char *const *m = a->meta ? a->meta->xattrs : NULL; !rc && m && m[0]; m += 2)
+        rc = prop_set(&e, PROP_XATTR, m[0], m[1], strlen(m[1]));
     if (!rc)
         rc = dirent_add(t, cur, name, e.a.id, PL_T_FILE);
     if (!rc)
@@ -697,6 +699,8 @@ int pl_obj_put_commit(struct pl_writer *w, const struct pl_obj_meta *meta, struc
         rc = writer_finish(w);
     if (!rc && !EVP_DigestFinal_ex(w->md5, md, &mdlen))
         rc = PL_EINTERNAL;
+    if (!rc && meta && meta->content_md5 && memcmp(meta->content_md5, md, 16))
+        rc = PL_EDIGEST; /* checked before the object becomes visible */
     if (rc)
         goto out;
     pl_hex(md, mdlen, etag);
