@@ -46,7 +46,11 @@
     X(PL_ECONFLICT, -1008, "key conflicts with an existing file or directory")\
     X(PL_ESHUTDOWN, -1009, "shutting down")                                   \
     X(PL_EINTERNAL, -1010, "internal error")                                  \
-    X(PL_EDIGEST, -1011, "content digest does not match the data received")
+    X(PL_EDIGEST, -1011, "content digest does not match the data received")   \
+    X(PL_ENOUPLOAD, -1012, "no such multipart upload")                         \
+    X(PL_EBADPART, -1013, "a listed part was not uploaded or its ETag differs") \
+    X(PL_EPARTORDER, -1014, "parts are not in ascending order")               \
+    X(PL_ETOOSMALL, -1015, "a part other than the last is under 5 MiB")
 
 enum pl_err {
 #define PL_ERR_ENUM(name, value, msg) name = (value),

@@ -159,6 +159,51 @@ typedef int (*pl_list_fn)(void *arg, const char *key, int is_prefix, const struc
 int pl_obj_list(struct pl_store *st, const char *bucket, const char *prefix, const char *after,
                 char delim, uint64_t view, pl_list_fn cb, void *arg) PL_WUR;
 
+/* ---- multipart uploads ----
+ * Parts are written like objects into anonymous elements; completing an
+ * upload builds the object's extent map from the parts' maps, so no part
+ * data is read or copied. Uploads and their parts survive restarts. */
+#define PL_UPLOAD_ID_LEN 32
+#define PL_PART_MIN (5u << 20)
+#define PL_PARTS_MAX 10000
+struct pl_mpu_info {
+    char upload_id[PL_UPLOAD_ID_LEN + 1];
+    char bucket[64];
+    char key[PL_KEY_MAX + 1];
+    int64_t initiated;
+};
+struct pl_part_info {
+    int number;
+    uint64_t size;
+    char etag[PL_ETAG_MAX];
+    int64_t mtime;
+};
+struct pl_part_ref {
+    int number;
+    const char *etag; /* hex MD5, quotes allowed */
+};
+int pl_mpu_create(struct pl_store *st, const char *bucket, const char *key,
+                  const struct pl_obj_meta *meta, char upload_id[PL_UPLOAD_ID_LEN + 1]) PL_WUR;
+/* PL_ENOUPLOAD when unknown (or completed, or aborted). */
+int pl_mpu_get(struct pl_store *st, const char *upload_id, struct pl_mpu_info *ret) PL_WUR;
+/* A writer for part number (1..10000); commit with pl_mpu_part_commit. */
+int pl_mpu_part_begin(struct pl_store *st, const char *upload_id, int number,
+                      struct pl_writer **ret) PL_WUR;
+/* Replaces an earlier upload of the same part number. Frees w. */
+int pl_mpu_part_commit(struct pl_writer *w, const uint8_t *content_md5,
+                       struct pl_part_info *ret) PL_WUR;
+typedef int (*pl_part_fn)(void *arg, const struct pl_part_info *p);
+/* Parts with numbers > after, ascending. */
+int pl_mpu_part_list(struct pl_store *st, const char *upload_id, int after, pl_part_fn cb,
+                     void *arg) PL_WUR;
+/* PL_EPARTORDER, PL_EBADPART, PL_ETOOSMALL, PL_ENOUPLOAD; on success the
+ * object is linked at its key (atomically replacing an older one). */
+int pl_mpu_complete(struct pl_store *st, const char *upload_id, const struct pl_part_ref *parts,
+                    size_t n, struct pl_attr *ret) PL_WUR;
+int pl_mpu_abort(struct pl_store *st, const char *upload_id) PL_WUR;
+typedef int (*pl_mpu_fn)(void *arg, const struct pl_mpu_info *u);
+int pl_mpu_list(struct pl_store *st, const char *bucket, pl_mpu_fn cb, void *arg) PL_WUR;
+
 /* ---- snapshots ---- */
 struct pl_snap_info {
     char name[128];

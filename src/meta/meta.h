@@ -30,6 +30,8 @@ enum meta_db {
     META_KEY,     /* access key -> user\0 secret-ciphertext */
     META_GRAVE,   /* death(8) table(1) key -> "" : records waiting for GC */
     META_STAGING, /* id(8) -> "" : anonymous elements being written */
+    META_UPLOAD,  /* upload id -> template elem(8) initiated(8) bucket\0 key */
+    META_PART,    /* upload id, part BE32 -> elem(8) size(8) mtime(8) etag */
     META_DB_COUNT
 };
 

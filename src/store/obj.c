@@ -388,6 +388,12 @@ int pl_obj_put_begin(struct pl_store *st, const char *bucket, const char *key,
     rc = pl_bucket_get(st, bucket, &b);
     if (rc)
         return rc;
+    return writer_open(st, bucket, key, ret);
+}
+
+int writer_open(struct pl_store *st, const char *bucket, const char *key, struct pl_writer **ret)
+{
+    int rc;
     struct pl_writer *w = calloc(1, sizeof(*w));
     if (!w)
         return PL_ENOMEM;
@@ -556,23 +562,22 @@ struct link_obj_args {
     struct pl_attr out;
 };
 
-static int apply_link_obj(struct meta_txn *t, void *arg)
+int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
+             const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out)
 {
-    struct link_obj_args *a = arg;
-    struct pl_writer *w = a->w;
     char name[PL_NAME_MAX + 1];
     struct dirent_rec d;
     struct elem e, dir;
     uint8_t k[8];
     elem_init(&e);
     elem_init(&dir);
-    int rc = dirent_get(t->txn, t->env, PL_ROOT_ID, w->bucket, PL_VIEW_LIVE, &d);
+    int rc = dirent_get(t->txn, t->env, PL_ROOT_ID, bucket, PL_VIEW_LIVE, &d);
     if (rc) {
         rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
         goto out;
     }
     uint64_t cur = d.id;
-    const char *p = w->key;
+    const char *p = key;
     int last;
     for (;;) {
         last = key_next(&p, name);
@@ -606,18 +611,17 @@ static int apply_link_obj(struct meta_txn *t, void *arg)
     }
     if (rc && rc != PL_ENOENT)
         goto out;
-    rc = elem_get(t->txn, t->env, w->id, PL_VIEW_LIVE, &e);
+    rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
     if (rc)
         goto out;
     e.flags &= (uint16_t)~ELEM_F_STAGING;
     e.a.nlink = 1;
     e.a.parent = cur;
     e.a.mtime = e.a.ctime = pl_now_ns();
-    snprintf(e.a.etag, sizeof(e.a.etag), "%s", a->etag);
-    if (a->meta && a->meta->content_type && *a->meta->content_type)
-        rc = prop_set(&e, PROP_CTYPE, NULL, a->meta->content_type,
-                      strlen(a->meta->content_type));
-    for (const char *const *m = a->meta ? a->meta->user_meta : NULL; !rc && m && m[0]; m += 2) {
+    snprintf(e.a.etag, sizeof(e.a.etag), "%s", etag);
+    if (meta && meta->content_type && *meta->content_type)
+        rc = prop_set(&e, PROP_CTYPE, NULL, meta->content_type, strlen(meta->content_type));
+    for (const char *const *m = meta ? meta->user_meta : NULL; !rc && m && m[0]; m += 2) {
         char xn[300];
         if (snprintf(xn, sizeof(xn), "user.meta.%s", m[0]) >= (int)sizeof(xn)) {
             rc = PL_ENAMETOOLONG;
@@ -625,7 +629,7 @@ static int apply_link_obj(struct meta_txn *t, void *arg)
         }
         rc = prop_set(&e, PROP_XATTR, xn, m[1], strlen(m[1]));
     }
-    for (const char *const *m = a->meta ? a->meta->xattrs : NULL; !rc && m && m[0]; m += 2)
+    for (const char *const *m = meta ? meta->xattrs : NULL; !rc && m && m[0]; m += 2)
         rc = prop_set(&e, PROP_XATTR, m[0], m[1], strlen(m[1]));
     if (!rc)
         rc = dirent_add(t, cur, name, e.a.id, PL_T_FILE);
@@ -635,19 +639,28 @@ static int apply_link_obj(struct meta_txn *t, void *arg)
         rc = meta_sys_add(t, "logical", (int64_t)e.a.size);
     if (!rc)
         rc = meta_sys_add(t, "elements", 1);
-    pl_put_be64(k, w->id);
-    if (!rc)
+    pl_put_be64(k, id);
+    if (!rc) {
         rc = meta_del(t, META_STAGING, k, 8);
+        if (rc == PL_ENOENT)
+            rc = 0; /* multipart templates are not in the staging table */
+    }
     if (!rc) {
         dir.a.mtime = dir.a.ctime = e.a.mtime;
         rc = elem_put(t, &dir);
     }
-    if (!rc)
-        a->out = e.a;
+    if (!rc && out)
+        *out = e.a;
 out:
     elem_release(&e);
     elem_release(&dir);
     return rc;
+}
+
+static int apply_link_obj(struct meta_txn *t, void *arg)
+{
+    struct link_obj_args *a = arg;
+    return obj_link(t, a->w->bucket, a->w->key, a->w->id, a->etag, a->meta, &a->out);
 }
 
 /* Create every directory of a "a/b/" key; the last one explicitly. */
@@ -687,6 +700,32 @@ static int apply_mkdirs(struct meta_txn *t, void *arg)
         if (last)
             return 0;
     }
+}
+
+int writer_close(struct pl_writer *w, uint8_t md5[16], uint64_t *ret_size)
+{
+    unsigned int mdlen = 0;
+    uint8_t md[EVP_MAX_MD_SIZE];
+    int rc = w->failed;
+    if (!rc)
+        rc = writer_finish(w);
+    if (!rc && !EVP_DigestFinal_ex(w->md5, md, &mdlen))
+        rc = PL_EINTERNAL;
+    if (!rc) {
+        memcpy(md5, md, 16);
+        *ret_size = w->off;
+    }
+    return rc;
+}
+
+uint64_t writer_elem(const struct pl_writer *w)
+{
+    return w->id;
+}
+
+void writer_disown(struct pl_writer *w)
+{
+    w->id = 0;
 }
 
 int pl_obj_put_commit(struct pl_writer *w, const struct pl_obj_meta *meta, struct pl_attr *ret)

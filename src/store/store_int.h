@@ -167,4 +167,17 @@ int store_mk(struct meta_txn *t, struct mk_args *a) PL_WUR;
 int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int want_dir) PL_WUR;
 /* Epochs of all snapshots; *ret malloc'd (may be NULL when none). */
 int snap_epochs(MDB_txn *txn, struct meta_env *env, uint64_t **ret, size_t *ret_n) PL_WUR;
+/* ---- object writers (obj.c), shared with multipart uploads ---- */
+struct pl_writer;
+int writer_open(struct pl_store *st, const char *bucket, const char *key,
+                struct pl_writer **ret) PL_WUR;
+/* Commit what is buffered and give the MD5 and size of everything written. */
+int writer_close(struct pl_writer *w, uint8_t md5[16], uint64_t *ret_size) PL_WUR;
+uint64_t writer_elem(const struct pl_writer *w);
+/* The element now belongs to someone else: abort will not drop it. */
+void writer_disown(struct pl_writer *w);
+/* Link element id (unlinked, complete) at bucket/key in txn t, creating
+ * implicit directories and replacing an older object. */
+int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
+             const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out) PL_WUR;
 #endif

@@ -70,13 +70,21 @@ enum s3_op {
     OP_HEAD_OBJECT,
     OP_DELETE_OBJECT,
     OP_UNSUPPORTED,
+    OP_CREATE_MPU,
+    OP_UPLOAD_PART,
+    OP_UPLOAD_PART_COPY,
+    OP_COMPLETE_MPU,
+    OP_ABORT_MPU,
+    OP_LIST_PARTS,
+    OP_LIST_MPUS,
 };
 
 static const char *const op_names[] = {
     "none", "ListBuckets", "CreateBucket", "DeleteBucket", "HeadBucket", "GetBucketLocation",
     "GetBucketVersioning", "PutBucketVersioning", "ListObjects", "ListObjectsV2",
     "ListObjectVersions", "DeleteObjects", "PutObject", "CopyObject", "GetObject", "HeadObject",
-    "DeleteObject", "Unsupported",
+    "DeleteObject", "Unsupported", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
+    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
 };
 
 enum body_mode { BODY_NONE, BODY_COLLECT, BODY_STREAM };
@@ -247,7 +255,9 @@ static void route(struct s3_req *r)
             r->op = OP_GET_VERSIONING;
         else if (s3_query_has(q, "versions"))
             r->op = OP_LIST_VERSIONS;
-        else if (s3_query_has(q, "uploads") || s3_query_has(q, "tagging") ||
+        else if (s3_query_has(q, "uploads"))
+            r->op = OP_LIST_MPUS;
+        else if (s3_query_has(q, "tagging") ||
                  s3_query_has(q, "policy") || s3_query_has(q, "acl") ||
                  s3_query_has(q, "lifecycle") || s3_query_has(q, "cors") ||
                  s3_query_has(q, "notification") || s3_query_has(q, "object-lock"))
@@ -256,10 +266,12 @@ static void route(struct s3_req *r)
             r->op = OP_LIST_OBJECTS_V2;
         else
             r->op = OP_LIST_OBJECTS;
-        if (has_key && (s3_query_has(q, "uploadId") || s3_query_has(q, "tagging") ||
-                        s3_query_has(q, "acl") || s3_query_has(q, "retention") ||
-                        s3_query_has(q, "legal-hold") || s3_query_has(q, "attributes")))
+        if (has_key && (s3_query_has(q, "tagging") || s3_query_has(q, "acl") ||
+                        s3_query_has(q, "retention") || s3_query_has(q, "legal-hold") ||
+                        s3_query_has(q, "attributes")))
             r->op = OP_UNSUPPORTED;
+        else if (has_key && !r->is_head && s3_query_has(q, "uploadId"))
+            r->op = OP_LIST_PARTS;
         break;
     case HTTP_PUT:
         if (!has_key)
@@ -267,6 +279,9 @@ static void route(struct s3_req *r)
                     : s3_query_has(q, "versioning") ? OP_PUT_VERSIONING
                     : q->n == 0                    ? OP_CREATE_BUCKET
                                                    : OP_UNSUPPORTED;
+        else if (s3_query_has(q, "uploadId") && s3_query_has(q, "partNumber"))
+            r->op = http_req_header(h, "x-amz-copy-source") ? OP_UPLOAD_PART_COPY
+                                                            : OP_UPLOAD_PART;
         else if (s3_query_has(q, "uploadId") || s3_query_has(q, "tagging") ||
                  s3_query_has(q, "acl") || s3_query_has(q, "retention") ||
                  s3_query_has(q, "legal-hold"))
@@ -282,12 +297,17 @@ static void route(struct s3_req *r)
         else if (!has_key)
             r->op = q->n == 0 ? OP_DELETE_BUCKET : OP_UNSUPPORTED;
         else
-            r->op = s3_query_has(q, "uploadId") || s3_query_has(q, "tagging") ? OP_UNSUPPORTED
-                                                                                : OP_DELETE_OBJECT;
+            r->op = s3_query_has(q, "uploadId") ? OP_ABORT_MPU
+                    : s3_query_has(q, "tagging") ? OP_UNSUPPORTED
+                                                 : OP_DELETE_OBJECT;
         break;
     case HTTP_POST:
         if (has_bucket && !has_key && s3_query_has(q, "delete"))
             r->op = OP_DELETE_OBJECTS;
+        else if (has_key && s3_query_has(q, "uploads"))
+            r->op = OP_CREATE_MPU;
+        else if (has_key && s3_query_has(q, "uploadId"))
+            r->op = OP_COMPLETE_MPU;
         else
             r->op = OP_UNSUPPORTED;
         break;
@@ -832,6 +852,41 @@ out:
     free(L);
 }
 
+static enum s3_err mpu_err(int rc)
+{
+    switch (rc) {
+    case PL_ENOUPLOAD: return S3E_NO_UPLOAD;
+    case PL_EBADPART: return S3E_INVALID_PART;
+    case PL_EPARTORDER: return S3E_INVALID_PART_ORDER;
+    case PL_ETOOSMALL: return S3E_ENTITY_TOO_SMALL;
+    case PL_EDIGEST: return S3E_BAD_DIGEST;
+    default: return map_err(rc);
+    }
+}
+
+/* Check the upload belongs to this bucket/key and open a part writer. */
+static int mpu_part_open(struct s3_req *r, struct pl_writer **ret)
+{
+    const char *uid = s3_query_get(&r->q, "uploadId");
+    const char *pn = s3_query_get(&r->q, "partNumber");
+    struct pl_mpu_info info;
+    char *end;
+    long n = strtol(pn ? pn : "", &end, 10);
+    if (!pn || *end || n < 1 || n > PL_PARTS_MAX) {
+        fail(r, S3E_INVALID_ARGUMENT, 0);
+        r->err_detail = "Part number must be an integer between 1 and 10000, inclusive";
+        return PL_EINVAL;
+    }
+    int rc = pl_mpu_get(r->srv->st, uid, &info);
+    if (!rc && (strcmp(info.bucket, r->bucket) || strcmp(info.key, r->key.data)))
+        rc = PL_ENOUPLOAD;
+    if (!rc)
+        rc = pl_mpu_part_begin(r->srv->st, uid, (int)n, ret);
+    if (rc)
+        fail(r, mpu_err(rc), rc);
+    return rc;
+}
+
 /* ---- PutObject (pool thread) ---- */
 static int body_emit(void *arg, const uint8_t *p, size_t n)
 {
@@ -924,7 +979,14 @@ static void put_prepare(struct s3_req *r)
         fail(r, S3E_INVALID_DIGEST, 0);
         return;
     }
-    int rc = pl_obj_put_begin(r->srv->st, r->bucket, r->key.data, &r->w);
+    int rc;
+    if (r->op == OP_UPLOAD_PART) {
+        rc = mpu_part_open(r, &r->w);
+        if (rc)
+            return;
+    } else {
+        rc = pl_obj_put_begin(r->srv->st, r->bucket, r->key.data, &r->w);
+    }
     if (rc)
         fail(r, map_err(rc), rc);
 }
@@ -1008,10 +1070,23 @@ static void put_finish(struct s3_req *r)
         fail(r, S3E_INVALID_DIGEST, 0);
         return;
     }
+    int rc;
+    if (r->op == OP_UPLOAD_PART) {
+        struct pl_part_info pi;
+        rc = pl_mpu_part_commit(r->w, md5n == 16 ? md5 : NULL, &pi);
+        r->w = NULL;
+        if (rc)
+            fail(r, mpu_err(rc), rc);
+        else if (pl_buf_addf(&r->head, "ETag: \"%s\"\r\n", pi.etag) ||
+                 (cks_b64[0] &&
+                  pl_buf_addf(&r->head, "x-amz-checksum-%s: %s\r\n", r->cks_name, cks_b64)))
+            fail(r, S3E_INTERNAL, PL_ENOMEM);
+        return;
+    }
     struct pl_buf store;
     const char **xattrs = NULL;
     pl_buf_init(&store);
-    int rc = meta_from_headers(h, &store, &xattrs);
+    rc = meta_from_headers(h, &store, &xattrs);
     if (rc) {
         fail(r, S3E_INTERNAL, rc);
         pl_buf_release(&store);
@@ -1402,6 +1477,328 @@ out:
     pl_buf_release(&dec);
 }
 
+/* ---- multipart (pool thread) ---- */
+static void op_create_mpu(struct s3_req *r)
+{
+    struct pl_buf store;
+    const char **xattrs = NULL;
+    char uid[PL_UPLOAD_ID_LEN + 1];
+    if (r->key.len > PL_KEY_MAX) {
+        fail(r, S3E_KEY_TOO_LONG, 0);
+        return;
+    }
+    pl_buf_init(&store);
+    int rc = meta_from_headers(r->hr, &store, &xattrs);
+    struct pl_obj_meta m = {http_req_header(r->hr, "content-type"), NULL, xattrs, NULL};
+    if (!rc)
+        rc = pl_mpu_create(r->srv->st, r->bucket, r->key.data, &m, uid);
+    free(xattrs);
+    pl_buf_release(&store);
+    if (rc) {
+        fail(r, rc == PL_EINVAL ? S3E_INVALID_ARGUMENT : map_err(rc), rc);
+        return;
+    }
+    rc = pl_buf_addf(&r->xml, "<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/"
+                              "doc/2006-03-01/\"><Bucket>%s</Bucket><Key>",
+                     r->bucket);
+    if (!rc)
+        rc = xml_esc(&r->xml, r->key.data);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "</Key><UploadId>%s</UploadId></InitiateMultipartUploadResult>",
+                         uid);
+    if (rc)
+        fail(r, S3E_INTERNAL, rc);
+}
+
+static int mpu_check(struct s3_req *r, struct pl_mpu_info *info)
+{
+    int rc = pl_mpu_get(r->srv->st, s3_query_get(&r->q, "uploadId"), info);
+    if (!rc && (strcmp(info->bucket, r->bucket) || strcmp(info->key, r->key.data)))
+        rc = PL_ENOUPLOAD;
+    if (rc == PL_ENOUPLOAD && !bucket_exists(r))
+        return rc;
+    if (rc)
+        fail(r, mpu_err(rc), rc);
+    return rc;
+}
+
+static void op_complete_mpu(struct s3_req *r)
+{
+    struct pl_mpu_info info;
+    struct pl_part_ref *refs = NULL;
+    size_t n = 0;
+    xmlDoc *doc = NULL;
+    if (mpu_check(r, &info))
+        return;
+    doc = xmlReadMemory(r->body.data, (int)r->body.len, "complete.xml", NULL,
+                        XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                            XML_PARSE_NOWARNING);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    if (!root || strcmp((const char *)root->name, "CompleteMultipartUpload")) {
+        fail(r, S3E_MALFORMED_XML, 0);
+        goto out;
+    }
+    refs = calloc(PL_PARTS_MAX + 1, sizeof(*refs));
+    if (!refs) {
+        fail(r, S3E_INTERNAL, PL_ENOMEM);
+        goto out;
+    }
+    for (xmlNode *p = root->children; p; p = p->next) {
+        if (p->type != XML_ELEMENT_NODE || strcmp((const char *)p->name, "Part"))
+            continue;
+        xmlNode *pn = xml_child(p, "PartNumber"), *et = xml_child(p, "ETag");
+        xmlChar *pv = pn ? xmlNodeGetContent(pn) : NULL;
+        if (!pv || !et || n == PL_PARTS_MAX) {
+            xmlFree(pv);
+            fail(r, S3E_MALFORMED_XML, 0);
+            goto out;
+        }
+        refs[n].number = atoi((const char *)pv);
+        refs[n].etag = (const char *)xmlNodeGetContent(et);
+        xmlFree(pv);
+        n++;
+    }
+    struct pl_attr a;
+    int rc = pl_mpu_complete(r->srv->st, s3_query_get(&r->q, "uploadId"), refs, n, &a);
+    if (rc == PL_ECONFLICT) {
+        fail(r, S3E_KEY_CONFLICT, rc);
+        goto out;
+    }
+    if (rc) {
+        fail(r, n == 0 ? S3E_MALFORMED_XML : mpu_err(rc), rc);
+        goto out;
+    }
+    rc = pl_buf_addf(&r->xml, "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/"
+                              "doc/2006-03-01/\"><Location>/%s/",
+                     r->bucket);
+    if (!rc)
+        rc = xml_esc(&r->xml, r->key.data);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "</Location><Bucket>%s</Bucket><Key>", r->bucket);
+    if (!rc)
+        rc = xml_esc(&r->xml, r->key.data);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "</Key><ETag>&quot;%s&quot;</ETag>"
+                                  "</CompleteMultipartUploadResult>",
+                         a.etag);
+    if (rc)
+        fail(r, S3E_INTERNAL, rc);
+out:
+    for (size_t i = 0; refs && i < n; i++)
+        xmlFree((xmlChar *)refs[i].etag);
+    free(refs);
+    xmlFreeDoc(doc);
+}
+
+static void op_abort_mpu(struct s3_req *r)
+{
+    struct pl_mpu_info info;
+    if (mpu_check(r, &info))
+        return;
+    int rc = pl_mpu_abort(r->srv->st, s3_query_get(&r->q, "uploadId"));
+    if (rc)
+        fail(r, mpu_err(rc), rc);
+    else
+        r->status = 204;
+}
+
+struct parts_list {
+    struct pl_buf *x;
+    int max, n, truncated, last;
+};
+
+static int parts_cb(void *arg, const struct pl_part_info *p)
+{
+    struct parts_list *L = arg;
+    char t[40];
+    if (L->n == L->max) {
+        L->truncated = 1;
+        return 1;
+    }
+    iso8601(p->mtime, t, sizeof(t));
+    L->n++;
+    L->last = p->number;
+    return pl_buf_addf(L->x, "<Part><PartNumber>%d</PartNumber><LastModified>%s</LastModified>"
+                             "<ETag>&quot;%s&quot;</ETag><Size>%" PRIu64 "</Size></Part>",
+                       p->number, t, p->etag, p->size) != 0;
+}
+
+static void op_list_parts(struct s3_req *r)
+{
+    struct pl_mpu_info info;
+    struct pl_buf parts;
+    if (mpu_check(r, &info))
+        return;
+    const char *mp = s3_query_get(&r->q, "max-parts"), *pm = s3_query_get(&r->q,
+                                                                          "part-number-marker");
+    struct parts_list L = {&parts, mp ? atoi(mp) : 1000, 0, 0, 0};
+    if (L.max <= 0 || L.max > 1000)
+        L.max = 1000;
+    int after = pm ? atoi(pm) : 0;
+    pl_buf_init(&parts);
+    int rc = pl_mpu_part_list(r->srv->st, info.upload_id, after, parts_cb, &L);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "<ListPartsResult xmlns=\"http://s3.amazonaws.com/doc/"
+                                  "2006-03-01/\"><Bucket>%s</Bucket><Key>",
+                         r->bucket);
+    if (!rc)
+        rc = xml_esc(&r->xml, r->key.data);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml,
+                         "</Key><UploadId>%s</UploadId><Initiator><ID>%s</ID></Initiator>"
+                         "<Owner><ID>%s</ID></Owner><StorageClass>STANDARD</StorageClass>"
+                         "<PartNumberMarker>%d</PartNumberMarker>"
+                         "<NextPartNumberMarker>%d</NextPartNumberMarker><MaxParts>%d</MaxParts>"
+                         "<IsTruncated>%s</IsTruncated>",
+                         info.upload_id, r->user, r->user, after, L.last, L.max,
+                         L.truncated ? "true" : "false");
+    if (!rc)
+        rc = pl_buf_add(&r->xml, parts.data, parts.len);
+    if (!rc)
+        rc = pl_buf_addstr(&r->xml, "</ListPartsResult>");
+    if (rc)
+        fail(r, mpu_err(rc), rc);
+    pl_buf_release(&parts);
+}
+
+struct mpus_list {
+    struct s3_req *r;
+    const char *prefix;
+    struct pl_buf *x;
+    int n;
+};
+
+static int mpus_cb(void *arg, const struct pl_mpu_info *u)
+{
+    struct mpus_list *L = arg;
+    char t[40];
+    if (strncmp(u->key, L->prefix, strlen(L->prefix)))
+        return 0;
+    if (L->n++ >= 1000)
+        return 1;
+    iso8601(u->initiated, t, sizeof(t));
+    int rc = pl_buf_addstr(L->x, "<Upload><Key>");
+    if (!rc)
+        rc = xml_esc(L->x, u->key);
+    if (!rc)
+        rc = pl_buf_addf(L->x, "</Key><UploadId>%s</UploadId><Initiator><ID>%s</ID></Initiator>"
+                               "<Owner><ID>%s</ID></Owner><StorageClass>STANDARD</StorageClass>"
+                               "<Initiated>%s</Initiated></Upload>",
+                         u->upload_id, L->r->user, L->r->user, t);
+    return rc != 0;
+}
+
+static void op_list_mpus(struct s3_req *r)
+{
+    struct pl_buf ups;
+    if (!bucket_exists(r))
+        return;
+    const char *prefix = s3_query_get(&r->q, "prefix");
+    pl_buf_init(&ups);
+    struct mpus_list L = {r, prefix ? prefix : "", &ups, 0};
+    int rc = pl_mpu_list(r->srv->st, r->bucket, mpus_cb, &L);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "<ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/"
+                                  "doc/2006-03-01/\"><Bucket>%s</Bucket><KeyMarker></KeyMarker>"
+                                  "<UploadIdMarker></UploadIdMarker><Prefix>",
+                         r->bucket);
+    if (!rc)
+        rc = xml_esc(&r->xml, L.prefix);
+    if (!rc)
+        rc = pl_buf_addf(&r->xml, "</Prefix><MaxUploads>1000</MaxUploads>"
+                                  "<IsTruncated>%s</IsTruncated>",
+                         L.n > 1000 ? "true" : "false");
+    if (!rc)
+        rc = pl_buf_add(&r->xml, ups.data, ups.len);
+    if (!rc)
+        rc = pl_buf_addstr(&r->xml, "</ListMultipartUploadsResult>");
+    if (rc)
+        fail(r, map_err(rc), rc);
+    pl_buf_release(&ups);
+}
+
+/* UploadPartCopy: a range of an existing object becomes a part. */
+static void op_upload_part_copy(struct s3_req *r)
+{
+    const char *src = http_req_header(r->hr, "x-amz-copy-source");
+    const char *range = http_req_header(r->hr, "x-amz-copy-source-range");
+    struct pl_buf dec;
+    struct pl_attr a;
+    struct pl_writer *w = NULL;
+    char *buf = NULL, sbucket[64];
+    pl_buf_init(&dec);
+    const char *qm = strchr(src, '?');
+    if (s3_uri_decode(src, qm ? (size_t)(qm - src) : strlen(src), &dec)) {
+        fail(r, S3E_INVALID_ARGUMENT, 0);
+        goto out;
+    }
+    const char *p = dec.data[0] == '/' ? dec.data + 1 : dec.data;
+    const char *slash = strchr(p, '/');
+    if (!slash || (size_t)(slash - p) >= sizeof(sbucket) || !slash[1]) {
+        fail(r, S3E_INVALID_ARGUMENT, 0);
+        goto out;
+    }
+    memcpy(sbucket, p, (size_t)(slash - p));
+    sbucket[slash - p] = 0;
+    int rc = pl_obj_lookup(r->srv->st, sbucket, slash + 1, PL_VIEW_LIVE, &a);
+    if (rc) {
+        fail(r, map_err(rc), rc);
+        goto out;
+    }
+    uint64_t from = 0, to = a.size; /* [from, to) */
+    if (range) {
+        unsigned long long x, y;
+        char tail;
+        if (sscanf(range, "bytes=%llu-%llu%c", &x, &y, &tail) != 2 || x > y || y >= a.size) {
+            fail(r, S3E_INVALID_ARGUMENT, 0);
+            r->err_detail = "The x-amz-copy-source-range value must be of the form bytes=first-last "
+                            "where first and last are the zero-based offsets of the first and "
+                            "last bytes to copy";
+            goto out;
+        }
+        from = x;
+        to = y + 1;
+    }
+    const char *im = http_req_header(r->hr, "x-amz-copy-source-if-match");
+    if (im && !etag_matches(im, a.etag)) {
+        fail(r, S3E_PRECONDITION, 0);
+        goto out;
+    }
+    if (mpu_part_open(r, &w))
+        goto out;
+    buf = malloc(READ_PIECE);
+    rc = buf ? 0 : PL_ENOMEM;
+    for (uint64_t off = from; !rc && off < to;) {
+        size_t got;
+        rc = pl_elem_read(r->srv->st, a.id, PL_VIEW_LIVE, off,
+                          buf, (size_t)PL_MIN((uint64_t)READ_PIECE, to - off), &got);
+        if (!rc && !got)
+            rc = PL_EIO;
+        if (!rc)
+            rc = pl_writer_write(w, buf, got);
+        off += got;
+    }
+    struct pl_part_info pi;
+    if (!rc) {
+        rc = pl_mpu_part_commit(w, NULL, &pi);
+        w = NULL;
+    }
+    if (rc) {
+        fail(r, mpu_err(rc), rc);
+        goto out;
+    }
+    char t[40];
+    iso8601(pi.mtime, t, sizeof(t));
+    if (pl_buf_addf(&r->xml, "<CopyPartResult><LastModified>%s</LastModified><ETag>&quot;%s"
+                             "&quot;</ETag></CopyPartResult>",
+                    t, pi.etag))
+        fail(r, S3E_INTERNAL, PL_ENOMEM);
+out:
+    pl_writer_abort(w);
+    free(buf);
+    pl_buf_release(&dec);
+}
+
 /* ---- the request machine (loop thread, except *_work) ---- */
 enum job { J_AUTH, J_BODY, J_EXEC, J_READ };
 
@@ -1412,12 +1809,13 @@ struct job_ctx {
 
 static int op_has_stream_body(enum s3_op op)
 {
-    return op == OP_PUT_OBJECT;
+    return op == OP_PUT_OBJECT || op == OP_UPLOAD_PART;
 }
 
 static int op_collects_body(enum s3_op op)
 {
-    return op == OP_DELETE_OBJECTS || op == OP_CREATE_BUCKET || op == OP_PUT_VERSIONING;
+    return op == OP_DELETE_OBJECTS || op == OP_CREATE_BUCKET || op == OP_PUT_VERSIONING ||
+           op == OP_COMPLETE_MPU;
 }
 
 static void exec_op(struct s3_req *r)
@@ -1436,7 +1834,14 @@ static void exec_op(struct s3_req *r)
     case OP_LIST_OBJECTS_V2:
     case OP_LIST_VERSIONS: op_list_objects(r); break;
     case OP_DELETE_OBJECTS: op_delete_objects(r); break;
-    case OP_PUT_OBJECT: put_finish(r); break;
+    case OP_PUT_OBJECT:
+    case OP_UPLOAD_PART: put_finish(r); break;
+    case OP_CREATE_MPU: op_create_mpu(r); break;
+    case OP_COMPLETE_MPU: op_complete_mpu(r); break;
+    case OP_ABORT_MPU: op_abort_mpu(r); break;
+    case OP_LIST_PARTS: op_list_parts(r); break;
+    case OP_LIST_MPUS: op_list_mpus(r); break;
+    case OP_UPLOAD_PART_COPY: op_upload_part_copy(r); break;
     case OP_COPY_OBJECT: op_copy_object(r); break;
     case OP_GET_OBJECT:
         get_prepare(r);
@@ -1456,7 +1861,7 @@ static void job_run(uv_work_t *w)
     switch (j->kind) {
     case J_AUTH:
         authenticate(r);
-        if (r->err == S3E_NONE && r->op == OP_PUT_OBJECT)
+        if (r->err == S3E_NONE && op_has_stream_body(r->op))
             put_prepare(r);
         break;
     case J_BODY:
