@@ -42,16 +42,26 @@ class Plenum:
         return json.loads(self.ok(*args, "--json").stdout)
 
 
+ACCESS_KEY = "PLTESTACCESSKEY00001"
+SECRET_KEY = "plenum-test-secret-key-0123456789abcdef"
+
+
 class Server:
-    def __init__(self, data, extra=()):
+    def __init__(self, data, extra=(), s3=False):
         self.data = str(data)
         self.admin_port = free_port()
+        self.s3_port = free_port() if s3 else None
         self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
         args = [BIN, "server", "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}"]
         for name in ("s3", "nfs", "mountd", "nbd", "kafka", "pg", "resp"):
-            args += [f"--{name}", "off"]
+            if name == "s3" and s3:
+                args += ["--s3", f"127.0.0.1:{self.s3_port}"]
+            else:
+                args += [f"--{name}", "off"]
+        env = dict(os.environ, PLENUM_ROOT_ACCESS_KEY=ACCESS_KEY,
+                   PLENUM_ROOT_SECRET_KEY=SECRET_KEY)
         self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
-                                     stderr=self.log)
+                                     stderr=self.log, env=env)
         self.banner = []
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -62,6 +72,7 @@ class Server:
             if line.strip().startswith("admin"):
                 break
         self.url = f"http://127.0.0.1:{self.admin_port}"
+        self.s3_url = f"http://127.0.0.1:{self.s3_port}" if s3 else None
         if self.proc.poll() is not None:
             raise AssertionError("server did not start: " + "".join(self.banner))
 
@@ -84,3 +95,11 @@ def server(tmp_path):
     yield s
     if s.proc.poll() is None:
         s.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def s3server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("s3") / "data", s3=True)
+    yield s
+    if s.proc.poll() is None:
+        assert s.stop() == 0, "server did not stop cleanly"

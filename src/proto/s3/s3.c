@@ -963,6 +963,9 @@ static void put_prepare(struct s3_req *r)
             (alg && !strcasecmp(alg, algs[i])))
             snprintf(r->cks_name, sizeof(r->cks_name), "%s", algs[i]);
     }
+    /* ISA-L's crc32_iscsi leaves the pre/post inversion of CRC-32C to us */
+    if (!strcmp(r->cks_name, "crc32c"))
+        r->cks_crc = 0xFFFFFFFFu;
     if (!strcmp(r->cks_name, "sha1") || !strcmp(r->cks_name, "sha256")) {
         r->cks_md = EVP_MD_CTX_new();
         if (!r->cks_md || !EVP_DigestInit_ex(r->cks_md, r->cks_name[3] == '1' ? EVP_sha1()
@@ -1047,6 +1050,8 @@ static void put_finish(struct s3_req *r)
             EVP_DigestFinal_ex(r->cks_md, md, &len);
             mdn = len;
         } else {
+            if (!strcmp(r->cks_name, "crc32c"))
+                r->cks_crc ^= 0xFFFFFFFFu;
             md[0] = (uint8_t)(r->cks_crc >> 24);
             md[1] = (uint8_t)(r->cks_crc >> 16);
             md[2] = (uint8_t)(r->cks_crc >> 8);
