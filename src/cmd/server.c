@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -271,6 +272,12 @@ int cmd_server(int argc, char **argv)
                     l->addr);
             return 2;
         }
+    }
+    /* every connection is a descriptor: allow as many as the hard limit does */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
     /* the S3 head's store work runs on libuv's pool: size it before first use */
     setenv("UV_THREADPOOL_SIZE", "8", 0);
