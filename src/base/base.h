@@ -102,6 +102,13 @@ int pl_unhex(const char *s, uint8_t *out, size_t n) PL_WUR;
 /* Format a byte count as "12.3 MiB" into out. */
 void pl_fmt_bytes(uint64_t n, char *out, size_t outsz);
 
+/* ---- request metrics (one registry for every head) ----
+ * pl_metrics_slot registers (head, op) once and returns its index (or -1 when
+ * the table is full: observing -1 is a no-op). Thread-safe. */
+int pl_metrics_slot(const char *head, const char *op);
+void pl_metrics_observe(int slot, uint64_t ns, int failed, uint64_t in, uint64_t out);
+int pl_metrics_render(struct pl_buf *b) PL_WUR;
+
 /* ---- pl_gate: a shared/exclusive lock any thread may release ----
  * pthread rwlocks must be unlocked by the locking thread; a pipelined writer
  * enters on its caller's thread and leaves on a pool thread. Exclusive

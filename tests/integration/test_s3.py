@@ -293,6 +293,14 @@ def test_auth_errors(s3server, s3):
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"secret data")
 
 
+def test_metrics_per_operation(s3server, s3):
+    s3.list_buckets()
+    with urllib.request.urlopen(s3server.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'plenum_requests_total{head="s3",op="ListBuckets"}' in text
+    assert 'plenum_request_seconds_bucket{head="s3",op="PutObject",le="+Inf"}' in text
+
+
 def test_same_bytes_everywhere(s3server, s3):
     s3.create_bucket(Bucket="same")
     body = os.urandom(3 * 1024 * 1024)

@@ -21,14 +21,7 @@
 #define MAX_URL 4096
 #define MAX_ARGS 65536
 #define MAX_HDR_BYTES (64 * 1024)
-#define NOPS_MAX 64
-#define NHIST 14 /* latency buckets: 0.5ms * 2^i */
 
-struct op_metrics {
-    atomic_uint_fast64_t count, errors, bytes_in, bytes_out;
-    atomic_uint_fast64_t hist[NHIST + 1];
-    atomic_uint_fast64_t sum_us;
-};
 
 struct conn;
 
@@ -44,8 +37,6 @@ struct admin_server {
     struct conn *conns;
     int nconns;
     int stopping;
-    struct op_metrics ops[NOPS_MAX];
-    struct op_metrics health, metrics;
     atomic_uint_fast64_t rejected;
 };
 
@@ -290,53 +281,6 @@ static int send_error(struct conn *c, int rc, int keep)
     return r;
 }
 
-static void metric_observe(struct op_metrics *m, uint64_t ns, int failed, uint64_t in,
-                           uint64_t out)
-{
-    m->count++;
-    if (failed)
-        m->errors++;
-    m->bytes_in += in;
-    m->bytes_out += out;
-    uint64_t us = ns / 1000;
-    m->sum_us += us;
-    int b = 0;
-    while (b < NHIST && us > (500u << b))
-        b++;
-    m->hist[b]++;
-}
-
-static void metrics_op(struct pl_buf *b, const char *op, const struct op_metrics *m)
-{
-    int rc = pl_buf_addf(b, "plenum_requests_total{head=\"admin\",op=\"%s\"} %" PRIu64 "\n", op,
-                         (uint64_t)m->count);
-    rc |= pl_buf_addf(b, "plenum_request_errors_total{head=\"admin\",op=\"%s\"} %" PRIu64 "\n",
-                      op, (uint64_t)m->errors);
-    rc |= pl_buf_addf(b, "plenum_bytes_in_total{head=\"admin\",op=\"%s\"} %" PRIu64 "\n", op,
-                      (uint64_t)m->bytes_in);
-    rc |= pl_buf_addf(b, "plenum_bytes_out_total{head=\"admin\",op=\"%s\"} %" PRIu64 "\n", op,
-                      (uint64_t)m->bytes_out);
-    uint64_t cum = 0;
-    for (int i = 0; i <= NHIST; i++) {
-        cum += m->hist[i];
-        if (i < NHIST)
-            rc |= pl_buf_addf(b,
-                              "plenum_request_seconds_bucket{head=\"admin\",op=\"%s\",le=\"%g\"} "
-                              "%" PRIu64 "\n",
-                              op, (500.0 * (1u << i)) / 1e6, cum);
-        else
-            rc |= pl_buf_addf(b,
-                              "plenum_request_seconds_bucket{head=\"admin\",op=\"%s\",le=\"+Inf\"}"
-                              " %" PRIu64 "\n",
-                              op, cum);
-    }
-    rc |= pl_buf_addf(b, "plenum_request_seconds_sum{head=\"admin\",op=\"%s\"} %g\n", op,
-                      (double)m->sum_us / 1e6);
-    rc |= pl_buf_addf(b, "plenum_request_seconds_count{head=\"admin\",op=\"%s\"} %" PRIu64 "\n",
-                      op, (uint64_t)m->count);
-    (void)rc; /* a short metrics page beats none */
-}
-
 static int serve_metrics(struct conn *c, int keep)
 {
     struct admin_server *s = c->srv;
@@ -347,12 +291,7 @@ static int serve_metrics(struct conn *c, int keep)
     if (rc)
         return send_error(c, rc, keep);
     int e = 0;
-    e |= pl_buf_addf(&b, "# HELP plenum_requests_total Requests served, by head and operation.\n"
-                         "# TYPE plenum_requests_total counter\n");
-    for (size_t i = 0; i < ops_count() && i < NOPS_MAX; i++)
-        metrics_op(&b, ops_at(i)->name, &s->ops[i]);
-    metrics_op(&b, "health", &s->health);
-    metrics_op(&b, "metrics", &s->metrics);
+    e |= pl_metrics_render(&b);
     e |= pl_buf_addf(&b, "plenum_connections_rejected_total{head=\"admin\"} %" PRIu64 "\n",
                      (uint64_t)s->rejected);
     e |= pl_buf_addf(&b,
@@ -401,12 +340,12 @@ static int handle(struct conn *c, int keep)
         *q = 0;
     if (!strcmp(path, "/health")) {
         int rc = send_text(c, 200, "application/json", "{\"status\":\"ok\"}\n", 16, keep);
-        metric_observe(&s->health, pl_mono_ns() - t0, rc != 0, 0, 16);
+        pl_metrics_observe(pl_metrics_slot("admin", "health"), pl_mono_ns() - t0, rc != 0, 0, 16);
         return rc;
     }
     if (!strcmp(path, "/metrics")) {
         int rc = serve_metrics(c, keep);
-        metric_observe(&s->metrics, pl_mono_ns() - t0, rc != 0, 0, 0);
+        pl_metrics_observe(pl_metrics_slot("admin", "metrics"), pl_mono_ns() - t0, rc != 0, 0, 0);
         return rc;
     }
     if (strncmp(path, "/api/v1/", 8))
@@ -440,9 +379,8 @@ static int handle(struct conn *c, int keep)
         sent = send_json(c, 200, res, keep);
     }
     json_decref(res);
-    size_t idx = (size_t)(op - ops_at(0));
-    if (idx < NOPS_MAX)
-        metric_observe(&s->ops[idx], pl_mono_ns() - t0, rc != 0, c->in_bytes, c->out_bytes);
+    pl_metrics_observe(pl_metrics_slot("admin", op->name), pl_mono_ns() - t0, rc != 0, c->in_bytes,
+                       c->out_bytes);
     return sent;
 }
 

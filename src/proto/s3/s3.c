@@ -2067,7 +2067,11 @@ static void req_free(struct s3_req *r)
 
 static void access_log(struct s3_req *r, int status)
 {
-    double ms = (double)(pl_mono_ns() - r->t0) / 1e6;
+    uint64_t ns = pl_mono_ns() - r->t0;
+    double ms = (double)ns / 1e6;
+    uint64_t out = r->op == OP_GET_OBJECT && r->err == S3E_NONE ? r->end - r->pos : r->xml.len;
+    pl_metrics_observe(pl_metrics_slot("s3", op_names[r->op]), ns, status >= 400, r->received,
+                       out);
     if (r->err != S3E_NONE && status >= 500)
         pl_log(PL_LOG_WARN, "s3", "peer=%s op=%s bucket=%s key=%s status=%d code=%s err=%s ms=%.1f",
                http_conn_peer(r->c), op_names[r->op], r->bucket, r->key.data, status,
