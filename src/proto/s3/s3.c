@@ -18,8 +18,6 @@
 #include <http_parser.h>
 #include <inttypes.h>
 #include <isa-l.h>
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,6 +29,7 @@
 #include "base/base.h"
 #include "proto/http/http.h"
 #include "proto/s3/s3err.h"
+#include "proto/s3/s3xml.h"
 #include "proto/s3/sigv4.h"
 
 #define BODY_BATCH (1u << 20)
@@ -1290,72 +1289,43 @@ static void op_delete_object(struct s3_req *r)
         r->status = 204; /* deleting what is not there succeeds, as in S3 */
 }
 
-static xmlNode *xml_child(xmlNode *n, const char *name)
-{
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name))
-            return c;
-    return NULL;
-}
-
 static void op_delete_objects(struct s3_req *r)
 {
-    xmlDoc *doc = xmlReadMemory(r->body.data, (int)r->body.len, "delete.xml", NULL,
-                                XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                                    XML_PARSE_NOWARNING);
-    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
-    if (!root || strcmp((const char *)root->name, "Delete")) {
+    struct s3_xml_list l;
+    if (s3_xml_parse_delete(r->body.data, r->body.len, 1000, &l)) {
         fail(r, S3E_MALFORMED_XML, 0);
-        goto out;
+        return;
     }
-    if (!bucket_exists(r))
-        goto out;
-    xmlNode *qn = xml_child(root, "Quiet");
-    xmlChar *qv = qn ? xmlNodeGetContent(qn) : NULL;
-    int quiet = qv && !strcmp((const char *)qv, "true");
-    xmlFree(qv);
-    int count = 0;
+    if (!bucket_exists(r)) {
+        s3_xml_list_release(&l);
+        return;
+    }
     int rc = pl_buf_addstr(&r->xml,
                            "<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-    for (xmlNode *o = root->children; o && !rc; o = o->next) {
-        if (o->type != XML_ELEMENT_NODE || strcmp((const char *)o->name, "Object"))
-            continue;
-        if (++count > 1000) {
-            fail(r, S3E_MALFORMED_XML, 0);
-            goto out;
-        }
-        xmlNode *kn = xml_child(o, "Key");
-        xmlChar *k = kn ? xmlNodeGetContent(kn) : NULL;
-        if (!k) {
-            fail(r, S3E_MALFORMED_XML, 0);
-            goto out;
-        }
-        int drc = pl_key_valid((const char *)k) ? PL_ENOENT
-                                                 : pl_obj_delete(r->srv->st, r->bucket,
-                                                                 (const char *)k);
+    for (size_t i = 0; i < l.n && !rc; i++) {
+        const char *k = l.items[i].key;
+        int drc = pl_key_valid(k) ? PL_ENOENT : pl_obj_delete(r->srv->st, r->bucket, k);
         if (drc && drc != PL_ENOENT && drc != PL_ENOTDIR && drc != PL_ENOTEMPTY) {
             enum s3_err e = map_err(drc);
             rc = pl_buf_addstr(&r->xml, "<Error><Key>");
             if (!rc)
-                rc = xml_esc(&r->xml, (const char *)k);
+                rc = xml_esc(&r->xml, k);
             if (!rc)
                 rc = pl_buf_addf(&r->xml, "</Key><Code>%s</Code><Message>%s</Message></Error>",
                                  err_rows[e].code, err_rows[e].msg);
-        } else if (!quiet) {
+        } else if (!l.quiet) {
             rc = pl_buf_addstr(&r->xml, "<Deleted><Key>");
             if (!rc)
-                rc = xml_esc(&r->xml, (const char *)k);
+                rc = xml_esc(&r->xml, k);
             if (!rc)
                 rc = pl_buf_addstr(&r->xml, "</Key></Deleted>");
         }
-        xmlFree(k);
     }
     if (!rc)
         rc = pl_buf_addstr(&r->xml, "</DeleteResult>");
     if (rc)
         fail(r, S3E_INTERNAL, rc);
-out:
-    xmlFreeDoc(doc);
+    s3_xml_list_release(&l);
 }
 
 static void op_copy_object(struct s3_req *r)
@@ -1531,46 +1501,30 @@ static void op_complete_mpu(struct s3_req *r)
 {
     struct pl_mpu_info info;
     struct pl_part_ref *refs = NULL;
-    size_t n = 0;
-    xmlDoc *doc = NULL;
+    struct s3_xml_list l = {0};
     if (mpu_check(r, &info))
         return;
-    doc = xmlReadMemory(r->body.data, (int)r->body.len, "complete.xml", NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                            XML_PARSE_NOWARNING);
-    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
-    if (!root || strcmp((const char *)root->name, "CompleteMultipartUpload")) {
+    if (s3_xml_parse_complete(r->body.data, r->body.len, PL_PARTS_MAX, &l) || l.n == 0) {
         fail(r, S3E_MALFORMED_XML, 0);
         goto out;
     }
-    refs = calloc(PL_PARTS_MAX + 1, sizeof(*refs));
+    refs = calloc(l.n, sizeof(*refs));
     if (!refs) {
         fail(r, S3E_INTERNAL, PL_ENOMEM);
         goto out;
     }
-    for (xmlNode *p = root->children; p; p = p->next) {
-        if (p->type != XML_ELEMENT_NODE || strcmp((const char *)p->name, "Part"))
-            continue;
-        xmlNode *pn = xml_child(p, "PartNumber"), *et = xml_child(p, "ETag");
-        xmlChar *pv = pn ? xmlNodeGetContent(pn) : NULL;
-        if (!pv || !et || n == PL_PARTS_MAX) {
-            xmlFree(pv);
-            fail(r, S3E_MALFORMED_XML, 0);
-            goto out;
-        }
-        refs[n].number = atoi((const char *)pv);
-        refs[n].etag = (const char *)xmlNodeGetContent(et);
-        xmlFree(pv);
-        n++;
+    for (size_t i = 0; i < l.n; i++) {
+        refs[i].number = l.items[i].number;
+        refs[i].etag = l.items[i].etag;
     }
     struct pl_attr a;
-    int rc = pl_mpu_complete(r->srv->st, s3_query_get(&r->q, "uploadId"), refs, n, &a);
+    int rc = pl_mpu_complete(r->srv->st, s3_query_get(&r->q, "uploadId"), refs, l.n, &a);
     if (rc == PL_ECONFLICT) {
         fail(r, S3E_KEY_CONFLICT, rc);
         goto out;
     }
     if (rc) {
-        fail(r, n == 0 ? S3E_MALFORMED_XML : mpu_err(rc), rc);
+        fail(r, mpu_err(rc), rc);
         goto out;
     }
     rc = pl_buf_addf(&r->xml, "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/"
@@ -1589,10 +1543,8 @@ static void op_complete_mpu(struct s3_req *r)
     if (rc)
         fail(r, S3E_INTERNAL, rc);
 out:
-    for (size_t i = 0; refs && i < n; i++)
-        xmlFree((xmlChar *)refs[i].etag);
     free(refs);
-    xmlFreeDoc(doc);
+    s3_xml_list_release(&l);
 }
 
 static void op_abort_mpu(struct s3_req *r)
@@ -2253,7 +2205,7 @@ int s3_start(struct pl_store *st, const struct s3_opts *o, struct s3_server **re
     s->st = st;
     snprintf(s->domain, sizeof(s->domain), "%s", o->domain ? o->domain : "");
     snprintf(s->region, sizeof(s->region), "%s", o->region ? o->region : "us-east-1");
-    xmlInitParser();
+    s3_xml_init(); /* once, before worker threads parse bodies */
     rc = uv_loop_init(&s->loop);
     if (rc) {
         free(s);

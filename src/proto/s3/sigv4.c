@@ -80,6 +80,7 @@ int s3_query_parse(const char *raw, struct s3_query *q)
     size_t *offs = calloc(count * 2, sizeof(size_t));
     if (!q->p || !offs) {
         free(offs);
+        s3_query_release(q);
         return PL_ENOMEM;
     }
     const char *s = raw;
@@ -110,6 +111,8 @@ int s3_query_parse(const char *raw, struct s3_query *q)
     }
     free(offs);
     pl_buf_release(&tmp);
+    if (rc)
+        s3_query_release(q); /* nothing half-parsed survives a failure */
     return rc;
 }
 

@@ -1,0 +1,117 @@
+#include "proto/s3/s3xml.h"
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <stdlib.h>
+
+static xmlNode *child(xmlNode *n, const char *name)
+{
+    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name))
+            return c;
+    return NULL;
+}
+
+static char *text_of(xmlNode *n)
+{
+    xmlChar *v = n ? xmlNodeGetContent(n) : NULL;
+    char *s = v ? strdup((const char *)v) : NULL;
+    xmlFree(v);
+    return s;
+}
+
+/* Parse body and call item() for every element named what under a root named
+ * root. */
+static int parse(const char *body, size_t n, const char *root_name, const char *what,
+                 size_t max, struct s3_xml_list *out,
+                 int (*item)(xmlNode *node, struct s3_xml_item *it))
+{
+    memset(out, 0, sizeof(*out));
+    if (n > INT32_MAX)
+        return PL_EINVAL;
+    xmlDoc *doc = xmlReadMemory(body, (int)n, "body.xml", NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                                    XML_PARSE_NOWARNING);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    int rc = 0;
+    if (!root || strcmp((const char *)root->name, root_name)) {
+        rc = PL_EINVAL;
+        goto out;
+    }
+    xmlNode *q = child(root, "Quiet");
+    char *qv = text_of(q);
+    out->quiet = qv && !strcmp(qv, "true");
+    free(qv);
+    size_t count = 0;
+    for (xmlNode *c = root->children; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, what))
+            count++;
+    if (count > max) {
+        rc = PL_EINVAL;
+        goto out;
+    }
+    out->items = calloc(count + 1, sizeof(*out->items));
+    if (!out->items) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    for (xmlNode *c = root->children; c && !rc; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, what))
+            continue;
+        rc = item(c, &out->items[out->n]);
+        if (!rc)
+            out->n++;
+    }
+out:
+    xmlFreeDoc(doc);
+    if (rc)
+        s3_xml_list_release(out);
+    return rc;
+}
+
+static int delete_item(xmlNode *node, struct s3_xml_item *it)
+{
+    it->key = text_of(child(node, "Key"));
+    return it->key ? 0 : PL_EINVAL;
+}
+
+static int complete_item(xmlNode *node, struct s3_xml_item *it)
+{
+    char *num = text_of(child(node, "PartNumber")), *end;
+    it->etag = text_of(child(node, "ETag"));
+    long v = num ? strtol(num, &end, 10) : -1;
+    int ok = num && *num && !*end && v >= 1 && v <= 100000 && it->etag;
+    free(num);
+    if (!ok) {
+        free(it->etag);
+        it->etag = NULL;
+        return PL_EINVAL;
+    }
+    it->number = (int)v;
+    return 0;
+}
+
+int s3_xml_parse_delete(const char *body, size_t n, size_t max, struct s3_xml_list *out)
+{
+    return parse(body, n, "Delete", "Object", max, out, delete_item);
+}
+
+int s3_xml_parse_complete(const char *body, size_t n, size_t max, struct s3_xml_list *out)
+{
+    return parse(body, n, "CompleteMultipartUpload", "Part", max, out, complete_item);
+}
+
+void s3_xml_list_release(struct s3_xml_list *l)
+{
+    for (size_t i = 0; l->items && i < l->n; i++) {
+        free(l->items[i].key);
+        free(l->items[i].etag);
+    }
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+void s3_xml_init(void)
+{
+    xmlInitParser();
+}

@@ -1,0 +1,31 @@
+/* Parsers for S3 XML request bodies (libxml2 underneath). Pure: bytes in,
+ * a list out, so they can be fuzzed. */
+#ifndef PL_S3XML_H
+#define PL_S3XML_H
+
+#include <stddef.h>
+
+#include "base/base.h"
+
+struct s3_xml_item {
+    char *key;    /* DeleteObjects: Object/Key */
+    int number;   /* CompleteMultipartUpload: Part/PartNumber */
+    char *etag;   /* CompleteMultipartUpload: Part/ETag */
+};
+
+struct s3_xml_list {
+    struct s3_xml_item *items;
+    size_t n;
+    int quiet;
+};
+
+/* <Delete><Quiet/>?<Object><Key/></Object>*</Delete>, at most max objects.
+ * PL_EINVAL when malformed. */
+int s3_xml_parse_delete(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
+/* <CompleteMultipartUpload><Part><PartNumber/><ETag/></Part>*</...> */
+int s3_xml_parse_complete(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
+void s3_xml_list_release(struct s3_xml_list *l);
+/* Initialize libxml2 once, before threads use it. */
+void s3_xml_init(void);
+
+#endif
