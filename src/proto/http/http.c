@@ -1,6 +1,8 @@
 #include "proto/http/http.h"
 
 #include <http_parser.h>
+
+#include "proto/http/codec.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -36,20 +38,11 @@ struct http_conn {
     int reading;
     enum conn_state state;
     int paused;        /* the head paused body delivery */
-    int body_done;     /* message complete seen */
-    int want_head_cb, want_end_cb;
+    int end_delivered; /* on_body_end was called for this message */
     int sent_continue;
-    http_parser p;
+    struct http_codec codec;
     char *rbuf;
     size_t rlen, roff, rcap;
-    struct http_req req;
-    struct pl_buf arena; /* header and target strings, NUL-separated */
-    size_t url_off, url_len;
-    size_t hoff[HTTP_MAX_HEADERS][2];
-    size_t hlen[HTTP_MAX_HEADERS][2];
-    int hn, in_value, url_closed, too_many;
-    size_t head_bytes;
-    int head_started;
     uint64_t last_activity;
     int writes_pending;
     uint64_t write_since;
@@ -64,8 +57,6 @@ struct wreq {
     http_write_cb cb;
     void *arg;
 };
-
-static http_parser_settings settings;
 
 const char *http_status_text(int status)
 {
@@ -123,7 +114,7 @@ void http_conn_unref(struct http_conn *c)
 {
     if (--c->refs > 0)
         return;
-    pl_buf_release(&c->arena);
+    http_codec_release(&c->codec);
     free(c->rbuf);
     free(c);
 }
@@ -278,165 +269,18 @@ void http_conn_write(struct http_conn *c, const void *p, size_t n, http_write_cb
 void http_conn_continue(struct http_conn *c)
 {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    if (c->req.expect_continue && !c->sent_continue && !c->body_done) {
+    if (c->codec.req.expect_continue && !c->sent_continue && !c->codec.msg_done) {
         c->sent_continue = 1;
         http_conn_write(c, cont, sizeof(cont) - 1, NULL, NULL);
     }
 }
 
-/* ---- parser callbacks ---- */
-static int arena_add(struct http_conn *c, const char *p, size_t n, size_t *off, size_t *len)
+/* Body bytes from the codec, while the head wants them. */
+static void conn_on_body(void *arg, const char *p, size_t n)
 {
-    if (c->head_bytes + n > c->srv->o.max_head_bytes)
-        return -1;
-    c->head_bytes += n;
-    if (*len == 0)
-        *off = c->arena.len;
-    else if (*off + *len != c->arena.len)
-        return -1; /* pieces of one string are always contiguous in the arena */
-    if (pl_buf_add(&c->arena, p, n))
-        return -1;
-    *len += n;
-    return 0;
-}
-
-static int cb_begin(http_parser *p)
-{
-    struct http_conn *c = p->data;
-    pl_buf_reset(&c->arena);
-    c->url_len = 0;
-    c->hn = 0;
-    c->in_value = 0;
-    c->url_closed = 0;
-    c->too_many = 0;
-    c->head_bytes = 0;
-    c->head_started = 1;
-    return 0;
-}
-
-static int cb_url(http_parser *p, const char *at, size_t n)
-{
-    struct http_conn *c = p->data;
-    return arena_add(c, at, n, &c->url_off, &c->url_len);
-}
-
-static int end_string(struct http_conn *c)
-{
-    return pl_buf_add(&c->arena, "", 1) ? -1 : 0; /* NUL separator */
-}
-
-static int cb_field(http_parser *p, const char *at, size_t n)
-{
-    struct http_conn *c = p->data;
-    if (!c->url_closed) {
-        if (end_string(c))
-            return -1;
-        c->url_closed = 1;
-        c->hlen[0][0] = 0;
-    }
-    if (c->in_value) {
-        /* a new header begins: close the previous value */
-        if (end_string(c))
-            return -1;
-        c->hn++;
-        c->in_value = 0;
-        if (c->hn < HTTP_MAX_HEADERS)
-            c->hlen[c->hn][0] = 0;
-    }
-    if (c->hn >= HTTP_MAX_HEADERS) {
-        c->too_many = 1;
-        return -1;
-    }
-    return arena_add(c, at, n, &c->hoff[c->hn][0], &c->hlen[c->hn][0]);
-}
-
-static int cb_value(http_parser *p, const char *at, size_t n)
-{
-    struct http_conn *c = p->data;
-    if (!c->in_value) {
-        if (end_string(c))
-            return -1;
-        c->in_value = 1;
-        c->hlen[c->hn][1] = 0;
-    }
-    return arena_add(c, at, n, &c->hoff[c->hn][1], &c->hlen[c->hn][1]);
-}
-
-static int cb_headers_complete(http_parser *p)
-{
-    struct http_conn *c = p->data;
-    if (!c->url_closed) {
-        if (end_string(c)) /* no headers: close the URL */
-            return -1;
-        c->url_closed = 1;
-    }
-    if (c->in_value) {
-        if (end_string(c))
-            return -1;
-        c->hn++;
-        c->in_value = 0;
-    }
-    struct http_req *r = &c->req;
-    memset(r, 0, sizeof(*r));
-    r->method = p->method;
-    r->method_name = http_method_str(p->method);
-    r->target = c->arena.data + c->url_off;
-    r->target[c->url_len] = 0;
-    for (int i = 0; i < c->hn; i++) {
-        char *name = c->arena.data + c->hoff[i][0], *val = c->arena.data + c->hoff[i][1];
-        name[c->hlen[i][0]] = 0;
-        val[c->hlen[i][1]] = 0;
-        for (char *q = name; *q; q++)
-            if (*q >= 'A' && *q <= 'Z')
-                *q = (char)(*q + 32);
-        r->h[i].name = name;
-        r->h[i].value = val;
-    }
-    r->nh = c->hn;
-    r->content_length = (p->flags & F_CONTENTLENGTH) ? (int64_t)p->content_length : -1;
-    r->chunked = (p->flags & F_CHUNKED) != 0;
-    const char *ex = http_req_header(r, "expect");
-    r->expect_continue = ex && !strcasecmp(ex, "100-continue");
-    r->keep_alive = http_should_keep_alive(p);
-    r->http_minor = p->http_minor;
-    c->state = ST_HANDLER;
-    c->want_head_cb = 1;
-    c->sent_continue = 0;
-    c->body_done = 0;
-    c->paused = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static int cb_body(http_parser *p, const char *at, size_t n)
-{
-    struct http_conn *c = p->data;
+    struct http_conn *c = arg;
     if (c->state == ST_BODY && !c->closing && c->srv->ops->on_body)
-        c->srv->ops->on_body(c, at, n);
-    return 0;
-}
-
-static int cb_complete(http_parser *p)
-{
-    struct http_conn *c = p->data;
-    c->body_done = 1;
-    c->head_started = 0;
-    if (c->state == ST_BODY)
-        c->want_end_cb = 1;
-    /* hold the next pipelined request until this response is done */
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static void settings_init(void)
-{
-    settings.on_message_begin = cb_begin;
-    settings.on_url = cb_url;
-    settings.on_header_field = cb_field;
-    settings.on_header_value = cb_value;
-    settings.on_headers_complete = cb_headers_complete;
-    settings.on_body = cb_body;
-    settings.on_message_complete = cb_complete;
+        c->srv->ops->on_body(c, p, n);
 }
 
 static void send_error_and_close(struct http_conn *c, int status)
@@ -449,41 +293,45 @@ static void send_error_and_close(struct http_conn *c, int status)
     http_conn_close(c); // NOLINT(clang-analyzer-unix.Malloc): frees only in a later loop turn
 }
 
-/* Parse as much buffered input as the state allows; run callbacks the parser
- * asked for outside of it (so the head may re-enter us freely). */
+static void deliver_end(struct http_conn *c)
+{
+    if (c->end_delivered)
+        return;
+    c->end_delivered = 1;
+    c->state = ST_RESP;
+    if (c->srv->ops->on_body_end)
+        c->srv->ops->on_body_end(c);
+}
+
+/* Parse as much buffered input as the state allows, and tell the head what
+ * happened. Callbacks into the head run here, never inside the parser. */
 static void conn_process(struct http_conn *c)
 {
     http_conn_ref(c);
     while (!c->closing) {
-        int can_parse = c->state == ST_HEAD || (c->state == ST_BODY && !c->paused && !c->body_done);
+        int can_parse = c->state == ST_HEAD ||
+                        (c->state == ST_BODY && !c->paused && !c->codec.msg_done);
         if (!can_parse || c->roff == c->rlen)
             break;
-        if (HTTP_PARSER_ERRNO(&c->p) == HPE_PAUSED)
-            http_parser_pause(&c->p, 0);
-        size_t used = http_parser_execute(&c->p, &settings, c->rbuf + c->roff, c->rlen - c->roff);
-        c->roff += used;
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
-        if (e != HPE_OK && e != HPE_PAUSED) {
-            int status = c->too_many || e == HPE_HEADER_OVERFLOW ||
-                                 c->head_bytes >= c->srv->o.max_head_bytes
-                             ? 431
-                             : 400;
-            pl_log(PL_LOG_INFO, "http", "peer=%s bad request: %s", c->peer, http_errno_name(e));
-            if (c->state == ST_HEAD || c->state == ST_HANDLER)
-                send_error_and_close(c, status);
+        ssize_t used = http_codec_feed(&c->codec, c->rbuf + c->roff, c->rlen - c->roff);
+        if (used < 0) {
+            pl_log(PL_LOG_INFO, "http", "peer=%s bad request: %s", c->peer, pl_errname((int)used));
+            if (c->state == ST_HEAD)
+                send_error_and_close(c, used == PL_ERANGE ? 431 : 400);
             else
                 http_conn_close(c); /* a broken body: nothing sane to answer */
             break;
         }
-        if (c->want_head_cb) {
-            c->want_head_cb = 0;
-            c->srv->ops->on_head(c, &c->req);
+        c->roff += (size_t)used;
+        if (c->state == ST_HEAD && c->codec.head_ready) {
+            c->state = ST_HANDLER;
+            c->paused = 1;
+            c->sent_continue = 0;
+            c->end_delivered = 0;
+            c->srv->ops->on_head(c, &c->codec.req);
         }
-        if (c->want_end_cb) {
-            c->want_end_cb = 0;
-            if (c->srv->ops->on_body_end)
-                c->srv->ops->on_body_end(c);
-        }
+        if (c->state == ST_BODY && c->codec.msg_done && !c->closing)
+            deliver_end(c);
     }
     if (c->roff == c->rlen)
         c->roff = c->rlen = 0;
@@ -498,12 +346,8 @@ void http_conn_resume(struct http_conn *c)
     if (c->state == ST_HANDLER)
         c->state = ST_BODY;
     c->paused = 0;
-    if (c->state == ST_BODY && c->body_done) {
-        /* no body, or it was all parsed already */
-        if (!c->want_end_cb && c->srv->ops->on_body_end) {
-            c->state = ST_RESP;
-            c->srv->ops->on_body_end(c);
-        }
+    if (c->state == ST_BODY && c->codec.msg_done) {
+        deliver_end(c); /* no body, or it was all parsed already */
         return;
     }
     conn_process(c);
@@ -512,22 +356,21 @@ void http_conn_resume(struct http_conn *c)
 void http_conn_pause(struct http_conn *c)
 {
     c->paused = 1;
-    http_parser_pause(&c->p, 1);
+    http_codec_pause(&c->codec, 1);
 }
 
 void http_conn_done(struct http_conn *c, int keep)
 {
     if (c->closing)
         return;
-    if (!keep || !c->req.keep_alive || !c->body_done || c->srv->stopping) {
+    if (!keep || !c->codec.req.keep_alive || !c->codec.msg_done || c->srv->stopping) {
         http_conn_close(c);
         return;
     }
     c->state = ST_HEAD;
     c->paused = 0;
-    c->head_started = 0;
     c->last_activity = uv_now(c->srv->loop);
-    http_parser_pause(&c->p, 0);
+    http_codec_next(&c->codec);
     conn_process(c); /* a pipelined request may be waiting */
 }
 
@@ -566,8 +409,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         if (n != UV_EOF)
             pl_log(PL_LOG_DEBUG, "http", "peer=%s read error %s", c->peer, uv_err_name((int)n));
         /* tell the parser: a body delimited by close ends here, others are cut */
-        if (c->state == ST_BODY && !c->body_done)
-            http_parser_execute(&c->p, &settings, NULL, 0);
+        if (c->state == ST_BODY && !c->codec.msg_done)
+            http_codec_eof(&c->codec);
         http_conn_close(c);
         return;
     }
@@ -649,7 +492,7 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     c->srv = s;
     c->refs = 1; /* held by the open tcp handle */
-    pl_buf_init(&c->arena);
+    http_codec_init(&c->codec, s->o.max_head_bytes, conn_on_body, c);
     if (uv_tcp_init(s->loop, &c->tcp)) {
         free(c);
         return;
@@ -676,8 +519,6 @@ static void on_connection(uv_stream_t *ls, int status)
             uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof(ip));
         snprintf(c->peer, sizeof(c->peer), "%s", ip);
     }
-    http_parser_init(&c->p, HTTP_REQUEST);
-    c->p.data = c;
     c->state = ST_HEAD;
     c->last_activity = uv_now(s->loop);
     conn_update_reading(c);
@@ -696,7 +537,7 @@ static void on_sweep(uv_timer_t *t)
         uint64_t idle = now - c->last_activity;
         int expired = 0;
         if (c->state == ST_HEAD)
-            expired = idle > (uint64_t)(c->head_started ? s->o.head_timeout_ms
+            expired = idle > (uint64_t)(c->codec.started ? s->o.head_timeout_ms
                                                         : s->o.idle_timeout_ms);
         else if (c->state == ST_BODY && !c->paused)
             expired = idle > (uint64_t)s->o.idle_timeout_ms;
@@ -717,8 +558,6 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *o,
     int rc;
     if (!s)
         return PL_ENOMEM;
-    if (!settings.on_url)
-        settings_init();
     s->loop = loop;
     s->ops = ops;
     s->ctx = ctx;
