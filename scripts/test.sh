@@ -79,6 +79,22 @@ except Exception:
     print(0, 1)
 PY
 
+echo "== S3 integration tests against the ASan+UBSan server (leaks fail the stop)"
+PLENUM_BIN="$ROOT/build-asan/plenum" PLENUM_BUILD="$ROOT/build" \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/pytest-asan.xml" \
+    tests/integration/test_s3.py tests/integration/test_s3_clients.py 2>&1 | tail -5
+/usr/bin/python3 - "$RESULTS/pytest-asan.xml" >> "$RESULTS/counts" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    r = ET.parse(sys.argv[1]).getroot()
+    s = r if r.tag == "testsuite" else r.find("testsuite")
+    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    print(t - f - e - sk, f + e)
+except Exception:
+    print(0, 1)
+PY
+
 read -r P F <<< "$(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$RESULTS/counts")"
 echo "$P passed, $F failed"
 [ "$F" -eq 0 ]

@@ -1872,8 +1872,10 @@ static void piece_written(struct http_conn *c, int status, void *arg)
     if (r->pos < r->end) {
         queue_job(r, J_READ);
     } else {
-        http_conn_done(r->c, 1);
-        /* the next request reuses the connection's data slot */
+        /* the body is out: this request is over, the connection may go on */
+        http_conn_set_data(c, NULL);
+        req_free(r);
+        http_conn_done(c, 1);
     }
 }
 
