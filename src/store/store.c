@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #define MARKER "PLENUM"
@@ -181,6 +182,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     st->lock_fd = -1;
     pl_gate_init(&st->purge);
     pthread_mutex_init(&st->gc_lock, NULL);
+    pthread_mutex_init(&st->key_lock, NULL);
     st->dir = strdup(dir);
     if (!st->dir || pl_pool_new(4, &st->pool)) {
         rc = PL_ENOMEM;
@@ -242,6 +244,8 @@ void pl_store_close(struct pl_store *st)
         close(st->lock_fd); /* releases the flock */
     pl_gate_destroy(&st->purge);
     pthread_mutex_destroy(&st->gc_lock);
+    pthread_mutex_destroy(&st->key_lock);
+    OPENSSL_cleanse(st->master, sizeof(st->master));
     free(st->dir);
     free(st);
 }

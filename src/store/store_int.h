@@ -53,6 +53,9 @@ struct pl_store {
     struct pl_gate purge;
     struct pl_pool *pool; /* background work: pipelined commits */
     pthread_mutex_t gc_lock;
+    pthread_mutex_t key_lock; /* guards the cached master key */
+    uint8_t master[32];
+    int master_loaded;
 };
 
 /* ---- keys ---- */

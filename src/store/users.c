@@ -24,7 +24,24 @@ static int user_name_valid(const char *n)
     return 0;
 }
 
+static int master_key_load(struct pl_store *st, uint8_t key[32]);
+
+/* The master key is read once per open store: every signed request needs it. */
 static int master_key(struct pl_store *st, uint8_t key[32])
+{
+    int rc = 0;
+    pthread_mutex_lock(&st->key_lock);
+    if (!st->master_loaded) {
+        rc = master_key_load(st, st->master);
+        st->master_loaded = rc == 0;
+    }
+    if (!rc)
+        memcpy(key, st->master, 32);
+    pthread_mutex_unlock(&st->key_lock);
+    return rc;
+}
+
+static int master_key_load(struct pl_store *st, uint8_t key[32])
 {
     char p[PL_PATH_MAX];
     snprintf(p, sizeof(p), "%s/master.key", st->dir);

@@ -34,7 +34,7 @@
 
 #define BODY_BATCH (1u << 20)
 #define XML_BODY_MAX (2u << 20)
-#define READ_PIECE (1u << 20)
+#define READ_PIECE (4u << 20)
 #define MAX_PUT (5ull << 30)
 #define SKEW_SEC (15 * 60)
 
@@ -105,6 +105,7 @@ struct s3_req {
     struct http_req *hr;
     uv_work_t work;
     int busy; /* a pool job holds this request */
+    int fast; /* no body: auth and op run in one job */
     int closed;
     enum s3_op op;
     int is_head;
@@ -1757,7 +1758,7 @@ out:
 }
 
 /* ---- the request machine (loop thread, except *_work) ---- */
-enum job { J_AUTH, J_BODY, J_EXEC, J_READ };
+enum job { J_AUTH, J_BODY, J_EXEC, J_READ, J_FAST };
 
 struct job_ctx {
     struct s3_req *r;
@@ -1830,6 +1831,10 @@ static void job_run(uv_work_t *w)
         break;
     case J_READ:
         get_read(r);
+        break;
+    case J_FAST: /* a request without a body: authenticate and run in one hop */
+        authenticate(r);
+        exec_op(r);
         break;
     }
 }
@@ -1937,6 +1942,7 @@ static void job_after(uv_work_t *w, int status)
         }
         break;
     case J_EXEC:
+    case J_FAST:
         respond(r);
         break;
     case J_READ:
@@ -1977,8 +1983,8 @@ static void on_body(struct http_conn *c, const char *p, size_t n)
 static void on_body_end(struct http_conn *c)
 {
     struct s3_req *r = http_conn_get_data(c);
-    if (!r)
-        return;
+    if (!r || r->fast)
+        return; /* a fast request's job responds by itself */
     if (r->err != S3E_NONE) {
         respond(r);
         return;
@@ -2166,6 +2172,14 @@ static void on_head(struct http_conn *c, struct http_req *hr)
     if (r->op == OP_UNSUPPORTED) {
         fail(r, S3E_NOT_IMPLEMENTED, 0);
         respond(r);
+        return;
+    }
+    if (!op_has_stream_body(r->op) && !op_collects_body(r->op) && hr->content_length <= 0 &&
+        !hr->chunked) {
+        r->fast = 1;
+        r->mode = BODY_NONE;
+        queue_job(r, J_FAST);
+        http_conn_resume(c); /* let the codec finish the (empty) message */
         return;
     }
     queue_job(r, J_AUTH);
