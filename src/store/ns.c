@@ -519,11 +519,40 @@ int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struc
     return rc;
 }
 
-/* ---- read ---- */
-/* Walk the extents of [off, off+n) visible in view; with prefetch, only
- * tell the kernel which blocks are coming (cold reads then overlap). */
-static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t view, uint64_t off,
-                      uint8_t *out, size_t n, uint8_t *scratch, int prefetch)
+/* ---- read ----
+ * A read first collects, inside one metadata snapshot, where each piece of the
+ * range lives; then it reads the chunks. Large reads spread the chunk reads
+ * (I/O, checksum, decompression) over the store's pool, so a cold read keeps
+ * several requests in flight and compressed data decodes on every core. */
+struct rpiece {
+    struct data_loc loc;
+    uint8_t fp[DATA_FP_LEN];
+    uint32_t choff;  /* where the wanted bytes start in the chunk */
+    uint32_t n;      /* how many */
+    size_t dst;      /* where they go in the output */
+};
+
+struct rplan {
+    struct rpiece *p;
+    size_t n, cap;
+};
+
+static int plan_add(struct rplan *pl, const struct rpiece *x)
+{
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? pl->cap * 2 : 64;
+        struct rpiece *np = realloc(pl->p, cap * sizeof(*np));
+        if (!np)
+            return PL_ENOMEM;
+        pl->p = np;
+        pl->cap = cap;
+    }
+    pl->p[pl->n++] = *x;
+    return 0;
+}
+
+static int read_plan(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t view, uint64_t off,
+                     size_t n, struct rplan *pl)
 {
     MDB_cursor *c = NULL;
     uint8_t k[24];
@@ -531,8 +560,6 @@ static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t v
     int rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_EXTENT), &c));
     if (rc)
         return rc;
-    if (!prefetch)
-        memset(out, 0, n);
     uint64_t from = off > DATA_MAX_CHUNK ? off - DATA_MAX_CHUNK : 0;
     MDB_val key = {key_extent(k, id, from, PL_EPOCH_INF), k}, val;
     rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
@@ -550,71 +577,153 @@ static int read_range(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t v
         uint64_t birth = ~pl_get_be64(kp + 16), death = pl_get_le64(vp + 40);
         uint32_t choff = pl_get_le32(vp + 32), len = pl_get_le32(vp + 36);
         if (view_sees(view, birth, death) && s + len > off) {
-            struct data_loc loc;
-            rc = chunk_lookup(txn, st->meta, vp, NULL, &loc);
+            struct rpiece x;
+            rc = chunk_lookup(txn, st->meta, vp, NULL, &x.loc);
             if (rc == PL_ENOENT)
                 rc = PL_ECORRUPT; /* an extent naming no chunk */
-            if (!rc && (uint64_t)choff + len > loc.raw_len)
+            if (!rc && (uint64_t)choff + len > x.loc.raw_len)
                 rc = PL_ECORRUPT;
-            if (prefetch) {
-                if (!rc)
-                    data_prefetch(st->data, &loc);
-                goto next; /* a prefetch miss is not an error: the read will say */
-            }
-            uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
-            /* a whole chunk wanted whole lands in place; pieces go via scratch */
-            int direct = choff == 0 && len == loc.raw_len && a == s && b == s + len;
-            if (!rc)
-                rc = data_chunk_read(st->data, &loc, vp, direct ? out + (a - off) : scratch);
             if (rc)
                 break;
-            if (!direct)
-                memcpy(out + (a - off), scratch + choff + (a - s), b - a);
+            uint64_t a = PL_MAX(s, off), b = PL_MIN(s + len, end);
+            memcpy(x.fp, vp, DATA_FP_LEN);
+            x.choff = choff + (uint32_t)(a - s);
+            x.n = (uint32_t)(b - a);
+            x.dst = (size_t)(a - off);
+            rc = plan_add(pl, &x);
+            if (rc)
+                break;
         }
-    next:
         rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
     }
     mdb_cursor_close(c);
     return rc == PL_ENOENT ? 0 : rc;
 }
 
+/* Read pieces [first, last) of the plan into out. */
+static int read_pieces(struct pl_store *st, const struct rplan *pl, size_t first, size_t last,
+                       uint8_t *out)
+{
+    uint8_t *scratch = NULL;
+    int rc = 0;
+    for (size_t i = first; i < last && !rc; i++) {
+        const struct rpiece *x = &pl->p[i];
+        /* a whole chunk wanted whole lands in place; pieces go via scratch */
+        if (x->choff == 0 && x->n == x->loc.raw_len) {
+            rc = data_chunk_read(st->data, &x->loc, x->fp, out + x->dst);
+            continue;
+        }
+        if (!scratch && !(scratch = malloc(DATA_MAX_CHUNK))) {
+            rc = PL_ENOMEM;
+            break;
+        }
+        rc = data_chunk_read(st->data, &x->loc, x->fp, scratch);
+        if (!rc)
+            memcpy(out + x->dst, scratch + x->choff, x->n);
+    }
+    free(scratch);
+    return rc;
+}
+
+struct rjob {
+    struct pl_job job;
+    struct pl_store *st;
+    const struct rplan *pl;
+    size_t first, last;
+    uint8_t *out;
+    int rc;
+};
+
+static void rjob_run(struct pl_job *j)
+{
+    struct rjob *r = (struct rjob *)j;
+    r->rc = read_pieces(r->st, r->pl, r->first, r->last, r->out);
+}
+
+#define READ_JOBS 4
+#define PARALLEL_MIN (1u << 20)
+
+static int read_execute(struct pl_store *st, const struct rplan *pl, uint8_t *out, size_t n)
+{
+    if (n < PARALLEL_MIN || pl->n < 4) {
+        if (pl->n > 1)
+            for (size_t i = 0; i < pl->n; i++)
+                data_prefetch(st->data, &pl->p[i].loc);
+        return read_pieces(st, pl, 0, pl->n, out);
+    }
+    for (size_t i = 0; i < pl->n; i++)
+        data_prefetch(st->data, &pl->p[i].loc);
+    struct rjob jobs[READ_JOBS];
+    int nj = (int)PL_MIN((size_t)READ_JOBS, pl->n);
+    /* contiguous runs per job: each stays sequential on disk for readahead */
+    for (int i = 0; i < nj; i++) {
+        jobs[i] = (struct rjob){.job.fn = rjob_run, .st = st, .pl = pl,
+                                .first = pl->n * (size_t)i / (size_t)nj,
+                                .last = pl->n * (size_t)(i + 1) / (size_t)nj, .out = out};
+        if (i > 0)
+            pl_pool_submit(st->pool, &jobs[i].job);
+    }
+    rjob_run(&jobs[0].job); /* the caller works too */
+    int rc = jobs[0].rc;
+    for (int i = 1; i < nj; i++) {
+        pl_job_wait(st->pool, &jobs[i].job);
+        if (!rc)
+            rc = jobs[i].rc;
+    }
+    return rc;
+}
+
 int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, void *buf,
                  size_t n, size_t *ret_n)
 {
-    uint8_t *scratch = malloc(DATA_MAX_CHUNK);
     struct elem e;
-    int rc = PL_ENOMEM;
+    int rc = 0;
     elem_init(&e);
-    if (!scratch)
-        return rc;
     for (int attempt = 0; attempt < 4; attempt++) {
         MDB_txn *txn;
+        struct rplan pl = {0};
+        size_t len = 0;
         rc = meta_rtxn_begin(st->meta, &txn);
         if (rc)
             break;
         rc = elem_get(txn, st->meta, id, view, &e);
         if (!rc && e.a.type != PL_T_FILE)
             rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
-        size_t len = 0;
         if (!rc && off < e.a.size) {
             len = (size_t)PL_MIN((uint64_t)n, e.a.size - off);
-            if (len >= (256u << 10))
-                rc = read_range(st, txn, id, view, off, buf, len, scratch, 1);
-            if (!rc)
-                rc = read_range(st, txn, id, view, off, buf, len, scratch, 0);
+            rc = read_plan(st, txn, id, view, off, len, &pl);
+        }
+        /* large reads are usually sequential: start the disk on the next two
+         * ranges now, so the next call does not wait for it */
+        if (!rc && len >= PARALLEL_MIN && off + len < e.a.size) {
+            struct rplan ahead = {0};
+            size_t an = (size_t)PL_MIN((uint64_t)len * 2, e.a.size - off - len);
+            if (read_plan(st, txn, id, view, off + len, an, &ahead) == 0)
+                for (size_t i = 0; i < ahead.n; i++)
+                    data_prefetch(st->data, &ahead.p[i].loc);
+            free(ahead.p);
         }
         meta_rtxn_end(txn);
+        if (!rc && len) {
+            /* zero only the holes: the plan is sorted and does not overlap */
+            size_t at = 0;
+            for (size_t i = 0; i < pl.n; i++) {
+                if (pl.p[i].dst > at)
+                    memset((uint8_t *)buf + at, 0, pl.p[i].dst - at);
+                at = pl.p[i].dst + pl.p[i].n;
+            }
+            if (at < len)
+                memset((uint8_t *)buf + at, 0, len - at);
+            rc = read_execute(st, &pl, buf, len);
+        }
+        free(pl.p);
         if (!rc)
             *ret_n = len;
+        /* PL_ENOENT from a segment: compaction moved a chunk; plan again */
         if (rc != PL_ENOENT || attempt == 3)
-            break;
-        /* a segment vanished under us: compaction moved the chunk; look again */
-        int chk = pl_elem_getattr(st, id, view, &e.a);
-        if (chk)
             break;
     }
     elem_release(&e);
-    free(scratch);
     return rc;
 }
 
