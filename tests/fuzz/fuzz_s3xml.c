@@ -16,5 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         s3_xml_list_release(&l);
     if (s3_xml_parse_complete((const char *)data, n, 10000, &l) == 0)
         s3_xml_list_release(&l);
+    if (s3_xml_parse_tagging((const char *)data, n, 50, &l) == 0)
+        s3_xml_list_release(&l);
     return 0;
 }

@@ -293,6 +293,33 @@ def test_auth_errors(s3server, s3):
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"secret data")
 
 
+def test_tagging(s3):
+    s3.create_bucket(Bucket="tags")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_bucket_tagging(Bucket="tags")
+    assert code(e) == "NoSuchTagSet"
+    s3.put_bucket_tagging(Bucket="tags", Tagging={"TagSet": [{"Key": "team", "Value": "ml"}]})
+    assert s3.get_bucket_tagging(Bucket="tags")["TagSet"] == [{"Key": "team", "Value": "ml"}]
+    s3.delete_bucket_tagging(Bucket="tags")
+    with pytest.raises(botocore.exceptions.ClientError):
+        s3.get_bucket_tagging(Bucket="tags")
+    s3.put_object(Bucket="tags", Key="o", Body=b"x", Tagging="a=1&b=two%20words")
+    tags = s3.get_object_tagging(Bucket="tags", Key="o")["TagSet"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("a", "1"), ("b", "two words")]
+    assert s3.get_object(Bucket="tags", Key="o")["TagCount"] == 2
+    s3.put_object_tagging(Bucket="tags", Key="o", Tagging={"TagSet": [{"Key": "k&", "Value": "<v>"}]})
+    assert s3.get_object_tagging(Bucket="tags", Key="o")["TagSet"] == [{"Key": "k&", "Value": "<v>"}]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object_tagging(Bucket="tags", Key="o", Tagging={"TagSet": [
+            {"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}]})
+    assert status(e) == 400
+    s3.delete_object_tagging(Bucket="tags", Key="o")
+    assert s3.get_object_tagging(Bucket="tags", Key="o")["TagSet"] == []
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object_tagging(Bucket="tags", Key="missing")
+    assert code(e) == "NoSuchKey"
+
+
 def test_metrics_per_operation(s3server, s3):
     s3.list_buckets()
     with urllib.request.urlopen(s3server.url + "/metrics", timeout=10) as r:

@@ -76,6 +76,9 @@ enum s3_op {
     OP_ABORT_MPU,
     OP_LIST_PARTS,
     OP_LIST_MPUS,
+    OP_GET_TAGGING,
+    OP_PUT_TAGGING,
+    OP_DELETE_TAGGING,
 };
 
 static const char *const op_names[] = {
@@ -83,7 +86,8 @@ static const char *const op_names[] = {
     "GetBucketVersioning", "PutBucketVersioning", "ListObjects", "ListObjectsV2",
     "ListObjectVersions", "DeleteObjects", "PutObject", "CopyObject", "GetObject", "HeadObject",
     "DeleteObject", "Unsupported", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
-    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
+    "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListMultipartUploads", "GetTagging", "PutTagging",
+    "DeleteTagging",
 };
 
 enum body_mode { BODY_NONE, BODY_COLLECT, BODY_STREAM };
@@ -257,8 +261,9 @@ static void route(struct s3_req *r)
             r->op = OP_LIST_VERSIONS;
         else if (s3_query_has(q, "uploads"))
             r->op = OP_LIST_MPUS;
-        else if (s3_query_has(q, "tagging") ||
-                 s3_query_has(q, "policy") || s3_query_has(q, "acl") ||
+        else if (s3_query_has(q, "tagging"))
+            r->op = OP_GET_TAGGING;
+        else if (s3_query_has(q, "policy") || s3_query_has(q, "acl") ||
                  s3_query_has(q, "lifecycle") || s3_query_has(q, "cors") ||
                  s3_query_has(q, "notification") || s3_query_has(q, "object-lock"))
             r->op = OP_UNSUPPORTED;
@@ -266,9 +271,10 @@ static void route(struct s3_req *r)
             r->op = OP_LIST_OBJECTS_V2;
         else
             r->op = OP_LIST_OBJECTS;
-        if (has_key && (s3_query_has(q, "tagging") || s3_query_has(q, "acl") ||
-                        s3_query_has(q, "retention") || s3_query_has(q, "legal-hold") ||
-                        s3_query_has(q, "attributes")))
+        if (has_key && s3_query_has(q, "tagging"))
+            r->op = r->is_head ? OP_UNSUPPORTED : OP_GET_TAGGING;
+        else if (has_key && (s3_query_has(q, "acl") || s3_query_has(q, "retention") ||
+                             s3_query_has(q, "legal-hold") || s3_query_has(q, "attributes")))
             r->op = OP_UNSUPPORTED;
         else if (has_key && !r->is_head && s3_query_has(q, "uploadId"))
             r->op = OP_LIST_PARTS;
@@ -277,14 +283,16 @@ static void route(struct s3_req *r)
         if (!has_key)
             r->op = !has_bucket                   ? OP_UNSUPPORTED
                     : s3_query_has(q, "versioning") ? OP_PUT_VERSIONING
+                    : s3_query_has(q, "tagging")    ? OP_PUT_TAGGING
                     : q->n == 0                    ? OP_CREATE_BUCKET
                                                    : OP_UNSUPPORTED;
         else if (s3_query_has(q, "uploadId") && s3_query_has(q, "partNumber"))
             r->op = http_req_header(h, "x-amz-copy-source") ? OP_UPLOAD_PART_COPY
                                                             : OP_UPLOAD_PART;
-        else if (s3_query_has(q, "uploadId") || s3_query_has(q, "tagging") ||
-                 s3_query_has(q, "acl") || s3_query_has(q, "retention") ||
-                 s3_query_has(q, "legal-hold"))
+        else if (s3_query_has(q, "tagging"))
+            r->op = OP_PUT_TAGGING;
+        else if (s3_query_has(q, "uploadId") || s3_query_has(q, "acl") ||
+                 s3_query_has(q, "retention") || s3_query_has(q, "legal-hold"))
             r->op = OP_UNSUPPORTED;
         else if (http_req_header(h, "x-amz-copy-source"))
             r->op = OP_COPY_OBJECT;
@@ -294,12 +302,12 @@ static void route(struct s3_req *r)
     case HTTP_DELETE:
         if (!has_bucket)
             r->op = OP_UNSUPPORTED;
+        else if (s3_query_has(q, "tagging"))
+            r->op = OP_DELETE_TAGGING;
         else if (!has_key)
             r->op = q->n == 0 ? OP_DELETE_BUCKET : OP_UNSUPPORTED;
         else
-            r->op = s3_query_has(q, "uploadId") ? OP_ABORT_MPU
-                    : s3_query_has(q, "tagging") ? OP_UNSUPPORTED
-                                                 : OP_DELETE_OBJECT;
+            r->op = s3_query_has(q, "uploadId") ? OP_ABORT_MPU : OP_DELETE_OBJECT;
         break;
     case HTTP_POST:
         if (has_bucket && !has_key && s3_query_has(q, "delete"))
@@ -467,6 +475,8 @@ static int meta_from_headers(struct http_req *h, struct pl_buf *store, const cha
         char xn[300] = "";
         if (!strncmp(name, "x-amz-meta-", 11) && name[11])
             snprintf(xn, sizeof(xn), "user.meta.%s", name + 11);
+        if (!strcmp(name, "x-amz-tagging") && *v)
+            snprintf(xn, sizeof(xn), "s3.tagging");
         for (size_t j = 0; j < PL_ARRAY_LEN(std_headers); j++)
             if (!strcmp(name, std_headers[j]))
                 snprintf(xn, sizeof(xn), "s3.%s", name);
@@ -517,7 +527,12 @@ static int meta_to_headers(struct pl_store *st, const struct pl_attr *a, struct 
         val[vl] = 0;
         if (!strncmp(name, "user.meta.", 10))
             rc = pl_buf_addf(out, "x-amz-meta-%s: %s\r\n", name + 10, val);
-        else if (!strncmp(name, "s3.", 3)) {
+        else if (!strcmp(name, "s3.tagging")) {
+            int count = *val != 0;
+            for (const char *p = val; *p; p++)
+                count += *p == '&';
+            rc = pl_buf_addf(out, "x-amz-tagging-count: %d\r\n", count);
+        } else if (!strncmp(name, "s3.", 3)) {
             /* response-* query parameters override the stored headers */
             char qn[64];
             snprintf(qn, sizeof(qn), "response-%s", name + 3);
@@ -1453,6 +1468,110 @@ out:
     pl_buf_release(&dec);
 }
 
+/* ---- tagging (pool thread) ----
+ * A tag set is one xattr, "s3.tagging", in the form of the x-amz-tagging
+ * header (URL-encoded k=v pairs joined by '&'), so replacing it is atomic.
+ * Bucket tags live on the bucket's directory element. */
+static int tagging_target(struct s3_req *r, uint64_t *ret_id)
+{
+    int rc;
+    if (r->key.len) {
+        struct pl_attr a;
+        rc = pl_obj_lookup(r->srv->st, r->bucket, r->key.data, PL_VIEW_LIVE, &a);
+        if (!rc)
+            *ret_id = a.id;
+    } else {
+        struct pl_bucket_info b;
+        rc = pl_bucket_get(r->srv->st, r->bucket, &b);
+        if (!rc)
+            *ret_id = b.id;
+    }
+    if (rc)
+        fail(r, map_err(rc), rc);
+    return rc;
+}
+
+static void op_tagging(struct s3_req *r)
+{
+    uint64_t id;
+    if (tagging_target(r, &id))
+        return;
+    int rc = 0;
+    if (r->op == OP_DELETE_TAGGING) {
+        rc = pl_xattr_remove(r->srv->st, id, "s3.tagging");
+        if (rc && rc != PL_ENODATA)
+            fail(r, map_err(rc), rc);
+        else
+            r->status = 204;
+        return;
+    }
+    if (r->op == OP_PUT_TAGGING) {
+        struct s3_xml_list l;
+        struct pl_buf v;
+        if (s3_xml_parse_tagging(r->body.data, r->body.len, r->key.len ? 10 : 50, &l)) {
+            fail(r, S3E_MALFORMED_XML, 0);
+            r->err_detail = "The TagSet is malformed, has duplicate keys, or too many tags";
+            return;
+        }
+        pl_buf_init(&v);
+        for (size_t i = 0; i < l.n && !rc; i++) {
+            if (i)
+                rc = pl_buf_add(&v, "&", 1);
+            if (!rc)
+                rc = s3_uri_encode(l.items[i].key, strlen(l.items[i].key), 0, &v);
+            if (!rc)
+                rc = pl_buf_add(&v, "=", 1);
+            if (!rc)
+                rc = s3_uri_encode(l.items[i].value, strlen(l.items[i].value), 0, &v);
+        }
+        if (!rc)
+            rc = l.n ? pl_xattr_set(r->srv->st, id, "s3.tagging", v.data, v.len)
+                     : pl_xattr_remove(r->srv->st, id, "s3.tagging");
+        if (rc == PL_ENODATA)
+            rc = 0;
+        if (rc)
+            fail(r, map_err(rc), rc);
+        pl_buf_release(&v);
+        s3_xml_list_release(&l);
+        return;
+    }
+    char val[8192];
+    ssize_t n = pl_xattr_get(r->srv->st, id, PL_VIEW_LIVE, "s3.tagging", val, sizeof(val) - 1);
+    if (n == PL_ENODATA && !r->key.len) {
+        fail(r, S3E_NO_TAGS, 0); /* a bucket without tags, as AWS answers */
+        return;
+    }
+    if (n < 0 && n != PL_ENODATA) {
+        fail(r, map_err((int)n), (int)n);
+        return;
+    }
+    size_t vl = n > 0 ? (size_t)n : 0;
+    if (vl >= sizeof(val))
+        vl = sizeof(val) - 1;
+    val[vl] = 0;
+    struct s3_query tags;
+    rc = s3_query_parse(val, &tags);
+    if (!rc)
+        rc = pl_buf_addstr(&r->xml, "<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                                    "<TagSet>");
+    for (int i = 0; !rc && i < tags.n; i++) {
+        rc = pl_buf_addstr(&r->xml, "<Tag><Key>");
+        if (!rc)
+            rc = xml_esc(&r->xml, tags.p[i].name);
+        if (!rc)
+            rc = pl_buf_addstr(&r->xml, "</Key><Value>");
+        if (!rc)
+            rc = xml_esc(&r->xml, tags.p[i].value);
+        if (!rc)
+            rc = pl_buf_addstr(&r->xml, "</Value></Tag>");
+    }
+    if (!rc)
+        rc = pl_buf_addstr(&r->xml, "</TagSet></Tagging>");
+    s3_query_release(&tags);
+    if (rc)
+        fail(r, S3E_INTERNAL, rc);
+}
+
 /* ---- multipart (pool thread) ---- */
 static void op_create_mpu(struct s3_req *r)
 {
@@ -1773,7 +1892,7 @@ static int op_has_stream_body(enum s3_op op)
 static int op_collects_body(enum s3_op op)
 {
     return op == OP_DELETE_OBJECTS || op == OP_CREATE_BUCKET || op == OP_PUT_VERSIONING ||
-           op == OP_COMPLETE_MPU;
+           op == OP_COMPLETE_MPU || op == OP_PUT_TAGGING;
 }
 
 static void exec_op(struct s3_req *r)
@@ -1800,6 +1919,9 @@ static void exec_op(struct s3_req *r)
     case OP_LIST_PARTS: op_list_parts(r); break;
     case OP_LIST_MPUS: op_list_mpus(r); break;
     case OP_UPLOAD_PART_COPY: op_upload_part_copy(r); break;
+    case OP_GET_TAGGING:
+    case OP_PUT_TAGGING:
+    case OP_DELETE_TAGGING: op_tagging(r); break;
     case OP_COPY_OBJECT: op_copy_object(r); break;
     case OP_GET_OBJECT:
         get_prepare(r);

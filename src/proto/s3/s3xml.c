@@ -101,10 +101,51 @@ int s3_xml_parse_complete(const char *body, size_t n, size_t max, struct s3_xml_
     return parse(body, n, "CompleteMultipartUpload", "Part", max, out, complete_item);
 }
 
+int s3_xml_parse_tagging(const char *body, size_t n, size_t max, struct s3_xml_list *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (n > INT32_MAX)
+        return PL_EINVAL;
+    xmlDoc *doc = xmlReadMemory(body, (int)n, "tagging.xml", NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                                    XML_PARSE_NOWARNING);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *set = root && !strcmp((const char *)root->name, "Tagging") ? child(root, "TagSet")
+                                                                         : NULL;
+    int rc = set ? 0 : PL_EINVAL;
+    if (!rc) {
+        out->items = calloc(max + 1, sizeof(*out->items));
+        rc = out->items ? 0 : PL_ENOMEM;
+    }
+    for (xmlNode *t = set ? set->children : NULL; t && !rc; t = t->next) {
+        if (t->type != XML_ELEMENT_NODE || strcmp((const char *)t->name, "Tag"))
+            continue;
+        if (out->n == max) {
+            rc = PL_EINVAL;
+            break;
+        }
+        struct s3_xml_item *it = &out->items[out->n];
+        it->key = text_of(child(t, "Key"));
+        it->value = text_of(child(t, "Value"));
+        out->n++;
+        if (!it->key || !it->value || !*it->key || strlen(it->key) > 128 ||
+            strlen(it->value) > 256)
+            rc = PL_EINVAL;
+        for (size_t j = 0; !rc && j + 1 < out->n; j++)
+            if (!strcmp(out->items[j].key, it->key))
+                rc = PL_EINVAL;
+    }
+    xmlFreeDoc(doc);
+    if (rc)
+        s3_xml_list_release(out);
+    return rc;
+}
+
 void s3_xml_list_release(struct s3_xml_list *l)
 {
     for (size_t i = 0; l->items && i < l->n; i++) {
         free(l->items[i].key);
+        free(l->items[i].value);
         free(l->items[i].etag);
     }
     free(l->items);

@@ -8,7 +8,8 @@
 #include "base/base.h"
 
 struct s3_xml_item {
-    char *key;    /* DeleteObjects: Object/Key */
+    char *key;    /* DeleteObjects: Object/Key; Tagging: Tag/Key */
+    char *value;  /* Tagging: Tag/Value */
     int number;   /* CompleteMultipartUpload: Part/PartNumber */
     char *etag;   /* CompleteMultipartUpload: Part/ETag */
 };
@@ -24,6 +25,9 @@ struct s3_xml_list {
 int s3_xml_parse_delete(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
 /* <CompleteMultipartUpload><Part><PartNumber/><ETag/></Part>*</...> */
 int s3_xml_parse_complete(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
+/* <Tagging><TagSet><Tag><Key/><Value/></Tag>*</TagSet></Tagging>; at most max
+ * tags, keys 1..128 and values 0..256 bytes, no duplicate keys. */
+int s3_xml_parse_tagging(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
 void s3_xml_list_release(struct s3_xml_list *l);
 /* Initialize libxml2 once, before threads use it. */
 void s3_xml_init(void);
