@@ -12,10 +12,7 @@
 
 static uint64_t rnd(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return pl_splitmix64(s);
 }
 
 static void fill_random(uint8_t *p, size_t n, uint64_t *s)

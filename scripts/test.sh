@@ -24,6 +24,19 @@ run_units() { # $1 build dir, $2 label
     done
 }
 
+junit_counts() { # pytest's junit file -> "passed failed" into the counts
+    /usr/bin/python3 - "$1" >> "$RESULTS/counts" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    r = ET.parse(sys.argv[1]).getroot()
+    s = r if r.tag == "testsuite" else r.find("testsuite")
+    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    print(t - f - e - sk, f + e)
+except Exception:
+    print(0, 1)
+PY
+}
+
 echo "== unit tests"
 BIG=1 run_units build unit
 
@@ -68,32 +81,14 @@ echo "$(grep -c '^lint .* ok$' "$RESULTS/lint.out") $(grep -c '^lint .* FAILED$'
 echo "== integration tests (real server, real clients)"
 PLENUM_BIN="$ROOT/build/plenum" PLENUM_BUILD="$ROOT/build" /usr/bin/python3 -m pytest -q \
     -p no:cacheprovider --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25
-/usr/bin/python3 - "$RESULTS/pytest.xml" >> "$RESULTS/counts" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    r = ET.parse(sys.argv[1]).getroot()
-    s = r if r.tag == "testsuite" else r.find("testsuite")
-    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-    print(t - f - e - sk, f + e)
-except Exception:
-    print(0, 1)
-PY
+junit_counts "$RESULTS/pytest.xml"
 
 echo "== S3 integration tests against the ASan+UBSan server (leaks fail the stop)"
 PLENUM_BIN="$ROOT/build-asan/plenum" PLENUM_BUILD="$ROOT/build" \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/pytest-asan.xml" \
     tests/integration/test_s3.py tests/integration/test_s3_clients.py 2>&1 | tail -5
-/usr/bin/python3 - "$RESULTS/pytest-asan.xml" >> "$RESULTS/counts" <<'PY'
-import sys, xml.etree.ElementTree as ET
-try:
-    r = ET.parse(sys.argv[1]).getroot()
-    s = r if r.tag == "testsuite" else r.find("testsuite")
-    t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-    print(t - f - e - sk, f + e)
-except Exception:
-    print(0, 1)
-PY
+junit_counts "$RESULTS/pytest-asan.xml"
 
 read -r P F <<< "$(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$RESULTS/counts")"
 echo "$P passed, $F failed"

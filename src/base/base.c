@@ -1,6 +1,8 @@
 #include "base/base.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,7 +252,7 @@ void pl_hex(const uint8_t *p, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-static int hexval(char c)
+int pl_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -266,12 +268,24 @@ int pl_unhex(const char *s, uint8_t *out, size_t n)
     if (strlen(s) != 2 * n)
         return PL_EINVAL;
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        int hi = pl_hexval(s[2 * i]), lo = pl_hexval(s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return PL_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;
+}
+
+int pl_sockaddr_port(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET6) {
+        struct sockaddr_in6 a6;
+        memcpy(&a6, sa, sizeof(a6));
+        return ntohs(a6.sin6_port);
+    }
+    struct sockaddr_in a4;
+    memcpy(&a4, sa, sizeof(a4));
+    return ntohs(a4.sin_port);
 }
 
 void pl_fmt_bytes(uint64_t n, char *out, size_t outsz)

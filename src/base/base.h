@@ -99,6 +99,22 @@ int pl_random(void *buf, size_t n) PL_WUR;
 void pl_hex(const uint8_t *p, size_t n, char *out);
 int pl_unhex(const char *s, uint8_t *out, size_t n) PL_WUR;
 
+/* Value of a hex digit, or -1. */
+int pl_hexval(char c);
+
+/* splitmix64: a tiny deterministic generator (test data, fixed tables). */
+static inline uint64_t pl_splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Port of an AF_INET or AF_INET6 socket address (from getsockname). */
+struct sockaddr_storage;
+int pl_sockaddr_port(const struct sockaddr_storage *sa);
+
 /* Format a byte count as "12.3 MiB" into out. */
 void pl_fmt_bytes(uint64_t n, char *out, size_t outsz);
 

@@ -14,13 +14,8 @@ static pthread_once_t gear_once = PTHREAD_ONCE_INIT;
 static void gear_fill(void)
 {
     uint64_t s = 0x506c656e756d4344ull; /* "PlenumCD" */
-    for (int i = 0; i < 256; i++) {
-        /* splitmix64 */
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        gear[i] = z ^ (z >> 31);
-    }
+    for (int i = 0; i < 256; i++)
+        gear[i] = pl_splitmix64(&s);
 }
 
 static int log2u(uint32_t v)

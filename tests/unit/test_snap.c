@@ -1,32 +1,7 @@
-#include "testutil.h"
-
 #include <time.h>
 
 #include "store/store_int.h"
-
-struct fix {
-    char dir[256];
-    struct pl_store *st;
-};
-
-static int setup(void **state)
-{
-    struct fix *f = calloc(1, sizeof(*f));
-    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
-    tu_tmpdir(f->dir, sizeof(f->dir));
-    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    pl_store_close(f->st);
-    tu_rmrf(f->dir);
-    free(f);
-    return 0;
-}
+#include "testutil.h"
 
 static void put(struct pl_store *st, const char *k, const void *p, size_t n, struct pl_attr *a)
 {

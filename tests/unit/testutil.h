@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "base/base.h"
+
 /* A fresh temporary directory path (not created) under TMPDIR. */
 static inline void tu_tmpdir(char *out, size_t n)
 {
@@ -34,10 +36,7 @@ static inline void tu_rmrf(const char *dir)
 /* Deterministic pseudo-random bytes (splitmix64). */
 static inline uint64_t tu_rand(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return pl_splitmix64(s);
 }
 
 static inline void tu_fill(uint8_t *p, size_t n, uint64_t seed)
@@ -67,5 +66,32 @@ static inline void tu_fill_text(uint8_t *p, size_t n, uint64_t seed)
             p[i++] = (uint8_t)w[j];
     }
 }
+
+#ifdef PLENUM_STORE_H
+/* A store in a fresh temporary directory, per test. */
+struct fix {
+    char dir[256];
+    struct pl_store *st;
+};
+
+static inline int setup(void **state)
+{
+    struct fix *f = calloc(1, sizeof(*f));
+    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
+    tu_tmpdir(f->dir, sizeof(f->dir));
+    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
+    *state = f;
+    return 0;
+}
+
+static inline int teardown(void **state)
+{
+    struct fix *f = *state;
+    pl_store_close(f->st);
+    tu_rmrf(f->dir);
+    free(f);
+    return 0;
+}
+#endif
 
 #endif

@@ -546,15 +546,7 @@ int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_se
         rc = -errno;
         goto fail;
     }
-    if (sa.ss_family == AF_INET6) {
-        struct sockaddr_in6 a6;
-        memcpy(&a6, &sa, sizeof(a6));
-        s->port = ntohs(a6.sin6_port);
-    } else {
-        struct sockaddr_in a4;
-        memcpy(&a4, &sa, sizeof(a4));
-        s->port = ntohs(a4.sin_port);
-    }
+    s->port = pl_sockaddr_port(&sa);
     if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;

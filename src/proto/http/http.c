@@ -588,15 +588,7 @@ int http_server_start(uv_loop_t *loop, const struct http_server_opts *o,
     }
     int sl = sizeof(sa);
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&sa, &sl);
-    if (sa.ss_family == AF_INET6) {
-        struct sockaddr_in6 a6;
-        memcpy(&a6, &sa, sizeof(a6));
-        s->port = ntohs(a6.sin6_port);
-    } else {
-        struct sockaddr_in a4;
-        memcpy(&a4, &sa, sizeof(a4));
-        s->port = ntohs(a4.sin_port);
-    }
+    s->port = pl_sockaddr_port(&sa);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_start(&s->sweep, on_sweep, 1000, 1000);

@@ -1344,31 +1344,69 @@ static void op_delete_objects(struct s3_req *r)
     s3_xml_list_release(&l);
 }
 
-static void op_copy_object(struct s3_req *r)
+/* x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, maybe with
+ * "?versionId=". The key points into dec. */
+static int copy_source(struct s3_req *r, char sbucket[64], const char **skey, struct pl_buf *dec)
 {
     const char *src = http_req_header(r->hr, "x-amz-copy-source");
-    struct pl_buf dec;
-    struct pl_attr a;
-    struct pl_writer *w = NULL;
-    char *buf = NULL, ctype[256] = "";
-    char sbucket[64];
-    pl_buf_init(&dec);
-    /* "/bucket/key" or "bucket/key", URL-encoded, maybe ?versionId= */
     const char *qm = strchr(src, '?');
-    if (s3_uri_decode(src, qm ? (size_t)(qm - src) : strlen(src), &dec)) {
+    if (s3_uri_decode(src, qm ? (size_t)(qm - src) : strlen(src), dec)) {
         fail(r, S3E_INVALID_ARGUMENT, 0);
-        goto out;
+        return PL_EINVAL;
     }
-    const char *p = dec.data[0] == '/' ? dec.data + 1 : dec.data;
+    const char *p = dec->data[0] == '/' ? dec->data + 1 : dec->data;
     const char *slash = strchr(p, '/');
-    if (!slash || (size_t)(slash - p) >= sizeof(sbucket) || !slash[1]) {
+    if (!slash || (size_t)(slash - p) >= 64 || !slash[1]) {
         fail(r, S3E_INVALID_ARGUMENT, 0);
         r->err_detail = "Copy Source must mention the source bucket and key: sourcebucket/sourcekey";
-        goto out;
+        return PL_EINVAL;
     }
     memcpy(sbucket, p, (size_t)(slash - p));
     sbucket[slash - p] = 0;
-    const char *skey = slash + 1;
+    *skey = slash + 1;
+    return 0;
+}
+
+/* Feed bytes [from, to) of element id into w; they deduplicate against the
+ * source, so only metadata is really written. */
+static int copy_range(struct s3_req *r, uint64_t id, uint64_t from, uint64_t to,
+                      struct pl_writer *w)
+{
+    char *buf = malloc(READ_PIECE);
+    int rc = buf ? 0 : PL_ENOMEM;
+    for (uint64_t off = from; !rc && off < to;) {
+        size_t got;
+        rc = pl_elem_read(r->srv->st, id, PL_VIEW_LIVE, off, buf,
+                          (size_t)PL_MIN((uint64_t)READ_PIECE, to - off), &got);
+        if (!rc && !got)
+            rc = PL_EIO; /* truncated under us */
+        if (!rc)
+            rc = pl_writer_write(w, buf, got);
+        off += got;
+    }
+    free(buf);
+    return rc;
+}
+
+static void copy_result(struct s3_req *r, const char *root, int64_t mtime, const char *etag)
+{
+    char t[40];
+    iso8601(mtime, t, sizeof(t));
+    if (pl_buf_addf(&r->xml, "<%s><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag></%s>",
+                    root, t, etag, root))
+        fail(r, S3E_INTERNAL, PL_ENOMEM);
+}
+
+static void op_copy_object(struct s3_req *r)
+{
+    struct pl_buf dec;
+    struct pl_attr a;
+    struct pl_writer *w = NULL;
+    char ctype[256] = "", sbucket[64];
+    const char *skey;
+    pl_buf_init(&dec);
+    if (copy_source(r, sbucket, &skey, &dec))
+        goto out;
     int rc = pl_obj_lookup(r->srv->st, sbucket, skey, PL_VIEW_LIVE, &a);
     if (rc) {
         fail(r, map_err(rc), rc);
@@ -1397,19 +1435,8 @@ static void op_copy_object(struct s3_req *r)
     rc = pl_obj_put_begin(r->srv->st, r->bucket, r->key.data, &w);
     if (!rc)
         rc = pl_obj_content_type(r->srv->st, a.id, PL_VIEW_LIVE, ctype, sizeof(ctype));
-    buf = malloc(READ_PIECE);
-    if (!rc && !buf)
-        rc = PL_ENOMEM;
-    /* the bytes dedup against the source: only metadata is written anew */
-    for (uint64_t off = 0; !rc && a.type == PL_T_FILE && off < a.size;) {
-        size_t got;
-        rc = pl_elem_read(r->srv->st, a.id, PL_VIEW_LIVE, off, buf, READ_PIECE, &got);
-        if (!rc && !got)
-            break;
-        if (!rc)
-            rc = pl_writer_write(w, buf, got);
-        off += got;
-    }
+    if (!rc && a.type == PL_T_FILE)
+        rc = copy_range(r, a.id, 0, a.size, w);
     struct pl_buf store;
     const char **xattrs = NULL;
     pl_buf_init(&store);
@@ -1456,15 +1483,9 @@ static void op_copy_object(struct s3_req *r)
         fail(r, map_err(rc), rc);
         goto out;
     }
-    char t[40];
-    iso8601(a.mtime, t, sizeof(t));
-    if (pl_buf_addf(&r->xml, "<CopyObjectResult><LastModified>%s</LastModified><ETag>&quot;%s"
-                             "&quot;</ETag></CopyObjectResult>",
-                    t, a.etag))
-        fail(r, S3E_INTERNAL, PL_ENOMEM);
+    copy_result(r, "CopyObjectResult", a.mtime, a.etag);
 out:
     pl_writer_abort(w);
-    free(buf);
     pl_buf_release(&dec);
 }
 
@@ -1797,27 +1818,16 @@ static void op_list_mpus(struct s3_req *r)
 /* UploadPartCopy: a range of an existing object becomes a part. */
 static void op_upload_part_copy(struct s3_req *r)
 {
-    const char *src = http_req_header(r->hr, "x-amz-copy-source");
     const char *range = http_req_header(r->hr, "x-amz-copy-source-range");
     struct pl_buf dec;
     struct pl_attr a;
     struct pl_writer *w = NULL;
-    char *buf = NULL, sbucket[64];
+    char sbucket[64];
+    const char *skey;
     pl_buf_init(&dec);
-    const char *qm = strchr(src, '?');
-    if (s3_uri_decode(src, qm ? (size_t)(qm - src) : strlen(src), &dec)) {
-        fail(r, S3E_INVALID_ARGUMENT, 0);
+    if (copy_source(r, sbucket, &skey, &dec))
         goto out;
-    }
-    const char *p = dec.data[0] == '/' ? dec.data + 1 : dec.data;
-    const char *slash = strchr(p, '/');
-    if (!slash || (size_t)(slash - p) >= sizeof(sbucket) || !slash[1]) {
-        fail(r, S3E_INVALID_ARGUMENT, 0);
-        goto out;
-    }
-    memcpy(sbucket, p, (size_t)(slash - p));
-    sbucket[slash - p] = 0;
-    int rc = pl_obj_lookup(r->srv->st, sbucket, slash + 1, PL_VIEW_LIVE, &a);
+    int rc = pl_obj_lookup(r->srv->st, sbucket, skey, PL_VIEW_LIVE, &a);
     if (rc) {
         fail(r, map_err(rc), rc);
         goto out;
@@ -1843,18 +1853,7 @@ static void op_upload_part_copy(struct s3_req *r)
     }
     if (mpu_part_open(r, &w))
         goto out;
-    buf = malloc(READ_PIECE);
-    rc = buf ? 0 : PL_ENOMEM;
-    for (uint64_t off = from; !rc && off < to;) {
-        size_t got;
-        rc = pl_elem_read(r->srv->st, a.id, PL_VIEW_LIVE, off,
-                          buf, (size_t)PL_MIN((uint64_t)READ_PIECE, to - off), &got);
-        if (!rc && !got)
-            rc = PL_EIO;
-        if (!rc)
-            rc = pl_writer_write(w, buf, got);
-        off += got;
-    }
+    rc = copy_range(r, a.id, from, to, w);
     struct pl_part_info pi;
     if (!rc) {
         rc = pl_mpu_part_commit(w, NULL, &pi);
@@ -1864,15 +1863,9 @@ static void op_upload_part_copy(struct s3_req *r)
         fail(r, mpu_err(rc), rc);
         goto out;
     }
-    char t[40];
-    iso8601(pi.mtime, t, sizeof(t));
-    if (pl_buf_addf(&r->xml, "<CopyPartResult><LastModified>%s</LastModified><ETag>&quot;%s"
-                             "&quot;</ETag></CopyPartResult>",
-                    t, pi.etag))
-        fail(r, S3E_INTERNAL, PL_ENOMEM);
+    copy_result(r, "CopyPartResult", pi.mtime, pi.etag);
 out:
     pl_writer_abort(w);
-    free(buf);
     pl_buf_release(&dec);
 }
 

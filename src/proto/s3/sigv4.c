@@ -8,17 +8,6 @@
 #include <stdlib.h>
 #include <strings.h>
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int s3_uri_decode(const char *src, size_t n, struct pl_buf *out)
 {
     pl_buf_reset(out);
@@ -27,7 +16,7 @@ int s3_uri_decode(const char *src, size_t n, struct pl_buf *out)
         if (c == '%') {
             if (i + 2 >= n)
                 return PL_EINVAL;
-            int h = hexv(src[i + 1]), l = hexv(src[i + 2]);
+            int h = pl_hexval(src[i + 1]), l = pl_hexval(src[i + 2]);
             if (h < 0 || l < 0)
                 return PL_EINVAL;
             c = (char)(h << 4 | l);
