@@ -1983,12 +1983,13 @@ static void send_piece(struct s3_req *r);
 static void piece_written(struct http_conn *c, int status, void *arg)
 {
     struct s3_req *r = arg;
-    (void)c;
     r->busy = 0;
-    if (r->closed || status) {
+    if (r->closed) {
         req_free(r);
         return;
     }
+    if (status)
+        return; /* the connection closes next; on_close frees the request */
     if (r->pos < r->end) {
         queue_job(r, J_READ);
     } else {
@@ -2160,10 +2161,12 @@ static void response_done(struct http_conn *c, int status, void *arg)
 {
     struct s3_req *r = arg;
     r->busy = 0;
-    if (r->closed || status) {
+    if (r->closed) {
         req_free(r);
         return;
     }
+    if (status)
+        return; /* the connection closes next; on_close frees the request */
     http_conn_set_data(c, NULL);
     int keep = r->err == S3E_NONE || r->mode != BODY_STREAM;
     req_free(r);
