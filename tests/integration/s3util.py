@@ -47,7 +47,8 @@ def sign(method, host, path, query="", headers=None, body=b"", when=None,
 
 
 def raw(port, data, timeout=10, read=True):
-    """Send raw bytes, return what the server answers (until close or timeout)."""
+    """Send raw bytes; return the response (headers and body) once complete
+    (Content-Length), or whatever arrived before close or timeout."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
         if not read:
@@ -59,8 +60,13 @@ def raw(port, data, timeout=10, read=True):
                 if not b:
                     break
                 out += b
-                if b"\r\n\r\n" in out and (b"Content-Length: 0" in out or out.endswith(b"</Error>")):
-                    break
+                head, sep, body = out.partition(b"\r\n\r\n")
+                if sep:
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            if len(body) >= int(value.strip()):
+                                return out
         except socket.timeout:
             pass
         return out

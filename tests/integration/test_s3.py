@@ -339,3 +339,24 @@ def test_same_bytes_everywhere(s3server, s3):
     pl.ok("cp", "-", "pl://same/copy-from-cli", input=body)  # deduplicated against the S3 write
     assert pl.json("stats")["unique_bytes"] == before
     assert s3.get_object(Bucket="same", Key="copy-from-cli")["Body"].read() == body
+
+
+def test_virtual_host_style(tmp_path):
+    from conftest import Server
+    from s3util import raw, sign
+    srv = Server(tmp_path / "data", s3=True, extra=("--s3-domain", "s3.test"))
+    try:
+        s3c = client(srv.s3_url)
+        s3c.create_bucket(Bucket="vhost")
+        s3c.put_object(Bucket="vhost", Key="dir/k", Body=b"virtual")
+        host = f"vhost.s3.test:{srv.s3_port}"
+        h = sign("GET", host, "/dir/k")
+        out = raw(srv.s3_port, ("GET /dir/k HTTP/1.1\r\n" +
+                                "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"virtual")
+        h = sign("GET", host, "/", query="list-type=2")
+        out = raw(srv.s3_port, ("GET /?list-type=2 HTTP/1.1\r\n" +
+                                "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode())
+        assert b"<Key>dir/k</Key>" in out
+    finally:
+        assert srv.stop() == 0
