@@ -279,8 +279,13 @@ int cmd_server(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
-    /* the S3 head's store work runs on libuv's pool: size it before first use */
-    setenv("UV_THREADPOOL_SIZE", "8", 0);
+    /* the S3 head's store work runs on libuv's pool: size it before first use.
+     * Two per core: enough to overlap commits that wait for a sync, few enough
+     * that small requests do not drown in context switches. */
+    char pool[16];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(pool, sizeof(pool), "%ld", cores > 0 ? PL_MAX(4, 2 * cores) : 4);
+    setenv("UV_THREADPOOL_SIZE", pool, 0);
     /* signals are taken by sigwait below; every thread inherits the mask */
     sigset_t sigs;
     sigemptyset(&sigs);
