@@ -227,6 +227,8 @@ int pl_obj_lookup(struct pl_store *st, const char *bucket, const char *key, uint
         rc = PL_ENOENT; /* "a" names a directory: only "a/" is an object */
     if (!rc)
         rc = elem_get(txn, st->meta, d.id, view, &e);
+    if (!rc && e.a.type == PL_T_DIR && (e.flags & ELEM_F_IMPLICIT))
+        rc = PL_ENOENT; /* "a/" exists as an object only if someone made it one */
     if (!rc)
         *ret = e.a;
     elem_release(&e);
@@ -683,12 +685,15 @@ static int apply_mkdirs(struct meta_txn *t, void *arg)
             rc = store_mk(t, &m);
             d.id = m.out.id;
             d.type = PL_T_DIR;
-        } else if (!rc && last && d.type == PL_T_DIR) {
-            struct elem e; /* an existing implicit directory becomes explicit */
+        }
+        if (!rc && last && d.type == PL_T_DIR) {
+            /* the marker object: explicit, with the ETag of an empty body */
+            struct elem e;
             elem_init(&e);
             rc = elem_get(t->txn, t->env, d.id, PL_VIEW_LIVE, &e);
-            if (!rc && (e.flags & ELEM_F_IMPLICIT)) {
+            if (!rc) {
                 e.flags &= (uint16_t)~ELEM_F_IMPLICIT;
+                snprintf(e.a.etag, sizeof(e.a.etag), "d41d8cd98f00b204e9800998ecf8427e");
                 rc = elem_put(t, &e);
             }
             elem_release(&e);

@@ -112,6 +112,15 @@ def test_objects_metadata_ranges_conditionals(s3):
     assert code(e) == "BadDigest"
     with pytest.raises(botocore.exceptions.ClientError):
         s3.head_object(Bucket="objs", Key="md5")
+    # a "folder" marker, and a prefix that is not one
+    s3.put_object(Bucket="objs", Key="folder/", Body=b"")
+    h = s3.head_object(Bucket="objs", Key="folder/")
+    assert h["ContentLength"] == 0 and h["ETag"] == '"d41d8cd98f00b204e9800998ecf8427e"'
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="objs", Key="dir/")  # only implied by dir/obj.bin
+    assert status(e) == 404
+    keys = [c["Key"] for c in s3.list_objects_v2(Bucket="objs", Prefix="folder")["Contents"]]
+    assert keys == ["folder/"]
     # empty object, delete semantics
     s3.put_object(Bucket="objs", Key="empty", Body=b"")
     assert s3.get_object(Bucket="objs", Key="empty")["Body"].read() == b""
