@@ -2251,6 +2251,17 @@ static void respond(struct s3_req *r)
     size_t n;
     char *p = pl_buf_detach(&out, &n);
     if (streaming && !r->is_head && r->end > r->pos) {
+        if (r->pos + r->piece_n == r->end && r->piece_n <= 65536) {
+            /* a small body goes out with its head: one write, one callback */
+            char *both = realloc(p, n + r->piece_n);
+            if (both) {
+                memcpy(both + n, r->piece, r->piece_n);
+                r->pos = r->end;
+                r->busy = 1;
+                http_conn_write_owned(r->c, both, n + r->piece_n, piece_written, r);
+                return;
+            }
+        }
         http_conn_write_owned(r->c, p, n, NULL, NULL);
         send_piece(r);
         return;
