@@ -275,5 +275,6 @@ def test_wrk_load_then_disconnect(s3server):
                                text=True, timeout=60)
             assert p.returncode == 0, p.stderr
             assert "Non-2xx" not in p.stdout, p.stdout
+            assert float(p.stdout.split("Requests/sec:")[1].split()[0]) > 0, p.stdout
         alive(s3server)
     assert s3.get_object(Bucket="wrk-load", Key="small")["Body"].read() == b"s" * 4096

@@ -108,7 +108,8 @@ struct s3_req {
     struct http_conn *c;
     struct http_req *hr;
     uv_work_t work;
-    int busy; /* a pool job holds this request */
+    int busy;    /* a pool job holds this request */
+    int writing; /* a response write that names this request is in flight */
     int fast; /* no body: auth and op run in one job */
     int closed;
     enum s3_op op;
@@ -146,8 +147,11 @@ struct s3_req {
     /* get */
     struct pl_attr attr;
     uint64_t pos, end;
-    uint8_t *piece;
+    uint8_t *piece;   /* loop thread: the next piece to send */
     size_t piece_n;
+    uint8_t *rd_buf;  /* pool thread: the piece being read */
+    size_t rd_n;
+    uint64_t rd_off;
 };
 
 static void req_free(struct s3_req *r);
@@ -1271,26 +1275,27 @@ static void get_prepare(struct s3_req *r)
         fail(r, map_err(rc), rc);
 }
 
-/* Read the next piece of a GET body into r->piece. */
+/* Read the piece at r->rd_off into r->rd_buf (pool thread). The loop thread
+ * never looks at rd_* while the job runs; job_after hands the piece over. */
 static void get_read(struct s3_req *r)
 {
-    size_t want = (size_t)PL_MIN((uint64_t)READ_PIECE, r->end - r->pos), got = 0;
-    if (!r->piece)
-        r->piece = malloc(READ_PIECE);
-    if (!r->piece) {
+    size_t want = (size_t)PL_MIN((uint64_t)READ_PIECE, r->end - r->rd_off), got = 0;
+    if (!r->rd_buf)
+        r->rd_buf = malloc(READ_PIECE);
+    if (!r->rd_buf) {
         fail(r, S3E_INTERNAL, PL_ENOMEM);
         return;
     }
-    int rc = pl_elem_read(r->srv->st, r->attr.id, PL_VIEW_LIVE, r->pos, r->piece, want, &got);
+    int rc = pl_elem_read(r->srv->st, r->attr.id, PL_VIEW_LIVE, r->rd_off, r->rd_buf, want, &got);
     if (!rc && got != want)
         rc = PL_EIO; /* truncated under us */
     if (rc) {
         fail(r, map_err(rc), rc);
         pl_log(PL_LOG_WARN, "s3", "GET %s/%s failed at offset %" PRIu64 ": %s", r->bucket,
-               r->key.data, r->pos, pl_strerror(rc));
+               r->key.data, r->rd_off, pl_strerror(rc));
         return;
     }
-    r->piece_n = got;
+    r->rd_n = got;
 }
 
 /* ---- DeleteObject(s), CopyObject (pool thread) ---- */
@@ -1918,6 +1923,7 @@ static void exec_op(struct s3_req *r)
     case OP_COPY_OBJECT: op_copy_object(r); break;
     case OP_GET_OBJECT:
         get_prepare(r);
+        r->rd_off = r->pos;
         if (r->err == S3E_NONE && r->end > r->pos)
             get_read(r);
         break;
@@ -1980,18 +1986,24 @@ static void queue_job(struct s3_req *r, enum job kind)
 
 static void send_piece(struct s3_req *r);
 
+/* GET bodies: one read and one write in flight at a time, overlapped. */
 static void piece_written(struct http_conn *c, int status, void *arg)
 {
     struct s3_req *r = arg;
-    r->busy = 0;
+    r->writing = 0;
     if (r->closed) {
         req_free(r);
         return;
     }
     if (status)
         return; /* the connection closes next; on_close frees the request */
-    if (r->pos < r->end) {
-        queue_job(r, J_READ);
+    if (r->piece_n) {
+        send_piece(r); /* the next piece was read while this one was written */
+    } else if (r->pos < r->end) {
+        if (!r->busy) {
+            r->rd_off = r->pos;
+            queue_job(r, J_READ);
+        }
     } else {
         /* the body is out: this request is over, the connection may go on */
         http_conn_set_data(c, NULL);
@@ -2007,7 +2019,13 @@ static void send_piece(struct s3_req *r)
     r->piece = NULL;
     r->piece_n = 0;
     r->pos += n;
-    r->busy = 1; /* until the write is handed to the kernel */
+    /* read the next piece while this one goes out; queued first, so a write
+     * that fails at once cannot free the request under us */
+    if (r->pos < r->end && !r->busy && !r->closed && !http_conn_closing(r->c)) {
+        r->rd_off = r->pos;
+        queue_job(r, J_READ);
+    }
+    r->writing = 1; /* until the write is handed to the kernel */
     http_conn_write_owned(r->c, p, n, piece_written, r);
 }
 
@@ -2019,6 +2037,14 @@ static void job_after(uv_work_t *w, int status)
     struct http_conn *c = r->c;
     free(j);
     r->busy = 0;
+    if (r->rd_n && !r->piece_n) {
+        /* the job is over: its piece now belongs to the loop thread */
+        free(r->piece);
+        r->piece = r->rd_buf;
+        r->piece_n = r->rd_n;
+        r->rd_buf = NULL;
+        r->rd_n = 0;
+    }
     if (status == UV_ECANCELED)
         fail(r, S3E_INTERNAL, PL_ESHUTDOWN);
     if (r->closed) {
@@ -2066,7 +2092,8 @@ static void job_after(uv_work_t *w, int status)
             http_conn_close(c); /* mid-body: a short response tells the client */
             break;
         }
-        send_piece(r);
+        if (!r->writing)
+            send_piece(r); /* else piece_written sends it */
         break;
     }
     http_conn_unref(c);
@@ -2122,7 +2149,7 @@ static void on_body_end(struct http_conn *c)
 
 static void req_free(struct s3_req *r)
 {
-    if (!r || r->busy)
+    if (!r || r->busy || r->writing)
         return;
     pl_writer_abort(r->w);
     if (r->aws_chunked)
@@ -2138,6 +2165,7 @@ static void req_free(struct s3_req *r)
     pl_buf_release(&r->head);
     pl_buf_release(&r->xml);
     free(r->piece);
+    free(r->rd_buf);
     free(r);
 }
 
@@ -2160,7 +2188,7 @@ static void access_log(struct s3_req *r, int status)
 static void response_done(struct http_conn *c, int status, void *arg)
 {
     struct s3_req *r = arg;
-    r->busy = 0;
+    r->writing = 0;
     if (r->closed) {
         req_free(r);
         return;
@@ -2255,10 +2283,12 @@ static void respond(struct s3_req *r)
             /* a small body goes out with its head: one write, one callback */
             char *both = realloc(p, n + r->piece_n);
             if (both) {
+                size_t total = n + r->piece_n;
                 memcpy(both + n, r->piece, r->piece_n);
                 r->pos = r->end;
-                r->busy = 1;
-                http_conn_write_owned(r->c, both, n + r->piece_n, piece_written, r);
+                r->piece_n = 0; /* sent: piece_written must not send it again */
+                r->writing = 1;
+                http_conn_write_owned(r->c, both, total, piece_written, r);
                 return;
             }
         }
@@ -2266,7 +2296,7 @@ static void respond(struct s3_req *r)
         send_piece(r);
         return;
     }
-    r->busy = 1;
+    r->writing = 1;
     http_conn_write_owned(r->c, p, n, response_done, r);
 }
 
