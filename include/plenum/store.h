@@ -87,6 +87,12 @@ int pl_elem_rename(struct pl_store *st, uint64_t sparent, const char *sname, uin
 int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struct pl_attr *in,
                     struct pl_attr *ret) PL_WUR;
 
+/* Pin an element so its content stays readable even if its last name goes
+ * meanwhile (a replaced object still being sent, a file open but unlinked).
+ * Every pin needs an unpin; the element is dropped at the last one. */
+void pl_elem_pin(struct pl_store *st, uint64_t id);
+void pl_elem_unpin(struct pl_store *st, uint64_t id);
+
 /* Read up to n bytes at off; *ret_n is short only at end of file. Holes read as
  * zeros. PL_ECORRUPT when stored data fails its checksum on every copy. */
 int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, void *buf,

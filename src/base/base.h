@@ -148,6 +148,7 @@ struct pl_job {
     void (*fn)(struct pl_job *j);
     struct pl_job *next;
     int done;
+    int detached; /* nobody waits: fn owns (and may free) the job */
 };
 struct pl_pool;
 int pl_pool_new(int nthreads, struct pl_pool **ret) PL_WUR;

@@ -73,11 +73,14 @@ static void *pool_main(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
+        int detached = j->detached;
         pthread_mutex_unlock(&p->lock);
-        j->fn(j);
+        j->fn(j); /* a detached job may be gone after this */
         pthread_mutex_lock(&p->lock);
-        j->done = 1;
-        pthread_cond_broadcast(&p->done);
+        if (!detached) {
+            j->done = 1;
+            pthread_cond_broadcast(&p->done);
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -120,7 +123,7 @@ void pl_pool_free(struct pl_pool *p)
 
 void pl_pool_submit(struct pl_pool *p, struct pl_job *j)
 {
-    j->done = 0;
+    j->done = 0; /* detached is the caller's to set */
     j->next = NULL;
     pthread_mutex_lock(&p->lock);
     if (p->tail)

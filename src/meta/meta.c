@@ -29,6 +29,7 @@ struct meta_env {
     struct meta_req *head, *tail;
     int stopping;
     struct meta_stats stats;
+    void *ctx;
 };
 
 int meta_err(int rc)
@@ -230,6 +231,16 @@ void meta_rtxn_end(MDB_txn *txn)
 {
     if (txn)
         mdb_txn_abort(txn);
+}
+
+void meta_set_ctx(struct meta_env *e, void *ctx)
+{
+    e->ctx = ctx;
+}
+
+void *meta_ctx(struct meta_env *e)
+{
+    return e->ctx;
 }
 
 MDB_dbi meta_dbi(struct meta_env *e, enum meta_db db)

@@ -65,6 +65,9 @@ int meta_rtxn_begin(struct meta_env *env, MDB_txn **ret_txn) PL_WUR;
 void meta_rtxn_end(MDB_txn *txn);
 
 MDB_dbi meta_dbi(struct meta_env *env, enum meta_db db);
+/* An opaque pointer the layer above registers, reachable from mutations. */
+void meta_set_ctx(struct meta_env *env, void *ctx);
+void *meta_ctx(struct meta_env *env);
 void meta_stats_get(struct meta_env *env, struct meta_stats *ret);
 
 /* Helpers over a txn (read or write). Values are borrowed until the txn ends. */

@@ -775,7 +775,9 @@ static int apply_drop(struct meta_txn *t, void *arg)
     uint8_t k[8];
     elem_init(&e);
     int rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
-    if (!rc)
+    /* only nameless elements (staging, orphaned) are dropped: an orphan mark
+     * whose mutation was rolled back must not take a named element with it */
+    if (!rc && (e.flags & ELEM_F_STAGING))
         rc = elem_destroy(t, &e);
     if (rc == PL_ENOENT)
         rc = 0;

@@ -262,8 +262,31 @@ int elem_new(struct meta_txn *t, struct elem *e, uint8_t type, uint32_t mode, ui
     return rc;
 }
 
+/* The last name of a pinned element went: keep it, nameless and uncounted,
+ * in the staging table (so a crash drops it), until the last unpin. */
+static int elem_orphan(struct meta_txn *t, struct elem *e)
+{
+    uint8_t k[8];
+    int rc = 0;
+    if (e->a.type == PL_T_FILE && !(e->flags & ELEM_F_STAGING))
+        rc = meta_sys_add(t, "logical", -(int64_t)e->a.size);
+    if (!rc && !(e->flags & ELEM_F_STAGING))
+        rc = meta_sys_add(t, "elements", -1);
+    e->flags |= ELEM_F_STAGING;
+    e->a.nlink = 0;
+    if (!rc)
+        rc = elem_put(t, e);
+    pl_put_be64(k, e->a.id);
+    if (!rc)
+        rc = meta_put(t, META_STAGING, k, 8, "", 0);
+    return rc;
+}
+
 int elem_destroy(struct meta_txn *t, struct elem *e)
 {
+    if (e->a.type == PL_T_FILE && !(e->flags & ELEM_F_STAGING) &&
+        store_pin_orphan(meta_ctx(t->env), e->a.id))
+        return elem_orphan(t, e);
     uint64_t E;
     int cow, rc = epoch_current(t, &E);
     if (!rc)

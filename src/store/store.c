@@ -183,6 +183,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     pl_gate_init(&st->purge);
     pthread_mutex_init(&st->gc_lock, NULL);
     pthread_mutex_init(&st->key_lock, NULL);
+    pthread_mutex_init(&st->pin_lock, NULL);
     st->dir = strdup(dir);
     if (!st->dir || pl_pool_new(4, &st->pool)) {
         rc = PL_ENOMEM;
@@ -207,6 +208,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     rc = meta_open(p, &st->meta);
     if (rc)
         goto fail;
+    meta_set_ctx(st->meta, st);
     rc = meta_submit(st->meta, apply_root, NULL);
     if (rc)
         goto fail;
@@ -245,6 +247,12 @@ void pl_store_close(struct pl_store *st)
     pl_gate_destroy(&st->purge);
     pthread_mutex_destroy(&st->gc_lock);
     pthread_mutex_destroy(&st->key_lock);
+    pthread_mutex_destroy(&st->pin_lock);
+    for (int i = 0; i < 256; i++)
+        for (struct pin *p = st->pins[i], *n; p; p = n) {
+            n = p->next;
+            free(p); /* orphans left in the staging table are dropped at next open */
+        }
     OPENSSL_cleanse(st->master, sizeof(st->master));
     free(st->dir);
     free(st);
@@ -315,4 +323,78 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
     ret->mutations = ms.mutations;
     memcpy(ret->batch_hist, ms.batch_hist, sizeof(ret->batch_hist));
     return 0;
+}
+
+/* ---- pins ---- */
+void pl_elem_pin(struct pl_store *st, uint64_t id)
+{
+    pthread_mutex_lock(&st->pin_lock);
+    struct pin **b = &st->pins[id % 256], *p = *b;
+    while (p && p->id != id)
+        p = p->next;
+    if (!p && (p = calloc(1, sizeof(*p)))) {
+        p->id = id;
+        p->next = *b;
+        *b = p;
+    }
+    if (p)
+        p->count++;
+    pthread_mutex_unlock(&st->pin_lock);
+}
+
+struct drop_job {
+    struct pl_job job;
+    struct pl_store *st;
+    uint64_t id;
+};
+
+static void drop_run(struct pl_job *j)
+{
+    struct drop_job *d = (struct drop_job *)j;
+    if (store_elem_drop(d->st, d->id))
+        pl_log(PL_LOG_DEBUG, "store", "orphan id=%llu kept until next open",
+               (unsigned long long)d->id);
+    free(d);
+}
+
+void pl_elem_unpin(struct pl_store *st, uint64_t id)
+{
+    int orphan = 0;
+    pthread_mutex_lock(&st->pin_lock);
+    struct pin **pp = &st->pins[id % 256];
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    if (*pp && --(*pp)->count == 0) {
+        struct pin *p = *pp;
+        *pp = p->next;
+        orphan = p->orphan;
+        free(p);
+    }
+    pthread_mutex_unlock(&st->pin_lock);
+    if (!orphan)
+        return;
+    /* callers may sit on an event loop: drop it on the pool, not here */
+    struct drop_job *d = calloc(1, sizeof(*d));
+    if (!d)
+        return; /* it stays in the staging table until the next open */
+    d->job.fn = drop_run;
+    d->job.detached = 1;
+    d->st = st;
+    d->id = id;
+    pl_pool_submit(st->pool, &d->job);
+}
+
+int store_pin_orphan(struct pl_store *st, uint64_t id)
+{
+    int pinned = 0;
+    if (!st)
+        return 0;
+    pthread_mutex_lock(&st->pin_lock);
+    for (struct pin *p = st->pins[id % 256]; p; p = p->next)
+        if (p->id == id) {
+            p->orphan = 1;
+            pinned = 1;
+        }
+    pthread_mutex_unlock(&st->pin_lock);
+    return pinned;
 }

@@ -42,6 +42,15 @@ struct elem {
     struct pl_buf props; /* TLV: tag u8, len LE32, bytes */
 };
 
+/* An element someone is reading (an S3 GET, an open file): its content
+ * outlives its last name until the last unpin. */
+struct pin {
+    uint64_t id;
+    int count;
+    int orphan; /* its last name went: drop it at the last unpin */
+    struct pin *next;
+};
+
 struct pl_store {
     char *dir;
     int lock_fd;
@@ -54,6 +63,8 @@ struct pl_store {
     struct pl_pool *pool; /* background work: pipelined commits */
     pthread_mutex_t gc_lock;
     pthread_mutex_t key_lock; /* guards the cached master key */
+    pthread_mutex_t pin_lock; /* guards pins */
+    struct pin *pins[256];
     uint8_t master[32];
     int master_loaded;
 };
@@ -152,6 +163,8 @@ int seg_account(struct meta_txn *t, const struct data_loc *loc, int64_t live_del
 int store_staging_cleanup(struct pl_store *st) PL_WUR;
 /* Destroy a staging element and forget it. */
 int store_elem_drop(struct pl_store *st, uint64_t id) PL_WUR;
+/* Inside a mutation: is id pinned? If so, mark it orphaned (returns 1). */
+int store_pin_orphan(struct pl_store *st, uint64_t id);
 
 
 /* ---- namespace mutations shared by the element and object APIs ---- */

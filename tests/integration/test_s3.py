@@ -369,3 +369,22 @@ def test_virtual_host_style(tmp_path):
         assert b"<Key>dir/k</Key>" in out
     finally:
         assert srv.stop() == 0
+
+
+def test_get_survives_replacement(s3server, s3):
+    """A GET that started before the key was replaced sends the old bytes to
+    the end (the element is pinned), and the old bytes are freed afterwards."""
+    s3.create_bucket(Bucket="replace")
+    old = os.urandom(24 * 1024 * 1024)
+    s3.put_object(Bucket="replace", Key="k", Body=old)
+    body = s3.get_object(Bucket="replace", Key="k")["Body"]
+    first = body.read(1024 * 1024)  # the GET is in flight
+    new = os.urandom(1024)
+    s3.put_object(Bucket="replace", Key="k", Body=new)
+    s3.delete_object(Bucket="replace", Key="k")
+    s3.put_object(Bucket="replace", Key="k", Body=new)
+    rest = body.read()
+    assert first + rest == old
+    assert s3.get_object(Bucket="replace", Key="k")["Body"].read() == new
+    pl = Plenum(s3server.data)
+    assert pl.run("fsck").returncode == 0

@@ -114,6 +114,7 @@ struct s3_req {
     int closed;
     enum s3_op op;
     int is_head;
+    int pinned; /* attr.id is pinned for the body's duration */
     uint64_t t0;
     char req_id[17];
     /* target */
@@ -1177,6 +1178,18 @@ static void get_prepare(struct s3_req *r)
     struct http_req *h = r->hr;
     char ctype[256] = "", t[40];
     int rc = pl_obj_lookup(r->srv->st, r->bucket, r->key.data, PL_VIEW_LIVE, &r->attr);
+    if (!rc && r->op == OP_GET_OBJECT) {
+        /* keep these bytes readable to the end, even if the key is replaced
+         * meanwhile; the pin is taken before we check the object is still there */
+        pl_elem_pin(r->srv->st, r->attr.id);
+        r->pinned = 1;
+        struct pl_attr again;
+        if (pl_elem_getattr(r->srv->st, r->attr.id, PL_VIEW_LIVE, &again)) {
+            /* replaced between the lookup and the pin: rare, and retryable */
+            fail(r, S3E_SLOW_DOWN, PL_EAGAIN);
+            return;
+        }
+    }
     if (rc) {
         fail(r, map_err(rc), rc);
         return;
@@ -2152,6 +2165,8 @@ static void req_free(struct s3_req *r)
     if (!r || r->busy || r->writing)
         return;
     pl_writer_abort(r->w);
+    if (r->pinned)
+        pl_elem_unpin(r->srv->st, r->attr.id);
     if (r->aws_chunked)
         s3_chunked_release(&r->ck);
     EVP_MD_CTX_free(r->payload_sha);
