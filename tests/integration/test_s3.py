@@ -269,7 +269,9 @@ def test_auth_errors(s3server, s3):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         bad.get_object(Bucket="auth", Key="k")
     assert code(e) == "SignatureDoesNotMatch" and status(e) == 403
-    assert "CanonicalRequest" in e.value.response["Error"] or True
+    # AWS shows what it signed, so a client author can see why
+    assert "CanonicalRequest" in e.value.response["Error"]
+    assert "StringToSign" in e.value.response["Error"]
     unknown = client(s3server.s3_url, access="NOSUCHKEY0000000000")
     with pytest.raises(botocore.exceptions.ClientError) as e:
         unknown.get_object(Bucket="auth", Key="k")
