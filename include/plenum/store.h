@@ -37,6 +37,7 @@ struct pl_attr {
     uint64_t size;
     int64_t atime, mtime, ctime, btime; /* ns since the epoch */
     char etag[PL_ETAG_MAX];             /* "" when unknown (after in-place writes) */
+    uint64_t version;                   /* S3 version id; 0 is the "null" version */
 };
 
 struct pl_store;
@@ -121,14 +122,19 @@ int pl_bucket_name_valid(const char *name);
 int pl_bucket_create(struct pl_store *st, const char *name) PL_WUR;
 /* PL_ENOTEMPTY unless empty; PL_ENOBUCKET when missing. */
 int pl_bucket_delete(struct pl_store *st, const char *name) PL_WUR;
+enum pl_versioning { PL_VERSIONING_OFF, PL_VERSIONING_ENABLED, PL_VERSIONING_SUSPENDED };
 struct pl_bucket_info {
     char name[64];
     uint64_t id;
     int64_t ctime;
+    int versioning; /* enum pl_versioning */
 };
 typedef int (*pl_bucket_fn)(void *arg, const struct pl_bucket_info *b);
 int pl_bucket_list(struct pl_store *st, pl_bucket_fn cb, void *arg) PL_WUR;
 int pl_bucket_get(struct pl_store *st, const char *name, struct pl_bucket_info *ret) PL_WUR;
+
+/* Enabled or suspended; a bucket never returns to unversioned (PL_EINVAL). */
+int pl_bucket_versioning_set(struct pl_store *st, const char *name, int state) PL_WUR;
 
 /* Key rules: 1..1024 bytes, no NUL, no empty, "." or ".." components. */
 int pl_key_valid(const char *key);
@@ -164,6 +170,44 @@ int pl_obj_content_type(struct pl_store *st, uint64_t id, uint64_t view, char *b
 typedef int (*pl_list_fn)(void *arg, const char *key, int is_prefix, const struct pl_attr *a);
 int pl_obj_list(struct pl_store *st, const char *bucket, const char *prefix, const char *after,
                 char delim, uint64_t view, pl_list_fn cb, void *arg) PL_WUR;
+
+/* ---- object versions ----
+ * In a bucket with versioning enabled, replacing or deleting an object keeps
+ * the old one as a noncurrent version, and a delete without a version id
+ * leaves a delete marker. The namespace (what files and plain S3 reads see)
+ * always holds the latest version when it is an object; older versions and
+ * delete markers live beside it. Objects written while versioning was off or
+ * suspended, or through the file API, have the "null" version (0). Directory
+ * marker keys ("a/") are not versioned. */
+#define PL_VERSION_LEN 17 /* text form + NUL */
+void pl_version_str(uint64_t v, char out[PL_VERSION_LEN]);
+/* "null" -> 0; PL_EINVAL when s is not a version id we could have made. */
+int pl_version_parse(const char *s, uint64_t *ret) PL_WUR;
+/* The object version vid (NULL: the latest). PL_ENOENT when there is no such
+ * key; PL_ENOVERSION when there is no such version. When the version (or,
+ * for vid NULL, the latest) is a delete marker: *ret_dm = 1, ret->version and
+ * ret->mtime are set, and the result is 0 for a vid, PL_ENOENT for latest. */
+int pl_obj_lookup_version(struct pl_store *st, const char *bucket, const char *key,
+                          const char *vid, struct pl_attr *ret, int *ret_dm) PL_WUR;
+/* Delete version vid, or (vid NULL) the latest as the bucket's versioning
+ * state says. *ret_dm: a delete marker was made (vid NULL) or removed (vid);
+ * *ret_version: its version. Deleting what is not there succeeds. */
+int pl_obj_delete_version(struct pl_store *st, const char *bucket, const char *key,
+                          const char *vid, int *ret_dm, uint64_t *ret_version) PL_WUR;
+struct pl_version_info {
+    const char *key;
+    uint64_t version;
+    int latest;
+    int delete_marker;
+    const struct pl_attr *a; /* size, mtime, etag; for a delete marker only mtime */
+};
+typedef int (*pl_version_fn)(void *arg, const struct pl_version_info *v);
+/* Every version of every key under prefix, keys in order and newest first
+ * within a key, starting after (key_marker, vid_marker) as S3's
+ * ListObjectVersions does. cb returns non-zero to stop. */
+int pl_obj_versions(struct pl_store *st, const char *bucket, const char *prefix,
+                    const char *key_marker, const char *vid_marker, pl_version_fn cb,
+                    void *arg) PL_WUR;
 
 /* ---- multipart uploads ----
  * Parts are written like objects into anonymous elements; completing an

@@ -6,7 +6,7 @@
 
 static const char *const db_names[META_DB_COUNT] = {
     "sys", "elem", "dirent", "extent", "chunk", "seg",
-    "bucket", "snap", "user", "key", "grave", "staging", "upload", "part",
+    "bucket", "snap", "user", "key", "grave", "staging", "upload", "part", "version",
 };
 
 #define META_MAX_BATCH 512
@@ -305,4 +305,25 @@ int meta_sys_add(struct meta_txn *t, const char *name, int64_t delta)
     if (rc)
         return rc;
     return meta_sys_put(t, name, v + (uint64_t)delta);
+}
+
+int meta_walk(MDB_txn *txn, struct meta_env *env, enum meta_db db, const void *start, size_t sn,
+              meta_walk_fn cb, void *arg)
+{
+    MDB_cursor *c;
+    MDB_val k = {sn, (void *)start}, v;
+    int rc = meta_err(mdb_cursor_open(txn, env->dbi[db], &c));
+    if (rc)
+        return rc;
+    int mrc = mdb_cursor_get(c, &k, &v, sn ? MDB_SET_RANGE : MDB_FIRST);
+    while (mrc == MDB_SUCCESS) {
+        rc = cb(arg, &k, &v);
+        if (rc)
+            break;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (!rc && mrc != MDB_NOTFOUND)
+        rc = meta_err(mrc);
+    mdb_cursor_close(c);
+    return rc > 0 ? 0 : rc;
 }

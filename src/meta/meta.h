@@ -32,6 +32,7 @@ enum meta_db {
     META_STAGING, /* id(8) -> "" : anonymous elements being written */
     META_UPLOAD,  /* upload id -> template elem(8) initiated(8) bucket\0 key */
     META_PART,    /* upload id, part BE32 -> elem(8) size(8) mtime(8) etag */
+    META_VERSION, /* bucket(8) key term [hash] ~seq(8) -> object version (store/version.c) */
     META_DB_COUNT
 };
 
@@ -79,6 +80,14 @@ int meta_del(struct meta_txn *t, enum meta_db db, const void *k, size_t kn) PL_W
 int meta_sys_get(MDB_txn *txn, struct meta_env *env, const char *name, uint64_t *ret) PL_WUR;
 int meta_sys_put(struct meta_txn *t, const char *name, uint64_t v) PL_WUR;
 int meta_sys_add(struct meta_txn *t, const char *name, int64_t delta) PL_WUR;
+
+/* Visit the records of db from the first key >= start (from the first
+ * record when sn is 0) in key order. cb returns 0 to go on, > 0 to stop (the
+ * walk then returns 0) or a negative error (returned). Do not change db
+ * from cb: collect, then act. */
+typedef int (*meta_walk_fn)(void *arg, const MDB_val *k, const MDB_val *v);
+int meta_walk(MDB_txn *txn, struct meta_env *env, enum meta_db db, const void *start, size_t sn,
+              meta_walk_fn cb, void *arg) PL_WUR;
 
 /* Map an LMDB return code to a PL_E* code. */
 int meta_err(int mdb_rc);

@@ -273,6 +273,12 @@ int pl_elem_link(struct pl_store *st, uint64_t id, uint64_t parent, const char *
  * element when its last link goes. want: 0 any non-dir, PL_T_DIR a dir. */
 int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int want_dir)
 {
+    return store_remove_keep(t, dir, name, want_dir, NULL, NULL);
+}
+
+int store_remove_keep(struct meta_txn *t, struct elem *dir, const char *name, int want_dir,
+                      store_keep_fn keep, void *keep_arg)
+{
     struct dirent_rec d;
     struct elem e;
     elem_init(&e);
@@ -301,7 +307,9 @@ int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int wan
     rc = dirent_remove(t, dir->a.id, name, &d);
     if (rc)
         goto out;
-    if (want_dir || e.a.nlink <= 1) {
+    if (!want_dir && e.a.nlink <= 1 && keep) {
+        rc = keep(keep_arg, t, &e);
+    } else if (want_dir || e.a.nlink <= 1) {
         rc = elem_destroy(t, &e);
     } else {
         e.a.nlink--;

@@ -63,9 +63,26 @@ int pl_key_valid(const char *key)
     return 0;
 }
 
-/* ---- buckets: record name -> id LE64, ctime LE64 ---- */
-static int bucket_rec(MDB_txn *txn, struct meta_env *env, const char *name,
-                      struct pl_bucket_info *ret)
+/* ---- buckets: record name -> id LE64, ctime LE64, flags LE64 ---- */
+#define BUCKET_F_VERSIONING 1u /* enabled */
+#define BUCKET_F_SUSPENDED 2u  /* was enabled, now suspended */
+
+static int bucket_decode(const MDB_val *k, const MDB_val *v, struct pl_bucket_info *ret)
+{
+    if (k->mv_size >= sizeof(ret->name) || v->mv_size < 16)
+        return PL_ECORRUPT;
+    memset(ret, 0, sizeof(*ret));
+    memcpy(ret->name, k->mv_data, k->mv_size);
+    ret->id = pl_get_le64(v->mv_data);
+    ret->ctime = (int64_t)pl_get_le64((const uint8_t *)v->mv_data + 8);
+    uint64_t fl = v->mv_size >= 24 ? pl_get_le64((const uint8_t *)v->mv_data + 16) : 0;
+    ret->versioning = fl & BUCKET_F_SUSPENDED   ? PL_VERSIONING_SUSPENDED
+                      : fl & BUCKET_F_VERSIONING ? PL_VERSIONING_ENABLED
+                                                 : PL_VERSIONING_OFF;
+    return 0;
+}
+
+int bucket_get(MDB_txn *txn, struct meta_env *env, const char *name, struct pl_bucket_info *ret)
 {
     MDB_val v;
     int rc = meta_get(txn, env, META_BUCKET, name, strlen(name), &v);
@@ -73,19 +90,15 @@ static int bucket_rec(MDB_txn *txn, struct meta_env *env, const char *name,
         return PL_ENOBUCKET;
     if (rc)
         return rc;
-    if (v.mv_size < 16 || strlen(name) >= sizeof(ret->name))
-        return PL_ECORRUPT;
-    memcpy(ret->name, name, strlen(name) + 1);
-    ret->id = pl_get_le64(v.mv_data);
-    ret->ctime = (int64_t)pl_get_le64((const uint8_t *)v.mv_data + 8);
-    return 0;
+    MDB_val k = {strlen(name), (void *)name};
+    return bucket_decode(&k, &v, ret);
 }
 
 static int apply_bucket_create(struct meta_txn *t, void *arg)
 {
     const char *name = arg;
     struct pl_bucket_info b;
-    int rc = bucket_rec(t->txn, t->env, name, &b);
+    int rc = bucket_get(t->txn, t->env, name, &b);
     if (rc != PL_ENOBUCKET)
         return rc ? rc : PL_EEXIST;
     struct mk_args a = {PL_ROOT_ID, name, PL_T_DIR, 0755, 0, 0, 1, NULL, 0, {0}};
@@ -110,17 +123,52 @@ static int apply_bucket_delete(struct meta_txn *t, void *arg)
     const char *name = arg;
     struct pl_bucket_info b;
     struct elem root;
-    int rc = bucket_rec(t->txn, t->env, name, &b);
+    int rc = bucket_get(t->txn, t->env, name, &b);
     if (rc)
         return rc;
     elem_init(&root);
     rc = elem_get(t->txn, t->env, PL_ROOT_ID, PL_VIEW_LIVE, &root);
+    int empty = 1;
+    if (!rc)
+        rc = ver_bucket_empty(t->txn, t->env, b.id, &empty);
+    if (!rc && !empty)
+        rc = PL_ENOTEMPTY; /* old versions and delete markers count */
     if (!rc)
         rc = store_remove(t, &root, name, PL_T_DIR);
     elem_release(&root);
     if (!rc || rc == PL_ENOENT)
         rc = meta_del(t, META_BUCKET, name, strlen(name));
     return rc;
+}
+
+struct vers_args {
+    const char *name;
+    int state;
+};
+
+static int apply_bucket_versioning(struct meta_txn *t, void *arg)
+{
+    struct vers_args *a = arg;
+    struct pl_bucket_info b;
+    int rc = bucket_get(t->txn, t->env, a->name, &b);
+    if (rc)
+        return rc;
+    uint8_t v[24];
+    pl_put_le64(v, b.id);
+    pl_put_le64(v + 8, (uint64_t)b.ctime);
+    pl_put_le64(v + 16, a->state == PL_VERSIONING_ENABLED ? BUCKET_F_VERSIONING
+                                                          : BUCKET_F_VERSIONING | BUCKET_F_SUSPENDED);
+    return meta_put(t, META_BUCKET, a->name, strlen(a->name), v, sizeof(v));
+}
+
+int pl_bucket_versioning_set(struct pl_store *st, const char *name, int state)
+{
+    if (pl_bucket_name_valid(name))
+        return PL_ENOBUCKET;
+    if (state != PL_VERSIONING_ENABLED && state != PL_VERSIONING_SUSPENDED)
+        return PL_EINVAL;
+    struct vers_args a = {name, state};
+    return meta_submit(st->meta, apply_bucket_versioning, &a);
 }
 
 int pl_bucket_delete(struct pl_store *st, const char *name)
@@ -138,39 +186,34 @@ int pl_bucket_get(struct pl_store *st, const char *name, struct pl_bucket_info *
     int rc = meta_rtxn_begin(st->meta, &txn);
     if (rc)
         return rc;
-    rc = bucket_rec(txn, st->meta, name, ret);
+    rc = bucket_get(txn, st->meta, name, ret);
     meta_rtxn_end(txn);
     return rc;
+}
+
+struct bucket_walk {
+    pl_bucket_fn cb;
+    void *arg;
+};
+
+static int bucket_walk_cb(void *arg, const MDB_val *k, const MDB_val *v)
+{
+    struct bucket_walk *w = arg;
+    struct pl_bucket_info b;
+    int rc = bucket_decode(k, v, &b);
+    if (rc)
+        return rc;
+    return w->cb(w->arg, &b) ? 1 : 0;
 }
 
 int pl_bucket_list(struct pl_store *st, pl_bucket_fn cb, void *arg)
 {
     MDB_txn *txn;
-    MDB_cursor *c = NULL;
-    MDB_val k, v;
+    struct bucket_walk w = {cb, arg};
     int rc = meta_rtxn_begin(st->meta, &txn);
     if (rc)
         return rc;
-    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_BUCKET), &c));
-    if (!rc)
-        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
-    while (!rc) {
-        struct pl_bucket_info b = {0};
-        if (k.mv_size >= sizeof(b.name) || v.mv_size < 16) {
-            rc = PL_ECORRUPT;
-            break;
-        }
-        memcpy(b.name, k.mv_data, k.mv_size);
-        b.id = pl_get_le64(v.mv_data);
-        b.ctime = (int64_t)pl_get_le64((const uint8_t *)v.mv_data + 8);
-        if (cb(arg, &b))
-            break;
-        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
-    }
-    if (rc == PL_ENOENT)
-        rc = 0;
-    if (c)
-        mdb_cursor_close(c);
+    rc = meta_walk(txn, st->meta, META_BUCKET, NULL, 0, bucket_walk_cb, &w);
     meta_rtxn_end(txn);
     return rc;
 }
@@ -257,15 +300,63 @@ int pl_obj_content_type(struct pl_store *st, uint64_t id, uint64_t view, char *b
 }
 
 /* ---- delete ---- */
+/* The fate of an object replaced or deleted in a versioned bucket. */
+struct keep_args {
+    uint64_t bid;
+    const char *key;
+    int state;
+};
+
+static int keep_version(void *arg, struct meta_txn *t, struct elem *e)
+{
+    struct keep_args *a = arg;
+    uint64_t seq;
+    int null = 0;
+    int rc = elem_version_get(e, &seq, &null);
+    if (rc && rc != PL_ENODATA)
+        return rc;
+    if (a->state == PL_VERSIONING_SUSPENDED && (rc == PL_ENODATA || null))
+        return elem_destroy(t, e); /* a new "null" version replaces this one */
+    return ver_keep(t, a->bid, a->key, e);
+}
+
+/* Could key be linked without displacing anything? PL_ECONFLICT if not. */
+static int obj_free_name(MDB_txn *txn, struct meta_env *env, const char *bucket, const char *key)
+{
+    char name[PL_NAME_MAX + 1];
+    struct dirent_rec d;
+    int rc = dirent_get(txn, env, PL_ROOT_ID, bucket, PL_VIEW_LIVE, &d);
+    if (rc)
+        return rc == PL_ENOENT ? PL_ENOBUCKET : rc;
+    const char *p = key;
+    for (;;) {
+        int last = key_next(&p, name);
+        if (d.type != PL_T_DIR)
+            return PL_ECONFLICT;
+        rc = dirent_get(txn, env, d.id, name, PL_VIEW_LIVE, &d);
+        if (rc == PL_ENOENT)
+            return 0; /* the rest gets created */
+        if (rc)
+            return rc;
+        if (last)
+            return PL_ECONFLICT;
+    }
+}
+
 struct del_args {
     const char *bucket, *key;
+    const char *vid; /* NULL: the latest */
+    int dm;
+    uint64_t version;
 };
 
 #define KEY_DEPTH_MAX (PL_KEY_MAX / 2 + 2)
 
-static int apply_obj_delete(struct meta_txn *t, void *arg)
+/* Remove the object at bucket/key and the implicit directories it leaves
+ * empty; keep (optional) decides the fate of the element. */
+static int obj_remove(struct meta_txn *t, const char *bucket, const char *key, store_keep_fn keep,
+                      void *keep_arg)
 {
-    struct del_args *a = arg;
     char name[PL_NAME_MAX + 1];
     struct dirent_rec d;
     uint64_t *ids = malloc(KEY_DEPTH_MAX * sizeof(*ids));
@@ -277,13 +368,13 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
         rc = PL_ENOMEM;
         goto out;
     }
-    rc = dirent_get(t->txn, t->env, PL_ROOT_ID, a->bucket, PL_VIEW_LIVE, &d);
+    rc = dirent_get(t->txn, t->env, PL_ROOT_ID, bucket, PL_VIEW_LIVE, &d);
     if (rc) {
         rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
         goto out;
     }
-    const char *p = a->key;
-    int dirkey = a->key[strlen(a->key) - 1] == '/';
+    const char *p = key;
+    int dirkey = key[strlen(key) - 1] == '/';
     for (;;) {
         int last = key_next(&p, name);
         if (d.type != PL_T_DIR) {
@@ -307,7 +398,9 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
     for (int i = depth - 1; i >= 0; i--) {
         rc = elem_get(t->txn, t->env, ids[i], PL_VIEW_LIVE, &dir);
         if (!rc)
-            rc = store_remove(t, &dir, names[i], i == depth - 1 ? dirkey : PL_T_DIR);
+            rc = i == depth - 1 && !dirkey
+                     ? store_remove_keep(t, &dir, names[i], 0, keep, keep_arg)
+                     : store_remove(t, &dir, names[i], i == depth - 1 ? dirkey : PL_T_DIR);
         if (rc == PL_ENOTEMPTY && i < depth - 1) {
             rc = 0;
             break;
@@ -326,12 +419,116 @@ out:
     return rc;
 }
 
-int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key)
+int obj_get(MDB_txn *txn, struct meta_env *env, const char *bucket, const char *key,
+            struct elem *ret)
+{
+    struct dirent_rec d;
+    int rc = obj_walk(txn, env, bucket, key, PL_VIEW_LIVE, &d);
+    if (!rc && d.type != PL_T_FILE)
+        rc = PL_ENOENT;
+    if (!rc)
+        rc = elem_get(txn, env, d.id, PL_VIEW_LIVE, ret);
+    return rc;
+}
+
+/* The latest version went: the newest record becomes the latest, linked
+ * again if it is an object (unless its name is taken meanwhile). */
+static int obj_promote(struct meta_txn *t, const char *bucket, uint64_t bid, const char *key)
+{
+    struct vrec *r = malloc(sizeof(*r));
+    if (!r)
+        return PL_ENOMEM;
+    int rc = ver_first(t->txn, t->env, bid, key, r);
+    if (rc == PL_ENOENT || (!rc && (r->flags & VREC_DM))) {
+        rc = 0;
+    } else if (!rc && obj_free_name(t->txn, t->env, bucket, key) == 0) {
+        rc = ver_forget(t, bid, r, 0);
+        if (!rc)
+            rc = obj_restore(t, bucket, key, r->elem);
+    }
+    free(r);
+    return rc;
+}
+
+static int apply_obj_delete(struct meta_txn *t, void *arg)
+{
+    struct del_args *a = arg;
+    struct pl_bucket_info b;
+    struct elem cur;
+    struct vrec *r = NULL;
+    int rc = bucket_get(t->txn, t->env, a->bucket, &b);
+    if (rc)
+        return rc;
+    int dirkey = a->key[strlen(a->key) - 1] == '/';
+    if (!a->vid && (b.versioning == PL_VERSIONING_OFF || dirkey))
+        return obj_remove(t, a->bucket, a->key, NULL, NULL);
+    elem_init(&cur);
+    if (!a->vid) {
+        /* the latest becomes a noncurrent version under a new delete marker */
+        struct keep_args ka = {b.id, a->key, b.versioning};
+        int null = b.versioning == PL_VERSIONING_SUSPENDED;
+        rc = obj_remove(t, a->bucket, a->key, keep_version, &ka);
+        if (rc == PL_ENOENT || rc == PL_ENOTDIR || rc == PL_EISDIR)
+            rc = 0;
+        if (!rc && null)
+            rc = ver_null_drop(t, b.id, a->key);
+        if (!rc)
+            rc = ver_marker_add(t, b.id, a->key, null, &a->version);
+        a->dm = 1;
+        goto out;
+    }
+    uint64_t v;
+    rc = pl_version_parse(a->vid, &v);
+    if (rc)
+        goto out;
+    a->version = v;
+    int present = obj_get(t->txn, t->env, a->bucket, a->key, &cur) == 0;
+    if (present && cur.a.version == v) {
+        rc = obj_remove(t, a->bucket, a->key, NULL, NULL);
+        if (!rc && b.versioning != PL_VERSIONING_OFF)
+            rc = obj_promote(t, a->bucket, b.id, a->key);
+        goto out;
+    }
+    r = malloc(sizeof(*r));
+    if (!r) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    int first = 0;
+    rc = ver_find(t->txn, t->env, b.id, a->key, v, r, &first);
+    if (rc == PL_ENOVERSION) {
+        rc = 0; /* deleting what is not there succeeds */
+        goto out;
+    }
+    if (!rc) {
+        a->dm = (r->flags & VREC_DM) != 0;
+        rc = ver_forget(t, b.id, r, 1);
+    }
+    if (!rc && first && !present)
+        rc = obj_promote(t, a->bucket, b.id, a->key);
+out:
+    free(r);
+    elem_release(&cur);
+    return rc;
+}
+
+int pl_obj_delete_version(struct pl_store *st, const char *bucket, const char *key,
+                          const char *vid, int *ret_dm, uint64_t *ret_version)
 {
     if (pl_key_valid(key))
         return PL_ENOENT;
-    struct del_args a = {bucket, key};
-    return meta_submit(st->meta, apply_obj_delete, &a);
+    struct del_args a = {bucket, key, vid, 0, 0};
+    int rc = meta_submit(st->meta, apply_obj_delete, &a);
+    if (ret_dm)
+        *ret_dm = rc ? 0 : a.dm;
+    if (ret_version)
+        *ret_version = a.version;
+    return rc;
+}
+
+int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key)
+{
+    return pl_obj_delete_version(st, bucket, key, NULL, NULL, NULL);
 }
 
 /* ---- streaming put ----
@@ -564,27 +761,18 @@ struct link_obj_args {
     struct pl_attr out;
 };
 
-int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
-             const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out)
+/* Walk bucket/key to the directory that holds its last component (into
+ * name), creating implicit directories on the way; dir gets loaded. */
+static int obj_parent(struct meta_txn *t, const char *bucket, const char *key, struct elem *dir,
+                      char name[PL_NAME_MAX + 1])
 {
-    char name[PL_NAME_MAX + 1];
     struct dirent_rec d;
-    struct elem e, dir;
-    uint8_t k[8];
-    elem_init(&e);
-    elem_init(&dir);
     int rc = dirent_get(t->txn, t->env, PL_ROOT_ID, bucket, PL_VIEW_LIVE, &d);
-    if (rc) {
-        rc = rc == PL_ENOENT ? PL_ENOBUCKET : rc;
-        goto out;
-    }
+    if (rc)
+        return rc == PL_ENOENT ? PL_ENOBUCKET : rc;
     uint64_t cur = d.id;
     const char *p = key;
-    int last;
-    for (;;) {
-        last = key_next(&p, name);
-        if (last)
-            break;
+    while (!key_next(&p, name)) {
         rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
         if (rc == PL_ENOENT) {
             struct mk_args m = {cur, name, PL_T_DIR, 0755, 0, 0, 1, NULL, ELEM_F_IMPLICIT, {0}};
@@ -593,35 +781,83 @@ int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t i
             d.type = PL_T_DIR;
         }
         if (rc)
-            goto out;
-        if (d.type != PL_T_DIR) {
-            rc = PL_ECONFLICT; /* a parent of the key is an object */
-            goto out;
-        }
+            return rc;
+        if (d.type != PL_T_DIR)
+            return PL_ECONFLICT; /* a parent of the key is an object */
         cur = d.id;
     }
-    rc = elem_get(t->txn, t->env, cur, PL_VIEW_LIVE, &dir);
+    return elem_get(t->txn, t->env, cur, PL_VIEW_LIVE, dir);
+}
+
+/* Give nameless element e the name in dir, counting it as a live file. */
+static int obj_attach(struct meta_txn *t, struct elem *dir, const char *name, struct elem *e)
+{
+    uint8_t k[8];
+    e->flags &= (uint16_t)~(ELEM_F_STAGING | ELEM_F_VERSION);
+    e->a.nlink = 1;
+    e->a.parent = dir->a.id;
+    int rc = dirent_add(t, dir->a.id, name, e->a.id, PL_T_FILE);
+    if (!rc)
+        rc = elem_put(t, e);
+    if (!rc)
+        rc = meta_sys_add(t, "logical", (int64_t)e->a.size);
+    if (!rc)
+        rc = meta_sys_add(t, "elements", 1);
+    pl_put_be64(k, e->a.id);
+    if (!rc) {
+        rc = meta_del(t, META_STAGING, k, 8);
+        if (rc == PL_ENOENT)
+            rc = 0; /* multipart templates and versions are not in the staging table */
+    }
+    if (!rc) {
+        dir->a.mtime = dir->a.ctime = pl_now_ns();
+        rc = elem_put(t, dir);
+    }
+    return rc;
+}
+
+int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
+             const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out)
+{
+    char name[PL_NAME_MAX + 1];
+    struct pl_bucket_info b;
+    struct dirent_rec d;
+    struct elem e, dir;
+    elem_init(&e);
+    elem_init(&dir);
+    int rc = bucket_get(t->txn, t->env, bucket, &b);
+    if (!rc)
+        rc = obj_parent(t, bucket, key, &dir, name);
     if (rc)
         goto out;
-    rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
+    struct keep_args ka = {b.id, key, b.versioning};
+    rc = dirent_get(t->txn, t->env, dir.a.id, name, PL_VIEW_LIVE, &d);
     if (rc == 0) {
         if (d.type == PL_T_DIR) {
             rc = PL_ECONFLICT; /* the key is a directory of other keys */
             goto out;
         }
-        rc = store_remove(t, &dir, name, 0);
+        rc = store_remove_keep(t, &dir, name, 0,
+                               b.versioning != PL_VERSIONING_OFF ? keep_version : NULL, &ka);
     }
     if (rc && rc != PL_ENOENT)
         goto out;
-    rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
+    rc = 0;
+    if (b.versioning == PL_VERSIONING_SUSPENDED)
+        rc = ver_null_drop(t, b.id, key);
+    if (!rc)
+        rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
     if (rc)
         goto out;
-    e.flags &= (uint16_t)~ELEM_F_STAGING;
-    e.a.nlink = 1;
-    e.a.parent = cur;
     e.a.mtime = e.a.ctime = pl_now_ns();
     snprintf(e.a.etag, sizeof(e.a.etag), "%s", etag);
-    if (meta && meta->content_type && *meta->content_type)
+    if (b.versioning != PL_VERSIONING_OFF) {
+        uint64_t seq;
+        rc = vseq_next(t, &seq);
+        if (!rc)
+            rc = elem_version_set(&e, seq, b.versioning == PL_VERSIONING_SUSPENDED);
+    }
+    if (!rc && meta && meta->content_type && *meta->content_type)
         rc = prop_set(&e, PROP_CTYPE, NULL, meta->content_type, strlen(meta->content_type));
     for (const char *const *m = meta ? meta->user_meta : NULL; !rc && m && m[0]; m += 2) {
         char xn[300];
@@ -634,26 +870,28 @@ int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t i
     for (const char *const *m = meta ? meta->xattrs : NULL; !rc && m && m[0]; m += 2)
         rc = prop_set(&e, PROP_XATTR, m[0], m[1], strlen(m[1]));
     if (!rc)
-        rc = dirent_add(t, cur, name, e.a.id, PL_T_FILE);
-    if (!rc)
-        rc = elem_put(t, &e);
-    if (!rc)
-        rc = meta_sys_add(t, "logical", (int64_t)e.a.size);
-    if (!rc)
-        rc = meta_sys_add(t, "elements", 1);
-    pl_put_be64(k, id);
-    if (!rc) {
-        rc = meta_del(t, META_STAGING, k, 8);
-        if (rc == PL_ENOENT)
-            rc = 0; /* multipart templates are not in the staging table */
-    }
-    if (!rc) {
-        dir.a.mtime = dir.a.ctime = e.a.mtime;
-        rc = elem_put(t, &dir);
-    }
+        rc = obj_attach(t, &dir, name, &e);
     if (!rc && out)
         *out = e.a;
 out:
+    elem_release(&e);
+    elem_release(&dir);
+    return rc;
+}
+
+int obj_restore(struct meta_txn *t, const char *bucket, const char *key, uint64_t id)
+{
+    char name[PL_NAME_MAX + 1];
+    struct elem e, dir;
+    elem_init(&e);
+    elem_init(&dir);
+    int rc = obj_free_name(t->txn, t->env, bucket, key);
+    if (!rc)
+        rc = obj_parent(t, bucket, key, &dir, name);
+    if (!rc)
+        rc = elem_get(t->txn, t->env, id, PL_VIEW_LIVE, &e);
+    if (!rc)
+        rc = obj_attach(t, &dir, name, &e);
     elem_release(&e);
     elem_release(&dir);
     return rc;

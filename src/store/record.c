@@ -107,7 +107,36 @@ int elem_decode(uint64_t id, uint64_t birth, const uint8_t *p, size_t n, struct 
     memcpy(e->a.etag, p + 89, p[88]);
     e->a.etag[p[88]] = 0;
     pl_buf_reset(&e->props);
-    return pl_buf_add(&e->props, p + ELEM_FIXED, n - ELEM_FIXED);
+    int rc = pl_buf_add(&e->props, p + ELEM_FIXED, n - ELEM_FIXED);
+    uint64_t seq;
+    int null;
+    e->a.version = 0;
+    if (!rc && elem_version_get(e, &seq, &null) == 0 && !null)
+        e->a.version = seq;
+    return rc;
+}
+
+/* PROP_VERSION: seq LE64, null flag u8 */
+int elem_version_get(const struct elem *e, uint64_t *ret_seq, int *ret_null)
+{
+    struct pl_str s;
+    int rc = prop_get(e, PROP_VERSION, NULL, &s);
+    if (rc)
+        return rc;
+    if (s.n != 9)
+        return PL_ECORRUPT;
+    *ret_seq = pl_get_le64((const uint8_t *)s.p);
+    *ret_null = s.p[8] != 0;
+    return 0;
+}
+
+int elem_version_set(struct elem *e, uint64_t seq, int null)
+{
+    uint8_t v[9];
+    pl_put_le64(v, seq);
+    v[8] = (uint8_t)(null != 0);
+    e->a.version = null ? 0 : seq;
+    return prop_set(e, PROP_VERSION, NULL, v, sizeof(v));
 }
 
 /* Position on the version of a primary key visible in view. prefix is the key
@@ -273,6 +302,7 @@ static int elem_orphan(struct meta_txn *t, struct elem *e)
     if (!rc && !(e->flags & ELEM_F_STAGING))
         rc = meta_sys_add(t, "elements", -1);
     e->flags |= ELEM_F_STAGING;
+    e->flags &= (uint16_t)~ELEM_F_VERSION; /* its version record is gone */
     e->a.nlink = 0;
     if (!rc)
         rc = elem_put(t, e);
@@ -284,7 +314,9 @@ static int elem_orphan(struct meta_txn *t, struct elem *e)
 
 int elem_destroy(struct meta_txn *t, struct elem *e)
 {
-    if (e->a.type == PL_T_FILE && !(e->flags & ELEM_F_STAGING) &&
+    /* a noncurrent version is nameless but may be being read like any object */
+    if (e->a.type == PL_T_FILE &&
+        (!(e->flags & ELEM_F_STAGING) || (e->flags & ELEM_F_VERSION)) &&
         store_pin_orphan(meta_ctx(t->env), e->a.id))
         return elem_orphan(t, e);
     uint64_t E;

@@ -30,10 +30,11 @@
 enum elem_flags {
     ELEM_F_STAGING = 1 << 0,  /* anonymous, being written by a pl_writer */
     ELEM_F_IMPLICIT = 1 << 1, /* directory created implicitly by an object key */
+    ELEM_F_VERSION = 1 << 2,  /* a noncurrent object version (with STAGING: nameless) */
 };
 
 /* property tags inside an element record */
-enum prop_tag { PROP_CTYPE = 1, PROP_SYMLINK = 2, PROP_XATTR = 3 };
+enum prop_tag { PROP_CTYPE = 1, PROP_SYMLINK = 2, PROP_XATTR = 3, PROP_VERSION = 4, PROP_PARTS = 5 };
 
 struct elem {
     struct pl_attr a;
@@ -91,6 +92,10 @@ int elem_destroy(struct meta_txn *t, struct elem *e) PL_WUR;
 int prop_get(const struct elem *e, uint8_t tag, const char *name, struct pl_str *ret);
 int prop_set(struct elem *e, uint8_t tag, const char *name, const void *v, size_t n) PL_WUR;
 int prop_del(struct elem *e, uint8_t tag, const char *name);
+/* The version an object got when it was linked: its ordering sequence and
+ * whether its id is "null". PL_ENODATA for objects that never had one. */
+int elem_version_get(const struct elem *e, uint64_t *ret_seq, int *ret_null) PL_WUR;
+int elem_version_set(struct elem *e, uint64_t seq, int null) PL_WUR;
 
 /* ---- dirents ---- */
 struct dirent_rec {
@@ -181,6 +186,11 @@ struct mk_args {
 int store_mk(struct meta_txn *t, struct mk_args *a) PL_WUR;
 /* Remove name from dir (touching dir); drops the element with its last link. */
 int store_remove(struct meta_txn *t, struct elem *dir, const char *name, int want_dir) PL_WUR;
+/* The same, but a file losing its last link goes to keep (which decides its
+ * fate: a kept version, or elem_destroy) instead of being dropped. */
+typedef int (*store_keep_fn)(void *arg, struct meta_txn *t, struct elem *e);
+int store_remove_keep(struct meta_txn *t, struct elem *dir, const char *name, int want_dir,
+                      store_keep_fn keep, void *keep_arg) PL_WUR;
 /* Epochs of all snapshots; *ret malloc'd (may be NULL when none). */
 int snap_epochs(MDB_txn *txn, struct meta_env *env, uint64_t **ret, size_t *ret_n) PL_WUR;
 /* ---- object writers (obj.c), shared with multipart uploads ---- */
@@ -196,4 +206,54 @@ void writer_disown(struct pl_writer *w);
  * implicit directories and replacing an older object. */
 int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
              const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out) PL_WUR;
+
+/* ---- buckets (obj.c) ---- */
+int bucket_get(MDB_txn *txn, struct meta_env *env, const char *name,
+               struct pl_bucket_info *ret) PL_WUR;
+
+/* ---- object versions (version.c) ----
+ * A record per noncurrent version or delete marker, keyed so that a key's
+ * versions are adjacent, newest first: bucket(8) key term [hash(8)] ~seq(8).
+ * Keys longer than VKEY_TEXT bytes keep that much and a hash of the whole
+ * (term 1), so LMDB's key limit holds; the full key is in the value. seq is
+ * the order in which versions were made and, unless VREC_NULL, the id. */
+#define VKEY_TEXT 448
+#define VKEY_MAX (8 + VKEY_TEXT + 1 + 8 + 8)
+#define VREC_DM 1u   /* a delete marker */
+#define VREC_NULL 2u /* the "null" version */
+struct vrec {
+    uint64_t seq;
+    uint8_t flags;
+    uint64_t elem; /* 0 for a delete marker */
+    uint64_t size;
+    int64_t mtime;
+    char etag[PL_ETAG_MAX];
+    char key[PL_KEY_MAX + 1];
+};
+static inline uint64_t vrec_vid(const struct vrec *r)
+{
+    return (r->flags & VREC_NULL) ? 0 : r->seq;
+}
+int vseq_next(struct meta_txn *t, uint64_t *ret) PL_WUR;
+/* e just lost its last name at bucket/key: keep it as a noncurrent version. */
+int ver_keep(struct meta_txn *t, uint64_t bid, const char *key, struct elem *e) PL_WUR;
+int ver_marker_add(struct meta_txn *t, uint64_t bid, const char *key, int null,
+                   uint64_t *ret_vid) PL_WUR;
+/* Version vid of key among the records; *ret_first: it is the newest one.
+ * PL_ENOVERSION when there is none. */
+int ver_find(MDB_txn *txn, struct meta_env *env, uint64_t bid, const char *key, uint64_t vid,
+             struct vrec *ret, int *ret_first) PL_WUR;
+/* The newest record of key; PL_ENOENT when none. */
+int ver_first(MDB_txn *txn, struct meta_env *env, uint64_t bid, const char *key,
+              struct vrec *ret) PL_WUR;
+/* Forget record r; with drop, its element goes too. */
+int ver_forget(struct meta_txn *t, uint64_t bid, const struct vrec *r, int drop) PL_WUR;
+/* Drop the "null" version among the records, if any. */
+int ver_null_drop(struct meta_txn *t, uint64_t bid, const char *key) PL_WUR;
+int ver_bucket_empty(MDB_txn *txn, struct meta_env *env, uint64_t bid, int *ret) PL_WUR;
+/* The object at bucket/key in txn (files only; PL_ENOENT otherwise). */
+int obj_get(MDB_txn *txn, struct meta_env *env, const char *bucket, const char *key,
+            struct elem *ret) PL_WUR;
+/* Link the kept version element at bucket/key again (it became the latest). */
+int obj_restore(struct meta_txn *t, const char *bucket, const char *key, uint64_t id) PL_WUR;
 #endif
