@@ -1,4 +1,5 @@
-/* libFuzzer: S3 XML request bodies (DeleteObjects, CompleteMultipartUpload). */
+/* libFuzzer: S3 XML request bodies (DeleteObjects, CompleteMultipartUpload,
+ * Tagging, VersioningConfiguration). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -18,5 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         s3_xml_list_release(&l);
     if (s3_xml_parse_tagging((const char *)data, n, 50, &l) == 0)
         s3_xml_list_release(&l);
+    int en, mfa;
+    (void)s3_xml_parse_versioning((const char *)data, n, &en, &mfa);
     return 0;
 }

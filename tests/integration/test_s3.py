@@ -390,3 +390,106 @@ def test_get_survives_replacement(s3server, s3):
     assert s3.get_object(Bucket="replace", Key="k")["Body"].read() == new
     pl = Plenum(s3server.data)
     assert pl.run("fsck").returncode == 0
+
+
+def test_versioning(s3):
+    s3.create_bucket(Bucket="vers")
+    s3.put_object(Bucket="vers", Key="k", Body=b"before")  # the "null" version
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Bogus"})
+    assert code(e) == "MalformedXML"
+    s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket="vers")["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket="vers", Key="k", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket="vers", Key="k", Body=b"two")["VersionId"]
+    assert v1 != v2 and "null" not in (v1, v2)
+    assert s3.get_object(Bucket="vers", Key="k")["Body"].read() == b"two"
+    g = s3.get_object(Bucket="vers", Key="k", VersionId=v1)
+    assert g["Body"].read() == b"one" and g["VersionId"] == v1
+    assert s3.get_object(Bucket="vers", Key="k", VersionId="null")["Body"].read() == b"before"
+    assert s3.head_object(Bucket="vers", Key="k", VersionId=v2)["ContentLength"] == 3
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="vers", Key="k", VersionId="00000000000fffff")
+    assert code(e) == "NoSuchVersion" and status(e) == 404
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="vers", Key="k", VersionId="not-a-version")
+    assert code(e) == "InvalidArgument"
+
+    # a plain delete leaves a marker: the key is gone, its versions stay
+    d = s3.delete_object(Bucket="vers", Key="k")
+    assert d["DeleteMarker"] is True
+    marker = d["VersionId"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="vers", Key="k")
+    assert code(e) == "NoSuchKey"
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="vers", Key="k", VersionId=marker)
+    assert status(e) == 405
+    assert "Contents" not in s3.list_objects_v2(Bucket="vers")
+    lv = s3.list_object_versions(Bucket="vers")
+    assert [(x["VersionId"], x["IsLatest"]) for x in lv["Versions"]] == \
+        [(v2, False), (v1, False), ("null", False)]
+    assert [(x["Key"], x["VersionId"], x["IsLatest"]) for x in lv["DeleteMarkers"]] == \
+        [("k", marker, True)]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.delete_bucket(Bucket="vers")
+    assert code(e) == "BucketNotEmpty"
+
+    # removing the marker brings v2 back; deleting v2 by id brings v1 back
+    d = s3.delete_object(Bucket="vers", Key="k", VersionId=marker)
+    assert d["DeleteMarker"] is True and d["VersionId"] == marker
+    assert s3.get_object(Bucket="vers", Key="k")["Body"].read() == b"two"
+    s3.delete_object(Bucket="vers", Key="k", VersionId=v2)
+    assert s3.get_object(Bucket="vers", Key="k")["Body"].read() == b"one"
+
+    # copy from an old version; multipart completion gets a version too
+    c = s3.copy_object(Bucket="vers", Key="copy", CopySource={"Bucket": "vers", "Key": "k",
+                                                               "VersionId": "null"})
+    assert c["CopySourceVersionId"] == "null" and c["VersionId"]
+    assert s3.get_object(Bucket="vers", Key="copy")["Body"].read() == b"before"
+    up = s3.create_multipart_upload(Bucket="vers", Key="mp")["UploadId"]
+    p = s3.upload_part(Bucket="vers", Key="mp", UploadId=up, PartNumber=1, Body=b"m" * 100)
+    done = s3.complete_multipart_upload(Bucket="vers", Key="mp", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": p["ETag"]}]})
+    assert done["VersionId"]
+
+    # DeleteObjects with and without version ids
+    r = s3.delete_objects(Bucket="vers", Delete={"Objects": [
+        {"Key": "copy"}, {"Key": "k", "VersionId": v1}]})
+    got = {(x["Key"], x.get("VersionId"), x.get("DeleteMarker", False)) for x in r["Deleted"]}
+    assert ("k", v1, False) in got
+    assert any(k == "copy" and dm for k, _, dm in got)
+    assert s3.get_object(Bucket="vers", Key="k")["Body"].read() == b"before"
+
+    # paging through versions one at a time visits each exactly once
+    for i in range(3):
+        s3.put_object(Bucket="vers", Key="page", Body=b"%d" % i)
+    seen, km, vm = [], None, None
+    while True:
+        kw = {"Bucket": "vers", "MaxKeys": 1}
+        if km:
+            kw.update(KeyMarker=km, VersionIdMarker=vm or "")
+        page = s3.list_object_versions(**kw)
+        seen += [(x["Key"], x["VersionId"]) for x in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if not page["IsTruncated"]:
+            break
+        km, vm = page["NextKeyMarker"], page.get("NextVersionIdMarker")
+    everything = s3.list_object_versions(Bucket="vers")
+    want = [(x["Key"], x["VersionId"]) for x in everything.get("Versions", []) + everything.get("DeleteMarkers", [])]
+    assert sorted(seen) == sorted(want) and len(seen) == len(set(seen))
+
+    # suspended: new writes are the null version, replacing the old null one
+    s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="vers")["Status"] == "Suspended"
+    s3.put_object(Bucket="vers", Key="k", Body=b"suspended")
+    vs = [x for x in s3.list_object_versions(Bucket="vers", Prefix="k")["Versions"]]
+    assert [x["VersionId"] for x in vs] == ["null"]  # "one" was v1, deleted; "before" replaced
+    assert s3.get_object(Bucket="vers", Key="k", VersionId="null")["Body"].read() == b"suspended"
+
+    # emptying every version lets the bucket go
+    everything = s3.list_object_versions(Bucket="vers")
+    objs = [{"Key": x["Key"], "VersionId": x["VersionId"]}
+            for x in everything.get("Versions", []) + everything.get("DeleteMarkers", [])]
+    s3.delete_objects(Bucket="vers", Delete={"Objects": objs, "Quiet": True})
+    s3.delete_bucket(Bucket="vers")

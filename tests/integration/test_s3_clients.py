@@ -2,6 +2,7 @@
 s3cmd, rclone. And what bad clients do to it."""
 import filecmp
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -64,6 +65,33 @@ def test_awscli_large_multipart_and_sync(s3server, tmp_path):
     assert aws(s3server, "s3", "ls", "--recursive", "s3://awscli/tree/", check=False).stdout == ""
     v = aws(s3server, "s3api", "get-bucket-versioning", "--bucket", "awscli").stdout
     assert "Enabled" not in v
+    # versioning through s3api: two versions, a delete marker, an old version back
+    aws(s3server, "s3api", "put-bucket-versioning", "--bucket", "awscli",
+        "--versioning-configuration", "Status=Enabled")
+    assert json.loads(aws(s3server, "s3api", "get-bucket-versioning", "--bucket",
+                          "awscli").stdout)["Status"] == "Enabled"
+    f1, f2 = tmp_path / "v1.txt", tmp_path / "v2.txt"
+    f1.write_bytes(b"first")
+    f2.write_bytes(b"second")
+    v1 = json.loads(aws(s3server, "s3api", "put-object", "--bucket", "awscli", "--key", "doc",
+                        "--body", str(f1)).stdout)["VersionId"]
+    aws(s3server, "s3api", "put-object", "--bucket", "awscli", "--key", "doc", "--body", str(f2))
+    dm = json.loads(aws(s3server, "s3api", "delete-object", "--bucket", "awscli", "--key",
+                        "doc").stdout)
+    assert dm["DeleteMarker"] is True
+    lv = json.loads(aws(s3server, "s3api", "list-object-versions", "--bucket", "awscli",
+                        "--prefix", "doc").stdout)
+    assert len(lv["Versions"]) == 2 and lv["DeleteMarkers"][0]["IsLatest"] is True
+    out = tmp_path / "old.txt"
+    aws(s3server, "s3api", "get-object", "--bucket", "awscli", "--key", "doc", "--version-id", v1,
+        str(out))
+    assert out.read_bytes() == b"first"
+    aws(s3server, "s3api", "delete-object", "--bucket", "awscli", "--key", "doc", "--version-id",
+        dm["VersionId"])
+    aws(s3server, "s3", "cp", "--no-progress", "s3://awscli/doc", str(out))
+    assert out.read_bytes() == b"second"
+    aws(s3server, "s3api", "put-bucket-versioning", "--bucket", "awscli",
+        "--versioning-configuration", "Status=Suspended")
 
 
 def test_s3cmd(s3server, tmp_path):

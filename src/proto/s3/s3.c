@@ -79,6 +79,7 @@ enum s3_err s3_map_err(int rc)
     case PL_ENOSPC: return S3E_NO_SPACE;
     case PL_ECORRUPT: return S3E_CORRUPT;
     case PL_ENOTEMPTY: return S3E_BUCKET_NOT_EMPTY;
+    case PL_ENOVERSION: return S3E_NO_VERSION;
     default: return S3E_INTERNAL;
     }
 }
@@ -371,10 +372,10 @@ static void exec_op(struct s3_req *r)
     case OP_HEAD_BUCKET: s3_op_head_bucket(r); break;
     case OP_BUCKET_LOCATION: s3_op_location(r); break;
     case OP_GET_VERSIONING: s3_op_get_versioning(r); break;
-    case OP_PUT_VERSIONING: s3_fail(r, S3E_NOT_IMPLEMENTED, 0); break;
+    case OP_PUT_VERSIONING: s3_op_put_versioning(r); break;
     case OP_LIST_OBJECTS:
-    case OP_LIST_OBJECTS_V2:
-    case OP_LIST_VERSIONS: s3_op_list_objects(r); break;
+    case OP_LIST_OBJECTS_V2: s3_op_list_objects(r); break;
+    case OP_LIST_VERSIONS: s3_op_list_versions(r); break;
     case OP_DELETE_OBJECTS: s3_op_delete_objects(r); break;
     case OP_PUT_OBJECT:
     case OP_UPLOAD_PART: s3_put_finish(r); break;
@@ -715,7 +716,7 @@ static void respond(struct s3_req *r)
                 pl_buf_reset(&body);
         }
         /* keep only headers that make sense on errors (Content-Range on 416) */
-        if (r->err != S3E_INVALID_RANGE)
+        if (r->err != S3E_INVALID_RANGE && !r->keep_head)
             pl_buf_reset(&r->head);
     } else if (r->xml.len) {
         if (pl_buf_addstr(&body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n") ||

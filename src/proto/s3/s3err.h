@@ -21,6 +21,7 @@
       "AWS4-HMAC-SHA256.")                                                                     \
     X(S3E_NO_BUCKET, "NoSuchBucket", 404, "The specified bucket does not exist")               \
     X(S3E_NO_KEY, "NoSuchKey", 404, "The specified key does not exist.")                       \
+    X(S3E_NO_VERSION, "NoSuchVersion", 404, "The specified version does not exist.")           \
     X(S3E_NO_UPLOAD, "NoSuchUpload", 404,                                                      \
       "The specified upload does not exist. The upload ID may be invalid, or the upload may "  \
       "have been aborted or completed.")                                                       \

@@ -120,6 +120,7 @@ struct s3_req {
     enum s3_err err;
     int err_pl;              /* the store's error behind err, for the log */
     const char *err_detail;
+    int keep_head;           /* an error that still carries r->head (delete markers) */
     int status;
     struct pl_buf head, xml;
     /* get */
@@ -156,6 +157,14 @@ void s3_op_delete_bucket(struct s3_req *r);
 void s3_op_head_bucket(struct s3_req *r);
 void s3_op_location(struct s3_req *r);
 void s3_op_get_versioning(struct s3_req *r);
+void s3_op_put_versioning(struct s3_req *r);
+void s3_op_list_versions(struct s3_req *r);
+/* Look up bucket/key at version vid (NULL: latest) for a read; on failure
+ * the S3 error (with delete marker headers where S3 sends them) is set. */
+int s3_lookup(struct s3_req *r, const char *bucket, const char *key, const char *vid,
+              struct pl_attr *ret);
+/* x-amz-version-id for a write that made version v in r->bucket. */
+int s3_version_header(struct s3_req *r, uint64_t v) PL_WUR;
 void s3_op_list_objects(struct s3_req *r);
 void s3_put_prepare(struct s3_req *r);
 void s3_body_feed(struct s3_req *r, const struct pl_buf *b);
@@ -166,7 +175,8 @@ void s3_get_prepare(struct s3_req *r);
 void s3_get_read(struct s3_req *r);
 void s3_op_delete_object(struct s3_req *r);
 void s3_op_delete_objects(struct s3_req *r);
-int s3_copy_source(struct s3_req *r, char sbucket[64], const char **skey, struct pl_buf *dec);
+int s3_copy_source(struct s3_req *r, char sbucket[64], const char **skey, const char **svid,
+                   struct pl_buf *dec);
 int s3_copy_range(struct s3_req *r, uint64_t id, uint64_t from, uint64_t to, struct pl_writer *w);
 void s3_copy_result(struct s3_req *r, const char *root, int64_t mtime, const char *etag);
 void s3_op_copy_object(struct s3_req *r);

@@ -45,9 +45,10 @@ static int tagging_target(struct s3_req *r, uint64_t *ret_id)
     int rc;
     if (r->key.len) {
         struct pl_attr a;
-        rc = pl_obj_lookup(r->srv->st, r->bucket, r->key.data, PL_VIEW_LIVE, &a);
+        rc = s3_lookup(r, r->bucket, r->key.data, s3_query_get(&r->q, "versionId"), &a);
         if (!rc)
             *ret_id = a.id;
+        return rc;
     } else {
         struct pl_bucket_info b;
         rc = pl_bucket_get(r->srv->st, r->bucket, &b);
@@ -225,6 +226,8 @@ void s3_op_complete_mpu(struct s3_req *r)
     if (!rc)
         rc = s3_xml_esc(&r->xml, r->key.data);
     if (!rc)
+        rc = s3_version_header(r, a.version);
+    if (!rc)
         rc = pl_buf_addf(&r->xml, "</Key><ETag>&quot;%s&quot;</ETag>"
                                   "</CompleteMultipartUploadResult>",
                          a.etag);
@@ -370,15 +373,13 @@ void s3_op_upload_part_copy(struct s3_req *r)
     struct pl_attr a;
     struct pl_writer *w = NULL;
     char sbucket[64];
-    const char *skey;
+    const char *skey, *svid;
     pl_buf_init(&dec);
-    if (s3_copy_source(r, sbucket, &skey, &dec))
+    if (s3_copy_source(r, sbucket, &skey, &svid, &dec))
         goto out;
-    int rc = pl_obj_lookup(r->srv->st, sbucket, skey, PL_VIEW_LIVE, &a);
-    if (rc) {
-        s3_fail(r, s3_map_err(rc), rc);
+    int rc = s3_lookup(r, sbucket, skey, svid, &a);
+    if (rc)
         goto out;
-    }
     uint64_t from = 0, to = a.size; /* [from, to) */
     if (range) {
         unsigned long long x, y;

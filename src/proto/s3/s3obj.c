@@ -167,10 +167,80 @@ void s3_op_location(struct s3_req *r)
 
 void s3_op_get_versioning(struct s3_req *r)
 {
-    if (s3_bucket_exists(r) &&
-        pl_buf_addstr(&r->xml, "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/"
-                               "2006-03-01/\"/>"))
+    struct pl_bucket_info b;
+    int rc = pl_bucket_get(r->srv->st, r->bucket, &b);
+    if (rc) {
+        s3_fail(r, s3_map_err(rc), rc);
+        return;
+    }
+    /* an unversioned bucket answers an empty configuration, as AWS does */
+    const char *st = b.versioning == PL_VERSIONING_ENABLED     ? "<Status>Enabled</Status>"
+                     : b.versioning == PL_VERSIONING_SUSPENDED ? "<Status>Suspended</Status>"
+                                                               : "";
+    if (pl_buf_addf(&r->xml, "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/"
+                             "2006-03-01/\">%s</VersioningConfiguration>",
+                    st))
         s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
+}
+
+void s3_op_put_versioning(struct s3_req *r)
+{
+    int enabled, mfa;
+    if (s3_xml_parse_versioning(r->body.data, r->body.len, &enabled, &mfa)) {
+        s3_fail(r, S3E_MALFORMED_XML, 0);
+        return;
+    }
+    if (mfa) {
+        s3_fail(r, S3E_NOT_IMPLEMENTED, 0);
+        r->err_detail = "MFA Delete is not supported; send MfaDelete Disabled or leave it out";
+        return;
+    }
+    int rc = pl_bucket_versioning_set(r->srv->st, r->bucket,
+                                      enabled ? PL_VERSIONING_ENABLED : PL_VERSIONING_SUSPENDED);
+    if (rc)
+        s3_fail(r, s3_map_err(rc), rc);
+}
+
+int s3_version_header(struct s3_req *r, uint64_t v)
+{
+    char vid[PL_VERSION_LEN];
+    struct pl_bucket_info b;
+    if (!v && (pl_bucket_get(r->srv->st, r->bucket, &b) || b.versioning == PL_VERSIONING_OFF))
+        return 0; /* unversioned: no header, as AWS */
+    pl_version_str(v, vid);
+    return pl_buf_addf(&r->head, "x-amz-version-id: %s\r\n", vid);
+}
+
+int s3_lookup(struct s3_req *r, const char *bucket, const char *key, const char *vid,
+              struct pl_attr *ret)
+{
+    int dm = 0;
+    char v[PL_VERSION_LEN], t[40];
+    int rc = pl_obj_lookup_version(r->srv->st, bucket, key, vid, ret, &dm);
+    if (rc == PL_EINVAL) {
+        s3_fail(r, S3E_INVALID_ARGUMENT, rc);
+        r->err_detail = "Invalid version id specified";
+        return rc;
+    }
+    if (rc && !dm) {
+        s3_fail(r, s3_map_err(rc), rc);
+        return rc;
+    }
+    if (dm) {
+        /* a delete marker: 404 as the latest, 405 when asked for by id */
+        pl_version_str(ret->version, v);
+        http_date(ret->mtime / 1000000000, t, sizeof(t));
+        r->keep_head = 1;
+        if (pl_buf_addf(&r->head, "x-amz-delete-marker: true\r\nx-amz-version-id: %s\r\n", v) ||
+            (vid && pl_buf_addf(&r->head, "Last-Modified: %s\r\n", t)))
+            rc = PL_ENOMEM;
+        s3_fail(r, rc == PL_ENOMEM ? S3E_INTERNAL : vid ? S3E_METHOD : S3E_NO_KEY,
+                vid ? 0 : PL_ENOENT);
+        if (vid)
+            r->err_detail = "The specified method is not allowed against this resource.";
+        return vid ? PL_EINVAL : PL_ENOENT;
+    }
+    return 0;
 }
 
 /* ---- listing ---- */
@@ -178,8 +248,11 @@ struct lister {
     struct s3_req *r;
     const char *prefix;
     char delim[8];     /* "" none, else the delimiter (any string) */
-    int max, n, truncated, url, v2, fetch_owner, versions;
+    int max, n, truncated, url, v2, fetch_owner;
     char last[PL_KEY_MAX + 2];
+    uint64_t last_version;  /* versions: of the last entry, unless it was a prefix */
+    int last_was_prefix;
+    const char *skip_prefix; /* versions: a common prefix already listed */
     char last_prefix[PL_KEY_MAX + 2];
     struct pl_buf contents, prefixes;
 };
@@ -230,47 +303,33 @@ static int list_cb(void *arg, const char *key, int is_prefix, const struct pl_at
     } else {
         char t[40];
         s3_iso8601(a->mtime, t, sizeof(t));
-        rc = pl_buf_addstr(&L->contents, L->versions ? "<Version><Key>" : "<Contents><Key>");
+        rc = pl_buf_addstr(&L->contents, "<Contents><Key>");
         if (!rc)
             rc = enc(L, &L->contents, key);
         if (!rc)
             rc = pl_buf_addf(&L->contents,
-                             "</Key>%s<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
+                             "</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
                              "<Size>%" PRIu64 "</Size>",
-                             L->versions ? "<VersionId>null</VersionId><IsLatest>true</IsLatest>"
-                                         : "",
                              t, a->etag, a->type == PL_T_DIR ? 0 : a->size);
         if (!rc && (L->fetch_owner || !L->v2))
             rc = pl_buf_addf(&L->contents,
                              "<Owner><ID>%s</ID><DisplayName>%s</DisplayName></Owner>",
                              L->r->user, L->r->user);
         if (!rc)
-            rc = pl_buf_addstr(&L->contents, L->versions ? "<StorageClass>STANDARD</StorageClass>"
-                                                           "</Version>"
-                                                         : "<StorageClass>STANDARD</StorageClass>"
-                                                           "</Contents>");
+            rc = pl_buf_addstr(&L->contents, "<StorageClass>STANDARD</StorageClass></Contents>");
     }
     snprintf(L->last, sizeof(L->last), "%s", key);
     L->n++;
     return rc ? 1 : 0;
 }
 
-void s3_op_list_objects(struct s3_req *r)
+/* The query parameters every listing shares. */
+static int lister_init(struct s3_req *r, struct lister *L)
 {
-    struct lister *L = calloc(1, sizeof(*L));
     const struct s3_query *q = &r->q;
-    struct pl_buf tok;
-    int rc;
-    if (!L) {
-        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
-        return;
-    }
-    pl_buf_init(&tok);
     pl_buf_init(&L->contents);
     pl_buf_init(&L->prefixes);
     L->r = r;
-    L->v2 = r->op == OP_LIST_OBJECTS_V2;
-    L->versions = r->op == OP_LIST_VERSIONS;
     L->prefix = s3_query_get(q, "prefix") ? s3_query_get(q, "prefix") : "";
     const char *d = s3_query_get(q, "delimiter");
     if (d && strlen(d) < sizeof(L->delim))
@@ -282,56 +341,25 @@ void s3_op_list_objects(struct s3_req *r)
         long v = strtol(mk, &end, 10);
         if (*end || v < 0) {
             s3_fail(r, S3E_INVALID_ARGUMENT, 0);
-            goto out;
+            return PL_EINVAL;
         }
         L->max = v < 1000 ? (int)v : 1000;
     }
     const char *et = s3_query_get(q, "encoding-type");
     if (et && strcmp(et, "url")) {
         s3_fail(r, S3E_INVALID_ARGUMENT, 0);
-        goto out;
+        return PL_EINVAL;
     }
     L->url = et != NULL;
-    L->fetch_owner = s3_query_get(q, "fetch-owner") && !strcmp(s3_query_get(q, "fetch-owner"),
-                                                               "true");
-    /* where to start: v2 continuation token (our own: hex of the last key), or
-     * start-after; v1 marker; versions key-marker */
-    const char *after = "";
-    const char *ct = L->v2 ? s3_query_get(q, "continuation-token") : NULL;
-    if (ct) {
-        size_t n = strlen(ct);
-        uint8_t *raw = malloc(n / 2 + 1);
-        if (!raw || n % 2 || n / 2 > PL_KEY_MAX || pl_unhex(ct, raw, n / 2) ||
-            pl_buf_add(&tok, raw, n / 2)) {
-            free(raw);
-            s3_fail(r, S3E_INVALID_ARGUMENT, 0);
-            r->err_detail = "The continuation token provided is incorrect";
-            goto out;
-        }
-        free(raw);
-        after = tok.data;
-    } else if (L->v2 && s3_query_get(q, "start-after")) {
-        after = s3_query_get(q, "start-after");
-    } else if (!L->v2 && !L->versions && s3_query_get(q, "marker")) {
-        after = s3_query_get(q, "marker");
-    } else if (L->versions && s3_query_get(q, "key-marker")) {
-        after = s3_query_get(q, "key-marker");
-    }
-    if (L->max > 0) {
-        rc = pl_obj_list(r->srv->st, r->bucket, L->prefix, after,
-                         !strcmp(L->delim, "/") ? '/' : 0, PL_VIEW_LIVE, list_cb, L);
-        if (rc) {
-            s3_fail(r, s3_map_err(rc), rc);
-            goto out;
-        }
-    } else if (!s3_bucket_exists(r)) {
-        goto out;
-    }
-    struct pl_buf *x = &r->xml;
-    const char *root = L->versions ? "ListVersionsResult" : "ListBucketResult";
-    rc = pl_buf_addf(x, "<%s xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>%s</Name>"
-                        "<Prefix>",
-                     root, r->bucket);
+    return 0;
+}
+
+/* The elements every listing result starts with. */
+static int lister_head(struct lister *L, struct pl_buf *x, const char *root)
+{
+    int rc = pl_buf_addf(x, "<%s xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>%s</Name>"
+                            "<Prefix>",
+                         root, L->r->bucket);
     if (!rc)
         rc = enc(L, x, L->prefix);
     if (!rc)
@@ -348,6 +376,59 @@ void s3_op_list_objects(struct s3_req *r)
                          L->truncated ? "true" : "false");
     if (!rc && L->url)
         rc = pl_buf_addstr(x, "<EncodingType>url</EncodingType>");
+    return rc;
+}
+
+void s3_op_list_objects(struct s3_req *r)
+{
+    struct lister *L = calloc(1, sizeof(*L));
+    const struct s3_query *q = &r->q;
+    struct pl_buf tok;
+    int rc;
+    if (!L) {
+        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
+        return;
+    }
+    pl_buf_init(&tok);
+    if (lister_init(r, L))
+        goto out;
+    L->v2 = r->op == OP_LIST_OBJECTS_V2;
+    L->fetch_owner = s3_query_get(q, "fetch-owner") && !strcmp(s3_query_get(q, "fetch-owner"),
+                                                               "true");
+    /* where to start: v2 continuation token (our own: hex of the last key), or
+     * start-after; v1 marker */
+    const char *after = "";
+    const char *ct = L->v2 ? s3_query_get(q, "continuation-token") : NULL;
+    if (ct) {
+        size_t n = strlen(ct);
+        uint8_t *raw = malloc(n / 2 + 1);
+        if (!raw || n % 2 || n / 2 > PL_KEY_MAX || pl_unhex(ct, raw, n / 2) ||
+            pl_buf_add(&tok, raw, n / 2)) {
+            free(raw);
+            s3_fail(r, S3E_INVALID_ARGUMENT, 0);
+            r->err_detail = "The continuation token provided is incorrect";
+            goto out;
+        }
+        free(raw);
+        after = tok.data;
+    } else if (L->v2 && s3_query_get(q, "start-after")) {
+        after = s3_query_get(q, "start-after");
+    } else if (!L->v2 && s3_query_get(q, "marker")) {
+        after = s3_query_get(q, "marker");
+    }
+    if (L->max > 0) {
+        rc = pl_obj_list(r->srv->st, r->bucket, L->prefix, after,
+                         !strcmp(L->delim, "/") ? '/' : 0, PL_VIEW_LIVE, list_cb, L);
+        if (rc) {
+            s3_fail(r, s3_map_err(rc), rc);
+            goto out;
+        }
+    } else if (!s3_bucket_exists(r)) {
+        goto out;
+    }
+    struct pl_buf *x = &r->xml;
+    const char *root = "ListBucketResult";
+    rc = lister_head(L, x, root);
     if (!rc && L->v2) {
         rc = pl_buf_addf(x, "<KeyCount>%d</KeyCount>", L->n);
         if (!rc && ct)
@@ -368,20 +449,6 @@ void s3_op_list_objects(struct s3_req *r)
                 rc = pl_buf_addf(x, "<NextContinuationToken>%s</NextContinuationToken>", hex);
                 free(hex);
             }
-        }
-    } else if (!rc && L->versions) {
-        rc = pl_buf_addstr(x, "<KeyMarker>");
-        if (!rc)
-            rc = enc(L, x, after);
-        if (!rc)
-            rc = pl_buf_addstr(x, "</KeyMarker><VersionIdMarker></VersionIdMarker>");
-        if (!rc && L->truncated) {
-            rc = pl_buf_addstr(x, "<NextKeyMarker>");
-            if (!rc)
-                rc = enc(L, x, L->last);
-            if (!rc)
-                rc = pl_buf_addstr(x, "</NextKeyMarker><NextVersionIdMarker>null"
-                                      "</NextVersionIdMarker>");
         }
     } else if (!rc) {
         rc = pl_buf_addstr(x, "<Marker>");
@@ -409,6 +476,140 @@ out:
     pl_buf_release(&L->contents);
     pl_buf_release(&L->prefixes);
     pl_buf_release(&tok);
+    free(L);
+}
+
+/* ---- ListObjectVersions ---- */
+static int versions_cb(void *arg, const struct pl_version_info *v)
+{
+    struct lister *L = arg;
+    const char *key = v->key;
+    size_t pl = strlen(L->prefix);
+    char cp[PL_KEY_MAX + 2];
+    int rc;
+    if (L->skip_prefix && !strncmp(key, L->skip_prefix, strlen(L->skip_prefix)))
+        return 0; /* under a common prefix an earlier page listed */
+    const char *d = L->delim[0] ? strstr(key + pl, L->delim) : NULL;
+    if (d) {
+        size_t n = (size_t)(d - key) + strlen(L->delim);
+        memcpy(cp, key, n);
+        cp[n] = 0;
+        if (!strcmp(cp, L->last_prefix))
+            return 0;
+    }
+    if (L->n == L->max) {
+        L->truncated = 1;
+        return 1;
+    }
+    L->n++;
+    if (d) {
+        snprintf(L->last_prefix, sizeof(L->last_prefix), "%s", cp);
+        snprintf(L->last, sizeof(L->last), "%s", cp);
+        L->last_was_prefix = 1;
+        rc = pl_buf_addstr(&L->prefixes, "<CommonPrefixes><Prefix>");
+        if (!rc)
+            rc = enc(L, &L->prefixes, cp);
+        if (!rc)
+            rc = pl_buf_addstr(&L->prefixes, "</Prefix></CommonPrefixes>");
+        return rc ? 1 : 0;
+    }
+    char t[40], vid[PL_VERSION_LEN];
+    const char *tag = v->delete_marker ? "DeleteMarker" : "Version";
+    s3_iso8601(v->a->mtime, t, sizeof(t));
+    pl_version_str(v->version, vid);
+    snprintf(L->last, sizeof(L->last), "%s", key);
+    L->last_version = v->version;
+    L->last_was_prefix = 0;
+    rc = pl_buf_addf(&L->contents, "<%s><Key>", tag);
+    if (!rc)
+        rc = enc(L, &L->contents, key);
+    if (!rc)
+        rc = pl_buf_addf(&L->contents,
+                         "</Key><VersionId>%s</VersionId><IsLatest>%s</IsLatest>"
+                         "<LastModified>%s</LastModified>",
+                         vid, v->latest ? "true" : "false", t);
+    if (!rc && !v->delete_marker)
+        rc = pl_buf_addf(&L->contents, "<ETag>&quot;%s&quot;</ETag><Size>%" PRIu64 "</Size>"
+                                       "<StorageClass>STANDARD</StorageClass>",
+                         v->a->etag, v->a->type == PL_T_DIR ? 0 : v->a->size);
+    if (!rc)
+        rc = pl_buf_addf(&L->contents,
+                         "<Owner><ID>%s</ID><DisplayName>%s</DisplayName></Owner></%s>",
+                         L->r->user, L->r->user, tag);
+    return rc ? 1 : 0;
+}
+
+void s3_op_list_versions(struct s3_req *r)
+{
+    struct lister *L = calloc(1, sizeof(*L));
+    const struct s3_query *q = &r->q;
+    if (!L) {
+        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
+        return;
+    }
+    int rc = lister_init(r, L);
+    if (rc)
+        goto out;
+    const char *km = s3_query_get(q, "key-marker") ? s3_query_get(q, "key-marker") : "";
+    const char *vm = s3_query_get(q, "version-id-marker");
+    uint64_t vmv;
+    if (vm && *vm && (!*km || pl_version_parse(vm, &vmv))) {
+        s3_fail(r, S3E_INVALID_ARGUMENT, 0);
+        r->err_detail = *km ? "Invalid version id specified"
+                            : "A version-id marker cannot be specified without a key marker.";
+        goto out;
+    }
+    size_t kml = strlen(km), dl = strlen(L->delim);
+    if (dl && kml >= dl && !strcmp(km + kml - dl, L->delim) && (!vm || !*vm))
+        L->skip_prefix = km; /* the marker is a common prefix: skip all under it */
+    if (L->max > 0) {
+        rc = pl_obj_versions(r->srv->st, r->bucket, L->prefix, km, vm, versions_cb, L);
+        if (rc == PL_EINVAL) {
+            s3_fail(r, S3E_INVALID_ARGUMENT, rc);
+            goto out;
+        }
+        if (rc) {
+            s3_fail(r, s3_map_err(rc), rc);
+            goto out;
+        }
+    } else if (!s3_bucket_exists(r)) {
+        goto out;
+    }
+    struct pl_buf *x = &r->xml;
+    rc = lister_head(L, x, "ListVersionsResult");
+    if (!rc)
+        rc = pl_buf_addstr(x, "<KeyMarker>");
+    if (!rc)
+        rc = enc(L, x, km);
+    if (!rc)
+        rc = pl_buf_addstr(x, "</KeyMarker><VersionIdMarker>");
+    if (!rc && vm)
+        rc = enc(L, x, vm);
+    if (!rc)
+        rc = pl_buf_addstr(x, "</VersionIdMarker>");
+    if (!rc && L->truncated) {
+        rc = pl_buf_addstr(x, "<NextKeyMarker>");
+        if (!rc)
+            rc = enc(L, x, L->last);
+        if (!rc)
+            rc = pl_buf_addstr(x, "</NextKeyMarker>");
+        if (!rc && !L->last_was_prefix) {
+            char vid[PL_VERSION_LEN];
+            pl_version_str(L->last_version, vid);
+            rc = pl_buf_addf(x, "<NextVersionIdMarker>%s</NextVersionIdMarker>", vid);
+        }
+    }
+    if (!rc)
+        rc = pl_buf_add(x, L->contents.data, L->contents.len);
+    if (!rc)
+        rc = pl_buf_add(x, L->prefixes.data, L->prefixes.len);
+    if (!rc)
+        rc = pl_buf_addstr(x, "</ListVersionsResult>");
+    if (rc)
+        s3_fail(r, S3E_INTERNAL, rc);
+out:
+    pl_buf_release(&L->contents);
+    pl_buf_release(&L->prefixes);
     free(L);
 }
 
@@ -640,6 +841,8 @@ void s3_put_finish(struct s3_req *r)
     rc = pl_buf_addf(&r->head, "ETag: \"%s\"\r\n", a.etag);
     if (!rc && cks_b64[0])
         rc = pl_buf_addf(&r->head, "x-amz-checksum-%s: %s\r\n", r->cks_name, cks_b64);
+    if (!rc)
+        rc = s3_version_header(r, a.version);
     if (rc)
         s3_fail(r, S3E_INTERNAL, rc);
 }
@@ -682,8 +885,11 @@ void s3_get_prepare(struct s3_req *r)
 {
     struct http_req *h = r->hr;
     char ctype[256] = "", t[40];
-    int rc = pl_obj_lookup(r->srv->st, r->bucket, r->key.data, PL_VIEW_LIVE, &r->attr);
-    if (!rc && r->op == OP_GET_OBJECT) {
+    const char *vid = s3_query_get(&r->q, "versionId");
+    int rc = s3_lookup(r, r->bucket, r->key.data, vid, &r->attr);
+    if (rc)
+        return;
+    if (r->op == OP_GET_OBJECT) {
         /* keep these bytes readable to the end, even if the key is replaced
          * meanwhile; the pin is taken before we check the object is still there */
         pl_elem_pin(r->srv->st, r->attr.id);
@@ -694,10 +900,6 @@ void s3_get_prepare(struct s3_req *r)
             s3_fail(r, S3E_SLOW_DOWN, PL_EAGAIN);
             return;
         }
-    }
-    if (rc) {
-        s3_fail(r, s3_map_err(rc), rc);
-        return;
     }
     uint64_t size = r->attr.type == PL_T_DIR ? 0 : r->attr.size;
     int64_t mtime = r->attr.mtime / 1000000000;
@@ -789,6 +991,11 @@ void s3_get_prepare(struct s3_req *r)
     }
     if (!rc)
         rc = s3_meta_to_headers(r->srv->st, &r->attr, &r->head, h, &r->q);
+    if (!rc && (r->attr.version || vid)) {
+        char v[PL_VERSION_LEN];
+        pl_version_str(r->attr.version, v);
+        rc = pl_buf_addf(&r->head, "x-amz-version-id: %s\r\n", v);
+    }
     if (rc)
         s3_fail(r, s3_map_err(rc), rc);
 }
@@ -817,15 +1024,37 @@ void s3_get_read(struct s3_req *r)
 }
 
 /* ---- DeleteObject(s), CopyObject (pool thread) ---- */
+/* Delete key (version vid or the latest); *dm and *v say what happened. */
+static int delete_one(struct s3_req *r, const char *key, const char *vid, int *dm, uint64_t *v)
+{
+    *dm = 0;
+    *v = 0;
+    int rc = pl_obj_delete_version(r->srv->st, r->bucket, key, vid, dm, v);
+    if (rc == PL_ENOENT || rc == PL_ENOTDIR || rc == PL_ENOTEMPTY)
+        rc = 0; /* deleting what is not there succeeds, as in S3 */
+    return rc;
+}
+
 void s3_op_delete_object(struct s3_req *r)
 {
-    int rc = pl_obj_delete(r->srv->st, r->bucket, r->key.data);
-    if (rc == PL_ENOBUCKET)
-        s3_fail(r, S3E_NO_BUCKET, rc);
-    else if (rc && rc != PL_ENOENT && rc != PL_ENOTDIR && rc != PL_ENOTEMPTY)
+    const char *vid = s3_query_get(&r->q, "versionId");
+    char v[PL_VERSION_LEN];
+    uint64_t ver;
+    int dm, rc = delete_one(r, r->key.data, vid, &dm, &ver);
+    if (rc == PL_EINVAL) {
+        s3_fail(r, S3E_INVALID_ARGUMENT, rc);
+        r->err_detail = "Invalid version id specified";
+        return;
+    }
+    if (rc) {
         s3_fail(r, s3_map_err(rc), rc);
-    else
-        r->status = 204; /* deleting what is not there succeeds, as in S3 */
+        return;
+    }
+    r->status = 204;
+    pl_version_str(ver, v);
+    if ((dm && pl_buf_addstr(&r->head, "x-amz-delete-marker: true\r\n")) ||
+        ((dm || vid) && pl_buf_addf(&r->head, "x-amz-version-id: %s\r\n", v)))
+        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
 }
 
 void s3_op_delete_objects(struct s3_req *r)
@@ -842,10 +1071,12 @@ void s3_op_delete_objects(struct s3_req *r)
     int rc = pl_buf_addstr(&r->xml,
                            "<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     for (size_t i = 0; i < l.n && !rc; i++) {
-        const char *k = l.items[i].key;
-        int drc = pl_key_valid(k) ? PL_ENOENT : pl_obj_delete(r->srv->st, r->bucket, k);
-        if (drc && drc != PL_ENOENT && drc != PL_ENOTDIR && drc != PL_ENOTEMPTY) {
-            enum s3_err e = s3_map_err(drc);
+        const char *k = l.items[i].key, *vid = l.items[i].version;
+        int dm = 0;
+        uint64_t ver = 0;
+        int drc = pl_key_valid(k) ? 0 : delete_one(r, k, vid, &dm, &ver);
+        if (drc) {
+            enum s3_err e = drc == PL_EINVAL ? S3E_INVALID_ARGUMENT : s3_map_err(drc);
             rc = pl_buf_addstr(&r->xml, "<Error><Key>");
             if (!rc)
                 rc = s3_xml_esc(&r->xml, k);
@@ -853,11 +1084,21 @@ void s3_op_delete_objects(struct s3_req *r)
                 rc = pl_buf_addf(&r->xml, "</Key><Code>%s</Code><Message>%s</Message></Error>",
                                  s3_err_rows[e].code, s3_err_rows[e].msg);
         } else if (!l.quiet) {
+            char v[PL_VERSION_LEN];
+            pl_version_str(ver, v);
             rc = pl_buf_addstr(&r->xml, "<Deleted><Key>");
             if (!rc)
                 rc = s3_xml_esc(&r->xml, k);
             if (!rc)
-                rc = pl_buf_addstr(&r->xml, "</Key></Deleted>");
+                rc = pl_buf_addstr(&r->xml, "</Key>");
+            if (!rc && vid)
+                rc = pl_buf_addf(&r->xml, "<VersionId>%s</VersionId>", v);
+            if (!rc && dm)
+                rc = pl_buf_addf(&r->xml, "<DeleteMarker>true</DeleteMarker>"
+                                          "<DeleteMarkerVersionId>%s</DeleteMarkerVersionId>",
+                                 v);
+            if (!rc)
+                rc = pl_buf_addstr(&r->xml, "</Deleted>");
         }
     }
     if (!rc)
@@ -869,10 +1110,12 @@ void s3_op_delete_objects(struct s3_req *r)
 
 /* x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, maybe with
  * "?versionId=". The key points into dec. */
-int s3_copy_source(struct s3_req *r, char sbucket[64], const char **skey, struct pl_buf *dec)
+int s3_copy_source(struct s3_req *r, char sbucket[64], const char **skey, const char **svid,
+                   struct pl_buf *dec)
 {
     const char *src = http_req_header(r->hr, "x-amz-copy-source");
     const char *qm = strchr(src, '?');
+    *svid = qm && !strncmp(qm, "?versionId=", 11) ? qm + 11 : NULL;
     if (s3_uri_decode(src, qm ? (size_t)(qm - src) : strlen(src), dec)) {
         s3_fail(r, S3E_INVALID_ARGUMENT, 0);
         return PL_EINVAL;
@@ -926,15 +1169,14 @@ void s3_op_copy_object(struct s3_req *r)
     struct pl_attr a;
     struct pl_writer *w = NULL;
     char ctype[256] = "", sbucket[64];
-    const char *skey;
+    const char *skey, *svid;
     pl_buf_init(&dec);
-    if (s3_copy_source(r, sbucket, &skey, &dec))
+    if (s3_copy_source(r, sbucket, &skey, &svid, &dec))
         goto out;
-    int rc = pl_obj_lookup(r->srv->st, sbucket, skey, PL_VIEW_LIVE, &a);
-    if (rc) {
-        s3_fail(r, s3_map_err(rc), rc);
+    int rc = s3_lookup(r, sbucket, skey, svid, &a);
+    if (rc)
         goto out;
-    }
+    uint64_t src_version = a.version;
     /* copy-source conditionals */
     const char *im = http_req_header(r->hr, "x-amz-copy-source-if-match");
     const char *inm = http_req_header(r->hr, "x-amz-copy-source-if-none-match");
@@ -948,7 +1190,7 @@ void s3_op_copy_object(struct s3_req *r)
     }
     const char *dir = http_req_header(r->hr, "x-amz-metadata-directive");
     int replace = dir && !strcmp(dir, "REPLACE");
-    if (!replace && !strcmp(sbucket, r->bucket) && !strcmp(skey, r->key.data)) {
+    if (!replace && !svid && !strcmp(sbucket, r->bucket) && !strcmp(skey, r->key.data)) {
         s3_fail(r, S3E_INVALID_REQUEST, 0);
         r->err_detail = "This copy request is illegal because it is trying to copy an object to "
                         "itself without changing the object's metadata, storage class, website "
@@ -1006,6 +1248,14 @@ void s3_op_copy_object(struct s3_req *r)
         s3_fail(r, s3_map_err(rc), rc);
         goto out;
     }
+    if (svid) {
+        char v[PL_VERSION_LEN];
+        pl_version_str(src_version, v);
+        if (pl_buf_addf(&r->head, "x-amz-copy-source-version-id: %s\r\n", v))
+            s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
+    }
+    if (s3_version_header(r, a.version))
+        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
     s3_copy_result(r, "CopyObjectResult", a.mtime, a.etag);
 out:
     pl_writer_abort(w);

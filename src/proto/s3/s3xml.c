@@ -72,6 +72,7 @@ out:
 static int delete_item(xmlNode *node, struct s3_xml_item *it)
 {
     it->key = text_of(child(node, "Key"));
+    it->version = text_of(child(node, "VersionId")); /* optional */
     return it->key ? 0 : PL_EINVAL;
 }
 
@@ -141,9 +142,34 @@ int s3_xml_parse_tagging(const char *body, size_t n, size_t max, struct s3_xml_l
     return rc;
 }
 
+int s3_xml_parse_versioning(const char *body, size_t n, int *ret_enabled, int *ret_mfa)
+{
+    if (n > INT32_MAX)
+        return PL_EINVAL;
+    xmlDoc *doc = xmlReadMemory(body, (int)n, "versioning.xml", NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                                    XML_PARSE_NOWARNING);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    int rc = PL_EINVAL;
+    if (root && !strcmp((const char *)root->name, "VersioningConfiguration")) {
+        char *st = text_of(child(root, "Status")), *mfa = text_of(child(root, "MfaDelete"));
+        if (st && (!strcmp(st, "Enabled") || !strcmp(st, "Suspended")) &&
+            (!mfa || !strcmp(mfa, "Enabled") || !strcmp(mfa, "Disabled"))) {
+            *ret_enabled = !strcmp(st, "Enabled");
+            *ret_mfa = mfa && !strcmp(mfa, "Enabled");
+            rc = 0;
+        }
+        free(st);
+        free(mfa);
+    }
+    xmlFreeDoc(doc);
+    return rc;
+}
+
 void s3_xml_list_release(struct s3_xml_list *l)
 {
     for (size_t i = 0; l->items && i < l->n; i++) {
+        free(l->items[i].version);
         free(l->items[i].key);
         free(l->items[i].value);
         free(l->items[i].etag);

@@ -9,6 +9,7 @@
 
 struct s3_xml_item {
     char *key;    /* DeleteObjects: Object/Key; Tagging: Tag/Key */
+    char *version; /* DeleteObjects: Object/VersionId, or NULL */
     char *value;  /* Tagging: Tag/Value */
     int number;   /* CompleteMultipartUpload: Part/PartNumber */
     char *etag;   /* CompleteMultipartUpload: Part/ETag */
@@ -28,6 +29,9 @@ int s3_xml_parse_complete(const char *body, size_t n, size_t max, struct s3_xml_
 /* <Tagging><TagSet><Tag><Key/><Value/></Tag>*</TagSet></Tagging>; at most max
  * tags, keys 1..128 and values 0..256 bytes, no duplicate keys. */
 int s3_xml_parse_tagging(const char *body, size_t n, size_t max, struct s3_xml_list *out) PL_WUR;
+/* <VersioningConfiguration><Status>Enabled|Suspended</Status>
+ * <MfaDelete>Enabled|Disabled</MfaDelete>?</...> */
+int s3_xml_parse_versioning(const char *body, size_t n, int *ret_enabled, int *ret_mfa) PL_WUR;
 void s3_xml_list_release(struct s3_xml_list *l);
 /* Initialize libxml2 once, before threads use it. */
 void s3_xml_init(void);
