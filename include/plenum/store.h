@@ -251,6 +251,11 @@ int pl_mpu_part_list(struct pl_store *st, const char *upload_id, int after, pl_p
 int pl_mpu_complete(struct pl_store *st, const char *upload_id, const struct pl_part_ref *parts,
                     size_t n, struct pl_attr *ret) PL_WUR;
 int pl_mpu_abort(struct pl_store *st, const char *upload_id) PL_WUR;
+/* Byte range of part number (1-based) of an object as it was uploaded, and
+ * how many parts it has; an object not made by a multipart upload (or
+ * rewritten since) is one part. PL_ERANGE when there is no such part. */
+int pl_obj_part(struct pl_store *st, uint64_t id, uint64_t view, int number, uint64_t *ret_off,
+                uint64_t *ret_len, int *ret_count) PL_WUR;
 typedef int (*pl_mpu_fn)(void *arg, const struct pl_mpu_info *u);
 int pl_mpu_list(struct pl_store *st, const char *bucket, pl_mpu_fn cb, void *arg) PL_WUR;
 

@@ -476,6 +476,9 @@ static int apply_complete(struct meta_txn *t, void *arg)
     }
     elem_init(&e);
     uint64_t base = 0;
+    /* part sizes as runs (size LE64, count LE32): usually all equal but the last */
+    struct pl_buf runs;
+    pl_buf_init(&runs);
     for (size_t i = 0; i < a->n && !rc; i++) {
         const struct pl_part_ref *ref = &a->parts[i];
         if (i && ref->number <= a->parts[i - 1].number) {
@@ -512,6 +515,15 @@ static int apply_complete(struct meta_txn *t, void *arg)
         EVP_DigestUpdate(md, bin, 16);
         rc = extents_append(t, elem, tmpl, base);
         base += p.size;
+        if (!rc && runs.len >= 12 && pl_get_le64((const uint8_t *)runs.data + runs.len - 12) == p.size) {
+            uint8_t *cnt = (uint8_t *)runs.data + runs.len - 4;
+            pl_put_le32(cnt, pl_get_le32(cnt) + 1);
+        } else if (!rc) {
+            uint8_t run[12];
+            pl_put_le64(run, p.size);
+            pl_put_le32(run + 8, 1);
+            rc = pl_buf_add(&runs, run, sizeof(run));
+        }
     }
     uint8_t fin[16];
     unsigned int fl = 16;
@@ -523,7 +535,9 @@ static int apply_complete(struct meta_txn *t, void *arg)
     if (rc)
         goto out;
     e.a.size = base;
-    rc = elem_put(t, &e);
+    rc = prop_set(&e, PROP_PARTS, NULL, runs.data, runs.len);
+    if (!rc)
+        rc = elem_put(t, &e);
     if (rc)
         goto out;
     char etag[PL_ETAG_MAX];
@@ -533,7 +547,50 @@ static int apply_complete(struct meta_txn *t, void *arg)
     if (!rc)
         rc = obj_link(t, info.bucket, info.key, tmpl, etag, NULL, &a->out);
 out:
+    pl_buf_release(&runs);
     elem_release(&e);
+    return rc;
+}
+
+int pl_obj_part(struct pl_store *st, uint64_t id, uint64_t view, int number, uint64_t *ret_off,
+                uint64_t *ret_len, int *ret_count)
+{
+    MDB_txn *txn;
+    struct elem e;
+    struct pl_str s;
+    elem_init(&e);
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    if (rc)
+        goto out;
+    if (prop_get(&e, PROP_PARTS, NULL, &s) || s.n % 12) {
+        /* not uploaded in parts: one part, the whole object */
+        *ret_count = 1;
+        *ret_off = 0;
+        *ret_len = e.a.size;
+        rc = number == 1 ? 0 : PL_ERANGE;
+        goto out;
+    }
+    uint64_t off = 0;
+    int seen = 0, found = 0;
+    for (size_t i = 0; i < s.n; i += 12) {
+        uint64_t size = pl_get_le64((const uint8_t *)s.p + i);
+        uint32_t cnt = pl_get_le32((const uint8_t *)s.p + i + 8);
+        if (!found && number > seen && (uint64_t)number <= (uint64_t)seen + cnt) {
+            *ret_off = off + size * (uint64_t)(number - seen - 1);
+            *ret_len = size;
+            found = 1;
+        }
+        off += size * cnt;
+        seen += (int)cnt;
+    }
+    *ret_count = seen;
+    rc = found ? 0 : PL_ERANGE;
+out:
+    elem_release(&e);
+    meta_rtxn_end(txn);
     return rc;
 }
 

@@ -504,6 +504,7 @@ static int apply_setattr(struct meta_txn *t, void *arg)
         if (ns != e.a.size) {
             e.a.size = ns;
             e.a.etag[0] = 0;
+            (void)prop_del(&e, PROP_PARTS, NULL); /* no longer the uploaded parts */
             if (!(a->mask & PL_SET_MTIME))
                 e.a.mtime = now;
         }
@@ -754,6 +755,7 @@ static int apply_write(struct meta_txn *t, void *arg)
     if (!rc) {
         e.a.mtime = e.a.ctime = pl_now_ns();
         e.a.etag[0] = 0; /* recomputed on demand */
+        (void)prop_del(&e, PROP_PARTS, NULL); /* no longer the uploaded parts */
         rc = elem_put(t, &e);
     }
     elem_release(&e);

@@ -234,6 +234,21 @@ def test_multipart(s3):
     assert r["ETag"] == f'"{want}"'
     g = s3.get_object(Bucket="mpu", Key="big")
     assert g["Body"].read() == b"".join(part) and g["ContentType"] == "video/x-test"
+    # each part as it was uploaded
+    for i, p in enumerate(part):
+        g = s3.get_object(Bucket="mpu", Key="big", PartNumber=i + 1)
+        assert g["Body"].read() == p and g["PartsCount"] == 3
+        assert g["ResponseMetadata"]["HTTPStatusCode"] == 206
+    h = s3.head_object(Bucket="mpu", Key="big", PartNumber=3)
+    assert h["ContentLength"] == 4 and h["PartsCount"] == 3
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="mpu", Key="big", PartNumber=4)
+    assert code(e) == "InvalidPartNumber" and status(e) == 416
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="mpu", Key="big", PartNumber=1, Range="bytes=0-1")
+    assert code(e) == "InvalidRequest"
+    s3.put_object(Bucket="mpu", Key="plain", Body=b"plain body")
+    assert s3.get_object(Bucket="mpu", Key="plain", PartNumber=1)["Body"].read() == b"plain body"
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.list_parts(Bucket="mpu", Key="big", UploadId=uid)
     assert code(e) == "NoSuchUpload"

@@ -39,6 +39,8 @@
       "The XML you provided was not well-formed or did not validate against our published "    \
       "schema")                                                                                \
     X(S3E_INVALID_RANGE, "InvalidRange", 416, "The requested range is not satisfiable")        \
+    X(S3E_INVALID_PART_NUMBER, "InvalidPartNumber", 416,                                       \
+      "The requested partnumber is not satisfiable")                                           \
     X(S3E_PRECONDITION, "PreconditionFailed", 412,                                             \
       "At least one of the pre-conditions you specified did not hold")                         \
     X(S3E_NOT_MODIFIED, "NotModified", 304, "Not Modified")                                    \

@@ -881,6 +881,47 @@ int s3_etag_matches(const char *hdr, const char *etag)
     return 0;
 }
 
+/* GET/HEAD ?partNumber=N: the bytes of part N as it was uploaded. */
+static int get_part(struct s3_req *r, const char *pn, int has_range, uint64_t size)
+{
+    char *end;
+    long n = strtol(pn, &end, 10);
+    uint64_t off, len;
+    int count;
+    if (!*pn || *end || n < 1 || n > PL_PARTS_MAX) {
+        s3_fail(r, S3E_INVALID_ARGUMENT, 0);
+        r->err_detail = "Part number must be an integer between 1 and 10000, inclusive";
+        return PL_EINVAL;
+    }
+    if (has_range) {
+        s3_fail(r, S3E_INVALID_REQUEST, 0);
+        r->err_detail = "Cannot specify both Range header and partNumber query parameter";
+        return PL_EINVAL;
+    }
+    int rc = pl_obj_part(r->srv->st, r->attr.id, PL_VIEW_LIVE, (int)n, &off, &len, &count);
+    if (rc == PL_ERANGE) {
+        s3_fail(r, S3E_INVALID_PART_NUMBER, rc);
+        return rc;
+    }
+    if (rc) {
+        s3_fail(r, s3_map_err(rc), rc);
+        return rc;
+    }
+    r->pos = off;
+    r->end = off + len;
+    if (!strchr(r->attr.etag, '-'))
+        return 0; /* a plain object is its one part: the whole of it, 200 */
+    r->status = 206;
+    if ((len && pl_buf_addf(&r->head, "Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64
+                                      "\r\n",
+                            off, off + len - 1, size)) ||
+        pl_buf_addf(&r->head, "x-amz-mp-parts-count: %d\r\n", count)) {
+        s3_fail(r, S3E_INTERNAL, PL_ENOMEM);
+        return PL_ENOMEM;
+    }
+    return 0;
+}
+
 void s3_get_prepare(struct s3_req *r)
 {
     struct http_req *h = r->hr;
@@ -926,6 +967,12 @@ void s3_get_prepare(struct s3_req *r)
     r->pos = 0;
     r->end = size;
     const char *range = http_req_header(h, "range");
+    const char *pn = s3_query_get(&r->q, "partNumber");
+    if (pn) {
+        if (get_part(r, pn, range != NULL, size))
+            return;
+        range = NULL;
+    }
     if (range && !strncmp(range, "bytes=", 6) && !strchr(range, ',')) {
         const char *spec = range + 6;
         char *e1, *e2;
