@@ -94,6 +94,66 @@ typedef int (*data_block_fn)(void *arg, const struct data_loc *loc, const uint8_
 int data_seg_walk(struct data_store *ds, uint64_t seg, uint64_t used, data_block_fn cb,
                   void *arg) PL_WUR;
 
+/* ---- capacity devices and stripes ----
+ * A sealed segment is destaged into a stripe: its bytes split into k data
+ * strips plus m parity strips, one strip file per capacity device:
+ * "<dev>/stripes/<seg:016x>.<idx:02>". A strip file is a 4 KiB header, an
+ * XXH3-64 checksum per cell, and the payload; cells are verified on every
+ * read, and a missing or corrupt strip is rebuilt from any k others on the
+ * fly. The same data_loc addresses keep working: only the segment's home
+ * changes. */
+#define DATA_MAX_DEVS 128
+#define DATA_GEOM_MAX (28 + 2 * (64 + 4))
+enum data_dev_state { DATA_DEV_OK = 0, DATA_DEV_FAILED = 1, DATA_DEV_REBUILDING = 2 };
+struct data_geom {
+    uint8_t k, m;
+    uint32_t cell;   /* bytes per checksummed cell */
+    uint64_t strip;  /* payload bytes per strip (a multiple of cell) */
+    uint64_t len;    /* bytes of the segment */
+    uint16_t dev[64 + 4];
+};
+size_t data_geom_encode(const struct data_geom *g, uint8_t *out);
+int data_geom_decode(const uint8_t *p, size_t n, struct data_geom *ret) PL_WUR;
+
+struct data_counters {
+    uint64_t degraded_reads;  /* reads that needed parity */
+    uint64_t unrecoverable;   /* reads that failed even with parity */
+    uint64_t strips_repaired;
+    uint64_t scrub_checked;   /* cells and buffer blocks verified by scrubs */
+    uint64_t scrub_repaired;
+    uint64_t scrub_unrecoverable;
+};
+void data_counters_get(struct data_store *ds, struct data_counters *ret);
+
+/* Add or change a capacity device (its directory gets created). */
+int data_dev_set(struct data_store *ds, uint16_t id, const char *path, int state) PL_WUR;
+int data_dev_state(struct data_store *ds, uint16_t id);
+/* Is the device's directory there and usable? */
+int data_dev_probe(struct data_store *ds, uint16_t id) PL_WUR;
+/* Probe every working device; fail the ones that are gone. Returns how many
+ * failed now. */
+int data_devs_probe(struct data_store *ds);
+
+/* Write segment seg (its first used bytes, from the buffer) as a stripe on
+ * devices devs[0..k+m): durable when this returns; reads still go to the
+ * buffer until data_stripe_attach. Fills *ret. */
+int data_stripe_build(struct data_store *ds, uint64_t seg, uint64_t used, int k, int m,
+                      const uint16_t *devs, struct data_geom *ret) PL_WUR;
+/* Read seg from its stripe from now on, and drop its buffer files. */
+int data_stripe_attach(struct data_store *ds, uint64_t seg, const struct data_geom *g) PL_WUR;
+/* Write strip idx of seg anew onto device dev (from the other strips). */
+int data_strip_rebuild(struct data_store *ds, uint64_t seg, int idx, uint16_t dev) PL_WUR;
+/* Is strip idx of seg present and whole? 0 yes, PL_ENOENT missing, PL_ECORRUPT bad cells. */
+int data_strip_check(struct data_store *ds, uint64_t seg, int idx) PL_WUR;
+/* Next strip a read found damaged (1), or 0 when none is queued. */
+int data_repair_next(struct data_store *ds, uint64_t *ret_seg, int *ret_idx);
+/* Verify every copy of every block of a buffer segment; rewrite bad copies
+ * from a good mirror. Adds to the scrub counters. */
+int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used) PL_WUR;
+/* Delete strip files no stripe owns (known(seg) == 0) on every device. */
+typedef int (*data_known_fn)(void *arg, uint64_t seg);
+int data_stripes_sweep(struct data_store *ds, data_known_fn known, void *arg) PL_WUR;
+
 /* The segment appends currently go to. */
 uint64_t data_active_seg(struct data_store *ds);
 /* Start a new active segment (so the old one can be compacted). */

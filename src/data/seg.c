@@ -1,4 +1,4 @@
-#include "data/data.h"
+#include "data/data_int.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,35 +11,6 @@
 #include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
-
-#define SEG_MAX_MIRRORS 4
-#define SEG_HASH 1024
-#define CTX_POOL 8
-
-struct seg {
-    uint64_t id;
-    int fd[SEG_MAX_MIRRORS];
-    uint64_t end; /* next append offset (active segment only meaningful) */
-    struct seg *next;
-};
-
-struct data_store {
-    char *mirrors[SEG_MAX_MIRRORS];
-    int nmirrors;
-    uint64_t seg_max;
-    int zstd_level;
-    pthread_rwlock_t map_lock; /* guards table; wrlock to delete a segment */
-    struct seg *table[SEG_HASH];
-    pthread_mutex_t append_lock; /* guards active, next_seg, ends */
-    struct seg *active;
-    uint64_t next_seg;
-    pthread_mutex_t pool_lock;
-    ZSTD_CCtx *cctx[CTX_POOL];
-    ZSTD_DCtx *dctx[CTX_POOL];
-    int ncctx, ndctx;
-    /* fault injection: fail appends with ENOSPC past this many bytes */
-    uint64_t fault_enospc_after, appended;
-};
 
 void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
 {
@@ -125,8 +96,7 @@ static int seg_open_locked(struct data_store *ds, uint64_t id, int create, struc
     return 0;
 }
 
-/* Find or open a segment for reading; returns with map_lock held for reading. */
-static int seg_get_rd(struct data_store *ds, uint64_t id, struct seg **ret)
+int seg_get_rd(struct data_store *ds, uint64_t id, struct seg **ret)
 {
     pthread_rwlock_rdlock(&ds->map_lock);
     for (struct seg *s = ds->table[id % SEG_HASH]; s; s = s->next)
@@ -179,6 +149,7 @@ int data_open(const struct data_opts *o, struct data_store **ret)
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&ds->append_lock, NULL);
     pthread_mutex_init(&ds->pool_lock, NULL);
+    pthread_mutex_init(&ds->dev_lock, NULL);
     ds->nmirrors = o->nmirrors;
     ds->seg_max = o->seg_max ? o->seg_max : (64u << 20);
     ds->zstd_level = o->zstd_level;
@@ -214,12 +185,21 @@ void data_close(struct data_store *ds)
         while (s) {
             struct seg *n = s->next;
             seg_close_fds(s, ds->nmirrors);
+            stripe_free(s->sp);
             free(s);
             s = n;
         }
     }
     for (int m = 0; m < ds->nmirrors; m++)
         free(ds->mirrors[m]);
+    for (int i = 0; i < ds->ndevs; i++)
+        free(ds->devs[i].path);
+    for (int k = 0; k <= EC_MAX_K; k++)
+        for (int m = 0; m <= EC_MAX_M; m++)
+            if (ds->codes[k][m]) {
+                ec_code_release(ds->codes[k][m]);
+                free(ds->codes[k][m]);
+            }
     for (int i = 0; i < ds->ncctx; i++)
         ZSTD_freeCCtx(ds->cctx[i]);
     for (int i = 0; i < ds->ndctx; i++)
@@ -227,6 +207,7 @@ void data_close(struct data_store *ds)
     pthread_rwlock_destroy(&ds->map_lock);
     pthread_mutex_destroy(&ds->append_lock);
     pthread_mutex_destroy(&ds->pool_lock);
+    pthread_mutex_destroy(&ds->dev_lock);
     free(ds);
 }
 
@@ -360,7 +341,7 @@ int data_sync(struct data_store *ds, uint64_t id)
     int rc = seg_get_rd(ds, id, &s);
     if (rc)
         return rc;
-    for (int m = 0; m < ds->nmirrors && !rc; m++)
+    for (int m = 0; m < ds->nmirrors && !rc && !s->sp; m++)
         if (fdatasync(s->fd[m]) < 0)
             rc = -errno;
     pthread_rwlock_unlock(&ds->map_lock);
@@ -387,6 +368,13 @@ static int block_read_verified(struct data_store *ds, const struct data_loc *loc
     int rc = seg_get_rd(ds, loc->seg, &s);
     if (rc)
         return rc;
+    if (s->sp) {
+        rc = stripe_read(ds, s, loc->off, blk, n);
+        if (!rc)
+            rc = block_verify(blk, loc, fp);
+        pthread_rwlock_unlock(&ds->map_lock);
+        return rc;
+    }
     rc = PL_ECORRUPT;
     for (int m = 0; m < ds->nmirrors; m++) {
         int r = pl_pread_all(s->fd[m], blk, n, (off_t)loc->off);
@@ -415,6 +403,19 @@ static int raw_read_verified(struct data_store *ds, const struct data_loc *loc, 
     int rc = seg_get_rd(ds, loc->seg, &s);
     if (rc)
         return rc;
+    if (s->sp) {
+        rc = stripe_read(ds, s, loc->off, hdr, DATA_BLOCK_HDR);
+        if (!rc)
+            rc = stripe_read(ds, s, loc->off + DATA_BLOCK_HDR, out, loc->stored_len);
+        if (!rc && (memcmp(hdr, "PLCK", 4) || hdr[4] != 1 || hdr[5] != loc->codec ||
+                    pl_get_le32(hdr + 8) != loc->raw_len ||
+                    pl_get_le32(hdr + 12) != loc->stored_len ||
+                    memcmp(hdr + 16, fp, DATA_FP_LEN) ||
+                    pl_get_le64(hdr + 48) != block_sum(hdr, out, loc->stored_len)))
+            rc = PL_ECORRUPT;
+        pthread_rwlock_unlock(&ds->map_lock);
+        return rc;
+    }
     rc = PL_ECORRUPT;
     for (int m = 0; m < ds->nmirrors; m++) {
         struct iovec iov[2] = {{hdr, DATA_BLOCK_HDR}, {out, loc->stored_len}};
@@ -478,7 +479,8 @@ void data_prefetch(struct data_store *ds, const struct data_loc *loc)
     if (seg_get_rd(ds, loc->seg, &s))
         return;
     /* advice only: errors do not matter */
-    (void)posix_fadvise(s->fd[0], (off_t)loc->off, (off_t)(DATA_BLOCK_HDR + loc->stored_len),
+    if (!s->sp)
+        (void)posix_fadvise(s->fd[0], (off_t)loc->off, (off_t)(DATA_BLOCK_HDR + loc->stored_len),
                         POSIX_FADV_WILLNEED);
     pthread_rwlock_unlock(&ds->map_lock);
 }
@@ -509,9 +511,18 @@ int data_seg_walk(struct data_store *ds, uint64_t id, uint64_t used, data_block_
     uint64_t off = 0;
     uint8_t hdr[DATA_BLOCK_HDR];
     int fd = s->fd[0];
+    int striped = s->sp != NULL;
     pthread_rwlock_unlock(&ds->map_lock); /* walk runs while the caller owns the segment */
     while (off + DATA_BLOCK_HDR <= used) {
-        rc = pl_pread_all(fd, hdr, sizeof(hdr), (off_t)off);
+        if (striped) {
+            rc = seg_get_rd(ds, id, &s);
+            if (!rc) {
+                rc = stripe_read(ds, s, off, hdr, sizeof(hdr));
+                pthread_rwlock_unlock(&ds->map_lock);
+            }
+        } else {
+            rc = pl_pread_all(fd, hdr, sizeof(hdr), (off_t)off);
+        }
         if (rc)
             return rc;
         if (memcmp(hdr, "PLCK", 4) || hdr[4] != 1)
@@ -572,6 +583,9 @@ int data_seg_delete(struct data_store *ds, uint64_t id)
         struct seg *s = *pp;
         *pp = s->next;
         seg_close_fds(s, ds->nmirrors);
+        if (s->sp)
+            stripe_unlink(ds, id, &s->sp->g);
+        stripe_free(s->sp);
         free(s);
     }
     for (int m = 0; m < ds->nmirrors; m++) {
@@ -644,5 +658,5 @@ uint64_t data_disk_bytes(struct data_store *ds)
         }
         closedir(d);
     }
-    return total;
+    return total + stripe_disk_bytes(ds);
 }

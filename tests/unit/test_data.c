@@ -1,3 +1,4 @@
+#include "data/ec.h"
 #include "testutil.h"
 
 #include <fcntl.h>
@@ -190,6 +191,175 @@ static void test_segment_walk(void **state)
     assert_int_equal(count, 5);
 }
 
+/* Destage a segment into a k+m stripe; lose and damage strips; read every
+ * chunk back byte for byte; rebuild. */
+static void stripe_case(void **state, int k, int m)
+{
+    struct segfix *f = *state;
+    enum { N = 60 };
+    static uint8_t raw[N][20000];
+    uint8_t fp[N][32], out[20000];
+    struct data_loc loc[N];
+    uint16_t devs[EC_MAX_K + EC_MAX_M];
+    char dev[68][300];
+    for (int i = 0; i < k + m; i++) {
+        snprintf(dev[i], sizeof(dev[i]), "%s/cap%d", f->dir, i);
+        assert_int_equal(data_dev_set(f->ds, (uint16_t)(10 + i), dev[i], DATA_DEV_OK), 0);
+        devs[i] = (uint16_t)(10 + i);
+    }
+    for (int i = 0; i < N; i++) {
+        if (i % 2)
+            tu_fill(raw[i], sizeof(raw[i]), (uint64_t)i);
+        else
+            tu_fill_text(raw[i], sizeof(raw[i]), (uint64_t)i);
+        data_fingerprint(raw[i], sizeof(raw[i]), fp[i]);
+        assert_int_equal(data_chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
+        assert_int_equal(loc[i].seg, loc[0].seg); /* 1 MiB segments: all fit */
+    }
+    uint64_t seg = loc[0].seg, used = loc[N - 1].off + DATA_BLOCK_HDR + loc[N - 1].stored_len;
+    assert_int_equal(data_sync(f->ds, seg), 0);
+    assert_int_equal(data_seal_active(f->ds), 0);
+    struct data_geom g, g2;
+    assert_int_equal(data_stripe_build(f->ds, seg, used, k, m, devs, &g), 0);
+    uint8_t enc[DATA_GEOM_MAX];
+    size_t en = data_geom_encode(&g, enc);
+    assert_int_equal(data_geom_decode(enc, en, &g2), 0);
+    assert_memory_equal(&g, &g2, sizeof(g));
+    assert_int_equal(data_stripe_attach(f->ds, seg, &g), 0);
+    char p[400];
+    snprintf(p, sizeof(p), "%s/seg/%016llx.seg", f->m0, (unsigned long long)seg);
+    assert_int_not_equal(access(p, F_OK), 0); /* the buffer copy is gone */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
+        assert_memory_equal(raw[i], out, sizeof(out));
+    }
+    /* lose m strips (data strips first, the worst case), flip a byte in another */
+    for (int i = 0; i < m; i++) {
+        snprintf(p, sizeof(p), "%s/stripes/%016llx.%02d", dev[i], (unsigned long long)seg, i);
+        assert_int_equal(unlink(p), 0);
+        assert_int_equal(data_strip_check(f->ds, seg, i), PL_ENOENT); /* as a scrub finds it */
+    }
+    for (int i = 0; i < N; i++) {
+        memset(out, 0, sizeof(out));
+        assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
+        assert_memory_equal(raw[i], out, sizeof(out));
+    }
+    struct data_counters c;
+    data_counters_get(f->ds, &c);
+    assert_true(c.degraded_reads > 0);
+    /* one more damaged strip than parity: errors, never wrong bytes */
+    snprintf(p, sizeof(p), "%s/stripes/%016llx.%02d", dev[m], (unsigned long long)seg, m);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t junk[8192];
+    memset(junk, 0xA5, sizeof(junk));
+    for (uint64_t off = 4096; off < g.strip + 8192; off += 8192)
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)off), (ssize_t)sizeof(junk));
+    close(fd);
+    int errors = 0;
+    for (int i = 0; i < N; i++)
+        if (loc[i].off / g.strip <= (uint64_t)m) {
+            int rc = data_chunk_read(f->ds, &loc[i], fp[i], out);
+            assert_true(rc == 0 || rc == PL_ECORRUPT);
+            if (rc == 0)
+                assert_memory_equal(raw[i], out, sizeof(out));
+            errors += rc != 0;
+        }
+    assert_true(errors > 0);
+    /* put the damaged one right first (it has enough others now? no: rebuild
+     * a lost one only after restoring the junked strip from a rebuild order
+     * that has k good strips) */
+    for (int i = 0; i < m; i++) {
+        /* rebuilding needs k good strips: with m lost and one junked there
+         * are k - 1; so rebuild fails cleanly */
+        assert_int_equal(data_strip_rebuild(f->ds, seg, i, devs[i]), PL_ECORRUPT);
+    }
+}
+
+static void stripe_case_recoverable(void **state, int k, int m)
+{
+    struct segfix *f = *state;
+    enum { N = 30 };
+    static uint8_t raw[N][30000];
+    uint8_t fp[N][32], out[30000];
+    struct data_loc loc[N];
+    uint16_t devs[EC_MAX_K + EC_MAX_M];
+    char dev[68][300], p[400];
+    for (int i = 0; i < k + m; i++) {
+        snprintf(dev[i], sizeof(dev[i]), "%s/rcap%d", f->dir, i);
+        assert_int_equal(data_dev_set(f->ds, (uint16_t)(200 + i), dev[i], DATA_DEV_OK), 0);
+        devs[i] = (uint16_t)(200 + i);
+    }
+    assert_int_equal(data_seal_active(f->ds), 0);
+    for (int i = 0; i < N; i++) {
+        tu_fill(raw[i], sizeof(raw[i]), (uint64_t)(i + 1000));
+        data_fingerprint(raw[i], sizeof(raw[i]), fp[i]);
+        assert_int_equal(data_chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
+        assert_int_equal(loc[i].seg, loc[0].seg);
+    }
+    uint64_t seg = loc[0].seg, used = loc[N - 1].off + DATA_BLOCK_HDR + loc[N - 1].stored_len;
+    assert_int_equal(data_sync(f->ds, seg), 0);
+    assert_int_equal(data_seal_active(f->ds), 0);
+    struct data_geom g;
+    assert_int_equal(data_stripe_build(f->ds, seg, used, k, m, devs, &g), 0);
+    assert_int_equal(data_stripe_attach(f->ds, seg, &g), 0);
+    /* a whole device gone, and a flipped byte on another */
+    for (int i = 0; i < m - 1; i++) {
+        snprintf(p, sizeof(p), "rm -rf '%s'", dev[k + i]);
+        assert_int_equal(system(p), 0);
+    }
+    assert_int_equal(data_devs_probe(f->ds), m - 1);
+    assert_int_equal(data_dev_state(f->ds, devs[k]), m > 1 ? DATA_DEV_FAILED : DATA_DEV_OK);
+    snprintf(p, sizeof(p), "%s/stripes/%016llx.%02d", dev[1], (unsigned long long)seg, 1);
+    int fd = open(p, O_RDWR);
+    uint8_t b = 0;
+    assert_int_equal(pread(fd, &b, 1, 4096 * 2 + 5), 1);
+    b ^= 1;
+    assert_int_equal(pwrite(fd, &b, 1, 4096 * 2 + 5), 1);
+    close(fd);
+    for (int i = 0; i < N; i++) {
+        memset(out, 0, sizeof(out));
+        assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
+        assert_memory_equal(raw[i], out, sizeof(out));
+    }
+    assert_int_equal(data_strip_check(f->ds, seg, 1), PL_ECORRUPT);
+    /* repair: the damaged strip in place, the lost ones onto a new device */
+    assert_int_equal(data_strip_rebuild(f->ds, seg, 1, devs[1]), 0);
+    assert_int_equal(data_strip_check(f->ds, seg, 1), 0);
+    for (int i = 0; i < m - 1; i++) {
+        assert_int_equal(data_dev_set(f->ds, devs[k + i], dev[k + i], DATA_DEV_REBUILDING), 0);
+        assert_int_equal(data_strip_rebuild(f->ds, seg, k + i, devs[k + i]), 0);
+        assert_int_equal(data_strip_check(f->ds, seg, k + i), 0);
+    }
+    uint64_t qs;
+    int qi, queued = 0;
+    while (data_repair_next(f->ds, &qs, &qi))
+        queued += qs == seg; /* the degraded reads asked for repairs */
+    assert_true(queued > 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
+        assert_memory_equal(raw[i], out, sizeof(out));
+    }
+}
+
+static void test_stripe_4_2(void **state)
+{
+    stripe_case(state, 4, 2);
+    stripe_case_recoverable(state, 4, 2);
+}
+
+static void test_stripe_8_3(void **state)
+{
+    stripe_case(state, 8, 3);
+    stripe_case_recoverable(state, 8, 3);
+}
+
+static void test_stripe_20_4(void **state)
+{
+    stripe_case(state, 20, 4);
+    stripe_case_recoverable(state, 20, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +368,9 @@ int main(void)
         cmocka_unit_test(test_zero),
         cmocka_unit_test_setup_teardown(test_segment_roundtrip_mirrors, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_segment_walk, seg_setup, seg_teardown),
+        cmocka_unit_test_setup_teardown(test_stripe_4_2, seg_setup, seg_teardown),
+        cmocka_unit_test_setup_teardown(test_stripe_8_3, seg_setup, seg_teardown),
+        cmocka_unit_test_setup_teardown(test_stripe_20_4, seg_setup, seg_teardown),
     };
     return cmocka_run_group_tests_name("data", tests, NULL, NULL);
 }
