@@ -42,11 +42,19 @@ struct pl_attr {
 
 struct pl_store;
 
+/* Long operations report how far they got (done of total units). */
+typedef void (*pl_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
 struct pl_store_opts {
     uint32_t cdc_min, cdc_avg, cdc_max; /* 0 = defaults 16/64/256 KiB */
     int zstd_level;                     /* -1 = default (1); 0 disables */
     uint64_t seg_max;                   /* 0 = 64 MiB */
     int create;                         /* create the data directory if missing */
+    int ec_k, ec_m;                     /* stripe layout for a new data directory; 0 = 4+2 */
+    int gc_live_pct;                    /* compact segments under this % live; 0 = 50 */
+    int background;                     /* run destage, repair, rebuild and scrub threads */
+    uint64_t scrub_interval_s;          /* background scrub period; 0 = daily */
+    uint64_t scrub_rate;                /* background scrub bytes/s; 0 = 64 MiB/s */
 };
 
 /* Open the data directory. With opts->create, lays out a new one (mirrored
@@ -283,8 +291,52 @@ struct pl_store_stats {
     uint64_t free_bytes;     /* free space of the filesystem holding the data */
     uint64_t commits, mutations;
     uint64_t batch_hist[10];
+    /* data protection */
+    int ec_k, ec_m;
+    uint64_t stripes, buffer_segments;
+    uint64_t degraded_reads, unrecoverable_reads, strips_repaired;
+    uint64_t scrub_checked, scrub_repaired, scrub_unrecoverable;
 };
 int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret) PL_WUR;
+
+/* ---- devices, destage, repair ----
+ * Buffer devices (ids 0, 1: the mirrored write buffer) take new data; sealed
+ * buffer segments are destaged into k+m erasure-coded stripes on the
+ * capacity devices (ids 2 and up), one strip per device. */
+enum pl_dev_state { PL_DEV_OK, PL_DEV_FAILED, PL_DEV_REBUILDING };
+struct pl_device_info {
+    int id;
+    int capacity; /* 0: buffer, 1: capacity */
+    char path[PL_PATH_MAX];
+    int state;    /* enum pl_dev_state */
+    uint64_t strips, bytes;
+    /* rebuilding: strips done of total since it started, bytes per second */
+    uint64_t rebuild_done, rebuild_total;
+    double rebuild_rate;
+};
+typedef int (*pl_device_fn)(void *arg, const struct pl_device_info *d);
+int pl_device_list(struct pl_store *st, pl_device_fn cb, void *arg) PL_WUR;
+/* Take a capacity device out of service: reads use parity from now on. */
+int pl_device_fail(struct pl_store *st, int id) PL_WUR;
+/* A new (empty) capacity device at path; *ret_id gets its id. */
+int pl_device_add(struct pl_store *st, const char *path, int *ret_id) PL_WUR;
+/* Rebuild the device's strips onto path (new, empty; may be the old path). */
+int pl_device_replace(struct pl_store *st, int id, const char *path) PL_WUR;
+/* Move the device's strips onto other devices, then forget it. PL_ENOSPC
+ * when too few others are left for the stripe width. */
+int pl_device_remove(struct pl_store *st, int id, pl_progress_fn progress, void *arg) PL_WUR;
+/* Rebuild every strip of devices being rebuilt, now. */
+int pl_store_rebuild(struct pl_store *st, pl_progress_fn progress, void *arg) PL_WUR;
+/* Destage everything buffered now; returns when it is on stripes. PL_ENOSPC
+ * when fewer working capacity devices than the stripe width are left. */
+int pl_store_flush(struct pl_store *st, pl_progress_fn progress, void *arg) PL_WUR;
+struct pl_scrub_report {
+    uint64_t checked, repaired, unrecoverable;
+};
+/* Verify every strip and buffer copy, repair from parity or mirror. rate:
+ * bytes/s (0 = as fast as possible). */
+int pl_store_scrub(struct pl_store *st, uint64_t rate, pl_progress_fn progress, void *arg,
+                   struct pl_scrub_report *ret) PL_WUR;
 
 /* Reclaim records no snapshot can see, then compact segments whose live
  * fraction is under half. *ret_freed gets the disk bytes released. */
@@ -293,7 +345,6 @@ int pl_store_gc(struct pl_store *st, uint64_t *ret_freed) PL_WUR;
 /* Walk everything and verify it. problem() is called once per finding with a
  * path (or id) and a message; returns the number of problems found (>= 0). */
 typedef void (*pl_fsck_fn)(void *arg, const char *where, const char *what);
-typedef void (*pl_progress_fn)(void *arg, uint64_t done, uint64_t total);
 int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress,
                   void *arg) PL_WUR;
 

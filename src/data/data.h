@@ -119,13 +119,11 @@ struct data_counters {
     uint64_t degraded_reads;  /* reads that needed parity */
     uint64_t unrecoverable;   /* reads that failed even with parity */
     uint64_t strips_repaired;
-    uint64_t scrub_checked;   /* cells and buffer blocks verified by scrubs */
-    uint64_t scrub_repaired;
-    uint64_t scrub_unrecoverable;
 };
 void data_counters_get(struct data_store *ds, struct data_counters *ret);
 
-/* Add or change a capacity device (its directory gets created). */
+/* Add or change a capacity device; strips live in "<path>/stripes", which
+ * the caller creates (a missing one is how a lost device shows). */
 int data_dev_set(struct data_store *ds, uint16_t id, const char *path, int state) PL_WUR;
 int data_dev_state(struct data_store *ds, uint16_t id);
 /* Is the device's directory there and usable? */
@@ -148,8 +146,10 @@ int data_strip_check(struct data_store *ds, uint64_t seg, int idx) PL_WUR;
 /* Next strip a read found damaged (1), or 0 when none is queued. */
 int data_repair_next(struct data_store *ds, uint64_t *ret_seg, int *ret_idx);
 /* Verify every copy of every block of a buffer segment; rewrite bad copies
- * from a good mirror. Adds to the scrub counters. */
-int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used) PL_WUR;
+ * from a good mirror. Adds blocks checked, copies repaired and blocks with no
+ * good copy to the three counters. */
+int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used, uint64_t *checked,
+                   uint64_t *repaired, uint64_t *lost) PL_WUR;
 /* Delete strip files no stripe owns (known(seg) == 0) on every device. */
 typedef int (*data_known_fn)(void *arg, uint64_t seg);
 int data_stripes_sweep(struct data_store *ds, data_known_fn known, void *arg) PL_WUR;

@@ -100,13 +100,7 @@ static void close_strip_fds(struct data_store *ds, int dev_id)
 
 int data_dev_set(struct data_store *ds, uint16_t id, const char *path, int state)
 {
-    char dir[4200];
     int rc = 0, moved = 0;
-    snprintf(dir, sizeof(dir), "%s/stripes", path);
-    if (state != DATA_DEV_FAILED)
-        rc = pl_mkdirs(dir, 0700);
-    if (rc)
-        return rc;
     pthread_mutex_lock(&ds->dev_lock);
     struct dev *d = dev_find(ds, id);
     if (!d && ds->ndevs == DATA_MAX_DEVS) {
@@ -659,15 +653,13 @@ int data_strip_check(struct data_store *ds, uint64_t seg, int idx)
         rc = strip_cells(ds, s, idx, c, PL_MIN(c + per, ncells), buf);
     pthread_rwlock_unlock(&ds->map_lock);
     free(buf);
-    pthread_mutex_lock(&ds->dev_lock);
-    ds->cnt.scrub_checked++;
-    pthread_mutex_unlock(&ds->dev_lock);
     if (rc == PL_ENOMEM)
         return rc;
     return rc == 0 ? 0 : rc == PL_ECORRUPT ? PL_ECORRUPT : PL_ENOENT;
 }
 
-int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used)
+int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used, uint64_t *ret_checked,
+                   uint64_t *ret_repaired, uint64_t *ret_lost)
 {
     struct seg *s;
     int rc = seg_get_rd(ds, seg, &s);
@@ -733,11 +725,9 @@ int data_seg_scrub(struct data_store *ds, uint64_t seg, uint64_t used)
     pthread_rwlock_unlock(&ds->map_lock);
     for (int m = 0; m < SEG_MAX_MIRRORS; m++)
         free(copy[m]);
-    pthread_mutex_lock(&ds->dev_lock);
-    ds->cnt.scrub_checked += checked;
-    ds->cnt.scrub_repaired += repaired;
-    ds->cnt.scrub_unrecoverable += lost;
-    pthread_mutex_unlock(&ds->dev_lock);
+    *ret_checked += checked;
+    *ret_repaired += repaired;
+    *ret_lost += lost;
     return rc;
 }
 

@@ -33,6 +33,8 @@ enum meta_db {
     META_UPLOAD,  /* upload id -> template elem(8) initiated(8) bucket\0 key */
     META_PART,    /* upload id, part BE32 -> elem(8) size(8) mtime(8) etag */
     META_VERSION, /* bucket(8) key term [hash] ~seq(8) -> object version (store/version.c) */
+    META_DEVICE,  /* id BE16 -> state(1) path : capacity devices */
+    META_STRIPE,  /* seg(8) -> stripe geometry : segments destaged to capacity */
     META_DB_COUNT
 };
 

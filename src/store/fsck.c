@@ -101,7 +101,8 @@ static void report(struct fsck *f, uint64_t id, const char *fmt, ...)
     if (!id || pl_elem_path(f->st, id, where, sizeof(where)))
         snprintf(where, sizeof(where), id ? "element %llu" : "store", (unsigned long long)id);
     f->count++;
-    f->problem(f->arg, where, what);
+    if (f->problem)
+        f->problem(f->arg, where, what);
 }
 
 int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress, void *arg)
@@ -270,6 +271,29 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
     free(lc);
     mdb_cursor_close(c);
     c = NULL;
+    if (rc == PL_ENOENT)
+        rc = 0;
+    /* 5. stripes: every strip present and whole (reads survive m bad ones,
+     * but each needs a repair: scrub or rebuild) */
+    rc = rc ? rc : meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_STRIPE), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        struct data_geom g;
+        uint64_t seg = k.mv_size == 8 ? pl_get_be64(k.mv_data) : 0;
+        if (!seg || data_geom_decode(v.mv_data, v.mv_size, &g)) {
+            report(&f, 0, "malformed stripe record");
+        } else {
+            for (int i = 0; i < g.k + g.m; i++) {
+                int r = data_strip_check(st->data, seg, i);
+                if (r)
+                    report(&f, 0, "segment %016llx: strip %d on capacity device %u is %s",
+                           (unsigned long long)seg, i, g.dev[i],
+                           r == PL_ECORRUPT ? "corrupt" : "missing");
+            }
+        }
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
     if (rc == PL_ENOENT)
         rc = 0;
 out:

@@ -196,6 +196,11 @@ static int apply_compact(struct meta_txn *t, void *arg)
     pl_put_be64(k, c->seg);
     if (!rc)
         rc = meta_del(t, META_SEG, k, 8);
+    if (!rc) {
+        rc = meta_del(t, META_STRIPE, k, 8); /* a destaged one: its strips go too */
+        if (rc == PL_ENOENT)
+            rc = 0;
+    }
     if (!rc)
         rc = meta_sys_add(t, "segments", -1);
     return rc;
@@ -254,7 +259,7 @@ int pl_store_gc(struct pl_store *st, uint64_t *ret_freed)
         while (!rc) {
             uint64_t id = pl_get_be64(k.mv_data);
             uint64_t used = pl_get_le64(v.mv_data), live = pl_get_le64((uint8_t *)v.mv_data + 8);
-            if (live * 2 < used || live == 0) {
+            if (live * 100 < used * (uint64_t)st->gc_live_pct || live == 0) {
                 if (id == active) {
                     seal = 1;
                 } else {

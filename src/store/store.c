@@ -16,8 +16,6 @@
 #define MARKER_TEXT "plenum data directory, format 1\n"
 
 static const char *const buffer_dirs[] = {"buffer0", "buffer1"};
-static const char *const capacity_dirs[] = {"capacity0", "capacity1", "capacity2",
-                                            "capacity3", "capacity4", "capacity5"};
 
 static int dir_state(const char *dir, int *ret_exists, int *ret_empty, int *ret_marked)
 {
@@ -43,7 +41,7 @@ static int dir_state(const char *dir, int *ret_exists, int *ret_empty, int *ret_
     return 0;
 }
 
-static int layout_create(const char *dir)
+static int layout_create(const char *dir, int ncap)
 {
     char p[PL_PATH_MAX];
     int rc = pl_mkdirs(dir, 0700);
@@ -51,10 +49,8 @@ static int layout_create(const char *dir)
         snprintf(p, sizeof(p), "%s/%s", dir, buffer_dirs[i]);
         rc = pl_mkdirs(p, 0700);
     }
-    for (size_t i = 0; !rc && i < PL_ARRAY_LEN(capacity_dirs); i++) {
-        snprintf(p, sizeof(p), "%s/%s", dir, capacity_dirs[i]);
-        rc = pl_mkdirs(p, 0700);
-    }
+    if (!rc)
+        rc = store_layout_capacity(dir, ncap);
     if (rc)
         return rc;
     /* the marker goes last: a directory without it is not one of ours yet */
@@ -172,7 +168,10 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
             return PL_ENOTPLENUM;
         if (!opts->create)
             return PL_ENOENT;
-        rc = layout_create(dir);
+        int k = opts->ec_k ? opts->ec_k : 4, m = opts->ec_m ? opts->ec_m : 2;
+        if (k < 1 || k > 64 || m < 1 || m > 4)
+            return PL_EINVAL;
+        rc = layout_create(dir, k + m);
         if (rc)
             return rc;
     }
@@ -184,6 +183,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     pthread_mutex_init(&st->gc_lock, NULL);
     pthread_mutex_init(&st->key_lock, NULL);
     pthread_mutex_init(&st->pin_lock, NULL);
+    pthread_mutex_init(&st->dev_lock, NULL);
     st->dir = strdup(dir);
     if (!st->dir || pl_pool_new(4, &st->pool)) {
         rc = PL_ENOMEM;
@@ -225,6 +225,8 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     if (rc)
         goto fail;
     rc = store_staging_cleanup(st);
+    if (!rc)
+        rc = store_devices_open(st, opts);
     if (rc)
         goto fail;
     *ret = st;
@@ -238,6 +240,8 @@ void pl_store_close(struct pl_store *st)
 {
     if (!st)
         return;
+    if (st->meta && st->data)
+        store_devices_close(st);
     pl_pool_free(st->pool); /* no writer job may outlive the metadata */
     st->pool = NULL;
     meta_close(st->meta);
@@ -248,6 +252,7 @@ void pl_store_close(struct pl_store *st)
     pthread_mutex_destroy(&st->gc_lock);
     pthread_mutex_destroy(&st->key_lock);
     pthread_mutex_destroy(&st->pin_lock);
+    pthread_mutex_destroy(&st->dev_lock);
     for (int i = 0; i < 256; i++)
         for (struct pin *p = st->pins[i], *n; p; p = n) {
             n = p->next;
@@ -316,6 +321,26 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
     if (rc)
         return rc;
     ret->physical_bytes = data_disk_bytes(st->data);
+    ret->ec_k = st->ec_k;
+    ret->ec_m = st->ec_m;
+    struct data_counters dc;
+    data_counters_get(st->data, &dc);
+    ret->degraded_reads = dc.degraded_reads;
+    ret->unrecoverable_reads = dc.unrecoverable;
+    ret->strips_repaired = dc.strips_repaired;
+    pthread_mutex_lock(&st->dev_lock);
+    ret->scrub_checked = st->scrub_total.checked;
+    ret->scrub_repaired = st->scrub_total.repaired;
+    ret->scrub_unrecoverable = st->scrub_total.unrecoverable;
+    pthread_mutex_unlock(&st->dev_lock);
+    rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    MDB_stat ms2;
+    if (mdb_stat(txn, meta_dbi(st->meta, META_STRIPE), &ms2) == 0)
+        ret->stripes = ms2.ms_entries;
+    meta_rtxn_end(txn);
+    ret->buffer_segments = ret->segments > ret->stripes ? ret->segments - ret->stripes : 0;
     if (statvfs(st->dir, &vfs) == 0)
         ret->free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
     meta_stats_get(st->meta, &ms);

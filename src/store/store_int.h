@@ -68,6 +68,22 @@ struct pl_store {
     struct pin *pins[256];
     uint8_t master[32];
     int master_loaded;
+    /* data protection (device.c) */
+    int ec_k, ec_m;
+    int gc_live_pct;
+    uint64_t scrub_interval_s, scrub_rate;
+    pthread_mutex_t dev_lock; /* guards the rebuild progress and scrub totals */
+    struct rebuild_progress {
+        int dev;              /* -1: none running */
+        uint64_t done, total; /* strips */
+        uint64_t bytes;
+        int64_t t0;
+    } rb;
+    struct pl_scrub_report scrub_total;
+    pthread_t maint;
+    int maint_running, maint_stop;
+    pthread_mutex_t maint_lock;
+    pthread_cond_t maint_cond;
 };
 
 /* ---- keys ---- */
@@ -206,6 +222,14 @@ void writer_disown(struct pl_writer *w);
  * implicit directories and replacing an older object. */
 int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
              const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out) PL_WUR;
+
+/* ---- devices, destage, repair, scrub (device.c) ---- */
+/* Load devices and stripes, sweep strip files no stripe owns, start the
+ * background thread when asked. */
+int store_devices_open(struct pl_store *st, const struct pl_store_opts *opts) PL_WUR;
+void store_devices_close(struct pl_store *st);
+/* Capacity directories a new data directory gets. */
+int store_layout_capacity(const char *dir, int n) PL_WUR;
 
 /* ---- buckets (obj.c) ---- */
 int bucket_get(MDB_txn *txn, struct meta_env *env, const char *name,

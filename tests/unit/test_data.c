@@ -191,6 +191,13 @@ static void test_segment_walk(void **state)
     assert_int_equal(count, 5);
 }
 
+static void mkstripes(const char *dev)
+{
+    char p[400];
+    snprintf(p, sizeof(p), "%s/stripes", dev);
+    assert_int_equal(pl_mkdirs(p, 0700), 0);
+}
+
 /* Destage a segment into a k+m stripe; lose and damage strips; read every
  * chunk back byte for byte; rebuild. */
 static void stripe_case(void **state, int k, int m)
@@ -204,6 +211,7 @@ static void stripe_case(void **state, int k, int m)
     char dev[68][300];
     for (int i = 0; i < k + m; i++) {
         snprintf(dev[i], sizeof(dev[i]), "%s/cap%d", f->dir, i);
+        mkstripes(dev[i]);
         assert_int_equal(data_dev_set(f->ds, (uint16_t)(10 + i), dev[i], DATA_DEV_OK), 0);
         devs[i] = (uint16_t)(10 + i);
     }
@@ -287,6 +295,7 @@ static void stripe_case_recoverable(void **state, int k, int m)
     char dev[68][300], p[400];
     for (int i = 0; i < k + m; i++) {
         snprintf(dev[i], sizeof(dev[i]), "%s/rcap%d", f->dir, i);
+        mkstripes(dev[i]);
         assert_int_equal(data_dev_set(f->ds, (uint16_t)(200 + i), dev[i], DATA_DEV_OK), 0);
         devs[i] = (uint16_t)(200 + i);
     }
@@ -327,6 +336,7 @@ static void stripe_case_recoverable(void **state, int k, int m)
     assert_int_equal(data_strip_rebuild(f->ds, seg, 1, devs[1]), 0);
     assert_int_equal(data_strip_check(f->ds, seg, 1), 0);
     for (int i = 0; i < m - 1; i++) {
+        mkstripes(dev[k + i]); /* an empty replacement at the same path */
         assert_int_equal(data_dev_set(f->ds, devs[k + i], dev[k + i], DATA_DEV_REBUILDING), 0);
         assert_int_equal(data_strip_rebuild(f->ds, seg, k + i, devs[k + i]), 0);
         assert_int_equal(data_strip_check(f->ds, seg, k + i), 0);
