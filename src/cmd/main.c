@@ -17,7 +17,7 @@
 
 struct opts {
     const char *data;
-    int json, recursive, help;
+    int json, recursive, help, now;
     const char *snapshot, *content_type;
     const char *pos[8];
     int npos;
@@ -649,6 +649,21 @@ static int cmd_stats(struct opts *o)
                    json_real_value(json_object_get(res, "compression_ratio")), "elements",
                    (long long)json_integer_value(json_object_get(res, "elements")), "chunks",
                    (long long)json_integer_value(json_object_get(res, "chunks")));
+            json_t *ec = json_object_get(res, "ec"), *sc = json_object_get(res, "scrub");
+            printf("%-32s %lld+%lld, %lld stripes, %lld buffer segments\n"
+                   "%-32s %lld degraded reads, %lld strips repaired\n"
+                   "%-32s %lld checked, %lld repaired, %lld unrecoverable\n",
+                   "erasure coding", (long long)json_integer_value(json_object_get(ec, "k")),
+                   (long long)json_integer_value(json_object_get(ec, "m")),
+                   (long long)json_integer_value(json_object_get(res, "stripes")),
+                   (long long)json_integer_value(json_object_get(res, "buffer_segments")),
+                   "self-healing",
+                   (long long)json_integer_value(json_object_get(res, "degraded_reads")),
+                   (long long)json_integer_value(json_object_get(res, "strips_repaired")),
+                   "scrub (since start)",
+                   (long long)json_integer_value(json_object_get(sc, "checked")),
+                   (long long)json_integer_value(json_object_get(sc, "repaired")),
+                   (long long)json_integer_value(json_object_get(sc, "unrecoverable")));
         }
         json_decref(res);
     }
@@ -656,9 +671,20 @@ static int cmd_stats(struct opts *o)
     return r;
 }
 
+/* Progress of a long operation counted in steps; arg is its label. */
+static void step_progress(void *arg, uint64_t done, uint64_t total)
+{
+    if (!isatty(2))
+        return;
+    fprintf(stderr, "\r%s: %llu/%llu (%llu%%)   ", (const char *)arg, (unsigned long long)done,
+            (unsigned long long)total,
+            (unsigned long long)(total ? done * 100 / total : 100));
+}
+
 static void fsck_progress(void *arg, uint64_t done, uint64_t total)
 {
-    progress_update(arg, done * 1000, (int64_t)total * 1000, 0);
+    (void)arg; /* fsck's arg is its problem list */
+    step_progress("fsck", done, total);
 }
 
 static void fsck_problem(void *arg, const char *where, const char *what)
@@ -730,6 +756,172 @@ static int cmd_gc(struct opts *o)
             printf("gc: freed %s\n", v);
         json_decref(res);
     }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_flush(struct opts *o)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos)
+        return usage_error("%s", "takes no arguments");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = 0;
+    if (b.st) {
+        /* in-process: show progress while it writes stripes */
+        r = pl_store_flush(b.st, isatty(2) ? step_progress : NULL, "destage");
+        if (isatty(2))
+            fprintf(stderr, "\n");
+        if (r)
+            r = fail(r, "destage", r == PL_ENOSPC ? "too few working capacity devices for the "
+                                                    "stripe width; add or replace devices "
+                                                    "(plenum device list)"
+                                                  : NULL);
+    }
+    if (!r)
+        r = call(&b, "flush", args_new(), NULL, &res, "destage");
+    if (!r) {
+        if (o->json)
+            print_json(res);
+        else
+            printf("flush: everything is on stripes (%lld stripes)\n",
+                   (long long)json_integer_value(json_object_get(res, "stripes")));
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static int cmd_scrub(struct opts *o)
+{
+    struct backend b;
+    json_t *res;
+    if (o->npos)
+        return usage_error("%s", "takes no arguments");
+    if (!o->now)
+        return usage_error("%s", "the server scrubs in the background; say --now to scrub now");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    int r = call(&b, "scrub", args_new(), NULL, &res, "scrub");
+    if (!r) {
+        json_int_t bad = json_integer_value(json_object_get(res, "unrecoverable"));
+        if (o->json)
+            print_json(res);
+        else
+            printf("scrub: %lld checked, %lld repaired, %lld unrecoverable\n",
+                   (long long)json_integer_value(json_object_get(res, "checked")),
+                   (long long)json_integer_value(json_object_get(res, "repaired")), (long long)bad);
+        if (bad)
+            r = EXIT_FAIL;
+        json_decref(res);
+    }
+    backend_close(&b);
+    return r;
+}
+
+static void device_print(json_t *d, int status)
+{
+    char sz[32];
+    pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(d, "bytes")), sz, sizeof(sz));
+    printf("%-4lld %-9s %-11s %8lld %10s  %s\n", (long long)json_integer_value(json_object_get(d, "id")),
+           json_string_value(json_object_get(d, "role")),
+           json_string_value(json_object_get(d, "state")),
+           (long long)json_integer_value(json_object_get(d, "strips")), sz,
+           json_string_value(json_object_get(d, "path")));
+    json_int_t total = json_integer_value(json_object_get(d, "rebuild_total"));
+    if (status && total) {
+        json_int_t done = json_integer_value(json_object_get(d, "rebuild_done"));
+        double rate = json_real_value(json_object_get(d, "rebuild_bytes_per_s"));
+        char rs[32];
+        pl_fmt_bytes((uint64_t)rate, rs, sizeof(rs));
+        printf("     rebuilding: %lld of %lld strips (%lld%%), %s/s", (long long)done,
+               (long long)total, (long long)(done * 100 / total), rs);
+        if (done && rate > 0) {
+            double bytes_left = (double)json_integer_value(json_object_get(d, "bytes")) *
+                                (double)(total - done) / (double)total;
+            printf(", about %.0f s left", bytes_left / rate);
+        }
+        printf("\n");
+    }
+}
+
+static int cmd_device(struct opts *o)
+{
+    struct backend b;
+    json_t *res = NULL;
+    static const char *const verbs[] = {"list", "status", "fail", "add", "replace", "remove"};
+    static const int nargs[] = {0, 0, 1, 1, 2, 1};
+    int v = -1;
+    for (int i = 0; o->npos && i < (int)PL_ARRAY_LEN(verbs); i++)
+        if (!strcmp(o->pos[0], verbs[i]))
+            v = i;
+    if (v < 0)
+        return usage_error("%s", "expects list, status, fail ID, add PATH, replace ID PATH or "
+                                 "remove ID");
+    if (o->npos != 1 + nargs[v])
+        return usage_error("wrong number of arguments for '%s'", verbs[v]);
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    json_t *a = args_new();
+    char what[600];
+    snprintf(what, sizeof(what), "device %s%s%s%s%s", verbs[v], o->npos > 1 ? " " : "",
+             o->npos > 1 ? o->pos[1] : "", o->npos > 2 ? " " : "", o->npos > 2 ? o->pos[2] : "");
+    int r;
+    if (v <= 1) {
+        r = call(&b, "device-list", a, NULL, &res, what);
+        if (!r && o->json) {
+            print_json(res);
+        } else if (!r) {
+            json_t *d;
+            size_t i;
+            printf("%-4s %-9s %-11s %8s %10s  %s\n", "ID", "ROLE", "STATE", "STRIPS", "SIZE",
+                   "PATH");
+            json_array_foreach(json_object_get(res, "devices"), i, d)
+                device_print(d, v == 1);
+            if (v == 1) {
+                json_t *l = json_object_get(res, "layout");
+                printf("\nstripes: %lld+%lld, %lld stripes, %lld segments in the buffer\n"
+                       "degraded reads: %lld, unrecoverable reads: %lld, strips repaired: %lld\n",
+                       (long long)json_integer_value(json_object_get(l, "k")),
+                       (long long)json_integer_value(json_object_get(l, "m")),
+                       (long long)json_integer_value(json_object_get(res, "stripes")),
+                       (long long)json_integer_value(json_object_get(res, "buffer_segments")),
+                       (long long)json_integer_value(json_object_get(res, "degraded_reads")),
+                       (long long)json_integer_value(json_object_get(res, "unrecoverable_reads")),
+                       (long long)json_integer_value(json_object_get(res, "strips_repaired")));
+            }
+        }
+    } else {
+        static const char *const ops[] = {"", "", "device-fail", "device-add", "device-replace",
+                                          "device-remove"};
+        if (v == 3) {
+            json_object_set_new(a, "path", json_string(o->pos[1]));
+        } else {
+            json_object_set_new(a, "id", json_string(o->pos[1]));
+            if (v == 4)
+                json_object_set_new(a, "path", json_string(o->pos[2]));
+        }
+        if (v == 4 && b.st)
+            json_object_set_new(a, "wait", json_true()); /* no server to rebuild later */
+        r = call(&b, ops[v], a, NULL, &res, what);
+        if (!r && o->json) {
+            print_json(res);
+        } else if (!r) {
+            if (v == 3)
+                printf("device %lld added: new stripes use it\n",
+                       (long long)json_integer_value(json_object_get(res, "id")));
+            else if (v == 4)
+                printf(b.st ? "device %s replaced and rebuilt\n"
+                            : "device %s replaced; rebuilding in the background (plenum device "
+                              "status shows progress)\n",
+                       o->pos[1]);
+            else
+                printf("ok: %s\n", what);
+        }
+    }
+    json_decref(res);
     backend_close(&b);
     return r;
 }
@@ -867,6 +1059,24 @@ static const struct cmd cmds[] = {
      "example: plenum fsck --data /srv/plenum"},
     {"gc", cmd_gc, "[--json]", "reclaim space no object or snapshot uses",
      "The server also runs this every minute. example: plenum gc"},
+    {"flush", cmd_flush, "[--json]", "destage everything buffered now onto erasure-coded stripes",
+     "New data lands in the mirrored buffer; full buffer segments move to k+m stripes on the\n"
+     "capacity devices in the background. flush moves everything now and returns when it is\n"
+     "on stripes. example: plenum flush"},
+    {"scrub", cmd_scrub, "--now [--json]",
+     "verify every strip and buffer copy now, repairing from parity or mirror",
+     "The server also scrubs in the background (scrub_interval_s, scrub_rate_mb in the config).\n"
+     "Exit status 1 when something could not be repaired. example: plenum scrub --now"},
+    {"device", cmd_device, "list | status | fail ID | add PATH | replace ID PATH | remove ID",
+     "the buffer and capacity devices, and their repair",
+     "list: every device with its role, state, strips and path (--json: id, role, path, state).\n"
+     "status: the same, with rebuild progress, rate and time left, and repair counters.\n"
+     "fail ID: stop using a capacity device (reads use parity).\n"
+     "add PATH: a new capacity device for new stripes.\n"
+     "replace ID PATH: rebuild the device's strips onto PATH (an empty directory, or the old\n"
+     "  path after a disk swap); the server rebuilds in the background.\n"
+     "remove ID: move the device's strips to other devices, then forget it.\n"
+     "examples:\n  plenum device list\n  plenum device replace 3 /mnt/ssd7/plenum"},
     {"snapshot", cmd_snapshot, "create NAME | list | delete NAME",
      "point-in-time snapshots of the whole namespace (O(1) to take)",
      "Read from one with --snapshot NAME on cat, cp, ls and stat.\n"
@@ -979,6 +1189,8 @@ int main(int argc, char **argv)
             o.json = 1;
         else if (!strcmp(a, "-r") || !strcmp(a, "--recursive"))
             o.recursive = 1;
+        else if (!strcmp(a, "--now"))
+            o.now = 1;
         else if (!strcmp(a, "--data") && i + 1 < argc)
             o.data = argv[++i];
         else if (!strcmp(a, "--snapshot") && i + 1 < argc)

@@ -32,12 +32,15 @@ void usage_server(void)
     printf("usage: plenum server [--data DIR] [--config FILE] [--LISTENER HOST:PORT|off]...\n"
            "\n"
            "Run the Plenum server on a data directory (created on first start with a\n"
-           "mirrored write buffer and 4+2 capacity devices).\n"
+           "mirrored write buffer and K+M capacity devices, 4+2 unless --ec says).\n"
            "\n"
            "options:\n"
            "  --data DIR        data directory (default ./plenum-data)\n"
            "  --config FILE     INI file: [server] data=DIR, [listen] admin=HOST:PORT ...,\n"
-           "                    [store] zstd_level=N; command-line flags win\n"
+           "                    [store] zstd_level=N, ec=K+M, gc_live_pct=N,\n"
+           "                    scrub_interval_s=N, scrub_rate_mb=N; command-line flags win\n"
+           "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
+           "                    default 4+2); an existing one keeps its own\n"
            "  --s3 ADDR         S3 API            (default 127.0.0.1:9000)\n"
            "  --nfs ADDR        NFSv3             (default 127.0.0.1:2049)\n"
            "  --mountd ADDR     MOUNT3            (default 127.0.0.1:20048)\n"
@@ -86,7 +89,22 @@ static int parse_hostport(const char *s, char *host, size_t hn, int *port)
 }
 
 /* Minimal INI reader: [section] and key = value lines, '#' or ';' comments. */
-static int config_load(const char *path, const char **data, int *zstd)
+/* "K+M" -> k, m within the limits of the stripe code. */
+static int parse_ec(const char *v, int *k, int *m)
+{
+    char *e1, *e2;
+    long a = strtol(v, &e1, 10);
+    if (*e1 != '+')
+        return -1;
+    long b = strtol(e1 + 1, &e2, 10);
+    if (*e2 || a < 1 || a > 64 || b < 1 || b > 4)
+        return -1;
+    *k = (int)a;
+    *m = (int)b;
+    return 0;
+}
+
+static int config_load(const char *path, const char **data, struct pl_store_opts *so)
 {
     static char data_buf[PL_PATH_MAX];
     FILE *f = fopen(path, "r");
@@ -132,7 +150,20 @@ static int config_load(const char *path, const char **data, int *zstd)
         } else if (!strcmp(section, "listen") && (l = listener_find(k))) {
             snprintf(l->addr, sizeof(l->addr), "%s", v);
         } else if (!strcmp(section, "store") && !strcmp(k, "zstd_level")) {
-            *zstd = atoi(v);
+            so->zstd_level = atoi(v);
+        } else if (!strcmp(section, "store") && !strcmp(k, "ec")) {
+            if (parse_ec(v, &so->ec_k, &so->ec_m)) {
+                fprintf(stderr, "plenum server: %s:%d: ec wants K+M with K 1..64, M 1..4\n",
+                        path, lineno);
+                rc = -1;
+                break;
+            }
+        } else if (!strcmp(section, "store") && !strcmp(k, "gc_live_pct")) {
+            so->gc_live_pct = atoi(v);
+        } else if (!strcmp(section, "store") && !strcmp(k, "scrub_interval_s")) {
+            so->scrub_interval_s = strtoull(v, NULL, 10);
+        } else if (!strcmp(section, "store") && !strcmp(k, "scrub_rate_mb")) {
+            so->scrub_rate = strtoull(v, NULL, 10) << 20;
         } else {
             fprintf(stderr, "plenum server: %s:%d: unknown setting [%s] %s\n", path, lineno,
                     section, k);
@@ -227,7 +258,7 @@ static void *gc_main(void *arg)
 int cmd_server(int argc, char **argv)
 {
     const char *data = NULL, *config = NULL, *s3_domain = NULL, *s3_region = NULL;
-    int zstd = -1;
+    struct pl_store_opts o = {.zstd_level = -1, .create = 1, .background = 1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -237,7 +268,7 @@ int cmd_server(int argc, char **argv)
         if (!strcmp(a, "--config") && i + 1 < argc)
             config = argv[++i];
     }
-    if (config && config_load(config, &data, &zstd))
+    if (config && config_load(config, &data, &o))
         return 2;
     for (int i = 0; i < argc && argv[i]; i++) {
         const char *a = argv[i];
@@ -250,6 +281,13 @@ int cmd_server(int argc, char **argv)
             s3_domain = argv[++i];
         } else if (!strcmp(a, "--s3-region") && i + 1 < argc) {
             s3_region = argv[++i];
+        } else if (!strcmp(a, "--ec") && i + 1 < argc) {
+            if (parse_ec(argv[++i], &o.ec_k, &o.ec_m)) {
+                fprintf(stderr, "plenum server: --ec wants K+M with K 1..64 and M 1..4, not "
+                                "'%s'\n",
+                        argv[i]);
+                return 2;
+            }
         } else if (!strncmp(a, "--", 2) && (l = listener_find(a + 2)) && i + 1 < argc) {
             snprintf(l->addr, sizeof(l->addr), "%s", argv[++i]);
         } else {
@@ -294,7 +332,6 @@ int cmd_server(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct pl_store_opts o = {.zstd_level = zstd, .create = 1};
     struct pl_store *st = NULL;
     struct admin_server *admin = NULL;
     struct s3_server *s3 = NULL;

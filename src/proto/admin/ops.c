@@ -362,6 +362,15 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
     json_object_set_new(res, "dedup_ratio", json_real(dedup));
     json_object_set_new(res, "compression_ratio", json_real(comp));
     json_object_set_new(res, "commits", json_integer((json_int_t)s.commits));
+    json_object_set_new(res, "stripes", json_integer((json_int_t)s.stripes));
+    json_object_set_new(res, "buffer_segments", json_integer((json_int_t)s.buffer_segments));
+    json_object_set_new(res, "ec", json_pack("{s:i, s:i}", "k", s.ec_k, "m", s.ec_m));
+    json_object_set_new(res, "degraded_reads", json_integer((json_int_t)s.degraded_reads));
+    json_object_set_new(res, "strips_repaired", json_integer((json_int_t)s.strips_repaired));
+    json_object_set_new(res, "scrub", json_pack("{s:I, s:I, s:I}", "checked",
+                                                (json_int_t)s.scrub_checked, "repaired",
+                                                (json_int_t)s.scrub_repaired, "unrecoverable",
+                                                (json_int_t)s.scrub_unrecoverable));
     return 0;
 }
 
@@ -394,6 +403,132 @@ static int op_gc(struct pl_store *st, json_t *args, json_t *res, struct op_io *i
     uint64_t freed = 0;
     int rc = pl_store_gc(st, &freed);
     json_object_set_new(res, "freed_bytes", json_integer((json_int_t)freed));
+    return rc;
+}
+
+/* ---- devices, destage, scrub ---- */
+static const char *dev_state_name(int s)
+{
+    return s == PL_DEV_FAILED ? "failed" : s == PL_DEV_REBUILDING ? "rebuilding" : "ok";
+}
+
+static int device_cb(void *arg, const struct pl_device_info *d)
+{
+    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I}", "id", d->id, "role",
+                          d->capacity ? "capacity" : "buffer", "path", d->path, "state",
+                          dev_state_name(d->state), "strips", (json_int_t)d->strips, "bytes",
+                          (json_int_t)d->bytes);
+    if (d->rebuild_total) {
+        json_object_set_new(o, "rebuild_done", json_integer((json_int_t)d->rebuild_done));
+        json_object_set_new(o, "rebuild_total", json_integer((json_int_t)d->rebuild_total));
+        json_object_set_new(o, "rebuild_bytes_per_s", json_real(d->rebuild_rate));
+    }
+    json_array_append_new(arg, o);
+    return 0;
+}
+
+static int op_device_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    struct pl_store_stats s;
+    json_t *a = json_array();
+    json_object_set_new(res, "devices", a);
+    int rc = pl_device_list(st, device_cb, a);
+    if (!rc)
+        rc = pl_store_stats(st, &s);
+    if (rc)
+        return rc;
+    json_object_set_new(res, "layout", json_pack("{s:i, s:i}", "k", s.ec_k, "m", s.ec_m));
+    json_object_set_new(res, "stripes", json_integer((json_int_t)s.stripes));
+    json_object_set_new(res, "buffer_segments", json_integer((json_int_t)s.buffer_segments));
+    json_object_set_new(res, "degraded_reads", json_integer((json_int_t)s.degraded_reads));
+    json_object_set_new(res, "unrecoverable_reads",
+                        json_integer((json_int_t)s.unrecoverable_reads));
+    json_object_set_new(res, "strips_repaired", json_integer((json_int_t)s.strips_repaired));
+    return 0;
+}
+
+static int dev_id_arg(json_t *args, int *ret)
+{
+    int64_t id = iarg(args, "id", -1);
+    const char *s = sarg(args, "id");
+    if (s) {
+        char *end;
+        id = strtol(s, &end, 10);
+        if (!*s || *end)
+            id = -1;
+    }
+    if (id < 0 || id > 65535)
+        return PL_EINVAL;
+    *ret = (int)id;
+    return 0;
+}
+
+static int op_device_fail(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    int id, rc = dev_id_arg(args, &id);
+    return rc ? rc : pl_device_fail(st, id);
+}
+
+static int op_device_add(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *p = sarg(args, "path");
+    int id = 0, rc = p ? pl_device_add(st, p, &id) : PL_EINVAL;
+    if (!rc)
+        json_object_set_new(res, "id", json_integer(id));
+    return rc;
+}
+
+static int op_device_replace(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *p = sarg(args, "path");
+    int id, rc = dev_id_arg(args, &id);
+    if (!rc)
+        rc = p ? pl_device_replace(st, id, p) : PL_EINVAL;
+    if (!rc && barg(args, "wait"))
+        rc = pl_store_rebuild(st, NULL, NULL);
+    return rc;
+}
+
+static int op_device_remove(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    int id, rc = dev_id_arg(args, &id);
+    return rc ? rc : pl_device_remove(st, id, NULL, NULL);
+}
+
+static int op_flush(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    struct pl_store_stats a, b;
+    int rc = pl_store_stats(st, &a);
+    if (!rc)
+        rc = pl_store_flush(st, NULL, NULL);
+    if (!rc)
+        rc = pl_store_stats(st, &b);
+    if (!rc) {
+        json_object_set_new(res, "destaged",
+                            json_integer((json_int_t)(b.stripes > a.stripes ? b.stripes - a.stripes
+                                                                            : 0)));
+        json_object_set_new(res, "stripes", json_integer((json_int_t)b.stripes));
+        json_object_set_new(res, "buffer_segments", json_integer((json_int_t)b.buffer_segments));
+    }
+    return rc;
+}
+
+static int op_scrub(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    struct pl_scrub_report r;
+    int rc = pl_store_scrub(st, 0, NULL, NULL, &r);
+    if (!rc) {
+        json_object_set_new(res, "checked", json_integer((json_int_t)r.checked));
+        json_object_set_new(res, "repaired", json_integer((json_int_t)r.repaired));
+        json_object_set_new(res, "unrecoverable", json_integer((json_int_t)r.unrecoverable));
+    }
     return rc;
 }
 
@@ -517,6 +652,13 @@ static const struct op_def op_table[] = {
     {"stats", 0, op_stats},
     {"fsck", 0, op_fsck},
     {"gc", 0, op_gc},
+    {"flush", 0, op_flush},
+    {"scrub", 0, op_scrub},
+    {"device-list", 0, op_device_list},
+    {"device-fail", 0, op_device_fail},
+    {"device-add", 0, op_device_add},
+    {"device-replace", 0, op_device_replace},
+    {"device-remove", 0, op_device_remove},
     {"snapshot-create", 0, op_snap_create},
     {"snapshot-list", 0, op_snap_list},
     {"snapshot-delete", 0, op_snap_delete},
