@@ -51,7 +51,8 @@
     X(PL_EBADPART, -1013, "a listed part was not uploaded or its ETag differs") \
     X(PL_EPARTORDER, -1014, "parts are not in ascending order")               \
     X(PL_ETOOSMALL, -1015, "a part other than the last is under 5 MiB")      \
-    X(PL_ENOVERSION, -1016, "no such object version")
+    X(PL_ENOVERSION, -1016, "no such object version")                         \
+    X(PL_ENODEVS, -1017, "too few working capacity devices for the stripe width")
 
 enum pl_err {
 #define PL_ERR_ENUM(name, value, msg) name = (value),

@@ -322,13 +322,14 @@ int pl_device_fail(struct pl_store *st, int id) PL_WUR;
 int pl_device_add(struct pl_store *st, const char *path, int *ret_id) PL_WUR;
 /* Rebuild the device's strips onto path (new, empty; may be the old path). */
 int pl_device_replace(struct pl_store *st, int id, const char *path) PL_WUR;
-/* Move the device's strips onto other devices, then forget it. PL_ENOSPC
+/* Move the device's strips onto other devices, then forget it. PL_ENODEVS
  * when too few others are left for the stripe width. */
 int pl_device_remove(struct pl_store *st, int id, pl_progress_fn progress, void *arg) PL_WUR;
 /* Rebuild every strip of devices being rebuilt, now. */
 int pl_store_rebuild(struct pl_store *st, pl_progress_fn progress, void *arg) PL_WUR;
-/* Destage everything buffered now; returns when it is on stripes. PL_ENOSPC
- * when fewer working capacity devices than the stripe width are left. */
+/* Destage everything buffered now; returns when it is on stripes. PL_ENODEVS
+ * when fewer working capacity devices than the stripe width are left (the
+ * data stays in the mirrored buffer). */
 int pl_store_flush(struct pl_store *st, pl_progress_fn progress, void *arg) PL_WUR;
 struct pl_scrub_report {
     uint64_t checked, repaired, unrecoverable;

@@ -226,6 +226,14 @@ static int remote_call(struct backend *b, const char *op, json_t *args, struct x
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
     }
     CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_PARTIAL_FILE && r.streaming && !r.werr) {
+        /* the server stops a body it cannot finish: stored data failed its checks */
+        snprintf(msg, msgn, "the server stopped after %llu bytes: stored data could not be read "
+                            "back intact (the server log says where)",
+                 (unsigned long long)r.done);
+        rc = PL_ECORRUPT;
+        goto out;
+    }
     if (cc != CURLE_OK) {
         snprintf(msg, msgn, "talking to the server at %s: %s%s", b->url, curl_easy_strerror(cc),
                  r.werr ? " (writing the output failed)" : "");

@@ -69,6 +69,10 @@ static int fail(int rc, const char *what, const char *msg)
     case PL_ECORRUPT:
         hint = "; run 'plenum fsck' to see what is damaged";
         break;
+    case PL_ENODEVS:
+        hint = "; data stays mirrored in the buffer until devices are replaced or added "
+               "(plenum device list, plenum device replace ID PATH)";
+        break;
     default:
         break;
     }
@@ -775,10 +779,7 @@ static int cmd_flush(struct opts *o)
         if (isatty(2))
             fprintf(stderr, "\n");
         if (r)
-            r = fail(r, "destage", r == PL_ENOSPC ? "too few working capacity devices for the "
-                                                    "stripe width; add or replace devices "
-                                                    "(plenum device list)"
-                                                  : NULL);
+            r = fail(r, "destage", NULL);
     }
     if (!r)
         r = call(&b, "flush", args_new(), NULL, &res, "destage");

@@ -88,11 +88,12 @@ static int parse_hostport(const char *s, char *host, size_t hn, int *port)
     return 0;
 }
 
-/* Minimal INI reader: [section] and key = value lines, '#' or ';' comments. */
 /* "K+M" -> k, m within the limits of the stripe code. */
 static int parse_ec(const char *v, int *k, int *m)
 {
     char *e1, *e2;
+    if (!v)
+        return -1;
     long a = strtol(v, &e1, 10);
     if (*e1 != '+')
         return -1;
@@ -104,6 +105,7 @@ static int parse_ec(const char *v, int *k, int *m)
     return 0;
 }
 
+/* Minimal INI reader: [section] and key = value lines, '#' or ';' comments. */
 static int config_load(const char *path, const char **data, struct pl_store_opts *so)
 {
     static char data_buf[PL_PATH_MAX];

@@ -365,7 +365,6 @@ struct cand_list {
     uint64_t active;
     struct seg_cand *c;
     size_t n, cap;
-    int striped; /* 0: buffer segments; 1: all */
 };
 
 static int cand_cb(void *arg, const MDB_val *k, const MDB_val *v)
@@ -394,12 +393,13 @@ static int cand_cb(void *arg, const MDB_val *k, const MDB_val *v)
     return 0;
 }
 
-/* Sealed buffer segments (not the active one); l->c malloc'd. */
-static int buffer_segs(struct pl_store *st, struct cand_list *l)
+/* Buffer segments with committed data: sealed ones, and the active one too
+ * when asked; l->c malloc'd. */
+static int buffer_segs(struct pl_store *st, struct cand_list *l, int with_active)
 {
     memset(l, 0, sizeof(*l));
     l->st = st;
-    l->active = data_active_seg(st->data);
+    l->active = with_active ? 0 : data_active_seg(st->data);
     int rc = meta_rtxn_begin(st->meta, &l->txn);
     if (!rc) {
         rc = meta_walk(l->txn, st->meta, META_SEG, NULL, 0, cand_cb, l);
@@ -424,7 +424,7 @@ static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used)
                "only %d working capacity devices for %d+%d stripes: data stays in the "
                "mirrored buffer; add or replace devices ('plenum device add PATH')",
                n, st->ec_k, st->ec_m);
-        return PL_ENOSPC;
+        return PL_ENODEVS;
     }
     /* rotate so stripes spread over all devices; no device twice in one */
     for (int i = 0; i < w; i++)
@@ -465,7 +465,7 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
     pl_gate_lock(&st->purge);
     pl_gate_unlock(&st->purge);
     if (!rc)
-        rc = buffer_segs(st, &l);
+        rc = buffer_segs(st, &l, 0);
     for (size_t i = 0; !rc && i < l.n; i++) {
         rc = destage_one(st, l.c[i].seg, l.c[i].used);
         if (progress)
@@ -480,6 +480,8 @@ int pl_store_flush(struct pl_store *st, pl_progress_fn progress, void *arg)
 {
     return destage(st, 1, progress, arg);
 }
+
+static int dev_find_rec(struct pl_store *st, int id, struct devrec *ret);
 
 /* ---- repair and rebuild ---- */
 static int stripe_geom_of(struct pl_store *st, uint64_t seg, struct data_geom *g)
@@ -558,12 +560,15 @@ int pl_store_rebuild(struct pl_store *st, pl_progress_fn progress, void *arg)
                 if (progress)
                     progress(arg, done, total);
             }
-        if (!rc) {
+        struct devrec now;
+        if (!rc)
+            rc = dev_find_rec(st, dl.d[d].id, &now); /* replaced again meanwhile? */
+        if (!rc && now.state == PL_DEV_REBUILDING) {
             char abs[PL_PATH_MAX];
-            dev_abs(st, dl.d[d].path, abs, sizeof(abs));
-            rc = data_dev_set(st->data, (uint16_t)dl.d[d].id, abs, DATA_DEV_OK);
+            dev_abs(st, now.path, abs, sizeof(abs));
+            rc = data_dev_set(st->data, (uint16_t)now.id, abs, DATA_DEV_OK);
             if (!rc)
-                rc = dev_record(st, dl.d[d].id, PL_DEV_OK, dl.d[d].path);
+                rc = dev_record(st, now.id, PL_DEV_OK, now.path);
             if (!rc)
                 pl_log(PL_LOG_INFO, "store", "capacity device %d rebuilt: %" PRIu64 " strips",
                        dl.d[d].id, total);
@@ -696,7 +701,7 @@ int pl_device_remove(struct pl_store *st, int id, pl_progress_fn progress, void 
     for (int i = 0; i < n; i++)
         others += ids[i] != id;
     if (others < st->ec_k + st->ec_m)
-        return PL_ENOSPC;
+        return PL_ENODEVS;
     pthread_mutex_lock(&st->gc_lock);
     rc = stripes_load(st, &sl);
     uint64_t total = 0, done = 0;
@@ -718,7 +723,7 @@ int pl_device_remove(struct pl_store *st, int id, pl_progress_fn progress, void 
                     target = ids[c];
             }
             if (target < 0) {
-                rc = PL_ENOSPC;
+                rc = PL_ENODEVS;
                 break;
             }
             rc = data_strip_rebuild(st->data, sl.e[i].seg, j, (uint16_t)target);
@@ -828,10 +833,9 @@ int pl_store_scrub(struct pl_store *st, uint64_t rate, pl_progress_fn progress, 
     struct stripe_list sl;
     struct pl_scrub_report r = {0};
     struct scrub_ctx pace = {rate, 0, pl_now_ns()};
-    int rc = buffer_segs(st, &bl);
+    int rc = buffer_segs(st, &bl, 1); /* the active one too: its committed part */
     if (rc)
         return rc;
-    /* the active segment too: its committed part */
     rc = stripes_load(st, &sl);
     uint64_t total = bl.n + sl.n, done = 0;
     for (size_t i = 0; !rc && i < bl.n; i++) {
@@ -905,7 +909,7 @@ static void maint_pass(struct pl_store *st, int64_t *last_scrub)
         }
     }
     rc = destage(st, 0, NULL, NULL);
-    if (rc && rc != PL_ENOSPC)
+    if (rc && rc != PL_ENODEVS)
         pl_log(PL_LOG_WARN, "store", "destage: %s", pl_strerror(rc));
     uint64_t seg;
     int idx;

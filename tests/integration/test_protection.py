@@ -1,0 +1,228 @@
+"""Data protection on a real server: erasure-coded stripes under lost and
+corrupt capacity devices, rebuild onto replacements, scrub, kill -9 during
+destage and rebuild. Objects go in and come out through S3 (boto3) and the
+CLI; devices are broken by removing and scribbling on their directories."""
+import glob
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import botocore
+import pytest
+
+from conftest import BIN, Plenum, Server
+from s3util import client
+
+
+def wait_for(cond, timeout=60, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def devices(pl):
+    return {d["id"]: d for d in pl.json("device", "list")["devices"]}
+
+
+def put_many(s3, bucket, n, seed, size_max=3 << 20):
+    rnd = random.Random(seed)
+    bodies = {}
+    for i in range(n):
+        size = rnd.randint(1, size_max)
+        body = rnd.randbytes(size) if i % 3 else (b"protected text %d\n" % i) * (size // 20 + 1)
+        key = f"obj/{seed}/{i:04d}"
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        bodies[key] = hashlib.sha256(body).hexdigest()
+    return bodies
+
+
+def check_all(s3, bucket, bodies):
+    for key, digest in bodies.items():
+        got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(got).hexdigest() == digest, key
+
+
+def flip_bytes(path_glob, seed, per_file=3):
+    rnd = random.Random(seed)
+    files = sorted(glob.glob(path_glob))
+    assert files
+    for f in files:
+        size = os.path.getsize(f)
+        with open(f, "r+b") as fh:
+            for _ in range(per_file):
+                off = rnd.randrange(8192, size)  # past the header: payload and checksums
+                fh.seek(off)
+                b = fh.read(1)
+                fh.seek(off)
+                fh.write(bytes([b[0] ^ 0x5A]))
+
+
+@pytest.mark.parametrize("layout", ["4+2", "8+3"])
+def test_lose_m_devices_under_load_then_rebuild(tmp_path, layout):
+    k, m = map(int, layout.split("+"))
+    data = tmp_path / "data"
+    srv = Server(data, s3=True, extra=["--ec", layout])
+    pl = Plenum(data)
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket="prot")
+        bodies = put_many(s3, "prot", 30, 1)
+        pl.ok("flush")
+        assert pl.json("stats")["stripes"] >= 1
+        caps = sorted(i for i, d in devices(pl).items() if d["role"] == "capacity")
+        assert len(caps) == k + m
+
+        # a workload keeps writing and reading while m devices vanish
+        stop, errors, written = threading.Event(), [], {}
+
+        def workload():
+            c = client(srv.s3_url)
+            i = 0
+            while not stop.is_set():
+                body = os.urandom(random.randint(1, 1 << 20))
+                key = f"live/{i}"
+                try:
+                    c.put_object(Bucket="prot", Key=key, Body=body)
+                    written[key] = hashlib.sha256(body).hexdigest()
+                    got = c.get_object(Bucket="prot", Key=key)["Body"].read()
+                    if got != body:
+                        errors.append(key)
+                except Exception as e:  # noqa: BLE001 - any failure is a finding
+                    errors.append(f"{key}: {e}")
+                i += 1
+
+        t = threading.Thread(target=workload)
+        t.start()
+        lost = caps[1:1 + m]
+        for dev in lost:
+            shutil.rmtree(devices(pl)[dev]["path"])
+        wait_for(lambda: all(devices(pl)[d]["state"] == "failed" for d in lost), 30,
+                 "the lost devices to be noticed")
+        check_all(s3, "prot", bodies)
+        r = pl.run("flush")  # too few devices: stays mirrored in the buffer, says so
+        assert r.returncode == 1 and b"capacity devices" in r.stderr
+        stop.set()
+        t.join()
+        assert not errors, errors[:5]
+        check_all(s3, "prot", written)
+        assert pl.json("stats")["degraded_reads"] > 0
+
+        # empty replacements at new paths: rebuilt in the background
+        for dev in lost:
+            pl.ok("device", "replace", str(dev), str(tmp_path / f"new{dev}"))
+        wait_for(lambda: all(devices(pl)[d]["state"] == "ok" for d in lost), 120,
+                 "the rebuild")
+        status = pl.ok("device", "status").stdout.decode()
+        assert "failed" not in status
+        pl.ok("flush")
+        assert pl.json("stats")["buffer_segments"] == 0
+        fsck = pl.run("fsck")
+        assert fsck.returncode == 0, fsck.stdout.decode()
+        check_all(s3, "prot", bodies)
+        check_all(s3, "prot", written)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_scrub_repairs_flipped_bytes_and_m_plus_1_fails_cleanly(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data, s3=True)
+    pl = Plenum(data)
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket="scrub")
+        bodies = put_many(s3, "scrub", 25, 2)
+        pl.ok("flush")
+        devs = devices(pl)
+        caps = sorted(i for i, d in devs.items() if d["role"] == "capacity")
+        # flipped bytes in every strip of two devices: reads right, scrub repairs
+        for dev in caps[:2]:
+            flip_bytes(os.path.join(devs[dev]["path"], "stripes", "*"), dev)
+        check_all(s3, "scrub", bodies)
+        r = pl.json("scrub", "--now")
+        assert r["repaired"] > 0 and r["unrecoverable"] == 0
+        assert pl.json("scrub", "--now")["repaired"] == 0
+        assert pl.json("stats")["scrub"]["repaired"] >= r["repaired"]
+        assert pl.run("fsck").returncode == 0
+
+        # a byte flipped in one buffer mirror is repaired from the other
+        s3.put_object(Bucket="scrub", Key="buffered", Body=b"in the buffer " * 1000)
+        seg = [f for f in sorted(glob.glob(str(data / "buffer0" / "seg" / "*.seg")))
+               if os.path.getsize(f) > 60][-1]
+        with open(seg, "r+b") as fh:  # a payload byte of the (compressed) block
+            fh.seek(60)
+            b = fh.read(1)
+            fh.seek(60)
+            fh.write(bytes([b[0] ^ 1]))
+        assert s3.get_object(Bucket="scrub", Key="buffered")["Body"].read() == b"in the buffer " * 1000
+        r = pl.json("scrub", "--now")
+        assert r["repaired"] >= 1
+
+        # m + 1 devices gone: affected reads fail with an error, never wrong bytes,
+        # and the server keeps serving what it can
+        for dev in caps[:3]:
+            shutil.rmtree(devs[dev]["path"])
+        wait_for(lambda: sum(d["state"] == "failed" for d in devices(pl).values()) == 3, 30,
+                 "the lost devices to be noticed")
+        failures = 0
+        for key, digest in bodies.items():
+            try:
+                got = s3.get_object(Bucket="scrub", Key=key)["Body"].read()
+                assert hashlib.sha256(got).hexdigest() == digest, key
+            except (botocore.exceptions.ClientError, botocore.exceptions.ResponseStreamingError,
+                    botocore.exceptions.IncompleteReadError):
+                failures += 1
+        assert failures > 0
+        assert s3.get_object(Bucket="scrub", Key="buffered")["Body"].read() == b"in the buffer " * 1000
+        s3.put_object(Bucket="scrub", Key="after", Body=b"still serving")
+        assert s3.get_object(Bucket="scrub", Key="after")["Body"].read() == b"still serving"
+        cat = pl.run("cat", "pl://scrub/" + next(iter(bodies)))
+        if cat.returncode:
+            assert b"fsck" in cat.stderr  # says what to do next
+    finally:
+        assert srv.stop() == 0
+
+
+def test_kill9_during_destage_and_rebuild(tmp_path):
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    acked = {}
+    rnd = random.Random(7)
+    for rnd_i in range(6):
+        srv = Server(data, s3=True)
+        s3 = client(srv.s3_url)
+        if rnd_i == 0:
+            s3.create_bucket(Bucket="crash")
+        acked.update(put_many(s3, "crash", 12, 100 + rnd_i, size_max=2 << 20))
+        # flush through the server, and kill the server somewhere inside it
+        p = subprocess.Popen([BIN, "--data", str(data), "flush"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.0, 0.4))
+        srv.stop(signal.SIGKILL)
+        p.wait(timeout=60)
+        # every acknowledged object is intact after the crash
+        srv = Server(data, s3=True)
+        s3 = client(srv.s3_url)
+        check_all(s3, "crash", acked)
+        if rnd_i == 3:
+            # a device replaced, and the rebuild interrupted too
+            caps = sorted(i for i, d in devices(pl).items() if d["role"] == "capacity")
+            shutil.rmtree(devices(pl)[caps[0]]["path"])
+            pl.ok("device", "replace", str(caps[0]), str(tmp_path / "swap"))
+            time.sleep(rnd.uniform(0.0, 0.3))
+            srv.stop(signal.SIGKILL)
+            srv = Server(data, s3=True)
+            s3 = client(srv.s3_url)
+            check_all(s3, "crash", acked)
+            wait_for(lambda: all(d["state"] == "ok" for d in devices(pl).values()), 120,
+                     "the rebuild after the crash")
+        assert srv.stop() == 0
+    assert pl.run("fsck").returncode == 0
