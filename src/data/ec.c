@@ -4,6 +4,7 @@
 #include "data/ec.h"
 
 #include <isa-l/erasure_code.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,14 +38,29 @@ void ec_encode(const struct ec_code *c, size_t len, uint8_t **data, uint8_t **pa
     ec_encode_data((int)len, c->k, c->m, c->tbls, data, parity);
 }
 
-int ec_recover(const struct ec_code *c, size_t len, const int *have, uint8_t **hbuf, int nwant,
-               const int *want, uint8_t **wbuf)
+/* The last decode tables this thread made: degraded reads of one stripe ask
+ * for the same recovery cell after cell. */
+struct recover_cache {
+    const struct ec_code *code;
+    int k, m, nwant;
+    int have[EC_MAX_K], want[EC_MAX_K + EC_MAX_M];
+    uint8_t tbls[32 * EC_MAX_K * EC_MAX_M];
+};
+static pthread_key_t rcache_key;
+static pthread_once_t rcache_once = PTHREAD_ONCE_INIT;
+
+static void rcache_init(void)
+{
+    (void)pthread_key_create(&rcache_key, free); /* freed when its thread ends */
+}
+
+static int recover_tables(const struct ec_code *c, const int *have, int nwant, const int *want,
+                          uint8_t *tbls)
 {
     int k = c->k, rc = 0;
     size_t kk = (size_t)k * (size_t)k;
     uint8_t *sub = malloc(kk), *inv = malloc(kk), *rows = malloc((size_t)nwant * (size_t)k);
-    uint8_t *tbls = malloc((size_t)32 * (size_t)k * (size_t)nwant);
-    if (!sub || !inv || !rows || !tbls) {
+    if (!sub || !inv || !rows) {
         rc = PL_ENOMEM;
         goto out;
     }
@@ -66,11 +82,41 @@ int ec_recover(const struct ec_code *c, size_t len, const int *have, uint8_t **h
         }
     }
     ec_init_tables(k, nwant, rows, tbls);
-    ec_encode_data((int)len, k, nwant, tbls, hbuf, wbuf);
 out:
     free(sub);
     free(inv);
     free(rows);
-    free(tbls);
     return rc;
+}
+
+int ec_recover(const struct ec_code *c, size_t len, const int *have, uint8_t **hbuf, int nwant,
+               const int *want, uint8_t **wbuf)
+{
+    pthread_once(&rcache_once, rcache_init);
+    struct recover_cache *rc_ = pthread_getspecific(rcache_key);
+    if (nwant < 1 || nwant > EC_MAX_M)
+        return PL_EINVAL;
+    if (!rc_ || rc_->code != c || rc_->k != c->k || rc_->m != c->m || rc_->nwant != nwant ||
+        memcmp(rc_->have, have, sizeof(int) * (size_t)c->k) ||
+        memcmp(rc_->want, want, sizeof(int) * (size_t)nwant)) {
+        if (!rc_) {
+            rc_ = malloc(sizeof(*rc_));
+            if (!rc_ || pthread_setspecific(rcache_key, rc_)) {
+                free(rc_);
+                return PL_ENOMEM;
+            }
+        }
+        rc_->code = NULL;
+        int rc = recover_tables(c, have, nwant, want, rc_->tbls);
+        if (rc)
+            return rc;
+        rc_->code = c;
+        rc_->k = c->k;
+        rc_->m = c->m;
+        rc_->nwant = nwant;
+        memcpy(rc_->have, have, sizeof(int) * (size_t)c->k);
+        memcpy(rc_->want, want, sizeof(int) * (size_t)nwant);
+    }
+    ec_encode_data((int)len, c->k, nwant, rc_->tbls, hbuf, wbuf);
+    return 0;
 }
