@@ -53,6 +53,7 @@ struct pl_store_opts {
     int ec_k, ec_m;                     /* stripe layout for a new data directory; 0 = 4+2 */
     int gc_live_pct;                    /* compact segments under this % live; 0 = 50 */
     int background;                     /* run destage, repair, rebuild and scrub threads */
+    int similarity_off;                 /* store near-duplicate chunks whole, not as deltas */
     uint64_t scrub_interval_s;          /* background scrub period; 0 = daily */
     uint64_t scrub_rate;                /* background scrub bytes/s; 0 = 64 MiB/s */
 };
@@ -284,6 +285,10 @@ struct pl_store_stats {
     uint64_t logical_bytes;  /* sum of live file sizes */
     uint64_t unique_bytes;   /* raw bytes of distinct live chunks */
     uint64_t stored_bytes;   /* their encoded size */
+    uint64_t delta_chunks;   /* live chunks stored as a delta against a similar one */
+    uint64_t delta_raw, delta_stored;
+    uint64_t delta_saved;    /* estimate: their size at the others' compression ratio,
+                                less what they take */
     uint64_t physical_bytes; /* segment files on disk, all mirrors */
     uint64_t elements;       /* live files, directories, symlinks (root excluded) */
     uint64_t chunks;

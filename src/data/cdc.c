@@ -94,3 +94,40 @@ int data_is_zero(const void *p, size_t n)
     /* compare the buffer with itself shifted: all equal and first is 0 */
     return memcmp(b, b + 1, n - 1) == 0;
 }
+
+/* Features: for each of the DATA_SF * DATA_SF_FEATURES transforms
+ * t_i(h) = a_i * h + b_i, the maximum over positions where the rolling hash
+ * has its low 5 bits zero (a 1/32 sample, so a sketch costs a fraction of a
+ * pass). Fixed constants: sketches must agree across processes. */
+void data_sketch(const void *p, size_t n, uint64_t sf[DATA_SF])
+{
+    enum { NF = DATA_SF * DATA_SF_FEATURES };
+    static const uint64_t mul[NF] = {
+        0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull, 0x2545f4914f6cdd1dull,
+        0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull,
+        0x589965cc75374cc3ull, 0x1d8e4e27c47d124full, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull};
+    uint64_t feat[NF];
+    const uint8_t *b = p;
+    uint64_t h = 0;
+    pthread_once(&gear_once, gear_fill);
+    for (int i = 0; i < NF; i++)
+        feat[i] = 0;
+    for (size_t i = 0; i < n; i++) {
+        h = (h << 1) + gear[b[i]];
+        if (h & 31)
+            continue;
+        for (int f = 0; f < NF; f++) {
+            uint64_t t = h * mul[f] + (uint64_t)f * 0x632be59bd9b4e019ull;
+            if (t > feat[f])
+                feat[f] = t;
+        }
+    }
+    for (int s = 0; s < DATA_SF; s++) {
+        uint64_t x = 0x53696d4c6172ull + (uint64_t)s; /* "SimLar" */
+        for (int f = 0; f < DATA_SF_FEATURES; f++) {
+            x ^= feat[s * DATA_SF_FEATURES + f];
+            x = pl_splitmix64(&x);
+        }
+        sf[s] = x;
+    }
+}

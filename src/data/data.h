@@ -27,7 +27,9 @@
 #define DATA_BLOCK_HDR 56
 #define DATA_MAX_CHUNK (1u << 20) /* hard cap on any chunk, any config */
 
-enum data_codec { DATA_CODEC_RAW = 0, DATA_CODEC_ZSTD = 1 };
+/* DELTA: the payload is the reference chunk's fingerprint, then a zstd frame
+ * made with the reference's raw bytes as its prefix. */
+enum data_codec { DATA_CODEC_RAW = 0, DATA_CODEC_ZSTD = 1, DATA_CODEC_DELTA = 2 };
 enum data_loc_kind { DATA_LOC_NONE = 0, DATA_LOC_BUFFER = 1 };
 
 struct data_loc {
@@ -53,6 +55,14 @@ int data_cdc_init(struct data_cdc *c, uint32_t min, uint32_t avg, uint32_t max) 
 size_t data_cdc_cut(const struct data_cdc *c, const uint8_t *p, size_t n, int final);
 
 void data_fingerprint(const void *p, size_t n, uint8_t out[DATA_FP_LEN]);
+
+/* Similarity sketch: DATA_SF super-features, each a hash of DATA_SF_FEATURES
+ * features; a feature is the maximum over sampled positions of one linear
+ * transform of a rolling hash. Chunks sharing a super-feature are likely
+ * similar (resemblance detection, Broder; super-features, Shilane et al.). */
+#define DATA_SF 3
+#define DATA_SF_FEATURES 4
+void data_sketch(const void *p, size_t n, uint64_t sf[DATA_SF]);
 int data_is_zero(const void *p, size_t n);
 
 struct data_opts {
@@ -72,6 +82,19 @@ void data_close(struct data_store *ds);
  * every mirror. Not durable until data_sync(). Fills *ret_loc. */
 int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
                       size_t n, struct data_loc *ret_loc) PL_WUR;
+/* Like data_chunk_append, but also try a delta against ref (the raw bytes
+ * of the chunk ref_fp); the delta is kept when it beats plain compression by
+ * an eighth. *ret_plain gets the size plain encoding would have stored. */
+int data_chunk_append_delta(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                            size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
+                            size_t ref_n, struct data_loc *ret_loc, uint32_t *ret_plain) PL_WUR;
+/* The reference of a delta chunk. */
+int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
+                   uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;
+/* Read a delta chunk given its reference's raw bytes. */
+int data_delta_read(struct data_store *ds, const struct data_loc *loc,
+                    const uint8_t fp[DATA_FP_LEN], const void *ref, size_t ref_n,
+                    void *out) PL_WUR;
 /* Append an already-encoded block (compaction moves blocks without recoding). */
 int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
                       struct data_loc *ret_loc) PL_WUR;
@@ -80,7 +103,8 @@ int data_sync(struct data_store *ds, uint64_t seg) PL_WUR;
 
 /* Read, verify and decode a chunk into out (capacity >= loc->raw_len).
  * Tries each mirror; PL_ECORRUPT when no copy verifies, PL_ENOENT when the
- * segment is gone (moved by compaction: look the location up again). */
+ * segment is gone (moved by compaction: look the location up again).
+ * PL_EINVAL for a delta chunk: read its reference, then data_delta_read. */
 int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], void *out) PL_WUR;
 /* Ask the kernel to start reading a block we will want soon. */

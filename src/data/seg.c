@@ -24,7 +24,7 @@ void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
 
 int data_loc_decode(const uint8_t *p, size_t n, struct data_loc *ret)
 {
-    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_ZSTD)
+    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_DELTA)
         return PL_ECORRUPT;
     ret->kind = p[0];
     ret->codec = p[1];
@@ -295,43 +295,92 @@ int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
     return 0;
 }
 
-int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                      size_t n, struct data_loc *ret_loc)
+/* Fill the block header for a payload already at blk + DATA_BLOCK_HDR. */
+static void block_seal(uint8_t *blk, const uint8_t fp[DATA_FP_LEN], uint8_t codec, size_t raw_n,
+                       size_t stored)
 {
-    if (n > DATA_MAX_CHUNK)
-        return PL_EINVAL;
-    size_t cap = DATA_BLOCK_HDR + ZSTD_compressBound(n);
-    uint8_t *blk = malloc(cap);
-    int rc;
-    if (!blk)
-        return PL_ENOMEM;
-    size_t stored = n;
-    uint8_t codec = DATA_CODEC_RAW;
-    if (ds->zstd_level > 0) {
-        ZSTD_CCtx *c = cctx_get(ds);
-        size_t z = c ? ZSTD_compressCCtx(c, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n,
-                                         ds->zstd_level)
-                     : 0;
-        if (c)
-            cctx_put(ds, c);
-        /* keep raw unless zstd saves at least 1/32: decoding costs on every read */
-        if (c && !ZSTD_isError(z) && z < n - n / 32) {
-            stored = z;
-            codec = DATA_CODEC_ZSTD;
-        }
-    }
-    if (codec == DATA_CODEC_RAW)
-        memcpy(blk + DATA_BLOCK_HDR, raw, n);
     memcpy(blk, "PLCK", 4);
     blk[4] = 1;
     blk[5] = codec;
     blk[6] = blk[7] = 0;
-    pl_put_le32(blk + 8, (uint32_t)n);
+    pl_put_le32(blk + 8, (uint32_t)raw_n);
     pl_put_le32(blk + 12, (uint32_t)stored);
     memcpy(blk + 16, fp, DATA_FP_LEN);
     pl_put_le64(blk + 48, block_sum(blk, blk + DATA_BLOCK_HDR, stored));
+}
+
+/* zstd-compress raw into dst (capacity cap); 0 when it does not save 1/32:
+ * decoding costs on every read. */
+static size_t compress_plain(struct data_store *ds, uint8_t *dst, size_t cap, const void *raw,
+                             size_t n)
+{
+    if (ds->zstd_level <= 0)
+        return 0;
+    ZSTD_CCtx *c = cctx_get(ds);
+    if (!c)
+        return 0;
+    size_t z = ZSTD_compressCCtx(c, dst, cap, raw, n, ds->zstd_level);
+    cctx_put(ds, c);
+    return !ZSTD_isError(z) && z < n - n / 32 ? z : 0;
+}
+
+int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                      size_t n, struct data_loc *ret_loc)
+{
+    uint32_t plain;
+    return data_chunk_append_delta(ds, fp, raw, n, NULL, NULL, 0, ret_loc, &plain);
+}
+
+int data_chunk_append_delta(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                            size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
+                            size_t ref_n, struct data_loc *ret_loc, uint32_t *ret_plain)
+{
+    if (n > DATA_MAX_CHUNK)
+        return PL_EINVAL;
+    size_t cap = DATA_BLOCK_HDR + DATA_FP_LEN + ZSTD_compressBound(n);
+    uint8_t *blk = malloc(cap), *dblk = NULL;
+    int rc;
+    if (!blk)
+        return PL_ENOMEM;
+    size_t z = compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
+    size_t stored = z ? z : n;
+    uint8_t codec = z ? DATA_CODEC_ZSTD : DATA_CODEC_RAW;
+    if (!z)
+        memcpy(blk + DATA_BLOCK_HDR, raw, n);
+    *ret_plain = (uint32_t)stored;
+    if (ref && ref_n) {
+        /* the same frame, with the similar chunk as history */
+        ZSTD_CCtx *c = cctx_get(ds);
+        dblk = malloc(cap);
+        if (c && dblk) {
+            size_t d = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel,
+                                              ds->zstd_level > 0 ? ds->zstd_level : 1);
+            /* the frame checks its content: decoding against the wrong
+             * reference fails instead of returning other bytes */
+            if (!ZSTD_isError(d))
+                d = ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+            if (!ZSTD_isError(d))
+                d = ZSTD_CCtx_refPrefix(c, ref, ref_n);
+            if (!ZSTD_isError(d))
+                d = ZSTD_compress2(c, dblk + DATA_BLOCK_HDR + DATA_FP_LEN,
+                                   cap - DATA_BLOCK_HDR - DATA_FP_LEN, raw, n);
+            if (!ZSTD_isError(d) && DATA_FP_LEN + d < stored - stored / 8) {
+                memcpy(dblk + DATA_BLOCK_HDR, ref_fp, DATA_FP_LEN);
+                uint8_t *t = blk;
+                blk = dblk;
+                dblk = t;
+                stored = DATA_FP_LEN + d;
+                codec = DATA_CODEC_DELTA;
+            }
+            ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+        }
+        if (c)
+            cctx_put(ds, c);
+    }
+    block_seal(blk, fp, codec, n, stored);
     rc = data_block_append(ds, blk, DATA_BLOCK_HDR + stored, ret_loc);
     free(blk);
+    free(dblk);
     return rc;
 }
 
@@ -448,6 +497,8 @@ static int raw_read_verified(struct data_store *ds, const struct data_loc *loc, 
 int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], void *out)
 {
+    if (loc->codec == DATA_CODEC_DELTA)
+        return PL_EINVAL; /* the caller reads its reference first */
     if (loc->codec == DATA_CODEC_RAW)
         return loc->stored_len == loc->raw_len ? raw_read_verified(ds, loc, fp, out)
                                                : PL_ECORRUPT;
@@ -469,6 +520,47 @@ int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
     if (ZSTD_isError(z) || z != loc->raw_len)
         rc = PL_ECORRUPT;
 out:
+    free(blk);
+    return rc;
+}
+
+int data_delta_ref(struct data_store *ds, const struct data_loc *loc, uint8_t ref_fp[DATA_FP_LEN])
+{
+    if (loc->codec != DATA_CODEC_DELTA || loc->stored_len < DATA_FP_LEN)
+        return PL_EINVAL;
+    uint8_t *blk;
+    size_t n;
+    int rc = data_block_read(ds, loc, &blk, &n);
+    if (rc)
+        return rc;
+    memcpy(ref_fp, blk + DATA_BLOCK_HDR, DATA_FP_LEN);
+    free(blk);
+    return 0;
+}
+
+int data_delta_read(struct data_store *ds, const struct data_loc *loc,
+                    const uint8_t fp[DATA_FP_LEN], const void *ref, size_t ref_n, void *out)
+{
+    if (loc->codec != DATA_CODEC_DELTA || loc->stored_len < DATA_FP_LEN)
+        return PL_EINVAL;
+    size_t n = DATA_BLOCK_HDR + loc->stored_len;
+    uint8_t *blk = malloc(n);
+    if (!blk)
+        return PL_ENOMEM;
+    int rc = block_read_verified(ds, loc, fp, blk);
+    ZSTD_DCtx *d = rc ? NULL : dctx_get(ds);
+    if (!rc && !d)
+        rc = PL_ENOMEM;
+    if (!rc) {
+        size_t z = ZSTD_DCtx_refPrefix(d, ref, ref_n);
+        if (!ZSTD_isError(z))
+            z = ZSTD_decompressDCtx(d, out, loc->raw_len, blk + DATA_BLOCK_HDR + DATA_FP_LEN,
+                                    loc->stored_len - DATA_FP_LEN);
+        if (ZSTD_isError(z) || z != loc->raw_len)
+            rc = PL_ECORRUPT;
+        ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
+        dctx_put(ds, d);
+    }
     free(blk);
     return rc;
 }

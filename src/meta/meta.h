@@ -35,6 +35,7 @@ enum meta_db {
     META_VERSION, /* bucket(8) key term [hash] ~seq(8) -> object version (store/version.c) */
     META_DEVICE,  /* id BE16 -> state(1) path : capacity devices */
     META_STRIPE,  /* seg(8) -> stripe geometry : segments destaged to capacity */
+    META_SIMILAR, /* super-feature(8) index(1) -> fp(32) : similarity index */
     META_DB_COUNT
 };
 

@@ -263,6 +263,7 @@ int store_devices_open(struct pl_store *st, const struct pl_store_opts *opts)
     MDB_txn *txn;
     st->rb.dev = -1;
     st->gc_live_pct = opts->gc_live_pct > 0 && opts->gc_live_pct < 100 ? opts->gc_live_pct : 50;
+    st->similarity = !opts->similarity_off;
     st->scrub_interval_s = opts->scrub_interval_s ? opts->scrub_interval_s : DEFAULT_SCRUB_INTERVAL;
     st->scrub_rate = opts->scrub_rate ? opts->scrub_rate : DEFAULT_SCRUB_RATE;
     int rc = meta_submit(st->meta, apply_ec_init, &ei);

@@ -32,7 +32,7 @@ static int ext_insert(struct meta_txn *t, uint64_t id, uint64_t off, uint64_t E,
                       uint32_t choff, uint32_t len)
 {
     uint8_t k[24], v[EXT_VAL];
-    int rc = chunk_ref(t, fp, NULL);
+    int rc = chunk_ref(t, fp, NULL, NULL);
     if (rc)
         return rc;
     ext_val(v, fp, choff, len, PL_EPOCH_INF);
@@ -80,7 +80,16 @@ int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LE
 
 static int chunk_stats(struct meta_txn *t, const struct data_loc *l, int sign)
 {
-    int rc = meta_sys_add(t, "chunks", sign);
+    int rc = 0;
+    if (l->codec == DATA_CODEC_DELTA) {
+        rc = meta_sys_add(t, "delta_chunks", sign);
+        if (!rc)
+            rc = meta_sys_add(t, "delta_raw", sign * (int64_t)l->raw_len);
+        if (!rc)
+            rc = meta_sys_add(t, "delta_stored", sign * (int64_t)l->stored_len);
+    }
+    if (!rc)
+        rc = meta_sys_add(t, "chunks", sign);
     if (!rc)
         rc = meta_sys_add(t, "chunk_raw", sign * (int64_t)l->raw_len);
     if (!rc)
@@ -90,12 +99,15 @@ static int chunk_stats(struct meta_txn *t, const struct data_loc *l, int sign)
     return rc;
 }
 
-int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc)
+int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc,
+              int *ret_new)
 {
     uint8_t v[CHUNK_VAL];
     uint64_t refs;
     struct data_loc cur;
     MDB_val mv;
+    if (ret_new)
+        *ret_new = 0;
     int rc = meta_get(t->txn, t->env, META_CHUNK, fp, DATA_FP_LEN, &mv);
     if (rc == PL_ENOENT) {
         if (!loc)
@@ -103,6 +115,8 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
         pl_put_le64(v, 1);
         data_loc_encode(loc, v + 8);
         rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
+        if (!rc && ret_new)
+            *ret_new = 1;
         return rc ? rc : chunk_stats(t, loc, 1);
     }
     if (rc)
@@ -230,6 +244,22 @@ int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b)
     return rc;
 }
 
+/* A new chunk is in the index: a delta holds its reference; a whole chunk
+ * becomes a reference candidate under its super-features. */
+static int chunk_similar_commit(struct meta_txn *t, const struct piece *p)
+{
+    int rc = 0;
+    if (p->delta)
+        return chunk_ref(t, p->ref_fp, NULL, NULL);
+    for (int j = 0; !rc && p->has_sketch && j < DATA_SF; j++) {
+        uint8_t k[9];
+        pl_put_le64(k, p->sf[j]);
+        k[8] = (uint8_t)j;
+        rc = meta_put(t, META_SIMILAR, k, sizeof(k), p->fp, DATA_FP_LEN);
+    }
+    return rc;
+}
+
 int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
                    const struct piece *pcs, size_t npcs)
 {
@@ -242,7 +272,10 @@ int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
         if (p->zero)
             continue;
         uint8_t k[24], v[EXT_VAL];
-        rc = chunk_ref(t, p->fp, p->has_loc ? &p->loc : NULL);
+        int added = 0;
+        rc = chunk_ref(t, p->fp, p->has_loc ? &p->loc : NULL, &added);
+        if (!rc && added)
+            rc = chunk_similar_commit(t, p);
         if (rc)
             break;
         ext_val(v, p->fp, 0, p->len, PL_EPOCH_INF);
@@ -280,6 +313,87 @@ int store_sync_segs(struct pl_store *st, const struct seg_set *segs)
             return rc;
     }
     return 0;
+}
+
+/* A similar chunk already stored, by super-feature: whole (never itself a
+ * delta: chains stay one deep) and alive. */
+static int similar_find(struct pl_store *st, MDB_txn *txn, const struct piece *p,
+                        uint8_t ref_fp[DATA_FP_LEN], struct data_loc *ref_loc)
+{
+    for (int j = 0; j < DATA_SF; j++) {
+        uint8_t k[9];
+        MDB_val v;
+        uint64_t refs;
+        pl_put_le64(k, p->sf[j]);
+        k[8] = (uint8_t)j;
+        if (meta_get(txn, st->meta, META_SIMILAR, k, sizeof(k), &v) || v.mv_size != DATA_FP_LEN ||
+            !memcmp(v.mv_data, p->fp, DATA_FP_LEN))
+            continue;
+        if (chunk_lookup(txn, st->meta, v.mv_data, &refs, ref_loc) || !refs ||
+            ref_loc->codec == DATA_CODEC_DELTA)
+            continue; /* gone, dead, or a delta itself: a stale index entry */
+        memcpy(ref_fp, v.mv_data, DATA_FP_LEN);
+        return 0;
+    }
+    return PL_ENOENT;
+}
+
+static int chunk_append_similar(struct pl_store *st, MDB_txn *txn, struct piece *p,
+                                const uint8_t *d, size_t len)
+{
+    struct data_loc rl;
+    uint8_t rfp[DATA_FP_LEN], *ref = NULL;
+    data_sketch(d, len, p->sf);
+    p->has_sketch = 1;
+    if (similar_find(st, txn, p, rfp, &rl) == 0 && (ref = malloc(rl.raw_len)) &&
+        store_chunk_read(st, &rl, rfp, ref) != 0) {
+        free(ref);
+        ref = NULL; /* an unreadable reference: store this one whole */
+    }
+    int rc = data_chunk_append_delta(st->data, p->fp, d, len, ref ? rfp : NULL, ref,
+                                     ref ? rl.raw_len : 0, &p->loc, &p->plain);
+    free(ref);
+    if (!rc && p->loc.codec == DATA_CODEC_DELTA) {
+        p->delta = 1;
+        memcpy(p->ref_fp, rfp, DATA_FP_LEN);
+    }
+    return rc;
+}
+
+int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
+                     void *out)
+{
+    if (loc->codec != DATA_CODEC_DELTA)
+        return data_chunk_read(st->data, loc, fp, out);
+    uint8_t rfp[DATA_FP_LEN];
+    int rc = data_delta_ref(st->data, loc, rfp);
+    if (rc)
+        return rc;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        struct data_loc rl;
+        MDB_txn *txn;
+        rc = meta_rtxn_begin(st->meta, &txn);
+        if (rc)
+            return rc;
+        rc = chunk_lookup(txn, st->meta, rfp, NULL, &rl);
+        meta_rtxn_end(txn);
+        if (rc == PL_ENOENT)
+            return PL_ECORRUPT; /* a delta outlived its reference: never should */
+        if (rc)
+            return rc;
+        if (rl.codec == DATA_CODEC_DELTA)
+            return PL_ECORRUPT;
+        uint8_t *ref = malloc(rl.raw_len);
+        if (!ref)
+            return PL_ENOMEM;
+        rc = data_chunk_read(st->data, &rl, rfp, ref);
+        if (!rc)
+            rc = data_delta_read(st->data, loc, fp, ref, rl.raw_len, out);
+        free(ref);
+        if (rc != PL_ENOENT)
+            return rc; /* ENOENT: the reference moved under compaction; look again */
+    }
+    return rc;
 }
 
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
@@ -333,7 +447,8 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
             }
         }
         if (!p->has_loc) {
-            rc = data_chunk_append(st->data, p->fp, d, len, &p->loc);
+            rc = st->similarity ? chunk_append_similar(st, txn, p, d, len)
+                                : data_chunk_append(st->data, p->fp, d, len, &p->loc);
             if (rc)
                 break;
             p->has_loc = 1;

@@ -2,7 +2,8 @@
  * Checks: dirents name live elements of the same type; link counts equal the
  * names found (files) or 2 + subdirectories (directories); live files have a
  * name; every extent names an indexed chunk; every chunk's refcount equals the
- * extent records naming it; every live chunk reads back and verifies. */
+ * extent records naming it plus the deltas made against it; every live chunk
+ * reads back and verifies. */
 #include "store/store_int.h"
 
 #include <stdio.h>
@@ -142,6 +143,35 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
     c = NULL;
     if (rc != PL_ENOENT)
         goto out;
+    /* 1b. a delta holds a reference to the chunk it was made against */
+    rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_CHUNK), &c));
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_FIRST));
+    while (!rc) {
+        struct data_loc loc;
+        uint8_t ref[DATA_FP_LEN];
+        if (k.mv_size == DATA_FP_LEN && v.mv_size == 8 + DATA_LOC_ENC &&
+            !data_loc_decode((const uint8_t *)v.mv_data + 8, DATA_LOC_ENC, &loc) &&
+            loc.codec == DATA_CODEC_DELTA) {
+            if (data_delta_ref(st->data, &loc, ref)) {
+                char hex[2 * DATA_FP_LEN + 1];
+                pl_hex(k.mv_data, DATA_FP_LEN, hex);
+                report(&f, 0, "delta chunk %.16s: cannot read its reference", hex);
+            } else {
+                struct fp_ent *e = fp_find(&m, ref, 1);
+                if (!e) {
+                    rc = PL_ENOMEM;
+                    break;
+                }
+                e->refs++;
+            }
+        }
+        rc = meta_err(mdb_cursor_get(c, &k, &v, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    c = NULL;
+    if (rc != PL_ENOENT)
+        goto out;
     /* 2. chunks: refcounts, then read and verify each live one */
     uint64_t total = 0, done = 0;
     rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_CHUNK), &c));
@@ -168,7 +198,7 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
                 report(&f, e ? e->first_id : 0, "chunk %.16s: refcount %llu, %llu references",
                        hex, (unsigned long long)refs, (unsigned long long)want);
             if (refs) {
-                int r = data_chunk_read(st->data, &loc, k.mv_data, scratch);
+                int r = store_chunk_read(st, &loc, k.mv_data, scratch);
                 if (r == 0) {
                     uint8_t fp[DATA_FP_LEN];
                     data_fingerprint(scratch, loc.raw_len, fp);

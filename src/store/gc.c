@@ -117,7 +117,9 @@ static int gc_sweep(struct pl_store *st)
 struct moved {
     uint8_t fp[DATA_FP_LEN];
     struct data_loc from, to;
-    int purge; /* dead: drop the entry */
+    int purge;   /* dead: drop the entry */
+    int has_ref; /* a dead delta: its reference loses a dependent */
+    uint8_t ref[DATA_FP_LEN];
 };
 
 struct compact {
@@ -157,6 +159,13 @@ static int compact_block(void *arg, const struct data_loc *loc, const uint8_t fp
     memcpy(mv->fp, fp, DATA_FP_LEN);
     mv->from = cur;
     mv->purge = refs == 0;
+    mv->has_ref = 0;
+    if (mv->purge && cur.codec == DATA_CODEC_DELTA) {
+        rc = data_delta_ref(c->st->data, &cur, mv->ref);
+        if (rc)
+            return rc; /* unreadable: keep the segment for fsck/repair */
+        mv->has_ref = 1;
+    }
     if (!mv->purge) {
         uint8_t *blk;
         size_t bn;
@@ -177,6 +186,8 @@ static int apply_compact(struct meta_txn *t, void *arg)
         struct moved *mv = &c->m[i];
         if (mv->purge) {
             rc = meta_del(t, META_CHUNK, mv->fp, DATA_FP_LEN);
+            if (!rc && mv->has_ref)
+                rc = chunk_unref(t, mv->ref);
             continue;
         }
         MDB_val v;
@@ -232,6 +243,79 @@ static int compact_seg(struct pl_store *st, uint64_t seg, uint64_t used, uint64_
     return rc;
 }
 
+/* Dead delta chunks pin their references: drop their index entries now
+ * (their bytes are garbage already) and release the references. Safe only
+ * with the purge gate held exclusively: no writer holds a dedup result. */
+struct dead_delta {
+    uint8_t fp[DATA_FP_LEN], ref[DATA_FP_LEN];
+};
+
+struct dd_list {
+    struct pl_store *st;
+    struct dead_delta *d;
+    size_t n, cap;
+};
+
+static int dd_cb(void *arg, const MDB_val *k, const MDB_val *v)
+{
+    struct dd_list *l = arg;
+    struct data_loc loc;
+    if (k->mv_size != DATA_FP_LEN || v->mv_size < 8 + DATA_LOC_ENC ||
+        pl_get_le64(v->mv_data) != 0 ||
+        data_loc_decode((const uint8_t *)v->mv_data + 8, DATA_LOC_ENC, &loc) ||
+        loc.codec != DATA_CODEC_DELTA)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct dead_delta *d = realloc(l->d, cap * sizeof(*d));
+        if (!d)
+            return PL_ENOMEM;
+        l->d = d;
+        l->cap = cap;
+    }
+    struct dead_delta *d = &l->d[l->n];
+    memcpy(d->fp, k->mv_data, DATA_FP_LEN);
+    if (data_delta_ref(l->st->data, &loc, d->ref))
+        return 0; /* unreadable: leave it to fsck */
+    l->n++;
+    return 0;
+}
+
+static int apply_dd(struct meta_txn *t, void *arg)
+{
+    struct dd_list *l = arg;
+    int rc = 0;
+    for (size_t i = 0; i < l->n && !rc; i++) {
+        uint64_t refs;
+        struct data_loc loc;
+        rc = chunk_lookup(t->txn, t->env, l->d[i].fp, &refs, &loc);
+        if (rc == PL_ENOENT || (!rc && refs)) {
+            rc = 0; /* gone or revived meanwhile */
+            continue;
+        }
+        if (!rc)
+            rc = meta_del(t, META_CHUNK, l->d[i].fp, DATA_FP_LEN);
+        if (!rc)
+            rc = chunk_unref(t, l->d[i].ref);
+    }
+    return rc;
+}
+
+static int purge_dead_deltas(struct pl_store *st)
+{
+    struct dd_list l = {st, NULL, 0, 0};
+    MDB_txn *txn;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = meta_walk(txn, st->meta, META_CHUNK, NULL, 0, dd_cb, &l);
+    meta_rtxn_end(txn);
+    if (!rc && l.n)
+        rc = meta_submit(st->meta, apply_dd, &l);
+    free(l.d);
+    return rc;
+}
+
 int pl_store_gc(struct pl_store *st, uint64_t *ret_freed)
 {
     uint64_t freed = 0;
@@ -240,6 +324,7 @@ int pl_store_gc(struct pl_store *st, uint64_t *ret_freed)
     if (rc)
         goto out;
     pl_gate_lock(&st->purge);
+    rc = purge_dead_deltas(st);
     /* candidates: segments under half live; seal the active one if it is one */
     for (int pass = 0; pass < 2 && !rc; pass++) {
         MDB_txn *txn;

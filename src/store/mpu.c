@@ -399,7 +399,7 @@ static int extents_append(struct meta_txn *t, uint64_t src, uint64_t dst, uint64
         if (rc && rc != PL_ENOENT)
             return rc;
         for (int i = 0; i < n; i++) {
-            rc = chunk_ref(t, batch[i].v, NULL);
+            rc = chunk_ref(t, batch[i].v, NULL, NULL);
             if (!rc)
                 rc = meta_put(t, META_EXTENT, k, key_extent(k, dst, base + batch[i].off, E),
                               batch[i].v, 48);

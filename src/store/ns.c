@@ -619,14 +619,14 @@ static int read_pieces(struct pl_store *st, const struct rplan *pl, size_t first
         const struct rpiece *x = &pl->p[i];
         /* a whole chunk wanted whole lands in place; pieces go via scratch */
         if (x->choff == 0 && x->n == x->loc.raw_len) {
-            rc = data_chunk_read(st->data, &x->loc, x->fp, out + x->dst);
+            rc = store_chunk_read(st, &x->loc, x->fp, out + x->dst);
             continue;
         }
         if (!scratch && !(scratch = malloc(DATA_MAX_CHUNK))) {
             rc = PL_ENOMEM;
             break;
         }
-        rc = data_chunk_read(st->data, &x->loc, x->fp, scratch);
+        rc = store_chunk_read(st, &x->loc, x->fp, scratch);
         if (!rc)
             memcpy(out + x->dst, scratch + x->choff, x->n);
     }

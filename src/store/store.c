@@ -317,7 +317,22 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
         rc = meta_sys_get(txn, st->meta, "chunks", &ret->chunks);
     if (!rc)
         rc = meta_sys_get(txn, st->meta, "segments", &ret->segments);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "delta_chunks", &ret->delta_chunks);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "delta_raw", &ret->delta_raw);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "delta_stored", &ret->delta_stored);
     meta_rtxn_end(txn);
+    if (!rc && ret->delta_raw && ret->unique_bytes > ret->delta_raw &&
+        ret->stored_bytes > ret->delta_stored) {
+        double comp = (double)(ret->unique_bytes - ret->delta_raw) /
+                      (double)(ret->stored_bytes - ret->delta_stored);
+        double plain = (double)ret->delta_raw / comp;
+        ret->delta_saved = plain > (double)ret->delta_stored
+                               ? (uint64_t)(plain - (double)ret->delta_stored)
+                               : 0;
+    }
     if (rc)
         return rc;
     ret->physical_bytes = data_disk_bytes(st->data);

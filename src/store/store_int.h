@@ -71,6 +71,7 @@ struct pl_store {
     /* data protection (device.c) */
     int ec_k, ec_m;
     int gc_live_pct;
+    int similarity;
     uint64_t scrub_interval_s, scrub_rate;
     pthread_mutex_t dev_lock; /* guards the rebuild progress and scrub totals */
     struct rebuild_progress {
@@ -145,7 +146,12 @@ struct piece {
     uint8_t fp[DATA_FP_LEN];
     uint8_t zero;     /* hole */
     uint8_t has_loc;  /* appended by this writer: loc valid */
+    uint8_t has_sketch, delta;
     struct data_loc loc;
+    /* new chunks: their sketch for the similarity index, or their reference */
+    uint64_t sf[DATA_SF];
+    uint8_t ref_fp[DATA_FP_LEN];
+    uint32_t plain; /* what plain compression would have stored */
 };
 /* Replace [a, b) of element id with the given pieces (which tile [a, b) or
  * leave holes) and grow the size to at least b. */
@@ -153,7 +159,12 @@ int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
                    const struct piece *pcs, size_t npcs) PL_WUR;
 /* Drop every extent at or after off (truncate). */
 int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b) PL_WUR;
-int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc) PL_WUR;
+/* Count one more reference to fp (adding it at loc when it is new: *ret_new). */
+int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc,
+              int *ret_new) PL_WUR;
+/* Read a chunk whatever its encoding (a delta's reference is read first). */
+int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
+                     void *out) PL_WUR;
 int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN]) PL_WUR;
 int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LEN],
                  uint64_t *ret_refs, struct data_loc *ret_loc) PL_WUR;

@@ -191,6 +191,55 @@ static void test_segment_walk(void **state)
     assert_int_equal(count, 5);
 }
 
+/* Similar chunks share a super-feature; unrelated ones do not; a delta
+ * against the similar one is small and reads back exactly. */
+static void test_sketch_and_delta(void **state)
+{
+    struct segfix *f = *state;
+    enum { N = 65536 };
+    static uint8_t a[N], b[N], c[N], out[N];
+    tu_fill(a, N, 1);
+    memcpy(b, a, N);
+    for (size_t i = 1000; i < N; i += 8000) /* a small edit every 8 KiB */
+        b[i] ^= 0x55;
+    tu_fill(c, N, 2);
+    uint64_t sa[DATA_SF], sb[DATA_SF], sc[DATA_SF];
+    data_sketch(a, N, sa);
+    data_sketch(b, N, sb);
+    data_sketch(c, N, sc);
+    int shared = 0, unrelated = 0;
+    for (int i = 0; i < DATA_SF; i++) {
+        shared += sa[i] == sb[i];
+        unrelated += sa[i] == sc[i];
+    }
+    assert_true(shared >= 1);
+    assert_int_equal(unrelated, 0);
+    uint8_t fa[32], fb[32];
+    data_fingerprint(a, N, fa);
+    data_fingerprint(b, N, fb);
+    struct data_loc la, lb;
+    uint32_t plain;
+    assert_int_equal(data_chunk_append(f->ds, fa, a, N, &la), 0);
+    assert_int_equal(data_chunk_append_delta(f->ds, fb, b, N, fa, a, N, &lb, &plain), 0);
+    assert_int_equal(lb.codec, DATA_CODEC_DELTA);
+    assert_true(lb.stored_len < plain / 10);
+    assert_int_equal(data_sync(f->ds, lb.seg), 0);
+    assert_int_equal(data_chunk_read(f->ds, &lb, fb, out), PL_EINVAL);
+    uint8_t ref[32];
+    assert_int_equal(data_delta_ref(f->ds, &lb, ref), 0);
+    assert_memory_equal(ref, fa, 32);
+    assert_int_equal(data_delta_read(f->ds, &lb, fb, a, N, out), 0);
+    assert_memory_equal(out, b, N);
+    /* a wrong reference is caught, never silently decoded */
+    assert_int_not_equal(data_delta_read(f->ds, &lb, fb, c, N, out), 0);
+    /* an unrelated "reference" is not worth a delta */
+    struct data_loc lc;
+    uint8_t fc[32];
+    data_fingerprint(c, N, fc);
+    assert_int_equal(data_chunk_append_delta(f->ds, fc, c, N, fa, a, N, &lc, &plain), 0);
+    assert_int_not_equal(lc.codec, DATA_CODEC_DELTA);
+}
+
 static void mkstripes(const char *dev)
 {
     char p[400];
@@ -378,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_zero),
         cmocka_unit_test_setup_teardown(test_segment_roundtrip_mirrors, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_segment_walk, seg_setup, seg_teardown),
+        cmocka_unit_test_setup_teardown(test_sketch_and_delta, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_4_2, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_8_3, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_20_4, seg_setup, seg_teardown),
