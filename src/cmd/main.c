@@ -640,7 +640,7 @@ static int cmd_stats(struct opts *o)
         } else {
             const char *names[] = {"logical_bytes", "unique_bytes", "stored_bytes",
                                    "physical_bytes", "free_bytes"};
-            const char *labels[] = {"logical", "unique (after dedup)", "stored (after zstd)",
+            const char *labels[] = {"logical", "unique (after dedup)", "stored (zstd, deltas)",
                                     "physical (on disk, all copies)", "free"};
             for (size_t i = 0; i < PL_ARRAY_LEN(names); i++) {
                 char v[32];
@@ -648,9 +648,14 @@ static int cmd_stats(struct opts *o)
                              sizeof(v));
                 printf("%-32s %s\n", labels[i], v);
             }
-            printf("%-32s %.2fx\n%-32s %.2fx\n%-32s %lld\n%-32s %lld\n", "dedup ratio",
-                   json_real_value(json_object_get(res, "dedup_ratio")), "compression ratio",
-                   json_real_value(json_object_get(res, "compression_ratio")), "elements",
+            printf("%-32s %.2fx\n%-32s %.2fx\n%-32s %.2fx (%lld delta chunks)\n"
+                   "%-32s %.2fx\n%-32s %lld\n%-32s %lld\n",
+                   "dedup ratio", json_real_value(json_object_get(res, "dedup_ratio")),
+                   "compression ratio", json_real_value(json_object_get(res, "compression_ratio")),
+                   "similarity ratio", json_real_value(json_object_get(res, "similarity_ratio")),
+                   (long long)json_integer_value(json_object_get(res, "delta_chunks")),
+                   "reduction (logical / stored)",
+                   json_real_value(json_object_get(res, "reduction_ratio")), "elements",
                    (long long)json_integer_value(json_object_get(res, "elements")), "chunks",
                    (long long)json_integer_value(json_object_get(res, "chunks")));
             json_t *ec = json_object_get(res, "ec"), *sc = json_object_get(res, "scrub");

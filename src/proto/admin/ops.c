@@ -349,8 +349,11 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
     int rc = pl_store_stats(st, &s);
     if (rc)
         return rc;
+    /* savings split three ways; their product is logical / stored */
     double dedup = s.unique_bytes ? (double)s.logical_bytes / (double)s.unique_bytes : 1.0;
-    double comp = s.stored_bytes ? (double)s.unique_bytes / (double)s.stored_bytes : 1.0;
+    double plain = (double)s.stored_bytes + (double)s.delta_saved;
+    double comp = plain > 0 ? (double)s.unique_bytes / plain : 1.0;
+    double sim = s.stored_bytes ? plain / (double)s.stored_bytes : 1.0;
     json_object_set_new(res, "logical_bytes", json_integer((json_int_t)s.logical_bytes));
     json_object_set_new(res, "unique_bytes", json_integer((json_int_t)s.unique_bytes));
     json_object_set_new(res, "stored_bytes", json_integer((json_int_t)s.stored_bytes));
@@ -361,6 +364,12 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
     json_object_set_new(res, "segments", json_integer((json_int_t)s.segments));
     json_object_set_new(res, "dedup_ratio", json_real(dedup));
     json_object_set_new(res, "compression_ratio", json_real(comp));
+    json_object_set_new(res, "similarity_ratio", json_real(sim));
+    json_object_set_new(res, "reduction_ratio",
+                        json_real(s.stored_bytes ? (double)s.logical_bytes / (double)s.stored_bytes
+                                                 : 1.0));
+    json_object_set_new(res, "delta_chunks", json_integer((json_int_t)s.delta_chunks));
+    json_object_set_new(res, "delta_saved_bytes", json_integer((json_int_t)s.delta_saved));
     json_object_set_new(res, "commits", json_integer((json_int_t)s.commits));
     json_object_set_new(res, "stripes", json_integer((json_int_t)s.stripes));
     json_object_set_new(res, "buffer_segments", json_integer((json_int_t)s.buffer_segments));
