@@ -11,6 +11,9 @@
 int backend_open(struct backend *b, const char *dir, int create)
 {
     struct pl_store_opts o = {.zstd_level = -1, .create = create};
+    /* same knob as the server's [store] similarity, for scripts and benchmarks */
+    const char *sim = getenv("PLENUM_SIMILARITY");
+    o.similarity_off = sim && !strcmp(sim, "off");
     memset(b, 0, sizeof(*b));
     b->dir = dir;
     int rc = pl_store_open(dir, &o, &b->st);

@@ -37,7 +37,7 @@ void usage_server(void)
            "options:\n"
            "  --data DIR        data directory (default ./plenum-data)\n"
            "  --config FILE     INI file: [server] data=DIR, [listen] admin=HOST:PORT ...,\n"
-           "                    [store] zstd_level=N, ec=K+M, gc_live_pct=N,\n"
+           "                    [store] zstd_level=N, ec=K+M, similarity=on|off, gc_live_pct=N,\n"
            "                    scrub_interval_s=N, scrub_rate_mb=N; command-line flags win\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
            "                    default 4+2); an existing one keeps its own\n"
@@ -160,6 +160,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
                 rc = -1;
                 break;
             }
+        } else if (!strcmp(section, "store") && !strcmp(k, "similarity")) {
+            so->similarity_off = !strcmp(v, "off");
         } else if (!strcmp(section, "store") && !strcmp(k, "gc_live_pct")) {
             so->gc_live_pct = atoi(v);
         } else if (!strcmp(section, "store") && !strcmp(k, "scrub_interval_s")) {
