@@ -69,9 +69,9 @@ run_plenum plenum-nosim off
 run_plenum plenum on
 
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-borg init -q -e none "$WORK/borg"
+borg init -e none "$WORK/borg" >/dev/null 2>&1
 t0=$(now)
-borg create -q --compression zstd,3 "$WORK/borg::a" "$DATA"
+borg create --compression zstd,3 "$WORK/borg::a" "$DATA" >/dev/null 2>&1
 t1=$(now)
 KEPT[borg]=$(du -sb "$WORK/borg" | cut -f1)
 SPEED[borg]=$(rate "$logical" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")

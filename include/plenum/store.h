@@ -344,6 +344,14 @@ struct pl_scrub_report {
 int pl_store_scrub(struct pl_store *st, uint64_t rate, pl_progress_fn progress, void *arg,
                    struct pl_scrub_report *ret) PL_WUR;
 
+/* What one bucket's live objects take: their chunks counted once within the
+ * bucket (a chunk shared with other buckets counts here too). */
+struct pl_bucket_usage {
+    uint64_t objects, logical_bytes, unique_bytes, stored_bytes;
+    uint64_t delta_chunks, delta_raw, delta_stored, delta_saved;
+};
+int pl_bucket_usage(struct pl_store *st, const char *bucket, struct pl_bucket_usage *ret) PL_WUR;
+
 /* Reclaim records no snapshot can see, then compact segments whose live
  * fraction is under half. *ret_freed gets the disk bytes released. */
 int pl_store_gc(struct pl_store *st, uint64_t *ret_freed) PL_WUR;

@@ -625,40 +625,59 @@ static int cmd_stat(struct opts *o)
     return r;
 }
 
+static void print_bytes_line(json_t *res, const char *name, const char *label)
+{
+    char v[32];
+    pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, name)), v, sizeof(v));
+    printf("%-32s %s\n", label, v);
+}
+
 static int cmd_stats(struct opts *o)
 {
     struct backend b;
     json_t *res;
-    if (o->npos)
-        return usage_error("%s", "takes no arguments");
+    char bucket[64] = "";
+    const char *key = "";
+    if (o->npos > 1)
+        return usage_error("%s", "takes at most one pl://BUCKET");
+    if (o->npos == 1) {
+        int r = need_plpath(o->pos[0], bucket, &key);
+        if (r)
+            return r;
+    }
     if (open_backend(o, &b))
         return EXIT_FAIL;
-    int r = call(&b, "stats", args_new(), NULL, &res, "read statistics");
+    json_t *a = args_new();
+    if (bucket[0])
+        json_object_set_new(a, "bucket", json_string(bucket));
+    int r = call(&b, "stats", a, NULL, &res, "read statistics");
     if (!r) {
         if (o->json) {
             print_json(res);
         } else {
-            const char *names[] = {"logical_bytes", "unique_bytes", "stored_bytes",
-                                   "physical_bytes", "free_bytes"};
-            const char *labels[] = {"logical", "unique (after dedup)", "stored (zstd, deltas)",
-                                    "physical (on disk, all copies)", "free"};
-            for (size_t i = 0; i < PL_ARRAY_LEN(names); i++) {
-                char v[32];
-                pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, names[i])), v,
-                             sizeof(v));
-                printf("%-32s %s\n", labels[i], v);
+            if (bucket[0])
+                printf("%-32s %lld\n", "objects",
+                       (long long)json_integer_value(json_object_get(res, "objects")));
+            print_bytes_line(res, "logical_bytes", "logical");
+            print_bytes_line(res, "unique_bytes", "unique (after dedup)");
+            print_bytes_line(res, "stored_bytes", "stored (zstd, deltas)");
+            if (!bucket[0]) {
+                print_bytes_line(res, "physical_bytes", "physical (on disk, all copies)");
+                print_bytes_line(res, "free_bytes", "free");
             }
-            printf("%-32s %.2fx\n%-32s %.2fx\n%-32s %.2fx (%lld delta chunks)\n"
-                   "%-32s %.2fx\n%-32s %lld\n%-32s %lld\n",
+            printf("%-32s %.2fx\n%-32s %.2fx\n%-32s %.2fx (%lld delta chunks)\n%-32s %.2fx\n",
                    "dedup ratio", json_real_value(json_object_get(res, "dedup_ratio")),
                    "compression ratio", json_real_value(json_object_get(res, "compression_ratio")),
                    "similarity ratio", json_real_value(json_object_get(res, "similarity_ratio")),
                    (long long)json_integer_value(json_object_get(res, "delta_chunks")),
                    "reduction (logical / stored)",
-                   json_real_value(json_object_get(res, "reduction_ratio")), "elements",
+                   json_real_value(json_object_get(res, "reduction_ratio")));
+        }
+        if (!o->json && !bucket[0]) {
+            json_t *ec = json_object_get(res, "ec"), *sc = json_object_get(res, "scrub");
+            printf("%-32s %lld\n%-32s %lld\n", "elements",
                    (long long)json_integer_value(json_object_get(res, "elements")), "chunks",
                    (long long)json_integer_value(json_object_get(res, "chunks")));
-            json_t *ec = json_object_get(res, "ec"), *sc = json_object_get(res, "scrub");
             printf("%-32s %lld+%lld, %lld stripes, %lld buffer segments\n"
                    "%-32s %lld degraded reads, %lld strips repaired\n"
                    "%-32s %lld checked, %lld repaired, %lld unrecoverable\n",
@@ -1058,8 +1077,11 @@ static const struct cmd cmds[] = {
      "example: plenum rm -r pl://datasets/tmp/"},
     {"stat", cmd_stat, "[--json] [--snapshot NAME] pl://BUCKET[/KEY]",
      "show an object's or bucket's metadata", "example: plenum stat pl://datasets/raw/train.csv"},
-    {"stats", cmd_stats, "[--json]", "logical vs physical bytes, dedup and compression ratios",
-     "example: plenum stats --json"},
+    {"stats", cmd_stats, "[--json] [pl://BUCKET]",
+     "logical vs stored vs physical bytes; dedup, compression and similarity savings",
+     "With a bucket: what its live objects take, their chunks counted once in the bucket.\n"
+     "Also: erasure coding layout, degraded reads, repairs and scrub counts.\n"
+     "examples:\n  plenum stats\n  plenum stats --json pl://datasets"},
     {"fsck", cmd_fsck, "[--json]", "verify every element and chunk (exit 0 only when clean)",
      "Checks reference counts and reads every stored chunk against its checksum.\n"
      "example: plenum fsck --data /srv/plenum"},

@@ -289,6 +289,131 @@ int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
     return rc;
 }
 
+/* ---- fingerprint sets (open addressing) ---- */
+struct fp_ent *fp_find(struct fp_map *m, const uint8_t *fp, int add)
+{
+    if (add && (m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 4096;
+        struct fp_ent *nt = calloc(ncap, sizeof(*nt));
+        if (!nt)
+            return NULL;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->t[i].used)
+                continue;
+            size_t h = pl_get_le64(m->t[i].fp) & (ncap - 1);
+            while (nt[h].used)
+                h = (h + 1) & (ncap - 1);
+            nt[h] = m->t[i];
+        }
+        free(m->t);
+        m->t = nt;
+        m->cap = ncap;
+    }
+    if (!m->cap)
+        return NULL;
+    size_t h = pl_get_le64(fp) & (m->cap - 1);
+    while (m->t[h].used) {
+        if (!memcmp(m->t[h].fp, fp, DATA_FP_LEN))
+            return &m->t[h];
+        h = (h + 1) & (m->cap - 1);
+    }
+    if (!add)
+        return NULL;
+    m->t[h].used = 1;
+    memcpy(m->t[h].fp, fp, DATA_FP_LEN);
+    m->n++;
+    return &m->t[h];
+}
+
+/* ---- per-bucket usage ---- */
+struct usage_walk {
+    uint64_t *ids;
+    size_t n, cap;
+    struct pl_bucket_usage *u;
+};
+
+static int usage_obj(void *arg, const char *key, int is_prefix, const struct pl_attr *a)
+{
+    struct usage_walk *w = arg;
+    (void)key;
+    if (is_prefix || !a || a->type != PL_T_FILE)
+        return 0;
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 1024;
+        uint64_t *ids = realloc(w->ids, cap * sizeof(*ids));
+        if (!ids)
+            return 1; /* stops the walk; the caller sees the short count */
+        w->ids = ids;
+        w->cap = cap;
+    }
+    w->ids[w->n++] = a->id;
+    w->u->objects++;
+    w->u->logical_bytes += a->size;
+    return 0;
+}
+
+/* Count the chunks of element id not seen yet in m. */
+static int usage_elem(MDB_txn *txn, struct meta_env *env, uint64_t id, struct fp_map *m,
+                      struct pl_bucket_usage *u)
+{
+    MDB_cursor *c;
+    uint8_t k[24];
+    int rc = meta_err(mdb_cursor_open(txn, meta_dbi(env, META_EXTENT), &c));
+    if (rc)
+        return rc;
+    MDB_val key = {key_extent(k, id, 0, PL_EPOCH_INF), k}, val;
+    rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+    while (!rc && key.mv_size == 24 && pl_get_be64(key.mv_data) == id) {
+        const uint8_t *vp = val.mv_data;
+        struct data_loc loc;
+        if (val.mv_size == EXT_VAL && pl_get_le64(vp + 40) == PL_EPOCH_INF) {
+            struct fp_ent *e = fp_find(m, vp, 0);
+            if (!e) {
+                if (!(e = fp_find(m, vp, 1))) {
+                    rc = PL_ENOMEM;
+                    break;
+                }
+                if (chunk_lookup(txn, env, vp, NULL, &loc) == 0) {
+                    u->unique_bytes += loc.raw_len;
+                    u->stored_bytes += loc.stored_len;
+                    if (loc.codec == DATA_CODEC_DELTA) {
+                        u->delta_chunks++;
+                        u->delta_raw += loc.raw_len;
+                        u->delta_stored += loc.stored_len;
+                    }
+                }
+            }
+        }
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+    }
+    mdb_cursor_close(c);
+    return rc == PL_ENOENT ? 0 : rc;
+}
+
+int pl_bucket_usage(struct pl_store *st, const char *bucket, struct pl_bucket_usage *ret)
+{
+    struct usage_walk w = {NULL, 0, 0, ret};
+    struct fp_map m = {0};
+    MDB_txn *txn;
+    memset(ret, 0, sizeof(*ret));
+    int rc = pl_obj_list(st, bucket, "", "", 0, PL_VIEW_LIVE, usage_obj, &w);
+    if (!rc && w.n < ret->objects)
+        rc = PL_ENOMEM;
+    if (!rc)
+        rc = meta_rtxn_begin(st->meta, &txn);
+    if (!rc) {
+        for (size_t i = 0; i < w.n && !rc; i++)
+            rc = usage_elem(txn, st->meta, w.ids[i], &m, ret);
+        meta_rtxn_end(txn);
+    }
+    if (!rc)
+        ret->delta_saved = delta_saved_estimate(ret->unique_bytes, ret->stored_bytes,
+                                                ret->delta_raw, ret->delta_stored);
+    free(w.ids);
+    free(m.t);
+    return rc;
+}
+
 /* ---- write preparation: chunk, fingerprint, dedup, append ---- */
 static int segs_add(struct pl_store *st, struct seg_set *s, uint64_t id)
 {
@@ -396,14 +521,60 @@ int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint
     return rc;
 }
 
+/* New chunks of one store_prepare call, encoded (sketch, zstd, maybe a
+ * delta) and appended on two threads: that is where a write spends its CPU. */
+struct enc_item {
+    size_t piece;    /* index into pr->p */
+    size_t data_off; /* its bytes: buf + data_off */
+};
+
+struct enc_job {
+    struct pl_job job;
+    struct pl_store *st;
+    struct prep *pr;
+    const uint8_t *buf;
+    const struct enc_item *items;
+    size_t n;
+    int rc;
+};
+
+static int encode_items(struct pl_store *st, struct prep *pr, const uint8_t *buf,
+                        const struct enc_item *items, size_t n)
+{
+    MDB_txn *txn = NULL;
+    int rc = st->similarity ? meta_rtxn_begin(st->meta, &txn) : 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct piece *p = &pr->p[items[i].piece];
+        const uint8_t *d = buf + items[i].data_off;
+        rc = st->similarity ? chunk_append_similar(st, txn, p, d, p->len)
+                            : data_chunk_append(st->data, p->fp, d, p->len, &p->loc);
+    }
+    if (txn)
+        meta_rtxn_end(txn);
+    return rc;
+}
+
+static void enc_run(struct pl_job *j)
+{
+    struct enc_job *e = (struct enc_job *)j;
+    e->rc = encode_items(e->st, e->pr, e->buf, e->items, e->n);
+}
+
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
                   struct prep *pr, size_t *ret_used)
 {
     MDB_txn *txn = NULL;
-    size_t used = 0;
+    size_t used = 0, nitems = 0, first = pr->n;
+    /* one item per piece this call may add, growing with pr->p below */
+    struct enc_item *items = malloc(PL_MAX(pr->cap, (size_t)1) * sizeof(*items));
+    if (!items)
+        return PL_ENOMEM;
     int rc = meta_rtxn_begin(st->meta, &txn);
-    if (rc)
+    if (rc) {
+        free(items);
         return rc;
+    }
+    /* cut, fingerprint, dedup; new chunks are only listed here */
     while (used < n) {
         size_t len = data_cdc_cut(&st->cdc, buf + used, n - used, final);
         if (len == 0)
@@ -411,11 +582,15 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (pr->n == pr->cap) {
             size_t cap = pr->cap ? pr->cap * 2 : 64;
             struct piece *np = realloc(pr->p, cap * sizeof(*np));
-            if (!np) {
+            struct enc_item *ni = realloc(items, cap * sizeof(*ni));
+            if (ni)
+                items = ni;
+            if (np)
+                pr->p = np;
+            if (!np || !ni) {
                 rc = PL_ENOMEM;
                 break;
             }
-            pr->p = np;
             pr->cap = cap;
         }
         struct piece *p = &pr->p[pr->n];
@@ -438,27 +613,45 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (rc != PL_ENOENT)
             break;
         rc = 0;
-        for (size_t i = 0; i < pr->n; i++) {
-            struct piece *q = &pr->p[i];
-            if (q->has_loc && !memcmp(q->fp, p->fp, DATA_FP_LEN)) {
-                p->has_loc = 1; /* duplicate inside this write: share the copy */
-                p->loc = q->loc;
-                break;
-            }
+        for (size_t i = 0; i < pr->n && !p->dup_of; i++) {
+            const struct piece *q = &pr->p[i];
+            if ((q->has_loc || q->pending) && !memcmp(q->fp, p->fp, DATA_FP_LEN))
+                p->dup_of = (uint32_t)i + 1; /* a duplicate inside this write: share the copy */
         }
-        if (!p->has_loc) {
-            rc = st->similarity ? chunk_append_similar(st, txn, p, d, len)
-                                : data_chunk_append(st->data, p->fp, d, len, &p->loc);
-            if (rc)
-                break;
-            p->has_loc = 1;
-            rc = segs_add(st, &pr->segs, p->loc.seg);
-            if (rc)
-                break;
+        if (!p->dup_of) {
+            p->pending = 1;
+            items[nitems++] = (struct enc_item){pr->n, (size_t)(d - buf)};
         }
         pr->n++;
     }
     meta_rtxn_end(txn);
+    /* encode: half on the pool, half here */
+    if (!rc && nitems) {
+        struct enc_job job = {.st = st, .pr = pr, .buf = buf, .items = items, .n = nitems / 2};
+        job.job.fn = enc_run;
+        if (job.n)
+            pl_pool_submit(st->pool, &job.job);
+        rc = encode_items(st, pr, buf, items + job.n, nitems - job.n);
+        if (job.n) {
+            pl_job_wait(st->pool, &job.job);
+            if (!rc)
+                rc = job.rc;
+        }
+    }
+    for (size_t i = 0; !rc && i < nitems; i++) {
+        struct piece *p = &pr->p[items[i].piece];
+        p->pending = 0;
+        p->has_loc = 1;
+        rc = segs_add(st, &pr->segs, p->loc.seg);
+    }
+    for (size_t i = first; !rc && i < pr->n; i++) {
+        struct piece *p = &pr->p[i];
+        if (p->dup_of) {
+            p->loc = pr->p[p->dup_of - 1].loc;
+            p->has_loc = 1;
+        }
+    }
+    free(items);
     if (!rc)
         *ret_used = used;
     return rc;

@@ -9,53 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-struct fp_ent {
-    uint8_t fp[DATA_FP_LEN];
-    uint64_t refs;
-    uint64_t first_id; /* an element naming it, for reports */
-    uint8_t used;
-};
-
-struct fp_map {
-    struct fp_ent *t;
-    size_t cap, n;
-};
-
-static struct fp_ent *fp_find(struct fp_map *m, const uint8_t *fp, int add)
-{
-    if (add && (m->n + 1) * 2 > m->cap) {
-        size_t ncap = m->cap ? m->cap * 2 : 4096;
-        struct fp_ent *nt = calloc(ncap, sizeof(*nt));
-        if (!nt)
-            return NULL;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->t[i].used)
-                continue;
-            size_t h = pl_get_le64(m->t[i].fp) & (ncap - 1);
-            while (nt[h].used)
-                h = (h + 1) & (ncap - 1);
-            nt[h] = m->t[i];
-        }
-        free(m->t);
-        m->t = nt;
-        m->cap = ncap;
-    }
-    if (!m->cap)
-        return NULL;
-    size_t h = pl_get_le64(fp) & (m->cap - 1);
-    while (m->t[h].used) {
-        if (!memcmp(m->t[h].fp, fp, DATA_FP_LEN))
-            return &m->t[h];
-        h = (h + 1) & (m->cap - 1);
-    }
-    if (!add)
-        return NULL;
-    m->t[h].used = 1;
-    memcpy(m->t[h].fp, fp, DATA_FP_LEN);
-    m->n++;
-    return &m->t[h];
-}
-
 struct link_count {
     uint64_t id, n;
 };

@@ -324,15 +324,9 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
     if (!rc)
         rc = meta_sys_get(txn, st->meta, "delta_stored", &ret->delta_stored);
     meta_rtxn_end(txn);
-    if (!rc && ret->delta_raw && ret->unique_bytes > ret->delta_raw &&
-        ret->stored_bytes > ret->delta_stored) {
-        double comp = (double)(ret->unique_bytes - ret->delta_raw) /
-                      (double)(ret->stored_bytes - ret->delta_stored);
-        double plain = (double)ret->delta_raw / comp;
-        ret->delta_saved = plain > (double)ret->delta_stored
-                               ? (uint64_t)(plain - (double)ret->delta_stored)
-                               : 0;
-    }
+    if (!rc)
+        ret->delta_saved = delta_saved_estimate(ret->unique_bytes, ret->stored_bytes,
+                                                ret->delta_raw, ret->delta_stored);
     if (rc)
         return rc;
     ret->physical_bytes = data_disk_bytes(st->data);

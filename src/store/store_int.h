@@ -147,6 +147,8 @@ struct piece {
     uint8_t zero;     /* hole */
     uint8_t has_loc;  /* appended by this writer: loc valid */
     uint8_t has_sketch, delta;
+    uint8_t pending;  /* new, being encoded by this store_prepare call */
+    uint32_t dup_of;  /* 1 + index of an earlier piece with the same new chunk */
     struct data_loc loc;
     /* new chunks: their sketch for the similarity index, or their reference */
     uint64_t sf[DATA_SF];
@@ -233,6 +235,33 @@ void writer_disown(struct pl_writer *w);
  * implicit directories and replacing an older object. */
 int obj_link(struct meta_txn *t, const char *bucket, const char *key, uint64_t id,
              const char *etag, const struct pl_obj_meta *meta, struct pl_attr *out) PL_WUR;
+
+/* Bytes the deltas saved: what they would take at the other chunks'
+ * compression ratio, less what they take (an estimate: their plain size is
+ * not kept). */
+static inline uint64_t delta_saved_estimate(uint64_t unique, uint64_t stored, uint64_t draw,
+                                            uint64_t dstored)
+{
+    if (!draw || unique <= draw || stored <= dstored)
+        return 0;
+    double comp = (double)(unique - draw) / (double)(stored - dstored);
+    double plain = (double)draw / comp;
+    return plain > (double)dstored ? (uint64_t)(plain - (double)dstored) : 0;
+}
+
+/* ---- fingerprint sets (extent.c) ---- */
+struct fp_ent {
+    uint8_t fp[DATA_FP_LEN];
+    uint64_t refs;
+    uint64_t first_id; /* an element naming it, for reports */
+    uint8_t used;      /* 0 free, then the user's marks */
+};
+struct fp_map {
+    struct fp_ent *t;
+    size_t cap, n;
+};
+/* Find fp (adding it when add); NULL when absent (or out of memory when add). */
+struct fp_ent *fp_find(struct fp_map *m, const uint8_t *fp, int add);
 
 /* ---- devices, destage, repair, scrub (device.c) ---- */
 /* Load devices and stripes, sweep strip files no stripe owns, start the

@@ -342,34 +342,52 @@ static int op_rm(struct pl_store *st, json_t *args, json_t *res, struct op_io *i
     return rc;
 }
 
+/* Savings split three ways; their product is logical / stored. */
+static void savings_json(json_t *res, uint64_t logical, uint64_t unique, uint64_t stored,
+                         uint64_t delta_chunks, uint64_t delta_saved)
+{
+    double dedup = unique ? (double)logical / (double)unique : 1.0;
+    double plain = (double)stored + (double)delta_saved;
+    double comp = plain > 0 ? (double)unique / plain : 1.0;
+    double sim = stored ? plain / (double)stored : 1.0;
+    json_object_set_new(res, "logical_bytes", json_integer((json_int_t)logical));
+    json_object_set_new(res, "unique_bytes", json_integer((json_int_t)unique));
+    json_object_set_new(res, "stored_bytes", json_integer((json_int_t)stored));
+    json_object_set_new(res, "dedup_ratio", json_real(dedup));
+    json_object_set_new(res, "compression_ratio", json_real(comp));
+    json_object_set_new(res, "similarity_ratio", json_real(sim));
+    json_object_set_new(res, "reduction_ratio",
+                        json_real(stored ? (double)logical / (double)stored : 1.0));
+    json_object_set_new(res, "delta_chunks", json_integer((json_int_t)delta_chunks));
+    json_object_set_new(res, "delta_saved_bytes", json_integer((json_int_t)delta_saved));
+}
+
 static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
 {
-    (void)args, (void)io;
+    (void)io;
+    const char *bucket = sarg(args, "bucket");
+    if (bucket && *bucket) {
+        struct pl_bucket_usage u;
+        int rc = pl_bucket_usage(st, bucket, &u);
+        if (rc)
+            return rc;
+        json_object_set_new(res, "bucket", json_string(bucket));
+        json_object_set_new(res, "objects", json_integer((json_int_t)u.objects));
+        savings_json(res, u.logical_bytes, u.unique_bytes, u.stored_bytes, u.delta_chunks,
+                     u.delta_saved);
+        return 0;
+    }
     struct pl_store_stats s;
     int rc = pl_store_stats(st, &s);
     if (rc)
         return rc;
-    /* savings split three ways; their product is logical / stored */
-    double dedup = s.unique_bytes ? (double)s.logical_bytes / (double)s.unique_bytes : 1.0;
-    double plain = (double)s.stored_bytes + (double)s.delta_saved;
-    double comp = plain > 0 ? (double)s.unique_bytes / plain : 1.0;
-    double sim = s.stored_bytes ? plain / (double)s.stored_bytes : 1.0;
-    json_object_set_new(res, "logical_bytes", json_integer((json_int_t)s.logical_bytes));
-    json_object_set_new(res, "unique_bytes", json_integer((json_int_t)s.unique_bytes));
-    json_object_set_new(res, "stored_bytes", json_integer((json_int_t)s.stored_bytes));
+    savings_json(res, s.logical_bytes, s.unique_bytes, s.stored_bytes, s.delta_chunks,
+                 s.delta_saved);
     json_object_set_new(res, "physical_bytes", json_integer((json_int_t)s.physical_bytes));
     json_object_set_new(res, "free_bytes", json_integer((json_int_t)s.free_bytes));
     json_object_set_new(res, "elements", json_integer((json_int_t)s.elements));
     json_object_set_new(res, "chunks", json_integer((json_int_t)s.chunks));
     json_object_set_new(res, "segments", json_integer((json_int_t)s.segments));
-    json_object_set_new(res, "dedup_ratio", json_real(dedup));
-    json_object_set_new(res, "compression_ratio", json_real(comp));
-    json_object_set_new(res, "similarity_ratio", json_real(sim));
-    json_object_set_new(res, "reduction_ratio",
-                        json_real(s.stored_bytes ? (double)s.logical_bytes / (double)s.stored_bytes
-                                                 : 1.0));
-    json_object_set_new(res, "delta_chunks", json_integer((json_int_t)s.delta_chunks));
-    json_object_set_new(res, "delta_saved_bytes", json_integer((json_int_t)s.delta_saved));
     json_object_set_new(res, "commits", json_integer((json_int_t)s.commits));
     json_object_set_new(res, "stripes", json_integer((json_int_t)s.stripes));
     json_object_set_new(res, "buffer_segments", json_integer((json_int_t)s.buffer_segments));
