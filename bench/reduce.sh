@@ -96,3 +96,5 @@ done
 best=$(( KEPT[borg] < KEPT[restic] ? KEPT[borg] : KEPT[restic] ))
 echo "similarity adds: $(ratio "${KEPT[plenum-nosim]}" "${KEPT[plenum]}")x (plenum off/on)"
 echo "reduction vs best of borg/restic: $(ratio "$best" "${KEPT[plenum]}")x (>1 is better)"
+fast=$(awk -v a="${SPEED[borg]}" -v b="${SPEED[restic]}" 'BEGIN {print (a > b ? a : b)}')
+echo "ingest vs faster of borg/restic: $(ratio "${SPEED[plenum]}" "$fast")x (>1 is better)"

@@ -109,17 +109,19 @@ def test_lose_m_devices_under_load_then_rebuild(tmp_path, layout):
         check_all(s3, "prot", bodies)
         r = pl.run("flush")  # too few devices: stays mirrored in the buffer, says so
         assert r.returncode == 1 and b"capacity devices" in r.stderr
+        assert pl.json("stats")["degraded_reads"] > 0
+
+        # empty replacements at new paths: rebuilt in the background while the
+        # workload goes on
+        for dev in lost:
+            pl.ok("device", "replace", str(dev), str(tmp_path / f"new{dev}"))
+        check_all(s3, "prot", bodies)
+        wait_for(lambda: all(devices(pl)[d]["state"] == "ok" for d in lost), 120,
+                 "the rebuild")
         stop.set()
         t.join()
         assert not errors, errors[:5]
         check_all(s3, "prot", written)
-        assert pl.json("stats")["degraded_reads"] > 0
-
-        # empty replacements at new paths: rebuilt in the background
-        for dev in lost:
-            pl.ok("device", "replace", str(dev), str(tmp_path / f"new{dev}"))
-        wait_for(lambda: all(devices(pl)[d]["state"] == "ok" for d in lost), 120,
-                 "the rebuild")
         status = pl.ok("device", "status").stdout.decode()
         assert "failed" not in status
         pl.ok("flush")
@@ -196,7 +198,7 @@ def test_kill9_during_destage_and_rebuild(tmp_path):
     pl = Plenum(data)
     acked = {}
     rnd = random.Random(7)
-    for rnd_i in range(6):
+    for rnd_i in range(10):
         srv = Server(data, s3=True)
         s3 = client(srv.s3_url)
         if rnd_i == 0:
@@ -212,11 +214,12 @@ def test_kill9_during_destage_and_rebuild(tmp_path):
         srv = Server(data, s3=True)
         s3 = client(srv.s3_url)
         check_all(s3, "crash", acked)
-        if rnd_i == 3:
+        if rnd_i % 3 == 1:
             # a device replaced, and the rebuild interrupted too
             caps = sorted(i for i, d in devices(pl).items() if d["role"] == "capacity")
-            shutil.rmtree(devices(pl)[caps[0]]["path"])
-            pl.ok("device", "replace", str(caps[0]), str(tmp_path / "swap"))
+            victim = caps[rnd_i % len(caps)]
+            shutil.rmtree(devices(pl)[victim]["path"])
+            pl.ok("device", "replace", str(victim), str(tmp_path / f"swap{rnd_i}"))
             time.sleep(rnd.uniform(0.0, 0.3))
             srv.stop(signal.SIGKILL)
             srv = Server(data, s3=True)
