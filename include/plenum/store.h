@@ -110,6 +110,15 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
 /* Write n bytes at off, extending the file as needed. Durable on return. */
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n) PL_WUR;
 
+/* Make [off, off + len) a hole (reads as zeros, takes no space); the size
+ * does not change. Durable on return. */
+int pl_elem_punch(struct pl_store *st, uint64_t id, uint64_t off, uint64_t len) PL_WUR;
+/* Data and holes of [off, off + len) cut at the size, in order: cb gets each
+ * run (data 1, hole 0) and returns non-zero to stop. */
+typedef int (*pl_map_fn)(void *arg, uint64_t off, uint64_t len, int data);
+int pl_elem_map(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, uint64_t len,
+                pl_map_fn cb, void *arg) PL_WUR;
+
 /* Directory listing in name order. cb returns non-zero to stop; *ret_next gets
  * the name to resume after (pass it as after; "" starts at the beginning). */
 typedef int (*pl_dirent_fn)(void *arg, const char *name, const struct pl_attr *a);
@@ -267,6 +276,31 @@ int pl_obj_part(struct pl_store *st, uint64_t id, uint64_t view, int number, uin
                 uint64_t *ret_len, int *ret_count) PL_WUR;
 typedef int (*pl_mpu_fn)(void *arg, const struct pl_mpu_info *u);
 int pl_mpu_list(struct pl_store *st, const char *bucket, pl_mpu_fn cb, void *arg) PL_WUR;
+
+/* ---- volumes (block devices; the NBD head serves them) ----
+ * Names: 1..64 of [A-Za-z0-9._-], not starting with '.'; a snapshot of
+ * volume V is the read-only volume "V@SNAP". Volumes are thin. */
+#define PL_VOLUME_NAME_MAX 129
+struct pl_volume_info {
+    char name[PL_VOLUME_NAME_MAX + 1];
+    uint64_t id, size;
+    int64_t ctime;
+    int readonly;
+};
+int pl_volume_name_valid(const char *name);
+int pl_volume_create(struct pl_store *st, const char *name, uint64_t size,
+                     struct pl_volume_info *ret) PL_WUR;
+int pl_volume_get(struct pl_store *st, const char *name, struct pl_volume_info *ret) PL_WUR;
+typedef int (*pl_volume_fn)(void *arg, const struct pl_volume_info *v);
+int pl_volume_list(struct pl_store *st, pl_volume_fn cb, void *arg) PL_WUR;
+int pl_volume_resize(struct pl_store *st, const char *name, uint64_t size) PL_WUR;
+int pl_volume_delete(struct pl_store *st, const char *name) PL_WUR;
+/* Read-only "NAME@SNAP" sharing NAME's chunks as they are now. */
+int pl_volume_snapshot(struct pl_store *st, const char *name, const char *snap,
+                       struct pl_volume_info *ret) PL_WUR;
+/* A writable volume sharing src's chunks (src may be a snapshot). */
+int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
+                    struct pl_volume_info *ret) PL_WUR;
 
 /* ---- snapshots ---- */
 struct pl_snap_info {

@@ -18,7 +18,7 @@
 struct opts {
     const char *data;
     int json, recursive, help, now;
-    const char *snapshot, *content_type;
+    const char *snapshot, *content_type, *size;
     const char *pos[8];
     int npos;
 };
@@ -951,6 +951,71 @@ static int cmd_device(struct opts *o)
     return r;
 }
 
+static int cmd_volume(struct opts *o)
+{
+    struct backend b;
+    json_t *res = NULL;
+    static const char *const verbs[] = {"create", "list", "resize", "delete", "snapshot", "clone"};
+    static const int nargs[] = {1, 0, 1, 1, 2, 2};
+    int v = -1;
+    for (int i = 0; o->npos && i < (int)PL_ARRAY_LEN(verbs); i++)
+        if (!strcmp(o->pos[0], verbs[i]))
+            v = i;
+    if (v < 0)
+        return usage_error("%s", "expects create NAME --size N, list, resize NAME --size N, "
+                                 "delete NAME, snapshot NAME SNAP or clone SOURCE NAME");
+    if (o->npos != 1 + nargs[v])
+        return usage_error("wrong number of arguments for '%s'", verbs[v]);
+    if ((v == 0 || v == 2) && !o->size)
+        return usage_error("%s", "needs --size (bytes, or with K, M, G, T)");
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    static const char *const ops[] = {"volume-create", "volume-list", "volume-resize",
+                                      "volume-delete", "volume-snapshot", "volume-clone"};
+    json_t *a = args_new();
+    if (v == 5) {
+        json_object_set_new(a, "source", json_string(o->pos[1]));
+        json_object_set_new(a, "name", json_string(o->pos[2]));
+    } else if (v != 1) {
+        json_object_set_new(a, "name", json_string(o->pos[1]));
+        if (v == 4)
+            json_object_set_new(a, "snapshot", json_string(o->pos[2]));
+    }
+    if (o->size)
+        json_object_set_new(a, "size", json_string(o->size));
+    char what[400];
+    snprintf(what, sizeof(what), "volume %s%s%s", verbs[v], o->npos > 1 ? " " : "",
+             o->npos > 1 ? o->pos[1] : "");
+    int r = call(&b, ops[v], a, NULL, &res, what);
+    if (!r && o->json) {
+        print_json(res);
+    } else if (!r && v == 1) {
+        json_t *e;
+        size_t i;
+        printf("%-32s %12s  %s\n", "NAME", "SIZE", "MODE");
+        json_array_foreach(json_object_get(res, "volumes"), i, e)
+        {
+            char sz[32];
+            pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(e, "size")), sz, sizeof(sz));
+            printf("%-32s %12s  %s\n", json_string_value(json_object_get(e, "name")), sz,
+                   json_is_true(json_object_get(e, "readonly")) ? "ro" : "rw");
+        }
+    } else if (!r) {
+        json_t *vol = json_object_get(res, "volume");
+        if (vol)
+            printf("volume %s: %lld bytes%s (nbd://HOST:PORT/%s)\n",
+                   json_string_value(json_object_get(vol, "name")),
+                   (long long)json_integer_value(json_object_get(vol, "size")),
+                   json_is_true(json_object_get(vol, "readonly")) ? ", read-only" : "",
+                   json_string_value(json_object_get(vol, "name")));
+        else
+            printf("ok: %s\n", what);
+    }
+    json_decref(res);
+    backend_close(&b);
+    return r;
+}
+
 /* snapshot / user / key: VERB [ARG] mapped onto ops */
 struct verb {
     const char *verb, *op, *argname;
@@ -1105,6 +1170,15 @@ static const struct cmd cmds[] = {
      "  path after a disk swap); the server rebuilds in the background.\n"
      "remove ID: move the device's strips to other devices, then forget it.\n"
      "examples:\n  plenum device list\n  plenum device replace 3 /mnt/ssd7/plenum"},
+    {"volume", cmd_volume,
+     "create NAME --size N | list | resize NAME --size N | delete NAME | snapshot NAME SNAP | "
+     "clone SOURCE NAME",
+     "block volumes, served over NBD as nbd://HOST:PORT/NAME",
+     "Volumes are thin: only written blocks take space, deduplicated like all data.\n"
+     "A snapshot is the read-only volume NAME@SNAP; a clone is a writable volume sharing\n"
+     "its source's data. Sizes take K, M, G or T.\n"
+     "examples:\n  plenum volume create vm1 --size 10G\n  nbdinfo nbd://127.0.0.1:10809/vm1\n"
+     "  plenum volume snapshot vm1 before-upgrade\n  plenum volume clone vm1@before-upgrade vm2"},
     {"snapshot", cmd_snapshot, "create NAME | list | delete NAME",
      "point-in-time snapshots of the whole namespace (O(1) to take)",
      "Read from one with --snapshot NAME on cat, cp, ls and stat.\n"
@@ -1225,6 +1299,8 @@ int main(int argc, char **argv)
             o.snapshot = argv[++i];
         else if (!strcmp(a, "--content-type") && i + 1 < argc)
             o.content_type = argv[++i];
+        else if (!strcmp(a, "--size") && i + 1 < argc)
+            o.size = argv[++i];
         else if (a[0] == '-' && a[1])
             return usage_error("unknown option '%s'", a);
         else if (o.npos < (int)PL_ARRAY_LEN(o.pos))

@@ -12,6 +12,7 @@
 #include "cmd/cli.h"
 #include "proto/admin/admin.h"
 #include "proto/s3/s3.h"
+#include "proto/nbd/nbd.h"
 
 struct listener {
     const char *name;
@@ -22,7 +23,7 @@ struct listener {
 
 static struct listener listeners[] = {
     {"s3", "127.0.0.1:9000", 1, ""},     {"nfs", "127.0.0.1:2049", 0, ""},
-    {"mountd", "127.0.0.1:20048", 0, ""}, {"nbd", "127.0.0.1:10809", 0, ""},
+    {"mountd", "127.0.0.1:20048", 0, ""}, {"nbd", "127.0.0.1:10809", 1, ""},
     {"kafka", "127.0.0.1:9092", 0, ""},  {"pg", "127.0.0.1:5433", 0, ""},
     {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
 };
@@ -339,6 +340,7 @@ int cmd_server(int argc, char **argv)
     struct pl_store *st = NULL;
     struct admin_server *admin = NULL;
     struct s3_server *s3 = NULL;
+    struct nbd_server *nbd = NULL;
     pthread_t gc_thr;
     int gc_started = 0, rc = pl_store_open(data, &o, &st);
     if (rc == PL_ELOCKED) {
@@ -406,6 +408,22 @@ int cmd_server(int argc, char **argv)
         }
         snprintf(sl->addr, sizeof(sl->addr), "%s:%d", host, s3_port(s3));
     }
+    struct listener *nl = listener_find("nbd");
+    if (strcmp(nl->addr, "off")) {
+        char host[200];
+        int port;
+        if (parse_hostport(nl->addr, host, sizeof(host), &port))
+            goto out;
+        rc = nbd_start(st, host, port, &nbd);
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot listen on %s for nbd: %s%s\n", nl->addr,
+                    pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has it; pass --nbd HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        snprintf(nl->addr, sizeof(nl->addr), "%s:%d", host, nbd_port(nbd));
+    }
     char info[512];
     snprintf(info, sizeof(info), "{\"pid\": %d, \"admin\": %s%s%s}\n", (int)getpid(),
              admin ? "\"" : "", admin ? al->addr : "null", admin ? "\"" : "");
@@ -420,7 +438,8 @@ int cmd_server(int argc, char **argv)
         if (!strcmp(l->addr, "off"))
             printf("  %-7s off\n", l->name);
         else if (l->available)
-            printf("  %-7s http://%s\n", l->name, l->addr);
+            printf("  %-7s %s://%s\n", l->name, strcmp(l->name, "nbd") ? "http" : "nbd",
+                   l->addr);
         else
             printf("  %-7s %s: not available in this build\n", l->name, l->addr);
     }
@@ -440,6 +459,7 @@ out:
         pthread_join(gc_thr, NULL);
     }
     s3_stop(s3); /* in-flight S3 requests finish first */
+    nbd_stop(nbd);
     admin_stop(admin);
     if (st) {
         char p[PL_PATH_MAX];

@@ -367,9 +367,8 @@ static int usage_elem(MDB_txn *txn, struct meta_env *env, uint64_t id, struct fp
         const uint8_t *vp = val.mv_data;
         struct data_loc loc;
         if (val.mv_size == EXT_VAL && pl_get_le64(vp + 40) == PL_EPOCH_INF) {
-            struct fp_ent *e = fp_find(m, vp, 0);
-            if (!e) {
-                if (!(e = fp_find(m, vp, 1))) {
+            if (!fp_find(m, vp, 0)) {
+                if (!fp_find(m, vp, 1)) {
                     rc = PL_ENOMEM;
                     break;
                 }

@@ -359,7 +359,7 @@ struct complete_args {
 };
 
 /* Copy the live extents of part element src into dst at offset base. */
-static int extents_append(struct meta_txn *t, uint64_t src, uint64_t dst, uint64_t base)
+int extent_copy(struct meta_txn *t, uint64_t src, uint64_t dst, uint64_t base)
 {
     uint64_t E;
     int rc = epoch_current(t, &E);
@@ -513,7 +513,7 @@ static int apply_complete(struct meta_txn *t, void *arg)
             break;
         }
         EVP_DigestUpdate(md, bin, 16);
-        rc = extents_append(t, elem, tmpl, base);
+        rc = extent_copy(t, elem, tmpl, base);
         base += p.size;
         if (!rc && runs.len >= 12 && pl_get_le64((const uint8_t *)runs.data + runs.len - 12) == p.size) {
             uint8_t *cnt = (uint8_t *)runs.data + runs.len - 4;

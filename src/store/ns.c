@@ -946,3 +946,92 @@ ssize_t pl_xattr_list(struct pl_store *st, uint64_t id, uint64_t view, char *buf
     meta_rtxn_end(txn);
     return rc ? rc : (ssize_t)total;
 }
+
+/* ---- holes ---- */
+struct punch_args {
+    uint64_t id, off, len;
+};
+
+static int apply_punch(struct meta_txn *t, void *arg)
+{
+    struct punch_args *a = arg;
+    struct elem e;
+    elem_init(&e);
+    int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
+    if (!rc && e.a.type != PL_T_FILE)
+        rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+    uint64_t end = a->off + a->len;
+    if (!rc && end > e.a.size)
+        end = e.a.size;
+    if (!rc && a->off < end)
+        rc = extent_punch(t, a->id, a->off, end);
+    if (!rc) {
+        e.a.mtime = e.a.ctime = pl_now_ns();
+        e.a.etag[0] = 0;
+        (void)prop_del(&e, PROP_PARTS, NULL);
+        rc = elem_put(t, &e);
+    }
+    elem_release(&e);
+    return rc;
+}
+
+int pl_elem_punch(struct pl_store *st, uint64_t id, uint64_t off, uint64_t len)
+{
+    struct punch_args a = {id, off, len};
+    if (off + len < off)
+        return PL_EINVAL;
+    return meta_submit(st->meta, apply_punch, &a);
+}
+
+int pl_elem_map(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, uint64_t len,
+                pl_map_fn cb, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *c = NULL;
+    struct elem e;
+    uint8_t k[24];
+    elem_init(&e);
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = elem_get(txn, st->meta, id, view, &e);
+    uint64_t end = off + len < off ? UINT64_MAX : off + len, pos = off;
+    if (!rc && end > e.a.size)
+        end = e.a.size;
+    if (!rc)
+        rc = meta_err(mdb_cursor_open(txn, meta_dbi(st->meta, META_EXTENT), &c));
+    /* an extent is at most a chunk long: one covering off starts within that */
+    uint64_t from = off > DATA_MAX_CHUNK ? off - DATA_MAX_CHUNK : 0;
+    MDB_val key = {key_extent(k, id, from, PL_EPOCH_INF), k}, val;
+    if (!rc)
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_SET_RANGE));
+    int stop = 0;
+    while (!rc && !stop && pos < end && key.mv_size == 24 && pl_get_be64(key.mv_data) == id) {
+        const uint8_t *vp = val.mv_data;
+        uint64_t s = pl_get_be64((const uint8_t *)key.mv_data + 8);
+        uint64_t birth = ~pl_get_be64((const uint8_t *)key.mv_data + 16);
+        if (val.mv_size == 48 && view_sees(view, birth, pl_get_le64(vp + 40))) {
+            uint64_t x = s + pl_get_le32(vp + 36);
+            if (s >= end)
+                break;
+            if (x > pos) {
+                if (s > pos)
+                    stop = cb(arg, pos, s - pos, 0);
+                uint64_t a = PL_MAX(s, pos), b = PL_MIN(x, end);
+                if (!stop)
+                    stop = cb(arg, a, b - a, 1);
+                pos = b;
+            }
+        }
+        rc = meta_err(mdb_cursor_get(c, &key, &val, MDB_NEXT));
+    }
+    if (rc == PL_ENOENT)
+        rc = 0;
+    if (!rc && !stop && pos < end)
+        cb(arg, pos, end - pos, 0);
+    if (c)
+        mdb_cursor_close(c);
+    elem_release(&e);
+    meta_rtxn_end(txn);
+    return rc;
+}

@@ -159,6 +159,8 @@ struct piece {
  * leave holes) and grow the size to at least b. */
 int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
                    const struct piece *pcs, size_t npcs) PL_WUR;
+/* Add src's live extents to dst at base + their offset (chunks shared). */
+int extent_copy(struct meta_txn *t, uint64_t src, uint64_t dst, uint64_t base) PL_WUR;
 /* Drop every extent at or after off (truncate). */
 int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b) PL_WUR;
 /* Count one more reference to fp (adding it at loc when it is new: *ret_new). */

@@ -559,6 +559,101 @@ static int op_scrub(struct pl_store *st, json_t *args, json_t *res, struct op_io
     return rc;
 }
 
+/* ---- volumes ---- */
+/* "10G", "512M", "64K", "1T" or bytes. */
+static int size_arg(json_t *args, uint64_t *ret)
+{
+    const char *s = sarg(args, "size");
+    if (!s)
+        return PL_EINVAL;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    case 'T': case 't': shift = 40; end++; break;
+    default: break;
+    }
+    if (end == s || *end || v > (UINT64_MAX >> shift))
+        return PL_EINVAL;
+    *ret = (uint64_t)v << shift;
+    return 0;
+}
+
+static json_t *volume_json(const struct pl_volume_info *v)
+{
+    return json_pack("{s:s, s:I, s:b, s:I}", "name", v->name, "size", (json_int_t)v->size,
+                     "readonly", v->readonly, "ctime_ns", (json_int_t)v->ctime);
+}
+
+static int volume_cb(void *arg, const struct pl_volume_info *v)
+{
+    json_array_append_new(arg, volume_json(v));
+    return 0;
+}
+
+static int op_volume_create(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *n = sarg(args, "name");
+    uint64_t size;
+    struct pl_volume_info v;
+    int rc = n ? size_arg(args, &size) : PL_EINVAL;
+    if (!rc)
+        rc = pl_volume_create(st, n, size, &v);
+    if (!rc)
+        json_object_set_new(res, "volume", volume_json(&v));
+    return rc;
+}
+
+static int op_volume_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "volumes", a);
+    return pl_volume_list(st, volume_cb, a);
+}
+
+static int op_volume_resize(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *n = sarg(args, "name");
+    uint64_t size;
+    int rc = n ? size_arg(args, &size) : PL_EINVAL;
+    return rc ? rc : pl_volume_resize(st, n, size);
+}
+
+static int op_volume_delete(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *n = sarg(args, "name");
+    return n ? pl_volume_delete(st, n) : PL_EINVAL;
+}
+
+static int op_volume_snapshot(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *n = sarg(args, "name"), *sn = sarg(args, "snapshot");
+    struct pl_volume_info v;
+    int rc = n && sn ? pl_volume_snapshot(st, n, sn, &v) : PL_EINVAL;
+    if (!rc)
+        json_object_set_new(res, "volume", volume_json(&v));
+    return rc;
+}
+
+static int op_volume_clone(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *src = sarg(args, "source"), *n = sarg(args, "name");
+    struct pl_volume_info v;
+    int rc = n && src ? pl_volume_clone(st, src, n, &v) : PL_EINVAL;
+    if (!rc)
+        json_object_set_new(res, "volume", volume_json(&v));
+    return rc;
+}
+
 static json_t *snap_json(const struct pl_snap_info *s)
 {
     return json_pack("{s:s, s:I, s:I}", "name", s->name, "epoch", (json_int_t)s->epoch,
@@ -682,6 +777,12 @@ static const struct op_def op_table[] = {
     {"flush", 0, op_flush},
     {"scrub", 0, op_scrub},
     {"device-list", 0, op_device_list},
+    {"volume-create", 0, op_volume_create},
+    {"volume-list", 0, op_volume_list},
+    {"volume-resize", 0, op_volume_resize},
+    {"volume-delete", 0, op_volume_delete},
+    {"volume-snapshot", 0, op_volume_snapshot},
+    {"volume-clone", 0, op_volume_clone},
     {"device-fail", 0, op_device_fail},
     {"device-add", 0, op_device_add},
     {"device-replace", 0, op_device_replace},

@@ -1,0 +1,459 @@
+/* The NBD head: volumes as block devices (fixed newstyle handshake).
+ *
+ * One thread per connection (tsrv): a connection is a stream of requests a
+ * client keeps in flight; we answer them in order. Every write is durable
+ * when the store returns, so FLUSH has nothing left to do, FUA holds for
+ * free, and many connections to one volume see each other's writes
+ * (CAN_MULTI_CONN). */
+#include "proto/nbd/nbd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/nbd/nbdproto.h"
+#include "proto/tsrv/tsrv.h"
+
+#define BLOCK_STATUS_MAX 1024 /* descriptors per reply; the client asks again */
+
+struct nbd_server {
+    struct pl_store *st;
+    struct tsrv *srv;
+};
+
+struct nconn {
+    struct pl_store *st;
+    int fd;
+    int structured; /* NBD_OPT_STRUCTURED_REPLY accepted */
+    int meta_alloc; /* base:allocation selected (context id 1) */
+    struct pl_volume_info vol;
+    uint8_t *buf;
+};
+
+static uint32_t nbd_errno(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case PL_EROFS:
+    case PL_EPERM:
+    case PL_EACCES: return NBD_EPERM;
+    case PL_ENOMEM: return NBD_ENOMEM;
+    case PL_ENOSPC: return NBD_ENOSPC;
+    case PL_EINVAL: return NBD_EINVAL;
+    default: return NBD_EIO;
+    }
+}
+
+/* ---- handshake ---- */
+static int opt_reply(struct nconn *c, uint32_t opt, uint32_t type, const void *data, size_t n)
+{
+    uint8_t h[20];
+    nbd_put64(h, NBD_REP_MAGIC);
+    nbd_put32(h + 8, opt);
+    nbd_put32(h + 12, type);
+    nbd_put32(h + 16, (uint32_t)n);
+    int rc = tsrv_write(c->fd, h, sizeof(h));
+    if (!rc && n)
+        rc = tsrv_write(c->fd, data, n);
+    return rc;
+}
+
+static uint16_t trans_flags(const struct pl_volume_info *v)
+{
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                 NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
+    if (v->readonly)
+        f |= NBD_FLAG_READ_ONLY;
+    else
+        f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+    return f;
+}
+
+static int list_cb(void *arg, const struct pl_volume_info *v)
+{
+    struct nconn *c = arg;
+    uint8_t b[4 + PL_VOLUME_NAME_MAX];
+    size_t n = strlen(v->name);
+    nbd_put32(b, (uint32_t)n);
+    memcpy(b + 4, v->name, n);
+    return opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, b, 4 + n) ? 1 : 0;
+}
+
+struct meta_q {
+    struct nconn *c;
+    uint32_t opt;
+    int list, found, err;
+};
+
+static int meta_cb(void *arg, const char *q, size_t n)
+{
+    struct meta_q *m = arg;
+    static const char alloc[] = "base:allocation";
+    int match = (n == sizeof(alloc) - 1 && !memcmp(q, alloc, n)) ||
+                (m->list && ((n == 5 && !memcmp(q, "base:", 5)) || n == 0));
+    if (!match)
+        return 0;
+    uint8_t b[4 + sizeof(alloc)];
+    nbd_put32(b, 1);
+    memcpy(b + 4, alloc, sizeof(alloc) - 1);
+    m->found = 1;
+    m->err = opt_reply(m->c, m->opt, NBD_REP_META_CONTEXT, b, 4 + sizeof(alloc) - 1);
+    return m->err ? -1 : 0;
+}
+
+/* 1: go to transmission; 0: next option; < 0: close. */
+static int handle_opt(struct nconn *c, uint32_t opt, const uint8_t *d, size_t n, int no_zeroes)
+{
+    char *name = malloc(NBD_NAME_MAX + 1);
+    int rc = name ? 0 : PL_ENOMEM;
+    if (rc)
+        return rc;
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME: {
+        /* the old way in: no error reply possible, an unknown name closes */
+        if (n > NBD_NAME_MAX) {
+            rc = PL_EPROTO;
+            break;
+        }
+        memcpy(name, d, n);
+        name[n] = 0;
+        if (pl_volume_get(c->st, name, &c->vol)) {
+            pl_log(PL_LOG_INFO, "nbd", "no volume '%s'", name);
+            rc = PL_ENOENT;
+            break;
+        }
+        uint8_t r[10 + 124] = {0};
+        nbd_put64(r, c->vol.size);
+        nbd_put16(r + 8, trans_flags(&c->vol));
+        rc = tsrv_write(c->fd, r, no_zeroes ? 10 : sizeof(r));
+        if (!rc)
+            rc = 1;
+        break;
+    }
+    case NBD_OPT_ABORT:
+        (void)opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+        rc = PL_ESHUTDOWN;
+        break;
+    case NBD_OPT_LIST:
+        rc = n ? opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0)
+               : pl_volume_list(c->st, list_cb, c);
+        if (!rc && !n)
+            rc = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+        break;
+    case NBD_OPT_STRUCTURED_REPLY:
+        if (n) {
+            rc = opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+        } else {
+            c->structured = 1;
+            rc = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+        }
+        break;
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT: {
+        struct meta_q m = {c, opt, opt == NBD_OPT_LIST_META_CONTEXT, 0, 0};
+        if (!c->structured) {
+            rc = opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+            break;
+        }
+        int pr = nbd_opt_meta_parse(d, n, name, meta_cb, &m);
+        if (m.err) {
+            rc = m.err;
+        } else if (pr) {
+            rc = opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+        } else if (pl_volume_get(c->st, name, &c->vol)) {
+            rc = opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, NULL, 0);
+        } else {
+            if (opt == NBD_OPT_SET_META_CONTEXT)
+                c->meta_alloc = m.found;
+            rc = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+        }
+        break;
+    }
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO: {
+        uint16_t reqs[16];
+        size_t nreqs;
+        if (nbd_opt_go_parse(d, n, name, reqs, 16, &nreqs)) {
+            rc = opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+            break;
+        }
+        if (pl_volume_get(c->st, name, &c->vol)) {
+            pl_log(PL_LOG_INFO, "nbd", "no volume '%s'", name);
+            rc = opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, "no such volume", 14);
+            break;
+        }
+        uint8_t info[12];
+        nbd_put16(info, NBD_INFO_EXPORT);
+        nbd_put64(info + 2, c->vol.size);
+        nbd_put16(info + 10, trans_flags(&c->vol));
+        rc = opt_reply(c, opt, NBD_REP_INFO, info, 12);
+        uint8_t bs[14];
+        nbd_put16(bs, NBD_INFO_BLOCK_SIZE);
+        nbd_put32(bs + 2, 1);            /* any alignment works */
+        nbd_put32(bs + 6, 64 << 10);     /* what chunking likes */
+        nbd_put32(bs + 10, NBD_REQ_MAX); /* the largest request we take */
+        if (!rc)
+            rc = opt_reply(c, opt, NBD_REP_INFO, bs, sizeof(bs));
+        if (!rc)
+            rc = opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+        if (!rc && opt == NBD_OPT_GO)
+            rc = 1;
+        break;
+    }
+    default:
+        rc = opt_reply(c, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+        break;
+    }
+    free(name);
+    return rc;
+}
+
+static int handshake(struct nconn *c)
+{
+    uint8_t g[18], cf[4], h[16];
+    nbd_put64(g, NBD_MAGIC);
+    nbd_put64(g + 8, NBD_IHAVEOPT);
+    nbd_put16(g + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    int rc = tsrv_write(c->fd, g, sizeof(g));
+    if (!rc)
+        rc = tsrv_read(c->fd, cf, 4);
+    if (rc)
+        return rc;
+    uint32_t cflags = (uint32_t)cf[0] << 24 | (uint32_t)cf[1] << 16 | (uint32_t)cf[2] << 8 | cf[3];
+    if (cflags & ~(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+        return PL_EPROTO; /* flags we did not offer */
+    for (int n = 0; n < 1024; n++) {
+        rc = tsrv_read(c->fd, h, sizeof(h));
+        if (rc)
+            return rc;
+        if (pl_get_be64(h) != NBD_IHAVEOPT)
+            return PL_EPROTO;
+        uint32_t opt = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+        uint32_t len = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
+        if (len > NBD_OPT_MAX) {
+            /* not worth reading: say so, and hang up (we cannot skip it cheaply) */
+            (void)opt_reply(c, opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+            return PL_EPROTO;
+        }
+        uint8_t *d = malloc(len ? len : 1);
+        if (!d)
+            return PL_ENOMEM;
+        rc = tsrv_read(c->fd, d, len);
+        if (!rc)
+            rc = handle_opt(c, opt, d, len, (cflags & NBD_FLAG_NO_ZEROES) != 0);
+        free(d);
+        if (rc)
+            return rc; /* 1: transmission */
+    }
+    return PL_EPROTO; /* an endless negotiation */
+}
+
+/* ---- transmission ---- */
+static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, const void *data,
+                        size_t n)
+{
+    uint8_t h[16];
+    nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
+    nbd_put32(h + 4, err);
+    nbd_put64(h + 8, r->cookie);
+    int rc = tsrv_write(c->fd, h, sizeof(h));
+    if (!rc && n && !err)
+        rc = tsrv_write(c->fd, data, n);
+    return rc;
+}
+
+static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags, uint16_t type,
+                       const void *data, size_t n, const void *data2, size_t n2)
+{
+    uint8_t h[20];
+    nbd_put32(h, NBD_STRUCT_REPLY_MAGIC);
+    nbd_put16(h + 4, flags);
+    nbd_put16(h + 6, type);
+    nbd_put64(h + 8, r->cookie);
+    nbd_put32(h + 16, (uint32_t)(n + n2));
+    int rc = tsrv_write(c->fd, h, sizeof(h));
+    if (!rc && n)
+        rc = tsrv_write(c->fd, data, n);
+    if (!rc && n2)
+        rc = tsrv_write(c->fd, data2, n2);
+    return rc;
+}
+
+static int reply_err(struct nconn *c, const struct nbd_req *r, uint32_t err, const char *msg)
+{
+    if (!c->structured)
+        return reply_simple(c, r, err, NULL, 0);
+    uint8_t e[6];
+    size_t ml = strlen(msg);
+    nbd_put32(e, err);
+    nbd_put16(e + 4, (uint16_t)ml);
+    return reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, e, 6, msg, ml);
+}
+
+static int reply_ok(struct nconn *c, const struct nbd_req *r)
+{
+    return c->structured ? reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, NULL, 0,
+                                       NULL, 0)
+                         : reply_simple(c, r, 0, NULL, 0);
+}
+
+struct bs_ctx {
+    uint8_t *d;
+    size_t n;
+    int one;
+};
+
+static int bs_cb(void *arg, uint64_t off, uint64_t len, int data)
+{
+    struct bs_ctx *b = arg;
+    (void)off;
+    while (len) {
+        uint32_t take = (uint32_t)PL_MIN(len, (uint64_t)0x80000000u);
+        nbd_put32(b->d + 4 + b->n * 8, take);
+        nbd_put32(b->d + 8 + b->n * 8, data ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO);
+        b->n++;
+        len -= take;
+        if (b->n == BLOCK_STATUS_MAX || b->one)
+            return 1;
+    }
+    return 0;
+}
+
+/* One request; < 0 ends the connection. */
+static int serve(struct nconn *c, const struct nbd_req *r)
+{
+    const struct pl_volume_info *v = &c->vol;
+    int rc;
+    uint64_t end = r->offset + r->len;
+    int bad = end < r->offset || end > v->size;
+    switch (r->type) {
+    case NBD_CMD_READ: {
+        if (r->len > NBD_REQ_MAX)
+            return PL_EPROTO;
+        if (bad)
+            return reply_err(c, r, NBD_EINVAL, "read past the end of the volume");
+        size_t got = 0;
+        rc = pl_elem_read(c->st, v->id, PL_VIEW_LIVE, r->offset, c->buf, r->len, &got);
+        if (!rc && got < r->len)
+            memset(c->buf + got, 0, r->len - got); /* shrunk meanwhile: zeros */
+        if (rc) {
+            pl_log(PL_LOG_WARN, "nbd", "read %s at %llu: %s", v->name,
+                   (unsigned long long)r->offset, pl_strerror(rc));
+            return reply_err(c, r, nbd_errno(rc), pl_strerror(rc));
+        }
+        if (!c->structured)
+            return reply_simple(c, r, 0, c->buf, r->len);
+        uint8_t o[8];
+        nbd_put64(o, r->offset);
+        return reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, o, 8, c->buf,
+                           r->len);
+    }
+    case NBD_CMD_WRITE: {
+        if (r->len > NBD_REQ_MAX)
+            return PL_EPROTO; /* cannot skip what we will not read */
+        rc = tsrv_read(c->fd, c->buf, r->len);
+        if (rc)
+            return rc;
+        if (v->readonly)
+            return reply_err(c, r, NBD_EPERM, "the volume is read-only");
+        if (bad)
+            return reply_err(c, r, NBD_ENOSPC, "write past the end of the volume");
+        rc = pl_elem_write(c->st, v->id, r->offset, c->buf, r->len);
+        return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
+    }
+    case NBD_CMD_FLUSH:
+    case NBD_CMD_CACHE:
+        return reply_ok(c, r); /* every write is durable already */
+    case NBD_CMD_TRIM:
+    case NBD_CMD_WRITE_ZEROES:
+        if (v->readonly)
+            return reply_err(c, r, NBD_EPERM, "the volume is read-only");
+        if (bad)
+            return reply_err(c, r, NBD_ENOSPC, "past the end of the volume");
+        rc = pl_elem_punch(c->st, v->id, r->offset, r->len);
+        return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
+    case NBD_CMD_BLOCK_STATUS: {
+        if (!c->structured || !c->meta_alloc)
+            return reply_err(c, r, NBD_EINVAL, "no metadata context selected");
+        if (bad || !r->len)
+            return reply_err(c, r, NBD_EINVAL, "outside the volume");
+        struct bs_ctx b = {malloc(4 + BLOCK_STATUS_MAX * 8), 0,
+                           (r->flags & NBD_CMD_FLAG_REQ_ONE) != 0};
+        if (!b.d)
+            return PL_ENOMEM;
+        nbd_put32(b.d, 1); /* base:allocation */
+        rc = pl_elem_map(c->st, v->id, PL_VIEW_LIVE, r->offset, r->len, bs_cb, &b);
+        if (!rc && !b.n)
+            bs_cb(&b, r->offset, r->len, 0); /* nothing below the size: one hole */
+        rc = rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc))
+                : reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, b.d,
+                              4 + b.n * 8, NULL, 0);
+        free(b.d);
+        return rc;
+    }
+    default:
+        return reply_err(c, r, NBD_EINVAL, "unknown command");
+    }
+}
+
+static void conn_main(void *ctx, int fd)
+{
+    struct nconn c = {.st = ctx, .fd = fd};
+    int rc = handshake(&c);
+    if (rc != 1)
+        goto out;
+    c.buf = malloc(NBD_REQ_MAX);
+    if (!c.buf)
+        goto out;
+    for (;;) {
+        uint8_t h[28];
+        struct nbd_req r;
+        rc = tsrv_read(fd, h, sizeof(h));
+        if (rc)
+            break;
+        if (nbd_req_parse(h, &r)) {
+            pl_log(PL_LOG_WARN, "nbd", "bad request magic from a client; closing it");
+            break;
+        }
+        if (r.type == NBD_CMD_DISC)
+            break;
+        rc = serve(&c, &r);
+        if (rc) {
+            if (rc == PL_EPROTO)
+                pl_log(PL_LOG_WARN, "nbd", "request of %u bytes is over the %u limit; closing",
+                       r.len, NBD_REQ_MAX);
+            break;
+        }
+    }
+out:
+    free(c.buf);
+}
+
+int nbd_start(struct pl_store *st, const char *host, int port, struct nbd_server **ret)
+{
+    struct nbd_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return PL_ENOMEM;
+    s->st = st;
+    struct tsrv_opts o = {host, port, 256, "nbd"};
+    int rc = tsrv_start(&o, conn_main, st, &s->srv);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    *ret = s;
+    return 0;
+}
+
+int nbd_port(const struct nbd_server *s)
+{
+    return tsrv_port(s->srv);
+}
+
+void nbd_stop(struct nbd_server *s)
+{
+    if (!s)
+        return;
+    tsrv_stop(s->srv);
+    free(s);
+}

@@ -1,0 +1,234 @@
+#include "proto/tsrv/tsrv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct tconn {
+    struct tsrv *s;
+    int fd;
+    struct tconn *prev, *next;
+};
+
+struct tsrv {
+    int fd, port, max_conns, stop_pipe[2];
+    char name[32];
+    tsrv_conn_fn fn;
+    void *ctx;
+    pthread_t accept_thr;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    struct tconn *conns;
+    int nconns;
+};
+
+int tsrv_read(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r == 0)
+            return PL_EPROTO;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int tsrv_write(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void *conn_main(void *arg)
+{
+    struct tconn *c = arg;
+    struct tsrv *s = c->s;
+    s->fn(s->ctx, c->fd);
+    pthread_mutex_lock(&s->lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    close(c->fd);
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    free(c);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    struct tsrv *s = arg;
+    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
+    for (;;) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pf[1].revents)
+            break;
+        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        pthread_mutex_lock(&s->lock);
+        if (s->nconns >= s->max_conns) {
+            pthread_mutex_unlock(&s->lock);
+            pl_log(PL_LOG_WARN, s->name, "connection limit (%d) reached: refusing one",
+                   s->max_conns);
+            close(fd);
+            continue;
+        }
+        struct tconn *c = calloc(1, sizeof(*c));
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_t t;
+        if (c) {
+            c->s = s;
+            c->fd = fd;
+            c->next = s->conns;
+            if (s->conns)
+                s->conns->prev = c;
+            s->conns = c;
+            s->nconns++;
+        }
+        if (!c || pthread_create(&t, &at, conn_main, c)) {
+            if (c) {
+                s->conns = c->next;
+                if (s->conns)
+                    s->conns->prev = NULL;
+                s->nconns--;
+            }
+            free(c);
+            close(fd);
+        }
+        pthread_attr_destroy(&at);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return NULL;
+}
+
+int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    char port[16];
+    struct tsrv *s = calloc(1, sizeof(*s));
+    int rc = 0;
+    if (!s)
+        return PL_ENOMEM;
+    s->fd = -1;
+    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    s->fn = fn;
+    s->ctx = ctx;
+    s->max_conns = o->max_conns > 0 ? o->max_conns : 256;
+    snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "tcp");
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", o->port);
+    if (getaddrinfo(o->host, port, &hints, &ai)) {
+        rc = PL_EINVAL;
+        goto fail;
+    }
+    s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    int one = 1;
+    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(s->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(s->fd, 128) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct sockaddr_storage sa = {0};
+    socklen_t sl = sizeof(sa);
+    if (getsockname(s->fd, (struct sockaddr *)&sa, &sl) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    s->port = pl_sockaddr_port(&sa);
+    if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (pthread_create(&s->accept_thr, NULL, accept_main, s)) {
+        rc = PL_ENOMEM;
+        goto fail;
+    }
+    freeaddrinfo(ai);
+    *ret = s;
+    return 0;
+fail:
+    if (ai)
+        freeaddrinfo(ai);
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->stop_pipe[0] >= 0) {
+        close(s->stop_pipe[0]);
+        close(s->stop_pipe[1]);
+    }
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+    return rc;
+}
+
+int tsrv_port(const struct tsrv *s)
+{
+    return s->port;
+}
+
+void tsrv_stop(struct tsrv *s)
+{
+    if (!s)
+        return;
+    (void)!write(s->stop_pipe[1], "x", 1);
+    pthread_join(s->accept_thr, NULL);
+    close(s->fd);
+    pthread_mutex_lock(&s->lock);
+    for (struct tconn *c = s->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    while (s->nconns > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    close(s->stop_pipe[0]);
+    close(s->stop_pipe[1]);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+}

@@ -1,0 +1,164 @@
+"""The NBD head with real clients: nbdinfo, nbdcopy and qemu-img against a
+real plenum server; volumes made, snapshotted and cloned with the CLI."""
+import hashlib
+import os
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from conftest import Plenum, Server, free_port
+
+pytestmark = pytest.mark.skipif(
+    subprocess.run(["sh", "-c", "command -v nbdcopy nbdinfo qemu-img"],
+                   capture_output=True).returncode != 0,
+    reason="libnbd-bin and qemu-utils are installed by scripts/deps.sh")
+
+
+@pytest.fixture
+def nbd(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    srv.nbd_url = f"nbd://127.0.0.1:{port}"
+    srv.nbd_port = port
+    srv.pl = Plenum(data)
+    yield srv
+    assert srv.stop() == 0
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def run(*args, **kw):
+    p = subprocess.run(list(args), capture_output=True, timeout=600, **kw)
+    assert p.returncode == 0, f"{args[0]} failed: {p.stderr.decode(errors='replace')}"
+    return p.stdout.decode()
+
+
+def test_nbdinfo_nbdcopy_qemu_img(nbd, tmp_path):
+    pl = nbd.pl
+    pl.ok("volume", "create", "disk", "--size", "256M")
+    info = run("nbdinfo", "--json", f"{nbd.nbd_url}/disk")
+    assert '"export-size": 268435456' in info
+    listing = run("nbdinfo", "--list", nbd.nbd_url)
+    assert "disk" in listing
+
+    # a 256 MiB image: random data, a zero run, a hole at the end
+    src = tmp_path / "src.img"
+    with open(src, "wb") as f:
+        f.write(os.urandom(96 << 20))
+        f.write(b"\0" * (32 << 20))
+        f.write(os.urandom(64 << 20))
+        f.truncate(256 << 20)
+    run("nbdcopy", str(src), f"{nbd.nbd_url}/disk")
+    back = tmp_path / "back.img"
+    run("nbdcopy", f"{nbd.nbd_url}/disk", str(back))
+    assert sha(back) == sha(src)
+    # the zero runs are holes: block status says so, and they take no space
+    m = run("nbdinfo", "--map", f"{nbd.nbd_url}/disk")
+    assert "hole" in m and "data" in m
+    first = pl.json("stats")["stored_bytes"]
+    assert first < (170 << 20)
+
+    # qemu-img both ways
+    q = tmp_path / "q.raw"
+    run("qemu-img", "convert", "-f", "raw", "-O", "raw", f"{nbd.nbd_url}/disk", str(q))
+    assert sha(q) == sha(src)
+    pl.ok("volume", "create", "disk2", "--size", "256M")
+    run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(src), f"{nbd.nbd_url}/disk2")
+    run("nbdcopy", f"{nbd.nbd_url}/disk2", str(back))
+    assert sha(back) == sha(src)
+    # the second copy (other request sizes, so other chunk edges) mostly deduplicated
+    assert pl.json("stats")["stored_bytes"] - first < first / 2
+
+
+def test_snapshot_clone_resize_and_readonly(nbd, tmp_path):
+    pl = nbd.pl
+    pl.ok("volume", "create", "base", "--size", "32M")
+    img = tmp_path / "a.img"
+    img.write_bytes(os.urandom(32 << 20))
+    run("nbdcopy", str(img), f"{nbd.nbd_url}/base")
+    pl.ok("volume", "snapshot", "base", "v1")
+    # writes after the snapshot do not show in it
+    img2 = tmp_path / "b.img"
+    img2.write_bytes(os.urandom(32 << 20))
+    run("nbdcopy", str(img2), f"{nbd.nbd_url}/base")
+    out = tmp_path / "out.img"
+    run("nbdcopy", f"{nbd.nbd_url}/base@v1", str(out))
+    assert sha(out) == sha(img)
+    # a snapshot is read-only
+    p = subprocess.run(["nbdcopy", str(img2), f"{nbd.nbd_url}/base@v1"], capture_output=True,
+                       timeout=120)
+    assert p.returncode != 0
+    # a clone of the snapshot is writable and starts equal to it
+    pl.ok("volume", "clone", "base@v1", "child")
+    run("nbdcopy", f"{nbd.nbd_url}/child", str(out))
+    assert sha(out) == sha(img)
+    names = {v["name"]: v for v in pl.json("volume", "list")["volumes"]}
+    assert set(names) == {"base", "base@v1", "child"} and names["base@v1"]["readonly"]
+    pl.ok("volume", "resize", "child", "--size", "64M")
+    assert '"export-size": 67108864' in run("nbdinfo", "--json", f"{nbd.nbd_url}/child")
+    pl.ok("volume", "delete", "child")
+    p = subprocess.run(["nbdinfo", f"{nbd.nbd_url}/child"], capture_output=True, timeout=60)
+    assert p.returncode != 0
+    r = pl.run("volume", "create", "bad/name", "--size", "1M")
+    assert r.returncode == 1 and b"invalid" in r.stderr
+    assert pl.run("fsck").returncode == 0
+
+
+def test_bad_clients(nbd):
+    pl = nbd.pl
+    pl.ok("volume", "create", "v", "--size", "1M")
+
+    def connect():
+        s = socket.create_connection(("127.0.0.1", nbd.nbd_port), timeout=10)
+        greet = s.recv(18, socket.MSG_WAITALL)
+        assert greet[:8] == b"NBDMAGIC"
+        return s
+
+    def closed(s):
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+    # garbage instead of an option: closed
+    s = connect()
+    s.sendall(b"\0\0\0\x01" + b"NOTANOPTION" * 6)
+    assert closed(s)
+    s.close()
+    # a huge option: refused with TOO_BIG and closed
+    s = connect()
+    s.sendall(struct.pack(">I", 1) + b"IHAVEOPT" + struct.pack(">II", 7, 1 << 30))
+    rep = s.recv(20, socket.MSG_WAITALL)
+    assert struct.unpack(">QIII", rep)[2] == 0x80000009
+    s.close()
+    # an unknown export: an error reply, the connection stays usable
+    s = connect()
+    name = b"nope"
+    body = struct.pack(">I", len(name)) + name + struct.pack(">H", 0)
+    s.sendall(struct.pack(">I", 1) + b"IHAVEOPT" + struct.pack(">II", 7, len(body)) + body)
+    rep = s.recv(20, socket.MSG_WAITALL)
+    magic, opt, typ, ln = struct.unpack(">QIII", rep)
+    assert typ == 0x80000006
+    s.recv(ln, socket.MSG_WAITALL)
+    # go to "v", then a WRITE that claims 1 GiB: the connection is closed
+    body = struct.pack(">I", 1) + b"v" + struct.pack(">H", 0)
+    s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, len(body)) + body)
+    while True:
+        magic, opt, typ, ln = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
+        s.recv(ln, socket.MSG_WAITALL) if ln else None
+        if typ == 1:
+            break
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 0, 1 << 30) + b"x" * 100)
+    assert closed(s)
+    s.close()
+    # everyone else is still served
+    assert '"export-size": 1048576' in run("nbdinfo", "--json", f"{nbd.nbd_url}/v")
