@@ -2,6 +2,7 @@
 real plenum server; volumes made, snapshotted and cloned with the CLI."""
 import hashlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -162,3 +163,22 @@ def test_bad_clients(nbd):
     s.close()
     # everyone else is still served
     assert '"export-size": 1048576' in run("nbdinfo", "--json", f"{nbd.nbd_url}/v")
+
+
+def test_flushed_writes_survive_kill9(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    url = f"nbd://127.0.0.1:{port}/crash"
+    pl.ok("volume", "create", "crash", "--size", "64M")
+    img = tmp_path / "img"
+    img.write_bytes(os.urandom(64 << 20))
+    run("nbdcopy", str(img), url)  # nbdcopy flushes before it exits
+    srv.stop(signal.SIGKILL)
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    out = tmp_path / "out"
+    run("nbdcopy", url, str(out))
+    assert sha(out) == sha(img)
+    assert srv.stop() == 0
+    assert pl.run("fsck").returncode == 0

@@ -1,12 +1,18 @@
 /* The NBD head: volumes as block devices (fixed newstyle handshake).
  *
  * One thread per connection (tsrv): a connection is a stream of requests a
- * client keeps in flight; we answer them in order. Every write is durable
- * when the store returns, so FLUSH has nothing left to do, FUA holds for
- * free, and many connections to one volume see each other's writes
+ * client keeps in flight; we answer them in order.
+ *
+ * Writes are cached per volume (shared by every connection to it) and
+ * written to the store in large runs at FLUSH, on FUA, when the cache holds
+ * CACHE_MAX bytes, and when the last connection goes: NBD promises
+ * durability only at FLUSH, and large runs chunk and deduplicate better than
+ * the client's request sizes. Reads see cached writes; a FLUSH on any
+ * connection makes every connection's completed writes durable
  * (CAN_MULTI_CONN). */
 #include "proto/nbd/nbd.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +21,35 @@
 #include "proto/tsrv/tsrv.h"
 
 #define BLOCK_STATUS_MAX 1024 /* descriptors per reply; the client asks again */
+#define CACHE_MAX (64u << 20)  /* dirty bytes per volume before writing them out */
+
+/* A dirty run of a volume: bytes written but not yet in the store. */
+struct dirty {
+    uint64_t off;
+    size_t len, cap;
+    uint8_t *buf;
+};
+
+struct vcache {
+    uint64_t id;
+    int refs;
+    pthread_mutex_t lock;
+    struct dirty *d; /* sorted by offset, disjoint */
+    size_t n, cap, bytes;
+    struct vcache *next;
+};
 
 struct nbd_server {
     struct pl_store *st;
     struct tsrv *srv;
+    pthread_mutex_t lock; /* guards caches */
+    struct vcache *caches;
 };
 
 struct nconn {
+    struct nbd_server *srv;
     struct pl_store *st;
+    struct vcache *vc;
     int fd;
     int structured; /* NBD_OPT_STRUCTURED_REPLY accepted */
     int meta_alloc; /* base:allocation selected (context id 1) */
@@ -248,6 +275,186 @@ static int handshake(struct nconn *c)
     return PL_EPROTO; /* an endless negotiation */
 }
 
+/* ---- the write cache ---- */
+static struct vcache *cache_get(struct nbd_server *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    struct vcache *v = s->caches;
+    while (v && v->id != id)
+        v = v->next;
+    if (!v && (v = calloc(1, sizeof(*v)))) {
+        v->id = id;
+        pthread_mutex_init(&v->lock, NULL);
+        v->next = s->caches;
+        s->caches = v;
+    }
+    if (v)
+        v->refs++;
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+/* Write the dirty runs to the store, in order (v->lock held). */
+static int cache_flush_locked(struct pl_store *st, struct vcache *v)
+{
+    int rc = 0;
+    size_t i = 0;
+    for (; i < v->n && !rc; i++)
+        rc = pl_elem_write(st, v->id, v->d[i].off, v->d[i].buf, v->d[i].len);
+    if (rc)
+        i--; /* that one and the rest stay dirty */
+    for (size_t j = 0; j < i; j++) {
+        v->bytes -= v->d[j].len;
+        free(v->d[j].buf);
+    }
+    memmove(v->d, v->d + i, (v->n - i) * sizeof(*v->d));
+    v->n -= i;
+    return rc;
+}
+
+static int cache_flush(struct pl_store *st, struct vcache *v)
+{
+    pthread_mutex_lock(&v->lock);
+    int rc = cache_flush_locked(st, v);
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+static void cache_put(struct nbd_server *s, struct vcache *v)
+{
+    if (!v)
+        return;
+    pthread_mutex_lock(&s->lock);
+    int last = --v->refs == 0;
+    if (last) {
+        struct vcache **pp = &s->caches;
+        while (*pp != v)
+            pp = &(*pp)->next;
+        *pp = v->next;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!last)
+        return;
+    int rc = cache_flush(s->st, v);
+    if (rc)
+        pl_log(PL_LOG_ERROR, "nbd", "writing cached blocks of volume element %llu: %s; %zu "
+               "bytes lost", (unsigned long long)v->id, pl_strerror(rc), v->bytes);
+    for (size_t i = 0; i < v->n; i++)
+        free(v->d[i].buf);
+    free(v->d);
+    pthread_mutex_destroy(&v->lock);
+    free(v);
+}
+
+/* Drop [a, b) from the dirty runs (v->lock held). */
+static int cache_cut(struct vcache *v, uint64_t a, uint64_t b)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        struct dirty *r = &v->d[i];
+        uint64_t e = r->off + r->len;
+        if (e <= a || r->off >= b)
+            continue;
+        if (r->off < a && e > b) {
+            /* split: the right part becomes its own run */
+            if (v->n == v->cap) {
+                size_t cap = v->cap * 2;
+                struct dirty *nd = realloc(v->d, cap * sizeof(*nd));
+                if (!nd)
+                    return PL_ENOMEM;
+                v->d = nd;
+                v->cap = cap;
+                r = &v->d[i];
+            }
+            struct dirty right = {b, (size_t)(e - b), (size_t)(e - b), malloc((size_t)(e - b))};
+            if (!right.buf)
+                return PL_ENOMEM;
+            memcpy(right.buf, r->buf + (b - r->off), right.len);
+            r->len = (size_t)(a - r->off);
+            memmove(v->d + i + 2, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
+            v->d[i + 1] = right;
+            v->n++;
+            v->bytes -= (size_t)(b - a);
+            return 0;
+        }
+        if (r->off < a) {
+            v->bytes -= (size_t)(e - a);
+            r->len = (size_t)(a - r->off);
+        } else if (e > b) {
+            v->bytes -= (size_t)(b - r->off);
+            memmove(r->buf, r->buf + (b - r->off), (size_t)(e - b));
+            r->len = (size_t)(e - b);
+            r->off = b;
+        } else {
+            v->bytes -= r->len;
+            free(r->buf);
+            memmove(v->d + i, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
+            v->n--;
+            i--;
+        }
+    }
+    return 0;
+}
+
+/* Append n bytes to run r (growing its buffer). */
+static int run_append(struct dirty *r, const uint8_t *p, size_t n)
+{
+    if (r->len + n > r->cap) {
+        size_t cap = PL_MAX(r->cap * 2, r->len + n);
+        uint8_t *nb = realloc(r->buf, cap);
+        if (!nb)
+            return PL_ENOMEM;
+        r->buf = nb;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+    return 0;
+}
+
+/* Cache a write (v->lock held). */
+static int cache_write(struct vcache *v, uint64_t off, const uint8_t *p, size_t n)
+{
+    int rc = cache_cut(v, off, off + n);
+    if (rc)
+        return rc;
+    size_t i = 0;
+    while (i < v->n && v->d[i].off < off)
+        i++;
+    if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off) {
+        rc = run_append(&v->d[i - 1], p, n); /* the common case: sequential writes */
+        i--;
+    } else {
+        if (v->n == v->cap) {
+            size_t cap = v->cap ? v->cap * 2 : 16;
+            struct dirty *nd = realloc(v->d, cap * sizeof(*nd));
+            if (!nd)
+                return PL_ENOMEM;
+            v->d = nd;
+            v->cap = cap;
+        }
+        struct dirty r = {off, 0, 0, NULL};
+        rc = run_append(&r, p, n);
+        if (rc)
+            return rc;
+        memmove(v->d + i + 1, v->d + i, (v->n - i) * sizeof(*v->d));
+        v->d[i] = r;
+        v->n++;
+    }
+    if (rc)
+        return rc;
+    v->bytes += n;
+    /* the next run may now follow on directly */
+    if (i + 1 < v->n && v->d[i].off + v->d[i].len == v->d[i + 1].off) {
+        rc = run_append(&v->d[i], v->d[i + 1].buf, v->d[i + 1].len);
+        if (!rc) {
+            free(v->d[i + 1].buf);
+            memmove(v->d + i + 1, v->d + i + 2, (v->n - i - 2) * sizeof(*v->d));
+            v->n--;
+        }
+    }
+    return rc;
+}
+
 /* ---- transmission ---- */
 static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, const void *data,
                         size_t n)
@@ -333,9 +540,18 @@ static int serve(struct nconn *c, const struct nbd_req *r)
         if (bad)
             return reply_err(c, r, NBD_EINVAL, "read past the end of the volume");
         size_t got = 0;
+        pthread_mutex_lock(&c->vc->lock);
         rc = pl_elem_read(c->st, v->id, PL_VIEW_LIVE, r->offset, c->buf, r->len, &got);
         if (!rc && got < r->len)
             memset(c->buf + got, 0, r->len - got); /* shrunk meanwhile: zeros */
+        for (size_t i = 0; !rc && i < c->vc->n; i++) {
+            /* cached writes are newer than the store */
+            const struct dirty *d = &c->vc->d[i];
+            uint64_t a = PL_MAX(d->off, r->offset), b = PL_MIN(d->off + d->len, end);
+            if (a < b)
+                memcpy(c->buf + (a - r->offset), d->buf + (a - d->off), (size_t)(b - a));
+        }
+        pthread_mutex_unlock(&c->vc->lock);
         if (rc) {
             pl_log(PL_LOG_WARN, "nbd", "read %s at %llu: %s", v->name,
                    (unsigned long long)r->offset, pl_strerror(rc));
@@ -358,19 +574,29 @@ static int serve(struct nconn *c, const struct nbd_req *r)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)
             return reply_err(c, r, NBD_ENOSPC, "write past the end of the volume");
-        rc = pl_elem_write(c->st, v->id, r->offset, c->buf, r->len);
+        pthread_mutex_lock(&c->vc->lock);
+        rc = cache_write(c->vc, r->offset, c->buf, r->len);
+        if (!rc && (c->vc->bytes >= CACHE_MAX || (r->flags & NBD_CMD_FLAG_FUA)))
+            rc = cache_flush_locked(c->st, c->vc);
+        pthread_mutex_unlock(&c->vc->lock);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     }
     case NBD_CMD_FLUSH:
+        rc = cache_flush(c->st, c->vc);
+        return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     case NBD_CMD_CACHE:
-        return reply_ok(c, r); /* every write is durable already */
+        return reply_ok(c, r);
     case NBD_CMD_TRIM:
     case NBD_CMD_WRITE_ZEROES:
         if (v->readonly)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)
             return reply_err(c, r, NBD_ENOSPC, "past the end of the volume");
-        rc = pl_elem_punch(c->st, v->id, r->offset, r->len);
+        pthread_mutex_lock(&c->vc->lock);
+        rc = cache_cut(c->vc, r->offset, end); /* the hole supersedes cached writes */
+        if (!rc)
+            rc = pl_elem_punch(c->st, v->id, r->offset, r->len);
+        pthread_mutex_unlock(&c->vc->lock);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     case NBD_CMD_BLOCK_STATUS: {
         if (!c->structured || !c->meta_alloc)
@@ -382,7 +608,9 @@ static int serve(struct nconn *c, const struct nbd_req *r)
         if (!b.d)
             return PL_ENOMEM;
         nbd_put32(b.d, 1); /* base:allocation */
-        rc = pl_elem_map(c->st, v->id, PL_VIEW_LIVE, r->offset, r->len, bs_cb, &b);
+        rc = cache_flush(c->st, c->vc); /* the store knows allocation; cached runs are data */
+        if (!rc)
+            rc = pl_elem_map(c->st, v->id, PL_VIEW_LIVE, r->offset, r->len, bs_cb, &b);
         if (!rc && !b.n)
             bs_cb(&b, r->offset, r->len, 0); /* nothing below the size: one hole */
         rc = rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc))
@@ -398,12 +626,14 @@ static int serve(struct nconn *c, const struct nbd_req *r)
 
 static void conn_main(void *ctx, int fd)
 {
-    struct nconn c = {.st = ctx, .fd = fd};
+    struct nbd_server *s = ctx;
+    struct nconn c = {.srv = s, .st = s->st, .fd = fd};
     int rc = handshake(&c);
     if (rc != 1)
         goto out;
     c.buf = malloc(NBD_REQ_MAX);
-    if (!c.buf)
+    c.vc = cache_get(s, c.vol.id);
+    if (!c.buf || !c.vc)
         goto out;
     for (;;) {
         uint8_t h[28];
@@ -426,6 +656,7 @@ static void conn_main(void *ctx, int fd)
         }
     }
 out:
+    cache_put(s, c.vc); /* the last connection writes what is cached */
     free(c.buf);
 }
 
@@ -435,9 +666,11 @@ int nbd_start(struct pl_store *st, const char *host, int port, struct nbd_server
     if (!s)
         return PL_ENOMEM;
     s->st = st;
+    pthread_mutex_init(&s->lock, NULL);
     struct tsrv_opts o = {host, port, 256, "nbd"};
-    int rc = tsrv_start(&o, conn_main, st, &s->srv);
+    int rc = tsrv_start(&o, conn_main, s, &s->srv);
     if (rc) {
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return rc;
     }
@@ -454,6 +687,7 @@ void nbd_stop(struct nbd_server *s)
 {
     if (!s)
         return;
-    tsrv_stop(s->srv);
+    tsrv_stop(s->srv); /* connections end, and the last of each volume writes its cache */
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
