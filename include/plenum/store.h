@@ -51,6 +51,7 @@ struct pl_store_opts {
     uint64_t seg_max;                   /* 0 = 64 MiB */
     int create;                         /* create the data directory if missing */
     int ec_k, ec_m;                     /* stripe layout for a new data directory; 0 = 4+2 */
+    int buffer_copies;                  /* write-buffer mirrors for a new one: 2 (0) or 3 */
     int gc_live_pct;                    /* compact segments under this % live; 0 = 50 */
     int background;                     /* run destage, repair, rebuild and scrub threads */
     int similarity_off;                 /* store near-duplicate chunks whole, not as deltas */
@@ -339,9 +340,9 @@ struct pl_store_stats {
 int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret) PL_WUR;
 
 /* ---- devices, destage, repair ----
- * Buffer devices (ids 0, 1: the mirrored write buffer) take new data; sealed
- * buffer segments are destaged into k+m erasure-coded stripes on the
- * capacity devices (ids 2 and up), one strip per device. */
+ * Buffer devices (ids 0..3: the mirrors of the write buffer) take new data;
+ * sealed buffer segments are destaged into k+m erasure-coded stripes on the
+ * capacity devices (ids 4 and up), one strip per device. */
 enum pl_dev_state { PL_DEV_OK, PL_DEV_FAILED, PL_DEV_REBUILDING };
 struct pl_device_info {
     int id;

@@ -38,8 +38,10 @@ void usage_server(void)
            "options:\n"
            "  --data DIR        data directory (default ./plenum-data)\n"
            "  --config FILE     INI file: [server] data=DIR, [listen] admin=HOST:PORT ...,\n"
-           "                    [store] zstd_level=N, ec=K+M, similarity=on|off, gc_live_pct=N,\n"
+           "                    [store] zstd_level=N, ec=K+M, buffer_copies=2|3,\n"
+           "                    similarity=on|off, gc_live_pct=N,\n"
            "                    scrub_interval_s=N, scrub_rate_mb=N; command-line flags win\n"
+           "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
            "                    default 4+2); an existing one keeps its own\n"
            "  --s3 ADDR         S3 API            (default 127.0.0.1:9000)\n"
@@ -161,6 +163,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
                 rc = -1;
                 break;
             }
+        } else if (!strcmp(section, "store") && !strcmp(k, "buffer_copies")) {
+            so->buffer_copies = atoi(v);
         } else if (!strcmp(section, "store") && !strcmp(k, "similarity")) {
             so->similarity_off = !strcmp(v, "off");
         } else if (!strcmp(section, "store") && !strcmp(k, "gc_live_pct")) {
@@ -286,6 +290,12 @@ int cmd_server(int argc, char **argv)
             s3_domain = argv[++i];
         } else if (!strcmp(a, "--s3-region") && i + 1 < argc) {
             s3_region = argv[++i];
+        } else if (!strcmp(a, "--buffer-copies") && i + 1 < argc) {
+            o.buffer_copies = atoi(argv[++i]);
+            if (o.buffer_copies < 2 || o.buffer_copies > 3) {
+                fprintf(stderr, "plenum server: --buffer-copies wants 2 or 3\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--ec") && i + 1 < argc) {
             if (parse_ec(argv[++i], &o.ec_k, &o.ec_m)) {
                 fprintf(stderr, "plenum server: --ec wants K+M with K 1..64 and M 1..4, not "

@@ -5,8 +5,8 @@
  *
  * Device record (META_DEVICE): id BE16 -> state(1) path. A path relative to
  * the data directory (the default layout's "capacity3") stays valid when the
- * directory is opened from elsewhere. Buffer devices are the mirrored write
- * buffer of the layout (ids 0 and 1); capacity devices start at id 2.
+ * directory is opened from elsewhere. Buffer devices are the mirrors of the
+ * write buffer in the layout (ids 0 up to 3); capacity devices start at id 4.
  *
  * A segment is destaged when its stripe is durable on k+m devices and its
  * META_STRIPE record is committed: from then on reads go to the stripe and
@@ -23,8 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEV_FIRST_CAP 2
-#define BUFFER_DEVS 2
+#define DEV_FIRST_CAP 4 /* ids below are the buffer mirrors */
 #define DEFAULT_SCRUB_RATE (64ull << 20)
 #define DEFAULT_SCRUB_INTERVAL (24ull * 3600)
 
@@ -598,7 +597,7 @@ static int dev_find_rec(struct pl_store *st, int id, struct devrec *ret)
             rc = 0;
         }
     free(dl.d);
-    if (rc && id >= 0 && id < BUFFER_DEVS)
+    if (rc && id >= 0 && id < st->nbuf)
         rc = PL_EPERM; /* the buffer mirrors are fixed in this version */
     return rc;
 }
@@ -766,7 +765,7 @@ int pl_device_list(struct pl_store *st, pl_device_fn cb, void *arg)
         return rc;
     }
     rc = stripes_load(st, &sl);
-    for (int b = 0; !rc && b < BUFFER_DEVS; b++) {
+    for (int b = 0; !rc && b < st->nbuf; b++) {
         memset(di, 0, sizeof(*di));
         di->id = b;
         snprintf(di->path, sizeof(di->path), "%s/buffer%d", st->dir, b);

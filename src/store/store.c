@@ -15,7 +15,7 @@
 #define MARKER "PLENUM"
 #define MARKER_TEXT "plenum data directory, format 1\n"
 
-static const char *const buffer_dirs[] = {"buffer0", "buffer1"};
+#define BUFFER_MAX 4 /* write-buffer mirrors a data directory may have */
 
 static int dir_state(const char *dir, int *ret_exists, int *ret_empty, int *ret_marked)
 {
@@ -41,12 +41,12 @@ static int dir_state(const char *dir, int *ret_exists, int *ret_empty, int *ret_
     return 0;
 }
 
-static int layout_create(const char *dir, int ncap)
+static int layout_create(const char *dir, int nbuf, int ncap)
 {
     char p[PL_PATH_MAX];
     int rc = pl_mkdirs(dir, 0700);
-    for (size_t i = 0; !rc && i < PL_ARRAY_LEN(buffer_dirs); i++) {
-        snprintf(p, sizeof(p), "%s/%s", dir, buffer_dirs[i]);
+    for (int i = 0; !rc && i < nbuf; i++) {
+        snprintf(p, sizeof(p), "%s/buffer%d", dir, i);
         rc = pl_mkdirs(p, 0700);
     }
     if (!rc)
@@ -152,7 +152,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
 {
     struct pl_store_opts def = {0};
     struct pl_store *st = NULL;
-    char p[PL_PATH_MAX], b0[PL_PATH_MAX], b1[PL_PATH_MAX];
+    char p[PL_PATH_MAX], bufs[BUFFER_MAX][PL_PATH_MAX];
     int exists, empty, marked, rc;
     if (!opts) {
         def.zstd_level = -1;
@@ -169,9 +169,10 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
         if (!opts->create)
             return PL_ENOENT;
         int k = opts->ec_k ? opts->ec_k : 4, m = opts->ec_m ? opts->ec_m : 2;
-        if (k < 1 || k > 64 || m < 1 || m > 4)
+        int nb = opts->buffer_copies ? opts->buffer_copies : 2;
+        if (k < 1 || k > 64 || m < 1 || m > 4 || nb < 2 || nb > 3)
             return PL_EINVAL;
-        rc = layout_create(dir, k + m);
+        rc = layout_create(dir, nb, k + m);
         if (rc)
             return rc;
     }
@@ -212,12 +213,24 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     rc = meta_submit(st->meta, apply_root, NULL);
     if (rc)
         goto fail;
-    snprintf(b0, sizeof(b0), "%s/%s", dir, buffer_dirs[0]);
-    snprintf(b1, sizeof(b1), "%s/%s", dir, buffer_dirs[1]);
-    const char *mirrors[] = {b0, b1};
+    /* the buffer mirrors the layout has: buffer0, buffer1, ... */
+    const char *mirrors[BUFFER_MAX];
+    int nbuf = 0;
+    for (; nbuf < BUFFER_MAX; nbuf++) {
+        struct stat sb;
+        snprintf(bufs[nbuf], sizeof(bufs[nbuf]), "%s/buffer%d", dir, nbuf);
+        if (stat(bufs[nbuf], &sb) < 0 || !S_ISDIR(sb.st_mode))
+            break;
+        mirrors[nbuf] = bufs[nbuf];
+    }
+    if (nbuf < 1) {
+        rc = PL_ENOTPLENUM; /* a data directory without its write buffer */
+        goto fail;
+    }
+    st->nbuf = nbuf;
     struct data_opts dopts = {
         .mirrors = mirrors,
-        .nmirrors = 2,
+        .nmirrors = nbuf,
         .seg_max = opts->seg_max,
         .zstd_level = opts->zstd_level < 0 ? 1 : opts->zstd_level,
     };

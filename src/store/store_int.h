@@ -70,6 +70,7 @@ struct pl_store {
     int master_loaded;
     /* data protection (device.c) */
     int ec_k, ec_m;
+    int nbuf; /* write-buffer mirrors */
     int gc_live_pct;
     int similarity;
     uint64_t scrub_interval_s, scrub_rate;

@@ -149,7 +149,7 @@ static void ec_case(int k, int m)
     for (int i = 0; i < m; i++) {
         char p[400];
         snprintf(p, sizeof(p), "%s/capacity%d", f->dir, i * 2 % (k + m));
-        assert_int_equal(pl_device_replace(f->st, 2 + i * 2 % (k + m), p), 0);
+        assert_int_equal(pl_device_replace(f->st, 4 + i * 2 % (k + m), p), 0);
     }
     assert_int_equal(pl_store_rebuild(f->st, NULL, NULL), 0);
     ncap = 0;
@@ -178,7 +178,7 @@ static void ec_case(int k, int m)
     for (int i = 0; i <= m; i++) {
         char p[400];
         snprintf(p, sizeof(p), "%s/capacity%d", f->dir, i);
-        assert_int_equal(pl_device_replace(f->st, 2 + i, p), 0);
+        assert_int_equal(pl_device_replace(f->st, 4 + i, p), 0);
     }
     assert_int_not_equal(pl_store_rebuild(f->st, NULL, NULL), 0);
 

@@ -1,4 +1,5 @@
 #include "proto/admin/admin.h"
+#include "proto/tsrv/tsrv.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -509,8 +510,6 @@ static void *accept_main(void *arg)
 int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_server **ret)
 {
     struct admin_server *s = calloc(1, sizeof(*s));
-    struct addrinfo hints = {0}, *ai = NULL;
-    char port[16];
     int rc;
     if (!s)
         return PL_ENOMEM;
@@ -521,32 +520,9 @@ int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_se
     s->idle_s = o->idle_timeout_s > 0 ? o->idle_timeout_s : 60;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", o->port);
-    if (getaddrinfo(o->host, port, &hints, &ai)) {
-        rc = PL_EINVAL;
+    rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
+    if (rc)
         goto fail;
-    }
-    s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s->fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    int one = 1;
-    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(s->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(s->fd, 128) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    struct sockaddr_storage sa = {0};
-    socklen_t sl = sizeof(sa);
-    if (getsockname(s->fd, (struct sockaddr *)&sa, &sl) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    s->port = pl_sockaddr_port(&sa);
     if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;
@@ -555,12 +531,9 @@ int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_se
         rc = PL_ENOMEM;
         goto fail;
     }
-    freeaddrinfo(ai);
     *ret = s;
     return 0;
 fail:
-    if (ai)
-        freeaddrinfo(ai);
     if (s->fd >= 0)
         close(s->fd);
     if (s->stop_pipe[0] >= 0) {

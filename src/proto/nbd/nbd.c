@@ -79,9 +79,9 @@ static int opt_reply(struct nconn *c, uint32_t opt, uint32_t type, const void *d
     nbd_put32(h + 8, opt);
     nbd_put32(h + 12, type);
     nbd_put32(h + 16, (uint32_t)n);
-    int rc = tsrv_write(c->fd, h, sizeof(h));
+    int rc = pl_write_all(c->fd, h, sizeof(h));
     if (!rc && n)
-        rc = tsrv_write(c->fd, data, n);
+        rc = pl_write_all(c->fd, data, n);
     return rc;
 }
 
@@ -152,7 +152,7 @@ static int handle_opt(struct nconn *c, uint32_t opt, const uint8_t *d, size_t n,
         uint8_t r[10 + 124] = {0};
         nbd_put64(r, c->vol.size);
         nbd_put16(r + 8, trans_flags(&c->vol));
-        rc = tsrv_write(c->fd, r, no_zeroes ? 10 : sizeof(r));
+        rc = pl_write_all(c->fd, r, no_zeroes ? 10 : sizeof(r));
         if (!rc)
             rc = 1;
         break;
@@ -241,7 +241,7 @@ static int handshake(struct nconn *c)
     nbd_put64(g, NBD_MAGIC);
     nbd_put64(g + 8, NBD_IHAVEOPT);
     nbd_put16(g + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-    int rc = tsrv_write(c->fd, g, sizeof(g));
+    int rc = pl_write_all(c->fd, g, sizeof(g));
     if (!rc)
         rc = tsrv_read(c->fd, cf, 4);
     if (rc)
@@ -463,9 +463,9 @@ static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, 
     nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
     nbd_put32(h + 4, err);
     nbd_put64(h + 8, r->cookie);
-    int rc = tsrv_write(c->fd, h, sizeof(h));
+    int rc = pl_write_all(c->fd, h, sizeof(h));
     if (!rc && n && !err)
-        rc = tsrv_write(c->fd, data, n);
+        rc = pl_write_all(c->fd, data, n);
     return rc;
 }
 
@@ -478,11 +478,11 @@ static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags,
     nbd_put16(h + 6, type);
     nbd_put64(h + 8, r->cookie);
     nbd_put32(h + 16, (uint32_t)(n + n2));
-    int rc = tsrv_write(c->fd, h, sizeof(h));
+    int rc = pl_write_all(c->fd, h, sizeof(h));
     if (!rc && n)
-        rc = tsrv_write(c->fd, data, n);
+        rc = pl_write_all(c->fd, data, n);
     if (!rc && n2)
-        rc = tsrv_write(c->fd, data2, n2);
+        rc = pl_write_all(c->fd, data2, n2);
     return rc;
 }
 

@@ -49,22 +49,6 @@ int tsrv_read(int fd, void *buf, size_t n)
     return 0;
 }
 
-int tsrv_write(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static void *conn_main(void *arg)
 {
     struct tconn *c = arg;
@@ -140,10 +124,42 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret)
+int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port)
 {
     struct addrinfo hints = {0}, *ai = NULL;
-    char port[16];
+    char ps[16];
+    int fd = -1, rc = 0;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(ps, sizeof(ps), "%d", port);
+    if (getaddrinfo(host, ps, &hints, &ai))
+        return PL_EINVAL;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        rc = -errno;
+    int one = 1;
+    if (!rc)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (!rc && (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0))
+        rc = -errno;
+    struct sockaddr_storage sa = {0};
+    socklen_t sl = sizeof(sa);
+    if (!rc && getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
+        rc = -errno;
+    freeaddrinfo(ai);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    *ret_fd = fd;
+    *ret_port = pl_sockaddr_port(&sa);
+    return 0;
+}
+
+int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret)
+{
     struct tsrv *s = calloc(1, sizeof(*s));
     int rc = 0;
     if (!s)
@@ -156,46 +172,15 @@ int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsr
     snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "tcp");
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", o->port);
-    if (getaddrinfo(o->host, port, &hints, &ai)) {
-        rc = PL_EINVAL;
-        goto fail;
-    }
-    s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s->fd < 0) {
+    rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
+    if (!rc && pipe2(s->stop_pipe, O_CLOEXEC) < 0)
         rc = -errno;
-        goto fail;
-    }
-    int one = 1;
-    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(s->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(s->fd, 128) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    struct sockaddr_storage sa = {0};
-    socklen_t sl = sizeof(sa);
-    if (getsockname(s->fd, (struct sockaddr *)&sa, &sl) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    s->port = pl_sockaddr_port(&sa);
-    if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    if (pthread_create(&s->accept_thr, NULL, accept_main, s)) {
+    if (!rc && pthread_create(&s->accept_thr, NULL, accept_main, s))
         rc = PL_ENOMEM;
-        goto fail;
+    if (!rc) {
+        *ret = s;
+        return 0;
     }
-    freeaddrinfo(ai);
-    *ret = s;
-    return 0;
-fail:
-    if (ai)
-        freeaddrinfo(ai);
     if (s->fd >= 0)
         close(s->fd);
     if (s->stop_pipe[0] >= 0) {

@@ -21,8 +21,11 @@ int tsrv_port(const struct tsrv *s);
 /* Stop accepting, wake every connection (reads see EOF), wait for them. */
 void tsrv_stop(struct tsrv *s);
 
-/* Blocking helpers: 0, or PL_EPROTO on EOF before n bytes, or -errno. */
+/* A listening socket on host:port (0: any free port); *ret_port gets the port. */
+int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port) PL_WUR;
+
+/* Read exactly n bytes: 0, PL_EPROTO on EOF before n bytes, or -errno.
+ * (Writes use pl_write_all: servers ignore SIGPIPE.) */
 int tsrv_read(int fd, void *buf, size_t n) PL_WUR;
-int tsrv_write(int fd, const void *buf, size_t n) PL_WUR;
 
 #endif
