@@ -250,6 +250,49 @@ static void test_ec_gc(void **state)
     tu_rmrf(f.dir);
 }
 
+static int count_buffers(void *arg, const struct pl_device_info *d)
+{
+    *(int *)arg += !d->capacity;
+    return 0;
+}
+
+/* Three buffer mirrors: two of them bad, the data still reads back. */
+static void test_three_buffer_copies(void **state)
+{
+    (void)state;
+    char dir[256], p[400];
+    struct pl_store *st;
+    struct pl_store_opts o = {.zstd_level = 0, .create = 1, .buffer_copies = 3};
+    tu_tmpdir(dir, sizeof(dir));
+    assert_int_equal(pl_store_open(dir, &o, &st), 0);
+    int nb = 0;
+    assert_int_equal(pl_device_list(st, count_buffers, &nb), 0);
+    assert_int_equal(nb, 3);
+    assert_int_equal(pl_device_fail(st, 1), PL_EPERM); /* buffer mirrors are fixed */
+    assert_int_equal(pl_bucket_create(st, "ecb"), 0);
+    uint8_t body[100000], back[100000];
+    tu_fill(body, sizeof(body), 5);
+    put(st, "obj", body, sizeof(body));
+    pl_store_close(st);
+    for (int m = 0; m < 2; m++) {
+        snprintf(p, sizeof(p), "%s/buffer%d/seg/0000000000000001.seg", dir, m);
+        int fd = open(p, O_RDWR);
+        assert_true(fd >= 0);
+        uint8_t junk[64] = {0};
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), 200), (ssize_t)sizeof(junk));
+        close(fd);
+    }
+    o.create = 0;
+    assert_int_equal(pl_store_open(dir, &o, &st), 0);
+    struct pl_attr a;
+    size_t got;
+    assert_int_equal(pl_obj_lookup(st, "ecb", "obj", PL_VIEW_LIVE, &a), 0);
+    assert_int_equal(pl_elem_read(st, a.id, PL_VIEW_LIVE, 0, back, sizeof(back), &got), 0);
+    assert_memory_equal(body, back, sizeof(back));
+    pl_store_close(st);
+    tu_rmrf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_ec_8_3),
         cmocka_unit_test(test_ec_20_4),
         cmocka_unit_test(test_ec_gc),
+        cmocka_unit_test(test_three_buffer_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
