@@ -291,7 +291,8 @@ int cmd_server(int argc, char **argv)
         } else if (!strcmp(a, "--s3-region") && i + 1 < argc) {
             s3_region = argv[++i];
         } else if (!strcmp(a, "--buffer-copies") && i + 1 < argc) {
-            o.buffer_copies = atoi(argv[++i]);
+            const char *v = argv[++i];
+            o.buffer_copies = v ? atoi(v) : 0;
             if (o.buffer_copies < 2 || o.buffer_copies > 3) {
                 fprintf(stderr, "plenum server: --buffer-copies wants 2 or 3\n");
                 return 2;

@@ -398,6 +398,8 @@ static int cache_cut(struct vcache *v, uint64_t a, uint64_t b)
 /* Append n bytes to run r (growing its buffer). */
 static int run_append(struct dirty *r, const uint8_t *p, size_t n)
 {
+    if (!n)
+        return 0;
     if (r->len + n > r->cap) {
         size_t cap = PL_MAX(r->cap * 2, r->len + n);
         uint8_t *nb = realloc(r->buf, cap);
