@@ -447,6 +447,16 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
 {
     struct cand_list l = {0};
     int rc = 0;
+    if (!seal) {
+        /* the background pass: nothing sealed, nothing to do (and no barrier
+         * that would make writers wait) */
+        rc = buffer_segs(st, &l, 0);
+        size_t n = l.n;
+        free(l.c);
+        memset(&l, 0, sizeof(l));
+        if (rc || n == 0)
+            return rc;
+    }
     pthread_mutex_lock(&st->gc_lock);
     if (seal) {
         uint8_t k[8];
