@@ -872,21 +872,36 @@ static void device_print(json_t *d, int status)
     }
 }
 
+/* The verb in pos[0] among n, with its argument count checked: its index,
+ * or -1 after a usage error (expects says what the command takes). */
+static int pick_verb(const struct opts *o, const char *const *verbs, const int *nargs, int n,
+                     const char *expects)
+{
+    int v = -1;
+    for (int i = 0; o->npos && i < n; i++)
+        if (!strcmp(o->pos[0], verbs[i]))
+            v = i;
+    if (v < 0) {
+        usage_error("expects %s", expects);
+        return -1;
+    }
+    if (o->npos != 1 + nargs[v]) {
+        usage_error("wrong number of arguments for '%s'", verbs[v]);
+        return -1;
+    }
+    return v;
+}
+
 static int cmd_device(struct opts *o)
 {
     struct backend b;
     json_t *res = NULL;
     static const char *const verbs[] = {"list", "status", "fail", "add", "replace", "remove"};
     static const int nargs[] = {0, 0, 1, 1, 2, 1};
-    int v = -1;
-    for (int i = 0; o->npos && i < (int)PL_ARRAY_LEN(verbs); i++)
-        if (!strcmp(o->pos[0], verbs[i]))
-            v = i;
+    int v = pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
+                      "list, status, fail ID, add PATH, replace ID PATH or remove ID");
     if (v < 0)
-        return usage_error("%s", "expects list, status, fail ID, add PATH, replace ID PATH or "
-                                 "remove ID");
-    if (o->npos != 1 + nargs[v])
-        return usage_error("wrong number of arguments for '%s'", verbs[v]);
+        return EXIT_USAGE;
     if (open_backend(o, &b))
         return EXIT_FAIL;
     json_t *a = args_new();
@@ -957,15 +972,11 @@ static int cmd_volume(struct opts *o)
     json_t *res = NULL;
     static const char *const verbs[] = {"create", "list", "resize", "delete", "snapshot", "clone"};
     static const int nargs[] = {1, 0, 1, 1, 2, 2};
-    int v = -1;
-    for (int i = 0; o->npos && i < (int)PL_ARRAY_LEN(verbs); i++)
-        if (!strcmp(o->pos[0], verbs[i]))
-            v = i;
+    int v = pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
+                      "create NAME --size N, list, resize NAME --size N, delete NAME, "
+                      "snapshot NAME SNAP or clone SOURCE NAME");
     if (v < 0)
-        return usage_error("%s", "expects create NAME --size N, list, resize NAME --size N, "
-                                 "delete NAME, snapshot NAME SNAP or clone SOURCE NAME");
-    if (o->npos != 1 + nargs[v])
-        return usage_error("wrong number of arguments for '%s'", verbs[v]);
+        return EXIT_USAGE;
     if ((v == 0 || v == 2) && !o->size)
         return usage_error("%s", "needs --size (bytes, or with K, M, G, T)");
     if (open_backend(o, &b))
