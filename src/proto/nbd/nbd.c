@@ -307,7 +307,8 @@ static int cache_flush_locked(struct pl_store *st, struct vcache *v)
         v->bytes -= v->d[j].len;
         free(v->d[j].buf);
     }
-    memmove(v->d, v->d + i, (v->n - i) * sizeof(*v->d));
+    if (i && v->n > i)
+        memmove(v->d, v->d + i, (v->n - i) * sizeof(*v->d));
     v->n -= i;
     return rc;
 }
