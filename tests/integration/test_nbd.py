@@ -182,3 +182,18 @@ def test_flushed_writes_survive_kill9(tmp_path):
     assert sha(out) == sha(img)
     assert srv.stop() == 0
     assert pl.run("fsck").returncode == 0
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v fio"], capture_output=True).returncode,
+                    reason="fio is installed by scripts/deps.sh")
+@pytest.mark.parametrize("rw,bs", [("randwrite", "4k"), ("randrw", "64k")])
+def test_fio_verify(nbd, tmp_path, rw, bs):
+    """fio's nbd engine: random writes through the write cache, read back and verified."""
+    nbd.pl.ok("volume", "create", "fio", "--size", "128M")
+    job = tmp_path / "job.fio"
+    job.write_text(f"[global]\nioengine=nbd\nuri={nbd.nbd_url}/fio\nrw={rw}\nbs={bs}\n"
+                   "size=32M\niodepth=16\nverify=crc32c\ndo_verify=1\nverify_fatal=1\n"
+                   "[job]\n")
+    out = run("fio", str(job))
+    assert "err= 0" in out
+    assert nbd.pl.run("fsck").returncode == 0
