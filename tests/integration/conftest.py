@@ -49,9 +49,22 @@ SECRET_KEY = "plenum-test-secret-key-0123456789abcdef"
 class Server:
     def __init__(self, data, extra=(), s3=False):
         self.data = str(data)
+        self.log_path = os.path.join(os.path.dirname(self.data), "server.log")
+        self.log = open(self.log_path, "ab")
+        # a port free_port() found may be taken by some client's ephemeral port
+        # before the server binds it: then try other ports
+        for attempt in range(3):
+            if self._launch(extra, s3) or attempt == 2:
+                break
+            with open(self.log_path, "rb") as f:
+                if b"Address already in use" not in f.read()[-4096:]:
+                    break
+        if self.proc.poll() is not None:
+            raise AssertionError("server did not start: " + "".join(self.banner))
+
+    def _launch(self, extra, s3):
         self.admin_port = free_port()
         self.s3_port = free_port() if s3 else None
-        self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
         args = [BIN, "server", "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}"]
         for name in ("s3", "nfs", "mountd", "nbd", "kafka", "pg", "resp"):
             if name == "s3" and s3:
@@ -74,7 +87,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.admin_port}"
         self.s3_url = f"http://127.0.0.1:{self.s3_port}" if s3 else None
         if self.proc.poll() is not None:
-            raise AssertionError("server did not start: " + "".join(self.banner))
+            self.proc.wait()
+            return False
+        return True
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
