@@ -9,7 +9,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -28,24 +27,12 @@ struct conn;
 
 struct admin_server {
     struct pl_store *st;
-    int fd;
-    int port;
-    int stop_pipe[2];
-    int max_conns, idle_s;
-    pthread_t accept_thr;
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    struct conn *conns;
-    int nconns;
-    int stopping;
-    atomic_uint_fast64_t rejected;
+    struct tsrv *srv;
 };
 
 struct conn {
     struct admin_server *srv;
     int fd;
-    pthread_t thr;
-    struct conn *next, *prev;
     http_parser p;
     http_parser_settings ps;
     char url[MAX_URL];
@@ -294,7 +281,7 @@ static int serve_metrics(struct conn *c, int keep)
     int e = 0;
     e |= pl_metrics_render(&b);
     e |= pl_buf_addf(&b, "plenum_connections_rejected_total{head=\"admin\"} %" PRIu64 "\n",
-                     (uint64_t)s->rejected);
+                     tsrv_rejected(s->srv));
     e |= pl_buf_addf(&b,
                      "# TYPE plenum_logical_bytes gauge\nplenum_logical_bytes %" PRIu64 "\n"
                      "# TYPE plenum_unique_bytes gauge\nplenum_unique_bytes %" PRIu64 "\n"
@@ -397,10 +384,23 @@ static void conn_reset(struct conn *c)
     c->headers_done = c->msg_done = c->bad = 0;
 }
 
-static void *conn_main(void *arg)
+/* One connection: requests until it closes, errs or idles out (tsrv). */
+static void conn_serve(void *ctx, int fd)
 {
-    struct conn *c = arg;
-    struct admin_server *s = c->srv;
+    struct admin_server *s = ctx;
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->srv = s;
+    c->fd = fd;
+    pl_buf_init(&c->args);
+    pl_buf_init(&c->body);
+    c->ps.on_url = on_url;
+    c->ps.on_header_field = on_hfield;
+    c->ps.on_header_value = on_hvalue;
+    c->ps.on_headers_complete = on_headers_complete;
+    c->ps.on_body = on_body;
+    c->ps.on_message_complete = on_message_complete;
     http_parser_init(&c->p, HTTP_REQUEST);
     c->p.data = c;
     for (;;) {
@@ -413,7 +413,7 @@ static void *conn_main(void *arg)
             (void)send_error(c, PL_EPROTO, 0);
             break;
         }
-        int keep = http_should_keep_alive(&c->p) && !s->stopping;
+        int keep = http_should_keep_alive(&c->p) && !tsrv_stopping(s->srv);
         if (handle(c, keep) || !keep)
             break;
         /* drain whatever body the op did not read */
@@ -424,149 +424,40 @@ static void *conn_main(void *arg)
         }
     }
 done:
-    shutdown(c->fd, SHUT_RDWR);
-    close(c->fd);
-    pthread_mutex_lock(&s->lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    pthread_cond_broadcast(&s->idle);
-    pthread_mutex_unlock(&s->lock);
     pl_buf_release(&c->args);
     pl_buf_release(&c->body);
     free(c);
-    return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-    struct admin_server *s = arg;
-    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
-    for (;;) {
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (pf[1].revents)
-            break;
-        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        struct timeval tv = {s->idle_s, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        pthread_mutex_lock(&s->lock);
-        if (s->nconns >= s->max_conns) {
-            pthread_mutex_unlock(&s->lock);
-            static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                       "Connection: close\r\n\r\n";
-            (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
-            close(fd);
-            s->rejected++;
-            continue;
-        }
-        struct conn *c = calloc(1, sizeof(*c));
-        if (!c) {
-            pthread_mutex_unlock(&s->lock);
-            close(fd);
-            continue;
-        }
-        c->srv = s;
-        c->fd = fd;
-        pl_buf_init(&c->args);
-        pl_buf_init(&c->body);
-        c->ps.on_url = on_url;
-        c->ps.on_header_field = on_hfield;
-        c->ps.on_header_value = on_hvalue;
-        c->ps.on_headers_complete = on_headers_complete;
-        c->ps.on_body = on_body;
-        c->ps.on_message_complete = on_message_complete;
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&c->thr, &at, conn_main, c)) {
-            s->conns = c->next;
-            if (s->conns)
-                s->conns->prev = NULL;
-            s->nconns--;
-            close(fd);
-            free(c);
-        }
-        pthread_attr_destroy(&at);
-        pthread_mutex_unlock(&s->lock);
-    }
-    return NULL;
 }
 
 int admin_start(struct pl_store *st, const struct admin_opts *o, struct admin_server **ret)
 {
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
     struct admin_server *s = calloc(1, sizeof(*s));
-    int rc;
     if (!s)
         return PL_ENOMEM;
     s->st = st;
-    s->fd = -1;
-    s->stop_pipe[0] = s->stop_pipe[1] = -1;
-    s->max_conns = o->max_conns > 0 ? o->max_conns : 64;
-    s->idle_s = o->idle_timeout_s > 0 ? o->idle_timeout_s : 60;
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->idle, NULL);
-    rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
-    if (rc)
-        goto fail;
-    if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    if (pthread_create(&s->accept_thr, NULL, accept_main, s)) {
-        rc = PL_ENOMEM;
-        goto fail;
+    struct tsrv_opts to = {o->host, o->port, o->max_conns > 0 ? o->max_conns : 64, "admin",
+                           o->idle_timeout_s > 0 ? o->idle_timeout_s : 60, busy};
+    int rc = tsrv_start(&to, conn_serve, s, &s->srv);
+    if (rc) {
+        free(s);
+        return rc;
     }
     *ret = s;
     return 0;
-fail:
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->stop_pipe[0] >= 0) {
-        close(s->stop_pipe[0]);
-        close(s->stop_pipe[1]);
-    }
-    free(s);
-    return rc;
 }
 
 int admin_port(const struct admin_server *s)
 {
-    return s->port;
+    return tsrv_port(s->srv);
 }
 
 void admin_stop(struct admin_server *s)
 {
     if (!s)
         return;
-    (void)!write(s->stop_pipe[1], "x", 1);
-    pthread_join(s->accept_thr, NULL);
-    close(s->fd);
-    pthread_mutex_lock(&s->lock);
-    s->stopping = 1;
     /* idle keep-alive connections wake with EOF; busy ones finish their request */
-    for (struct conn *c = s->conns; c; c = c->next)
-        shutdown(c->fd, SHUT_RD);
-    while (s->nconns > 0)
-        pthread_cond_wait(&s->idle, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-    close(s->stop_pipe[0]);
-    close(s->stop_pipe[1]);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->idle);
+    tsrv_stop(s->srv);
     free(s);
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 struct tconn {
@@ -20,7 +21,10 @@ struct tconn {
 };
 
 struct tsrv {
-    int fd, port, max_conns, stop_pipe[2];
+    int fd, port, max_conns, idle_s, stop_pipe[2];
+    int stopping;
+    uint64_t rejected;
+    const char *busy_reply;
     char name[32];
     tsrv_conn_fn fn;
     void *ctx;
@@ -86,11 +90,18 @@ static void *accept_main(void *arg)
             continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (s->idle_s > 0) {
+            struct timeval tv = {s->idle_s, 0};
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        }
         pthread_mutex_lock(&s->lock);
         if (s->nconns >= s->max_conns) {
+            s->rejected++;
             pthread_mutex_unlock(&s->lock);
             pl_log(PL_LOG_WARN, s->name, "connection limit (%d) reached: refusing one",
                    s->max_conns);
+            if (s->busy_reply)
+                (void)!send(fd, s->busy_reply, strlen(s->busy_reply), MSG_NOSIGNAL);
             close(fd);
             continue;
         }
@@ -169,6 +180,8 @@ int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsr
     s->fn = fn;
     s->ctx = ctx;
     s->max_conns = o->max_conns > 0 ? o->max_conns : 256;
+    s->idle_s = o->idle_s;
+    s->busy_reply = o->busy_reply;
     snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "tcp");
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
@@ -198,6 +211,22 @@ int tsrv_port(const struct tsrv *s)
     return s->port;
 }
 
+int tsrv_stopping(struct tsrv *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int v = s->stopping;
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+uint64_t tsrv_rejected(struct tsrv *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t v = s->rejected;
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
 void tsrv_stop(struct tsrv *s)
 {
     if (!s)
@@ -206,8 +235,9 @@ void tsrv_stop(struct tsrv *s)
     pthread_join(s->accept_thr, NULL);
     close(s->fd);
     pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
     for (struct tconn *c = s->conns; c; c = c->next)
-        shutdown(c->fd, SHUT_RDWR);
+        shutdown(c->fd, SHUT_RD);
     while (s->nconns > 0)
         pthread_cond_wait(&s->idle, &s->lock);
     pthread_mutex_unlock(&s->lock);

@@ -13,13 +13,20 @@ struct tsrv_opts {
     const char *host;
     int port; /* 0: any free port */
     int max_conns;
-    const char *name; /* for the log */
+    const char *name;       /* for the log */
+    int idle_s;             /* a read waiting longer fails (0: no limit) */
+    const char *busy_reply; /* sent to a connection over max_conns, or NULL */
 };
 
 int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret) PL_WUR;
 int tsrv_port(const struct tsrv *s);
-/* Stop accepting, wake every connection (reads see EOF), wait for them. */
+/* Stop accepting, wake every connection (reads see EOF; a response being
+ * written still goes out), wait for them. */
 void tsrv_stop(struct tsrv *s);
+/* Has tsrv_stop begun? (Keep-alive protocols stop offering it.) */
+int tsrv_stopping(struct tsrv *s);
+/* Connections refused over max_conns since start. */
+uint64_t tsrv_rejected(struct tsrv *s);
 
 /* A listening socket on host:port (0: any free port); *ret_port gets the port. */
 int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port) PL_WUR;
