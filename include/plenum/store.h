@@ -57,6 +57,8 @@ struct pl_store_opts {
     int similarity_off;                 /* store near-duplicate chunks whole, not as deltas */
     uint64_t scrub_interval_s;          /* background scrub period; 0 = daily */
     uint64_t scrub_rate;                /* background scrub bytes/s; 0 = 64 MiB/s */
+    uint64_t buffer_max;                /* writers wait while destage is behind by this
+                                           many buffered bytes; 0 = 1 GiB */
 };
 
 /* Open the data directory. With opts->create, lays out a new one (mirrored
@@ -320,6 +322,7 @@ struct pl_store_stats {
     uint64_t logical_bytes;  /* sum of live file sizes */
     uint64_t unique_bytes;   /* raw bytes of distinct live chunks */
     uint64_t stored_bytes;   /* their encoded size */
+    uint64_t staged_bytes;   /* of those, raw bytes destage has yet to encode */
     uint64_t delta_chunks;   /* live chunks stored as a delta against a similar one */
     uint64_t delta_raw, delta_stored;
     uint64_t delta_saved;    /* estimate: their size at the others' compression ratio,

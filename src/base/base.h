@@ -97,6 +97,9 @@ struct pl_str {
 /* ---- files ---- */
 /* Write all of buf at off; retries short writes and EINTR. */
 int pl_pwrite_all(int fd, const void *buf, size_t n, off_t off) PL_WUR;
+struct iovec;
+/* The same for an iovec array (consumed: its entries are advanced). */
+int pl_pwritev_all(int fd, struct iovec *iov, int n, off_t off) PL_WUR;
 /* Read exactly n bytes at off; PL_EIO on short read (file ended). */
 int pl_pread_all(int fd, void *buf, size_t n, off_t off) PL_WUR;
 int pl_write_all(int fd, const void *buf, size_t n) PL_WUR;

@@ -40,7 +40,9 @@ void usage_server(void)
            "  --config FILE     INI file: [server] data=DIR, [listen] admin=HOST:PORT ...,\n"
            "                    [store] zstd_level=N, ec=K+M, buffer_copies=2|3,\n"
            "                    similarity=on|off, gc_live_pct=N,\n"
-           "                    scrub_interval_s=N, scrub_rate_mb=N; command-line flags win\n"
+           "                    scrub_interval_s=N, scrub_rate_mb=N, buffer_max_mb=N\n"
+           "                    (writers wait while destage is that far behind);\n"
+           "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
            "                    default 4+2); an existing one keeps its own\n"
@@ -173,6 +175,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             so->scrub_interval_s = strtoull(v, NULL, 10);
         } else if (!strcmp(section, "store") && !strcmp(k, "scrub_rate_mb")) {
             so->scrub_rate = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "store") && !strcmp(k, "buffer_max_mb")) {
+            so->buffer_max = strtoull(v, NULL, 10) << 20;
         } else {
             fprintf(stderr, "plenum server: %s:%d: unknown setting [%s] %s\n", path, lineno,
                     section, k);

@@ -5,7 +5,7 @@
  * - A segment is an append-only file "seg/<id:016x>.seg" present once in each
  *   buffer mirror directory; the same bytes are written to every mirror.
  * - A block is a 56-byte header followed by the stored payload:
- *     0  magic "PLCK"         4  version (1)      5  codec (0 raw, 1 zstd)
+ *     0  magic "PLCK"         4  version (1)      5  codec (enum data_codec)
  *     6  reserved (2)         8  raw_len LE32     12 stored_len LE32
  *     16 fingerprint (32, SHA-256 of the raw bytes)
  *     48 checksum LE64: XXH3-64 of the payload seeded with XXH3-64 of bytes 0..47
@@ -28,8 +28,15 @@
 #define DATA_MAX_CHUNK (1u << 20) /* hard cap on any chunk, any config */
 
 /* DELTA: the payload is the reference chunk's fingerprint, then a zstd frame
- * made with the reference's raw bytes as its prefix. */
-enum data_codec { DATA_CODEC_RAW = 0, DATA_CODEC_ZSTD = 1, DATA_CODEC_DELTA = 2 };
+ * made with the reference's raw bytes as its prefix. STAGED: raw bytes whose
+ * encoding (similarity, zstd) is still to be chosen: the acknowledgment path
+ * only appends, destage encodes. */
+enum data_codec {
+    DATA_CODEC_RAW = 0,
+    DATA_CODEC_ZSTD = 1,
+    DATA_CODEC_DELTA = 2,
+    DATA_CODEC_STAGED = 3,
+};
 enum data_loc_kind { DATA_LOC_NONE = 0, DATA_LOC_BUFFER = 1 };
 
 struct data_loc {
@@ -78,16 +85,17 @@ struct data_store;
 int data_open(const struct data_opts *o, struct data_store **ret) PL_WUR;
 void data_close(struct data_store *ds);
 
-/* Encode (compress when it helps) and append a chunk to the active segment on
- * every mirror. Not durable until data_sync(). Fills *ret_loc. */
-int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                      size_t n, struct data_loc *ret_loc) PL_WUR;
-/* Like data_chunk_append, but also try a delta against ref (the raw bytes
- * of the chunk ref_fp); the delta is kept when it beats plain compression by
- * an eighth. *ret_plain gets the size plain encoding would have stored. */
-int data_chunk_append_delta(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                            size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
-                            size_t ref_n, struct data_loc *ret_loc, uint32_t *ret_plain) PL_WUR;
+/* Append a chunk as it is (codec STAGED) to the active segment on every
+ * mirror. Not durable until data_sync(). Fills *ret_loc. */
+int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                     size_t n, struct data_loc *ret_loc) PL_WUR;
+/* Encode a chunk into a block (header + payload) in memory: zstd when that
+ * saves 1/32, else raw; with a reference (the raw bytes of the chunk ref_fp),
+ * a delta when that beats plain encoding by an eighth. *ret_blk is malloc'd;
+ * *ret_plain gets the payload size plain encoding would have stored. */
+int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                      size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
+                      uint8_t **ret_blk, size_t *ret_n, uint32_t *ret_plain) PL_WUR;
 /* The reference of a delta chunk. */
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;
@@ -161,6 +169,10 @@ int data_devs_probe(struct data_store *ds);
  * buffer until data_stripe_attach. Fills *ret. */
 int data_stripe_build(struct data_store *ds, uint64_t seg, uint64_t used, int k, int m,
                       const uint16_t *devs, struct data_geom *ret) PL_WUR;
+/* Like data_stripe_build, for a new segment whose bytes are in memory
+ * (destage writes re-encoded blocks there). */
+int data_stripe_write(struct data_store *ds, uint64_t seg, const uint8_t *bytes, uint64_t len,
+                      int k, int m, const uint16_t *devs, struct data_geom *ret) PL_WUR;
 /* Read seg from its stripe from now on, and drop its buffer files. */
 int data_stripe_attach(struct data_store *ds, uint64_t seg, const struct data_geom *g) PL_WUR;
 /* Write strip idx of seg anew onto device dev (from the other strips). */
@@ -180,6 +192,11 @@ int data_stripes_sweep(struct data_store *ds, data_known_fn known, void *arg) PL
 
 /* The segment appends currently go to. */
 uint64_t data_active_seg(struct data_store *ds);
+/* A fresh segment id for a segment built elsewhere (a destaged stripe). */
+uint64_t data_seg_reserve(struct data_store *ds);
+/* Bytes in buffer segment files (one mirror's worth): what destage has yet
+ * to move to stripes. */
+uint64_t data_buffer_bytes(struct data_store *ds);
 /* Start a new active segment (so the old one can be compacted). */
 int data_seal_active(struct data_store *ds) PL_WUR;
 /* Truncate a segment to used bytes on every mirror (drops an unacknowledged tail). */

@@ -57,6 +57,7 @@ struct data_store {
     int ncctx, ndctx;
     /* fault injection: fail appends with ENOSPC past this many bytes */
     uint64_t fault_enospc_after, appended;
+    uint64_t buffered; /* bytes in buffer segment files (atomic) */
     /* capacity devices and erasure codes */
     pthread_mutex_t dev_lock; /* guards devs, codes, repairs, counters */
     struct dev devs[DATA_MAX_DEVS];
@@ -75,6 +76,8 @@ int seg_get_rd(struct data_store *ds, uint64_t id, struct seg **ret) PL_WUR;
  * held for reading). */
 int stripe_read(struct data_store *ds, struct seg *s, uint64_t off, void *out, size_t n) PL_WUR;
 void stripe_free(struct stripe *sp);
+/* A segment's buffer files are about to go: stop counting their bytes. */
+void seg_forget_bytes(struct data_store *ds, uint64_t id);
 /* Delete a stripe's strip files (map_lock held for writing). */
 void stripe_unlink(struct data_store *ds, uint64_t seg, const struct data_geom *g);
 uint64_t stripe_disk_bytes(struct data_store *ds);

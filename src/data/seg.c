@@ -24,7 +24,7 @@ void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
 
 int data_loc_decode(const uint8_t *p, size_t n, struct data_loc *ret)
 {
-    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_DELTA)
+    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_STAGED)
         return PL_ECORRUPT;
     ret->kind = p[0];
     ret->codec = p[1];
@@ -169,6 +169,19 @@ int data_open(const struct data_opts *o, struct data_store **ret)
         if (rc)
             goto out;
     }
+    uint64_t *ids;
+    size_t nids;
+    rc = data_seg_list(ds, &ids, &nids);
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < nids; i++) {
+        char path[4200];
+        struct stat sb;
+        seg_path(ds, 0, ids[i], path, sizeof(path));
+        if (stat(path, &sb) == 0)
+            ds->buffered += (uint64_t)sb.st_size;
+    }
+    free(ids);
     *ret = ds;
     return 0;
 out:
@@ -258,12 +271,12 @@ static uint64_t block_sum(const uint8_t *hdr, const uint8_t *payload, size_t n)
     return XXH3_64bits_withSeed(payload, n, XXH3_64bits(hdr, 48));
 }
 
-int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
-                      struct data_loc *ret_loc)
+/* Append header + payload to the active segment on every mirror. */
+static int block_append(struct data_store *ds, const uint8_t hdr[DATA_BLOCK_HDR],
+                        const void *payload, size_t pn, struct data_loc *ret_loc)
 {
     int rc = 0;
-    if (n < DATA_BLOCK_HDR)
-        return PL_EINVAL;
+    size_t n = DATA_BLOCK_HDR + pn;
     pthread_mutex_lock(&ds->append_lock);
     if (ds->fault_enospc_after && ds->appended + n > ds->fault_enospc_after) {
         pthread_mutex_unlock(&ds->append_lock);
@@ -281,32 +294,43 @@ int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
     s->end += n;
     ds->appended += n;
     pthread_mutex_unlock(&ds->append_lock);
+    __atomic_add_fetch(&ds->buffered, n, __ATOMIC_RELAXED);
     /* the segment cannot be deleted while it may still be active */
-    for (int m = 0; m < ds->nmirrors && !rc; m++)
-        rc = pl_pwrite_all(s->fd[m], block, n, (off_t)off);
+    for (int m = 0; m < ds->nmirrors && !rc; m++) {
+        struct iovec iov[2] = {{(void *)hdr, DATA_BLOCK_HDR}, {(void *)payload, pn}};
+        rc = pl_pwritev_all(s->fd[m], iov, 2, (off_t)off);
+    }
     if (rc)
         return rc;
     ret_loc->kind = DATA_LOC_BUFFER;
-    ret_loc->codec = block[5];
+    ret_loc->codec = hdr[5];
     ret_loc->seg = s->id;
     ret_loc->off = off;
-    ret_loc->raw_len = pl_get_le32(block + 8);
-    ret_loc->stored_len = pl_get_le32(block + 12);
+    ret_loc->raw_len = pl_get_le32(hdr + 8);
+    ret_loc->stored_len = pl_get_le32(hdr + 12);
     return 0;
 }
 
-/* Fill the block header for a payload already at blk + DATA_BLOCK_HDR. */
-static void block_seal(uint8_t *blk, const uint8_t fp[DATA_FP_LEN], uint8_t codec, size_t raw_n,
-                       size_t stored)
+int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
+                      struct data_loc *ret_loc)
 {
-    memcpy(blk, "PLCK", 4);
-    blk[4] = 1;
-    blk[5] = codec;
-    blk[6] = blk[7] = 0;
-    pl_put_le32(blk + 8, (uint32_t)raw_n);
-    pl_put_le32(blk + 12, (uint32_t)stored);
-    memcpy(blk + 16, fp, DATA_FP_LEN);
-    pl_put_le64(blk + 48, block_sum(blk, blk + DATA_BLOCK_HDR, stored));
+    if (n < DATA_BLOCK_HDR || pl_get_le32(block + 12) != n - DATA_BLOCK_HDR)
+        return PL_EINVAL;
+    return block_append(ds, block, block + DATA_BLOCK_HDR, n - DATA_BLOCK_HDR, ret_loc);
+}
+
+/* Fill a block header for payload. */
+static void block_seal(uint8_t *hdr, const uint8_t fp[DATA_FP_LEN], uint8_t codec, size_t raw_n,
+                       const uint8_t *payload, size_t stored)
+{
+    memcpy(hdr, "PLCK", 4);
+    hdr[4] = 1;
+    hdr[5] = codec;
+    hdr[6] = hdr[7] = 0;
+    pl_put_le32(hdr + 8, (uint32_t)raw_n);
+    pl_put_le32(hdr + 12, (uint32_t)stored);
+    memcpy(hdr + 16, fp, DATA_FP_LEN);
+    pl_put_le64(hdr + 48, block_sum(hdr, payload, stored));
 }
 
 /* zstd-compress raw into dst (capacity cap); 0 when it does not save 1/32:
@@ -324,22 +348,24 @@ static size_t compress_plain(struct data_store *ds, uint8_t *dst, size_t cap, co
     return !ZSTD_isError(z) && z < n - n / 32 ? z : 0;
 }
 
-int data_chunk_append(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                      size_t n, struct data_loc *ret_loc)
+int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                     size_t n, struct data_loc *ret_loc)
 {
-    uint32_t plain;
-    return data_chunk_append_delta(ds, fp, raw, n, NULL, NULL, 0, ret_loc, &plain);
+    uint8_t hdr[DATA_BLOCK_HDR];
+    if (n > DATA_MAX_CHUNK)
+        return PL_EINVAL;
+    block_seal(hdr, fp, DATA_CODEC_STAGED, n, raw, n);
+    return block_append(ds, hdr, raw, n, ret_loc);
 }
 
-int data_chunk_append_delta(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                            size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
-                            size_t ref_n, struct data_loc *ret_loc, uint32_t *ret_plain)
+int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
+                      size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
+                      uint8_t **ret_blk, size_t *ret_n, uint32_t *ret_plain)
 {
     if (n > DATA_MAX_CHUNK)
         return PL_EINVAL;
     size_t cap = DATA_BLOCK_HDR + DATA_FP_LEN + ZSTD_compressBound(n);
     uint8_t *blk = malloc(cap), *dblk = NULL;
-    int rc;
     if (!blk)
         return PL_ENOMEM;
     size_t z = compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
@@ -377,11 +403,11 @@ int data_chunk_append_delta(struct data_store *ds, const uint8_t fp[DATA_FP_LEN]
         if (c)
             cctx_put(ds, c);
     }
-    block_seal(blk, fp, codec, n, stored);
-    rc = data_block_append(ds, blk, DATA_BLOCK_HDR + stored, ret_loc);
-    free(blk);
     free(dblk);
-    return rc;
+    block_seal(blk, fp, codec, n, blk + DATA_BLOCK_HDR, stored);
+    *ret_blk = blk;
+    *ret_n = DATA_BLOCK_HDR + stored;
+    return 0;
 }
 
 int data_sync(struct data_store *ds, uint64_t id)
@@ -499,7 +525,7 @@ int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
 {
     if (loc->codec == DATA_CODEC_DELTA)
         return PL_EINVAL; /* the caller reads its reference first */
-    if (loc->codec == DATA_CODEC_RAW)
+    if (loc->codec == DATA_CODEC_RAW || loc->codec == DATA_CODEC_STAGED)
         return loc->stored_len == loc->raw_len ? raw_read_verified(ds, loc, fp, out)
                                                : PL_ECORRUPT;
     size_t n = DATA_BLOCK_HDR + loc->stored_len;
@@ -637,6 +663,28 @@ int data_seg_walk(struct data_store *ds, uint64_t id, uint64_t used, data_block_
     return 0;
 }
 
+void seg_forget_bytes(struct data_store *ds, uint64_t id)
+{
+    char path[4200];
+    struct stat sb;
+    seg_path(ds, 0, id, path, sizeof(path));
+    if (stat(path, &sb) == 0)
+        __atomic_sub_fetch(&ds->buffered, (uint64_t)sb.st_size, __ATOMIC_RELAXED);
+}
+
+uint64_t data_buffer_bytes(struct data_store *ds)
+{
+    return __atomic_load_n(&ds->buffered, __ATOMIC_RELAXED);
+}
+
+uint64_t data_seg_reserve(struct data_store *ds)
+{
+    pthread_mutex_lock(&ds->append_lock);
+    uint64_t id = ds->next_seg++;
+    pthread_mutex_unlock(&ds->append_lock);
+    return id;
+}
+
 uint64_t data_active_seg(struct data_store *ds)
 {
     pthread_mutex_lock(&ds->append_lock);
@@ -655,6 +703,8 @@ int data_seal_active(struct data_store *ds)
 
 int data_seg_truncate(struct data_store *ds, uint64_t id, uint64_t used)
 {
+    seg_forget_bytes(ds, id);
+    __atomic_add_fetch(&ds->buffered, used, __ATOMIC_RELAXED);
     for (int m = 0; m < ds->nmirrors; m++) {
         char path[4200];
         seg_path(ds, m, id, path, sizeof(path));
@@ -680,6 +730,7 @@ int data_seg_delete(struct data_store *ds, uint64_t id)
         stripe_free(s->sp);
         free(s);
     }
+    seg_forget_bytes(ds, id);
     for (int m = 0; m < ds->nmirrors; m++) {
         char path[4200];
         seg_path(ds, m, id, path, sizeof(path));

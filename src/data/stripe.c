@@ -479,44 +479,84 @@ static int seg_gather(struct data_store *ds, struct seg *s, uint64_t used, uint8
     return rc;
 }
 
+/* The geometry of a len-byte segment as a k+m stripe on devs. */
+static void geom_plan(struct data_geom *g, uint64_t len, int k, int m, const uint16_t *devs)
+{
+    memset(g, 0, sizeof(*g));
+    g->k = (uint8_t)k;
+    g->m = (uint8_t)m;
+    g->len = len;
+    uint64_t per = (len + (uint64_t)k - 1) / (uint64_t)k;
+    g->cell = per >= (1u << 20) ? BIG_CELL : SMALL_CELL;
+    g->strip = PL_MAX((per + g->cell - 1) / g->cell * g->cell, (uint64_t)g->cell);
+    memcpy(g->dev, devs, sizeof(uint16_t) * (size_t)(k + m));
+}
+
+/* Encode data (k strips, zero-padded) and write all k+m strip files. */
+static int stripe_encode_write(struct data_store *ds, uint64_t seg, const struct data_geom *g,
+                               uint8_t *data)
+{
+    const struct ec_code *code = code_get(ds, g->k, g->m);
+    uint8_t *par = malloc((size_t)g->m * (size_t)g->strip);
+    uint8_t *dp[EC_MAX_K], *pp[EC_MAX_M];
+    int rc = code && par ? 0 : code ? PL_ENOMEM : PL_EINVAL;
+    for (int i = 0; i < g->k; i++)
+        dp[i] = data + (size_t)i * g->strip;
+    for (int i = 0; par && i < g->m; i++)
+        pp[i] = par + (size_t)i * g->strip;
+    if (!rc)
+        ec_encode(code, (size_t)g->strip, dp, pp);
+    for (int i = 0; !rc && i < g->k + g->m; i++)
+        rc = strip_write(ds, seg, i, g->dev[i], g, i < g->k ? dp[i] : pp[i - g->k]);
+    if (rc) {
+        char p[4200];
+        for (int i = 0; i < g->k + g->m; i++)
+            if (!strip_path(ds, g->dev[i], seg, i, 0, p, sizeof(p)))
+                unlink(p);
+    }
+    free(par);
+    return rc;
+}
+
 int data_stripe_build(struct data_store *ds, uint64_t seg, uint64_t used, int k, int m,
                       const uint16_t *devs, struct data_geom *ret)
 {
-    const struct ec_code *code = code_get(ds, k, m);
-    if (!code)
-        return PL_EINVAL;
-    struct data_geom g = {.k = (uint8_t)k, .m = (uint8_t)m, .len = used};
-    uint64_t per = (used + (uint64_t)k - 1) / (uint64_t)k;
-    g.cell = per >= (1u << 20) ? BIG_CELL : SMALL_CELL;
-    g.strip = PL_MAX((per + g.cell - 1) / g.cell * g.cell, (uint64_t)g.cell);
-    memcpy(g.dev, devs, sizeof(uint16_t) * (size_t)(k + m));
-    uint8_t *data = calloc((size_t)k, (size_t)g.strip);
-    uint8_t *par = malloc((size_t)m * (size_t)g.strip);
-    uint8_t *dp[EC_MAX_K], *pp[EC_MAX_M];
+    struct data_geom g;
     struct seg *s;
-    int rc = data && par ? seg_get_rd(ds, seg, &s) : PL_ENOMEM;
+    if (k < 1 || k > EC_MAX_K || m < 1 || m > EC_MAX_M)
+        return PL_EINVAL;
+    geom_plan(&g, used, k, m, devs);
+    uint8_t *data = calloc((size_t)k, (size_t)g.strip);
+    int rc = data ? seg_get_rd(ds, seg, &s) : PL_ENOMEM;
     if (!rc) {
         rc = s->sp ? PL_EEXIST : seg_gather(ds, s, used, data);
         pthread_rwlock_unlock(&ds->map_lock);
     }
-    for (int i = 0; i < k; i++)
-        dp[i] = data + (size_t)i * g.strip;
-    for (int i = 0; i < m; i++)
-        pp[i] = par + (size_t)i * g.strip;
     if (!rc)
-        ec_encode(code, (size_t)g.strip, dp, pp);
-    for (int i = 0; !rc && i < k + m; i++)
-        rc = strip_write(ds, seg, i, devs[i], &g, i < k ? dp[i] : pp[i - k]);
-    if (rc) {
-        char p[4200];
-        for (int i = 0; i < k + m; i++)
-            if (!strip_path(ds, devs[i], seg, i, 0, p, sizeof(p)))
-                unlink(p);
-    } else {
+        rc = stripe_encode_write(ds, seg, &g, data);
+    if (!rc)
         *ret = g;
-    }
     free(data);
-    free(par);
+    return rc;
+}
+
+int data_stripe_write(struct data_store *ds, uint64_t seg, const uint8_t *bytes, uint64_t len,
+                      int k, int m, const uint16_t *devs, struct data_geom *ret)
+{
+    struct data_geom g;
+    if (k < 1 || k > EC_MAX_K || m < 1 || m > EC_MAX_M || len == 0)
+        return PL_EINVAL;
+    geom_plan(&g, len, k, m, devs);
+    /* the strips are encoded in place: a padded copy */
+    uint8_t *data = malloc((size_t)k * (size_t)g.strip);
+    if (!data)
+        return PL_ENOMEM;
+    memcpy(data, bytes, (size_t)len);
+    memset(data + len, 0, (size_t)k * (size_t)g.strip - (size_t)len);
+    int rc = stripe_encode_write(ds, seg, &g, data);
+    if (!rc)
+        *ret = g;
+    free(data);
     return rc;
 }
 
@@ -551,6 +591,7 @@ int data_stripe_attach(struct data_store *ds, uint64_t seg, const struct data_ge
         s->sp = sp;
         sp = NULL;
         /* the buffer copy is not needed any more */
+        seg_forget_bytes(ds, seg);
         for (int m = 0; m < ds->nmirrors; m++) {
             char path[4200];
             snprintf(path, sizeof(path), "%s/seg/%016" PRIx64 ".seg", ds->mirrors[m], seg);

@@ -25,6 +25,7 @@
 
 #define DEV_FIRST_CAP 4 /* ids below are the buffer mirrors */
 #define DEFAULT_SCRUB_RATE (64ull << 20)
+#define DEFAULT_BUFFER_MAX (1ull << 30)
 #define DEFAULT_SCRUB_INTERVAL (24ull * 3600)
 
 struct devrec {
@@ -316,9 +317,11 @@ int store_devices_open(struct pl_store *st, const struct pl_store_opts *opts)
     free(sl.e);
     if (!rc)
         rc = data_stripes_sweep(st->data, known_stripe, st);
+    st->buffer_max = opts->buffer_max ? opts->buffer_max : DEFAULT_BUFFER_MAX;
     if (!rc && opts->background) {
         pthread_mutex_init(&st->maint_lock, NULL);
         pthread_cond_init(&st->maint_cond, NULL);
+        pthread_cond_init(&st->drain_cond, NULL);
         if (pthread_create(&st->maint, NULL, maint_main, st) == 0)
             st->maint_running = 1;
         else
@@ -334,10 +337,12 @@ void store_devices_close(struct pl_store *st)
     pthread_mutex_lock(&st->maint_lock);
     st->maint_stop = 1;
     pthread_cond_signal(&st->maint_cond);
+    pthread_cond_broadcast(&st->drain_cond);
     pthread_mutex_unlock(&st->maint_lock);
     pthread_join(st->maint, NULL);
     pthread_mutex_destroy(&st->maint_lock);
     pthread_cond_destroy(&st->maint_cond);
+    pthread_cond_destroy(&st->drain_cond);
     st->maint_running = 0;
 }
 
@@ -429,6 +434,10 @@ static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used)
     /* rotate so stripes spread over all devices; no device twice in one */
     for (int i = 0; i < w; i++)
         devs[i] = ids[(seg + (uint64_t)i) % (uint64_t)n];
+    int done;
+    rc = store_destage_encode(st, seg, used, devs, &done);
+    if (rc || done)
+        return rc;
     struct data_geom g;
     rc = data_stripe_build(st->data, seg, used, st->ec_k, st->ec_m, devs, &g);
     struct stripe_put sp = {seg, &g};
@@ -480,6 +489,13 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
         rc = destage_one(st, l.c[i].seg, l.c[i].used);
         if (progress)
             progress(arg, i + 1, l.n);
+        if (st->maint_running) {
+            /* writers waiting for buffer space look again */
+            pthread_mutex_lock(&st->maint_lock);
+            st->destage_stalled = rc != 0;
+            pthread_cond_broadcast(&st->drain_cond);
+            pthread_mutex_unlock(&st->maint_lock);
+        }
     }
     free(l.c);
     pthread_mutex_unlock(&st->gc_lock);
@@ -951,7 +967,9 @@ static void *maint_main(void *arg)
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 1;
-        pthread_cond_timedwait(&st->maint_cond, &st->maint_lock, &ts);
+        if (!st->maint_kick)
+            pthread_cond_timedwait(&st->maint_cond, &st->maint_lock, &ts);
+        st->maint_kick = 0;
         if (st->maint_stop)
             break;
         pthread_mutex_unlock(&st->maint_lock);

@@ -78,7 +78,7 @@ int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LE
     return ret_loc ? data_loc_decode((const uint8_t *)v.mv_data + 8, DATA_LOC_ENC, ret_loc) : 0;
 }
 
-static int chunk_stats(struct meta_txn *t, const struct data_loc *l, int sign)
+int chunk_account(struct meta_txn *t, const struct data_loc *l, int sign)
 {
     int rc = 0;
     if (l->codec == DATA_CODEC_DELTA) {
@@ -88,6 +88,8 @@ static int chunk_stats(struct meta_txn *t, const struct data_loc *l, int sign)
         if (!rc)
             rc = meta_sys_add(t, "delta_stored", sign * (int64_t)l->stored_len);
     }
+    if (!rc && l->codec == DATA_CODEC_STAGED)
+        rc = meta_sys_add(t, "staged_raw", sign * (int64_t)l->raw_len);
     if (!rc)
         rc = meta_sys_add(t, "chunks", sign);
     if (!rc)
@@ -117,7 +119,7 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
         rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
         if (!rc && ret_new)
             *ret_new = 1;
-        return rc ? rc : chunk_stats(t, loc, 1);
+        return rc ? rc : chunk_account(t, loc, 1);
     }
     if (rc)
         return rc;
@@ -131,7 +133,7 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
     data_loc_encode(&cur, v + 8);
     rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
     if (!rc && refs == 0)
-        rc = chunk_stats(t, &cur, 1); /* revived */
+        rc = chunk_account(t, &cur, 1); /* revived */
     if (!rc && loc)
         rc = seg_account(t, loc, 0); /* our copy is garbage, but count its space */
     return rc;
@@ -159,7 +161,7 @@ int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN])
     data_loc_encode(&cur, v + 8);
     rc = meta_put(t, META_CHUNK, fp, DATA_FP_LEN, v, CHUNK_VAL);
     if (!rc && refs == 1)
-        rc = chunk_stats(t, &cur, -1);
+        rc = chunk_account(t, &cur, -1);
     return rc;
 }
 
@@ -244,22 +246,6 @@ int extent_punch(struct meta_txn *t, uint64_t id, uint64_t a, uint64_t b)
     return rc;
 }
 
-/* A new chunk is in the index: a delta holds its reference; a whole chunk
- * becomes a reference candidate under its super-features. */
-static int chunk_similar_commit(struct meta_txn *t, const struct piece *p)
-{
-    int rc = 0;
-    if (p->delta)
-        return chunk_ref(t, p->ref_fp, NULL, NULL);
-    for (int j = 0; !rc && p->has_sketch && j < DATA_SF; j++) {
-        uint8_t k[9];
-        pl_put_le64(k, p->sf[j]);
-        k[8] = (uint8_t)j;
-        rc = meta_put(t, META_SIMILAR, k, sizeof(k), p->fp, DATA_FP_LEN);
-    }
-    return rc;
-}
-
 int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
                    const struct piece *pcs, size_t npcs)
 {
@@ -272,10 +258,7 @@ int extent_replace(struct meta_txn *t, struct elem *e, uint64_t a, uint64_t b,
         if (p->zero)
             continue;
         uint8_t k[24], v[EXT_VAL];
-        int added = 0;
-        rc = chunk_ref(t, p->fp, p->has_loc ? &p->loc : NULL, &added);
-        if (!rc && added)
-            rc = chunk_similar_commit(t, p);
+        rc = chunk_ref(t, p->fp, p->has_loc ? &p->loc : NULL, NULL);
         if (rc)
             break;
         ext_val(v, p->fp, 0, p->len, PL_EPOCH_INF);
@@ -439,51 +422,6 @@ int store_sync_segs(struct pl_store *st, const struct seg_set *segs)
     return 0;
 }
 
-/* A similar chunk already stored, by super-feature: whole (never itself a
- * delta: chains stay one deep) and alive. */
-static int similar_find(struct pl_store *st, MDB_txn *txn, const struct piece *p,
-                        uint8_t ref_fp[DATA_FP_LEN], struct data_loc *ref_loc)
-{
-    for (int j = 0; j < DATA_SF; j++) {
-        uint8_t k[9];
-        MDB_val v;
-        uint64_t refs;
-        pl_put_le64(k, p->sf[j]);
-        k[8] = (uint8_t)j;
-        if (meta_get(txn, st->meta, META_SIMILAR, k, sizeof(k), &v) || v.mv_size != DATA_FP_LEN ||
-            !memcmp(v.mv_data, p->fp, DATA_FP_LEN))
-            continue;
-        if (chunk_lookup(txn, st->meta, v.mv_data, &refs, ref_loc) || !refs ||
-            ref_loc->codec == DATA_CODEC_DELTA)
-            continue; /* gone, dead, or a delta itself: a stale index entry */
-        memcpy(ref_fp, v.mv_data, DATA_FP_LEN);
-        return 0;
-    }
-    return PL_ENOENT;
-}
-
-static int chunk_append_similar(struct pl_store *st, MDB_txn *txn, struct piece *p,
-                                const uint8_t *d, size_t len)
-{
-    struct data_loc rl;
-    uint8_t rfp[DATA_FP_LEN], *ref = NULL;
-    data_sketch(d, len, p->sf);
-    p->has_sketch = 1;
-    if (similar_find(st, txn, p, rfp, &rl) == 0 && (ref = malloc(rl.raw_len)) &&
-        store_chunk_read(st, &rl, rfp, ref) != 0) {
-        free(ref);
-        ref = NULL; /* an unreadable reference: store this one whole */
-    }
-    int rc = data_chunk_append_delta(st->data, p->fp, d, len, ref ? rfp : NULL, ref,
-                                     ref ? rl.raw_len : 0, &p->loc, &p->plain);
-    free(ref);
-    if (!rc && p->loc.codec == DATA_CODEC_DELTA) {
-        p->delta = 1;
-        memcpy(p->ref_fp, rfp, DATA_FP_LEN);
-    }
-    return rc;
-}
-
 int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
                      void *out)
 {
@@ -520,60 +458,16 @@ int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint
     return rc;
 }
 
-/* New chunks of one store_prepare call, encoded (sketch, zstd, maybe a
- * delta) and appended on two threads: that is where a write spends its CPU. */
-struct enc_item {
-    size_t piece;    /* index into pr->p */
-    size_t data_off; /* its bytes: buf + data_off */
-};
-
-struct enc_job {
-    struct pl_job job;
-    struct pl_store *st;
-    struct prep *pr;
-    const uint8_t *buf;
-    const struct enc_item *items;
-    size_t n;
-    int rc;
-};
-
-static int encode_items(struct pl_store *st, struct prep *pr, const uint8_t *buf,
-                        const struct enc_item *items, size_t n)
-{
-    MDB_txn *txn = NULL;
-    int rc = st->similarity ? meta_rtxn_begin(st->meta, &txn) : 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        struct piece *p = &pr->p[items[i].piece];
-        const uint8_t *d = buf + items[i].data_off;
-        rc = st->similarity ? chunk_append_similar(st, txn, p, d, p->len)
-                            : data_chunk_append(st->data, p->fp, d, p->len, &p->loc);
-    }
-    if (txn)
-        meta_rtxn_end(txn);
-    return rc;
-}
-
-static void enc_run(struct pl_job *j)
-{
-    struct enc_job *e = (struct enc_job *)j;
-    e->rc = encode_items(e->st, e->pr, e->buf, e->items, e->n);
-}
-
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
                   struct prep *pr, size_t *ret_used)
 {
     MDB_txn *txn = NULL;
-    size_t used = 0, nitems = 0, first = pr->n;
-    /* one item per piece this call may add, growing with pr->p below */
-    struct enc_item *items = malloc(PL_MAX(pr->cap, (size_t)1) * sizeof(*items));
-    if (!items)
-        return PL_ENOMEM;
+    size_t used = 0;
     int rc = meta_rtxn_begin(st->meta, &txn);
-    if (rc) {
-        free(items);
+    if (rc)
         return rc;
-    }
-    /* cut, fingerprint, dedup; new chunks are only listed here */
+    /* cut, fingerprint, dedup, append what is new as it is: encoding waits
+     * for destage, off the acknowledgment path */
     while (used < n) {
         size_t len = data_cdc_cut(&st->cdc, buf + used, n - used, final);
         if (len == 0)
@@ -581,15 +475,11 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (pr->n == pr->cap) {
             size_t cap = pr->cap ? pr->cap * 2 : 64;
             struct piece *np = realloc(pr->p, cap * sizeof(*np));
-            struct enc_item *ni = realloc(items, cap * sizeof(*ni));
-            if (ni)
-                items = ni;
-            if (np)
-                pr->p = np;
-            if (!np || !ni) {
+            if (!np) {
                 rc = PL_ENOMEM;
                 break;
             }
+            pr->p = np;
             pr->cap = cap;
         }
         struct piece *p = &pr->p[pr->n];
@@ -612,45 +502,24 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (rc != PL_ENOENT)
             break;
         rc = 0;
-        for (size_t i = 0; i < pr->n && !p->dup_of; i++) {
+        for (size_t i = 0; i < pr->n && !p->has_loc; i++) {
             const struct piece *q = &pr->p[i];
-            if ((q->has_loc || q->pending) && !memcmp(q->fp, p->fp, DATA_FP_LEN))
-                p->dup_of = (uint32_t)i + 1; /* a duplicate inside this write: share the copy */
+            if (q->has_loc && !memcmp(q->fp, p->fp, DATA_FP_LEN)) {
+                p->loc = q->loc; /* a duplicate inside this write: share the copy */
+                p->has_loc = 1;
+            }
         }
-        if (!p->dup_of) {
-            p->pending = 1;
-            items[nitems++] = (struct enc_item){pr->n, (size_t)(d - buf)};
+        if (!p->has_loc) {
+            rc = data_chunk_stage(st->data, p->fp, d, len, &p->loc);
+            if (!rc)
+                rc = segs_add(st, &pr->segs, p->loc.seg);
+            if (rc)
+                break;
+            p->has_loc = 1;
         }
         pr->n++;
     }
     meta_rtxn_end(txn);
-    /* encode: half on the pool, half here */
-    if (!rc && nitems) {
-        struct enc_job job = {.st = st, .pr = pr, .buf = buf, .items = items, .n = nitems / 2};
-        job.job.fn = enc_run;
-        if (job.n)
-            pl_pool_submit(st->pool, &job.job);
-        rc = encode_items(st, pr, buf, items + job.n, nitems - job.n);
-        if (job.n) {
-            pl_job_wait(st->pool, &job.job);
-            if (!rc)
-                rc = job.rc;
-        }
-    }
-    for (size_t i = 0; !rc && i < nitems; i++) {
-        struct piece *p = &pr->p[items[i].piece];
-        p->pending = 0;
-        p->has_loc = 1;
-        rc = segs_add(st, &pr->segs, p->loc.seg);
-    }
-    for (size_t i = first; !rc && i < pr->n; i++) {
-        struct piece *p = &pr->p[i];
-        if (p->dup_of) {
-            p->loc = pr->p[p->dup_of - 1].loc;
-            p->has_loc = 1;
-        }
-    }
-    free(items);
     if (!rc)
         *ret_used = used;
     return rc;

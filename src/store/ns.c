@@ -769,6 +769,7 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
         return 0;
     if (off + n < off || off + n > ((uint64_t)1 << 60))
         return PL_EFBIG;
+    store_throttle(st);
     for (int attempt = 0; attempt < 4; attempt++) {
         struct prep pr = {0};
         size_t used;

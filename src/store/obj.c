@@ -689,6 +689,7 @@ static int writer_flush(struct pl_writer *w)
     int rc = writer_wait(w);
     if (rc)
         return rc;
+    store_throttle(w->st);
     pl_gate_enter(&w->st->purge);
     rc = store_prepare(w->st, w->off, w->buf, w->n, 0, &pr, &used);
     if (rc) {
@@ -721,6 +722,7 @@ static int writer_finish(struct pl_writer *w)
         return PL_EINTERNAL;
     if (!w->n)
         return 0;
+    store_throttle(w->st);
     pl_gate_enter(&w->st->purge);
     rc = store_prepare(w->st, w->off, w->buf, w->n, 1, &pr, &used);
     if (!rc)

@@ -336,6 +336,8 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
         rc = meta_sys_get(txn, st->meta, "delta_raw", &ret->delta_raw);
     if (!rc)
         rc = meta_sys_get(txn, st->meta, "delta_stored", &ret->delta_stored);
+    if (!rc)
+        rc = meta_sys_get(txn, st->meta, "staged_raw", &ret->staged_bytes);
     meta_rtxn_end(txn);
     if (!rc)
         ret->delta_saved = delta_saved_estimate(ret->unique_bytes, ret->stored_bytes,

@@ -84,8 +84,12 @@ struct pl_store {
     struct pl_scrub_report scrub_total;
     pthread_t maint;
     int maint_running, maint_stop;
+    int maint_kick;      /* run a pass now (a writer waits for destage) */
+    int destage_stalled; /* the last destage failed: writers must not wait on it */
+    uint64_t buffer_max; /* writers wait while more is buffered */
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
+    pthread_cond_t drain_cond; /* broadcast after each destaged segment */
 };
 
 /* ---- keys ---- */
@@ -147,14 +151,7 @@ struct piece {
     uint8_t fp[DATA_FP_LEN];
     uint8_t zero;     /* hole */
     uint8_t has_loc;  /* appended by this writer: loc valid */
-    uint8_t has_sketch, delta;
-    uint8_t pending;  /* new, being encoded by this store_prepare call */
-    uint32_t dup_of;  /* 1 + index of an earlier piece with the same new chunk */
     struct data_loc loc;
-    /* new chunks: their sketch for the similarity index, or their reference */
-    uint64_t sf[DATA_SF];
-    uint8_t ref_fp[DATA_FP_LEN];
-    uint32_t plain; /* what plain compression would have stored */
 };
 /* Replace [a, b) of element id with the given pieces (which tile [a, b) or
  * leave holes) and grow the size to at least b. */
@@ -171,6 +168,9 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
 int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
                      void *out) PL_WUR;
 int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN]) PL_WUR;
+/* Count a live chunk at loc in (sign 1) or out of (-1) the statistics and its
+ * segment's live bytes. */
+int chunk_account(struct meta_txn *t, const struct data_loc *l, int sign) PL_WUR;
 int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LEN],
                  uint64_t *ret_refs, struct data_loc *ret_loc) PL_WUR;
 
@@ -273,6 +273,16 @@ int store_devices_open(struct pl_store *st, const struct pl_store_opts *opts) PL
 void store_devices_close(struct pl_store *st);
 /* Capacity directories a new data directory gets. */
 int store_layout_capacity(const char *dir, int n) PL_WUR;
+
+/* ---- destage encoding, back-pressure (destage.c) ---- */
+/* Encode the staged chunks of buffer segment seg into a new stripe on devs
+ * and move every chunk there (*ret_done); *ret_done 0 when there was nothing
+ * to encode (the caller stripes the segment as it is). */
+int store_destage_encode(struct pl_store *st, uint64_t seg, uint64_t used, const uint16_t *devs,
+                         int *ret_done) PL_WUR;
+/* Called before a write: wait while the buffer holds more than buffer_max
+ * and destage is making progress. */
+void store_throttle(struct pl_store *st);
 
 /* ---- buckets (obj.c) ---- */
 int bucket_get(MDB_txn *txn, struct meta_env *env, const char *name,

@@ -5,6 +5,28 @@
 
 #include "data/data.h"
 
+/* Encode (as destage does) and append. */
+static int chunk_append_delta(struct data_store *ds, const uint8_t *fp, const void *raw, size_t n,
+                              const uint8_t *ref_fp, const void *ref, size_t ref_n,
+                              struct data_loc *loc, uint32_t *plain)
+{
+    uint8_t *blk;
+    size_t bn;
+    int rc = data_block_encode(ds, fp, raw, n, ref_fp, ref, ref_n, &blk, &bn, plain);
+    if (rc)
+        return rc;
+    rc = data_block_append(ds, blk, bn, loc);
+    free(blk);
+    return rc;
+}
+
+static int chunk_append(struct data_store *ds, const uint8_t *fp, const void *raw, size_t n,
+                        struct data_loc *loc)
+{
+    uint32_t plain;
+    return chunk_append_delta(ds, fp, raw, n, NULL, NULL, 0, loc, &plain);
+}
+
 static void test_cdc_bounds_and_determinism(void **state)
 {
     (void)state;
@@ -130,7 +152,7 @@ static void test_segment_roundtrip_mirrors(void **state)
     struct data_loc text, rnd;
     tu_fill_text(raw, sizeof(raw), 3);
     data_fingerprint(raw, sizeof(raw), fp);
-    assert_int_equal(data_chunk_append(f->ds, fp, raw, sizeof(raw), &text), 0);
+    assert_int_equal(chunk_append(f->ds, fp, raw, sizeof(raw), &text), 0);
     assert_int_equal(text.codec, DATA_CODEC_ZSTD);
     assert_true(text.stored_len < sizeof(raw) / 2);
     assert_int_equal(data_sync(f->ds, text.seg), 0);
@@ -140,9 +162,22 @@ static void test_segment_roundtrip_mirrors(void **state)
     uint8_t rfp[32];
     tu_fill(raw, sizeof(raw), 4);
     data_fingerprint(raw, sizeof(raw), rfp);
-    assert_int_equal(data_chunk_append(f->ds, rfp, raw, sizeof(raw), &rnd), 0);
+    assert_int_equal(chunk_append(f->ds, rfp, raw, sizeof(raw), &rnd), 0);
     assert_int_equal(rnd.codec, DATA_CODEC_RAW);
     assert_int_equal(data_sync(f->ds, rnd.seg), 0);
+
+    /* staged (encoding deferred): stored as it is, read back the same */
+    struct data_loc st;
+    tu_fill_text(out, sizeof(out), 5);
+    uint8_t sfp[32];
+    data_fingerprint(out, sizeof(out), sfp);
+    assert_int_equal(data_chunk_stage(f->ds, sfp, out, sizeof(out), &st), 0);
+    assert_int_equal(st.codec, DATA_CODEC_STAGED);
+    assert_int_equal(st.stored_len, sizeof(out));
+    uint8_t back[65536];
+    assert_int_equal(data_sync(f->ds, st.seg), 0);
+    assert_int_equal(data_chunk_read(f->ds, &st, sfp, back), 0);
+    assert_memory_equal(back, out, sizeof(out));
 
     /* a bad copy on one mirror is read around */
     corrupt_byte(f->m0, rnd.seg, rnd.off + DATA_BLOCK_HDR + 100);
@@ -159,7 +194,7 @@ static void test_segment_roundtrip_mirrors(void **state)
     struct data_loc l;
     uint64_t first = text.seg;
     for (int i = 0; i < 40; i++)
-        assert_int_equal(data_chunk_append(f->ds, rfp, raw, sizeof(raw), &l), 0);
+        assert_int_equal(chunk_append(f->ds, rfp, raw, sizeof(raw), &l), 0);
     assert_true(l.seg > first);
     uint64_t *ids;
     size_t n;
@@ -183,7 +218,7 @@ static void test_segment_walk(void **state)
     tu_fill(raw, sizeof(raw), 9);
     data_fingerprint(raw, sizeof(raw), fp);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(data_chunk_append(f->ds, fp, raw, sizeof(raw), &l), 0);
+        assert_int_equal(chunk_append(f->ds, fp, raw, sizeof(raw), &l), 0);
     int count = 0;
     assert_int_equal(data_seg_walk(f->ds, l.seg, l.off + DATA_BLOCK_HDR + l.stored_len,
                                    walk_count, &count),
@@ -219,8 +254,8 @@ static void test_sketch_and_delta(void **state)
     data_fingerprint(b, N, fb);
     struct data_loc la, lb;
     uint32_t plain;
-    assert_int_equal(data_chunk_append(f->ds, fa, a, N, &la), 0);
-    assert_int_equal(data_chunk_append_delta(f->ds, fb, b, N, fa, a, N, &lb, &plain), 0);
+    assert_int_equal(chunk_append(f->ds, fa, a, N, &la), 0);
+    assert_int_equal(chunk_append_delta(f->ds, fb, b, N, fa, a, N, &lb, &plain), 0);
     assert_int_equal(lb.codec, DATA_CODEC_DELTA);
     assert_true(lb.stored_len < plain / 10);
     assert_int_equal(data_sync(f->ds, lb.seg), 0);
@@ -236,7 +271,7 @@ static void test_sketch_and_delta(void **state)
     struct data_loc lc;
     uint8_t fc[32];
     data_fingerprint(c, N, fc);
-    assert_int_equal(data_chunk_append_delta(f->ds, fc, c, N, fa, a, N, &lc, &plain), 0);
+    assert_int_equal(chunk_append_delta(f->ds, fc, c, N, fa, a, N, &lc, &plain), 0);
     assert_int_not_equal(lc.codec, DATA_CODEC_DELTA);
 }
 
@@ -270,7 +305,7 @@ static void stripe_case(void **state, int k, int m)
         else
             tu_fill_text(raw[i], sizeof(raw[i]), (uint64_t)i);
         data_fingerprint(raw[i], sizeof(raw[i]), fp[i]);
-        assert_int_equal(data_chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
+        assert_int_equal(chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
         assert_int_equal(loc[i].seg, loc[0].seg); /* 1 MiB segments: all fit */
     }
     uint64_t seg = loc[0].seg, used = loc[N - 1].off + DATA_BLOCK_HDR + loc[N - 1].stored_len;
@@ -352,7 +387,7 @@ static void stripe_case_recoverable(void **state, int k, int m)
     for (int i = 0; i < N; i++) {
         tu_fill(raw[i], sizeof(raw[i]), (uint64_t)(i + 1000));
         data_fingerprint(raw[i], sizeof(raw[i]), fp[i]);
-        assert_int_equal(data_chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
+        assert_int_equal(chunk_append(f->ds, fp[i], raw[i], sizeof(raw[i]), &loc[i]), 0);
         assert_int_equal(loc[i].seg, loc[0].seg);
     }
     uint64_t seg = loc[0].seg, used = loc[N - 1].off + DATA_BLOCK_HDR + loc[N - 1].stored_len;

@@ -286,13 +286,15 @@ static int serve_metrics(struct conn *c, int keep)
                      "# TYPE plenum_logical_bytes gauge\nplenum_logical_bytes %" PRIu64 "\n"
                      "# TYPE plenum_unique_bytes gauge\nplenum_unique_bytes %" PRIu64 "\n"
                      "# TYPE plenum_stored_bytes gauge\nplenum_stored_bytes %" PRIu64 "\n"
+                     "# TYPE plenum_staged_bytes gauge\nplenum_staged_bytes %" PRIu64 "\n"
                      "# TYPE plenum_physical_bytes gauge\nplenum_physical_bytes %" PRIu64 "\n"
                      "# TYPE plenum_free_bytes gauge\nplenum_free_bytes %" PRIu64 "\n"
                      "# TYPE plenum_elements gauge\nplenum_elements %" PRIu64 "\n"
                      "# TYPE plenum_chunks gauge\nplenum_chunks %" PRIu64 "\n"
                      "# TYPE plenum_dedup_ratio gauge\nplenum_dedup_ratio %g\n"
                      "# TYPE plenum_compression_ratio gauge\nplenum_compression_ratio %g\n",
-                     st.logical_bytes, st.unique_bytes, st.stored_bytes, st.physical_bytes,
+                     st.logical_bytes, st.unique_bytes, st.stored_bytes, st.staged_bytes,
+                     st.physical_bytes,
                      st.free_bytes, st.elements, st.chunks,
                      st.unique_bytes ? (double)st.logical_bytes / (double)st.unique_bytes : 1.0,
                      st.stored_bytes ? (double)st.unique_bytes / (double)st.stored_bytes : 1.0);

@@ -383,6 +383,7 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
         return rc;
     savings_json(res, s.logical_bytes, s.unique_bytes, s.stored_bytes, s.delta_chunks,
                  s.delta_saved);
+    json_object_set_new(res, "staged_bytes", json_integer((json_int_t)s.staged_bytes));
     json_object_set_new(res, "physical_bytes", json_integer((json_int_t)s.physical_bytes));
     json_object_set_new(res, "free_bytes", json_integer((json_int_t)s.free_bytes));
     json_object_set_new(res, "elements", json_integer((json_int_t)s.elements));
