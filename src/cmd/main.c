@@ -662,7 +662,7 @@ static int cmd_stats(struct opts *o)
             print_bytes_line(res, "unique_bytes", "unique (after dedup)");
             print_bytes_line(res, "stored_bytes", "stored (zstd, deltas)");
             if (!bucket[0]) {
-                print_bytes_line(res, "staged_bytes", "  of which staged (not yet encoded)");
+                print_bytes_line(res, "staged_bytes", "  staged (not yet encoded)");
                 print_bytes_line(res, "physical_bytes", "physical (on disk, all copies)");
                 print_bytes_line(res, "free_bytes", "free");
             }

@@ -91,11 +91,11 @@ int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const
                      size_t n, struct data_loc *ret_loc) PL_WUR;
 /* Encode a chunk into a block (header + payload) in memory: zstd when that
  * saves 1/32, else raw; with a reference (the raw bytes of the chunk ref_fp),
- * a delta when that beats plain encoding by an eighth. *ret_blk is malloc'd;
- * *ret_plain gets the payload size plain encoding would have stored. */
+ * a delta when that beats plain encoding by an eighth (or is under 1/16 of
+ * the chunk: plain encoding is then not tried). *ret_blk is malloc'd. */
 int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
                       size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
-                      uint8_t **ret_blk, size_t *ret_n, uint32_t *ret_plain) PL_WUR;
+                      uint8_t **ret_blk, size_t *ret_n) PL_WUR;
 /* The reference of a delta chunk. */
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;

@@ -358,50 +358,59 @@ int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const
     return block_append(ds, hdr, raw, n, ret_loc);
 }
 
+/* zstd-compress raw with ref as history into dst; 0 on failure. The frame
+ * checks its content: decoding against the wrong reference fails instead of
+ * returning other bytes. */
+static size_t compress_delta(struct data_store *ds, uint8_t *dst, size_t cap, const void *raw,
+                             size_t n, const void *ref, size_t ref_n)
+{
+    ZSTD_CCtx *c = cctx_get(ds);
+    if (!c)
+        return 0;
+    size_t d = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel,
+                                      ds->zstd_level > 0 ? ds->zstd_level : 1);
+    if (!ZSTD_isError(d))
+        d = ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    if (!ZSTD_isError(d))
+        d = ZSTD_CCtx_refPrefix(c, ref, ref_n);
+    if (!ZSTD_isError(d))
+        d = ZSTD_compress2(c, dst, cap, raw, n);
+    ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+    cctx_put(ds, c);
+    return ZSTD_isError(d) ? 0 : d;
+}
+
 int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
                       size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
-                      uint8_t **ret_blk, size_t *ret_n, uint32_t *ret_plain)
+                      uint8_t **ret_blk, size_t *ret_n)
 {
     if (n > DATA_MAX_CHUNK)
         return PL_EINVAL;
     size_t cap = DATA_BLOCK_HDR + DATA_FP_LEN + ZSTD_compressBound(n);
     uint8_t *blk = malloc(cap), *dblk = NULL;
+    size_t d = 0, stored;
+    uint8_t codec;
     if (!blk)
         return PL_ENOMEM;
-    size_t z = compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
-    size_t stored = z ? z : n;
-    uint8_t codec = z ? DATA_CODEC_ZSTD : DATA_CODEC_RAW;
-    if (!z)
-        memcpy(blk + DATA_BLOCK_HDR, raw, n);
-    *ret_plain = (uint32_t)stored;
-    if (ref && ref_n) {
-        /* the same frame, with the similar chunk as history */
-        ZSTD_CCtx *c = cctx_get(ds);
-        dblk = malloc(cap);
-        if (c && dblk) {
-            size_t d = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel,
-                                              ds->zstd_level > 0 ? ds->zstd_level : 1);
-            /* the frame checks its content: decoding against the wrong
-             * reference fails instead of returning other bytes */
-            if (!ZSTD_isError(d))
-                d = ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-            if (!ZSTD_isError(d))
-                d = ZSTD_CCtx_refPrefix(c, ref, ref_n);
-            if (!ZSTD_isError(d))
-                d = ZSTD_compress2(c, dblk + DATA_BLOCK_HDR + DATA_FP_LEN,
-                                   cap - DATA_BLOCK_HDR - DATA_FP_LEN, raw, n);
-            if (!ZSTD_isError(d) && DATA_FP_LEN + d < stored - stored / 8) {
-                memcpy(dblk + DATA_BLOCK_HDR, ref_fp, DATA_FP_LEN);
-                uint8_t *t = blk;
-                blk = dblk;
-                dblk = t;
-                stored = DATA_FP_LEN + d;
-                codec = DATA_CODEC_DELTA;
-            }
-            ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-        }
-        if (c)
-            cctx_put(ds, c);
+    if (ref && ref_n && (dblk = malloc(cap)))
+        d = compress_delta(ds, dblk + DATA_BLOCK_HDR + DATA_FP_LEN,
+                           cap - DATA_BLOCK_HDR - DATA_FP_LEN, raw, n, ref, ref_n);
+    if (d && DATA_FP_LEN + d < n / 16) {
+        stored = 0; /* a near-copy: plain compression cannot come close, skip it */
+    } else {
+        size_t z = compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
+        stored = z ? z : n;
+        codec = z ? DATA_CODEC_ZSTD : DATA_CODEC_RAW;
+        if (!z)
+            memcpy(blk + DATA_BLOCK_HDR, raw, n);
+    }
+    if (d && (!stored || DATA_FP_LEN + d < stored - stored / 8)) {
+        memcpy(dblk + DATA_BLOCK_HDR, ref_fp, DATA_FP_LEN);
+        uint8_t *t = blk;
+        blk = dblk;
+        dblk = t;
+        stored = DATA_FP_LEN + d;
+        codec = DATA_CODEC_DELTA;
     }
     free(dblk);
     block_seal(blk, fp, codec, n, blk + DATA_BLOCK_HDR, stored);

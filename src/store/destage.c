@@ -39,8 +39,7 @@ struct dblock {
     int has_ref;    /* a reference was picked */
     int delta;      /* the encoding chose the delta */
     uint8_t ref[DATA_FP_LEN];
-    uint8_t *ref_raw; /* a stored reference's bytes (owned) */
-    uint32_t ref_n;
+    struct data_loc ref_loc; /* a stored reference */
 };
 
 struct dseg {
@@ -143,20 +142,26 @@ struct dpart {
 static int encode_block(struct dseg *d, struct dblock *b)
 {
     const void *raw = b->blk + DATA_BLOCK_HDR, *ref = NULL;
+    uint8_t *stored_ref = NULL;
     size_t ref_n = 0;
-    uint32_t plain;
     if (b->ref_local) {
         const struct dblock *r = &d->b[b->ref_local - 1];
         ref = r->blk + DATA_BLOCK_HDR;
         ref_n = r->from.raw_len;
-    } else if (b->ref_raw) {
-        ref = b->ref_raw;
-        ref_n = b->ref_n;
+    } else if (b->has_ref) {
+        stored_ref = malloc(b->ref_loc.raw_len);
+        if (!stored_ref)
+            return PL_ENOMEM;
+        if (store_chunk_read(d->st, &b->ref_loc, b->ref, stored_ref) == 0) {
+            ref = stored_ref;
+            ref_n = b->ref_loc.raw_len;
+        } /* else an unreadable reference: store this one whole */
     }
     int rc = data_block_encode(d->st->data, b->fp, raw, b->from.raw_len, ref ? b->ref : NULL, ref,
-                               ref_n, &b->enc, &b->enc_n, &plain);
+                               ref_n, &b->enc, &b->enc_n);
     if (!rc)
         b->delta = b->enc[5] == DATA_CODEC_DELTA;
+    free(stored_ref);
     return rc;
 }
 
@@ -195,24 +200,14 @@ static int pick_refs(struct dseg *d)
     int rc = meta_rtxn_begin(d->st->meta, &txn);
     for (size_t i = 0; i < d->n && !rc; i++) {
         struct dblock *b = &d->b[i];
-        struct data_loc rl;
         if (!b->has_sketch)
             continue;
         b->ref_local = similar_local(d, i);
         if (b->ref_local) {
             memcpy(b->ref, d->b[b->ref_local - 1].fp, DATA_FP_LEN);
             b->has_ref = 1;
-        } else if (similar_stored(d->st, txn, b, b->ref, &rl) == 0) {
-            b->ref_raw = malloc(rl.raw_len);
-            if (!b->ref_raw)
-                rc = PL_ENOMEM;
-            else if (store_chunk_read(d->st, &rl, b->ref, b->ref_raw) == 0) {
-                b->ref_n = rl.raw_len;
-                b->has_ref = 1;
-            } else {
-                free(b->ref_raw); /* an unreadable reference: store this one whole */
-                b->ref_raw = NULL;
-            }
+        } else if (similar_stored(d->st, txn, b, b->ref, &b->ref_loc) == 0) {
+            b->has_ref = 1; /* read on the encoding threads */
         }
     }
     meta_rtxn_end(txn);
@@ -276,7 +271,6 @@ static void dseg_free(struct dseg *d)
     for (size_t i = 0; i < d->n; i++) {
         free(d->b[i].blk);
         free(d->b[i].enc);
-        free(d->b[i].ref_raw);
     }
     free(d->b);
 }

@@ -626,7 +626,7 @@ static void test_similarity(void **state)
     put(f->st, "sim", "a", a, N, &aa);
     /* the write path only stages: encoding happens at destage */
     assert_int_equal(pl_store_stats(f->st, &s0), 0);
-    assert_int_equal(s0.stored_bytes, s0.unique_bytes);
+    assert_int_equal(s0.staged_bytes, s0.unique_bytes);
     assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
     assert_int_equal(pl_store_stats(f->st, &s0), 0);
     put(f->st, "sim", "b", b, N, &ab);
@@ -685,10 +685,11 @@ static void test_destage_encodes(void **state)
     put(f->st, "enc", "r", r, N, &ar);
     put(f->st, "enc", "r2", r2, N, &ar2);
     assert_int_equal(pl_store_stats(f->st, &s0), 0);
-    assert_int_equal(s0.stored_bytes, s0.unique_bytes);
+    assert_int_equal(s0.staged_bytes, s0.unique_bytes);
     assert_int_equal(s0.delta_chunks, 0);
     assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
     assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.staged_bytes, 0);
     assert_int_equal(s1.unique_bytes, s0.unique_bytes);
     assert_true(s1.delta_chunks > 0);                        /* r2 against r, one segment */
     assert_true(s1.stored_bytes < s0.stored_bytes - N / 2);  /* text compressed, r2 deltas */
