@@ -423,6 +423,9 @@ int pl_key_create(struct pl_store *st, const char *user, char access_key[32], ch
 int pl_key_revoke(struct pl_store *st, const char *access_key) PL_WUR;
 typedef int (*pl_key_fn)(void *arg, const struct pl_key_info *k);
 int pl_key_list(struct pl_store *st, const char *user, pl_key_fn cb, void *arg) PL_WUR;
+/* A 32-byte key for one purpose ("nfs-fh", ...), derived from the data
+ * directory's master key: stable across restarts, different per purpose. */
+int pl_store_derive_key(struct pl_store *st, const char *purpose, uint8_t out[32]) PL_WUR;
 /* The secret of an access key (for signature checks). */
 int pl_key_secret(struct pl_store *st, const char *access_key, char secret[48], char user[64]) PL_WUR;
 

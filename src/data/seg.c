@@ -169,8 +169,8 @@ int data_open(const struct data_opts *o, struct data_store **ret)
         if (rc)
             goto out;
     }
-    uint64_t *ids;
-    size_t nids;
+    uint64_t *ids = NULL;
+    size_t nids = 0;
     rc = data_seg_list(ds, &ids, &nids);
     if (rc)
         goto out;

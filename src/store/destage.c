@@ -198,7 +198,9 @@ static int pick_refs(struct dseg *d)
 {
     MDB_txn *txn;
     int rc = meta_rtxn_begin(d->st->meta, &txn);
-    for (size_t i = 0; i < d->n && !rc; i++) {
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < d->n; i++) {
         struct dblock *b = &d->b[i];
         if (!b->has_sketch)
             continue;
@@ -211,7 +213,7 @@ static int pick_refs(struct dseg *d)
         }
     }
     meta_rtxn_end(txn);
-    return rc;
+    return 0;
 }
 
 static int apply_destage(struct meta_txn *t, void *arg)

@@ -6,7 +6,9 @@
 #include "store/store_int.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -308,4 +310,19 @@ int pl_key_secret(struct pl_store *st, const char *access_key, char secret[48], 
     memcpy(user, rec + 1, ul);
     user[ul] = 0;
     return 0;
+}
+
+int pl_store_derive_key(struct pl_store *st, const char *purpose, uint8_t out[32])
+{
+    uint8_t mk[32];
+    unsigned int n = 32;
+    int rc = master_key(st, mk);
+    if (rc)
+        return rc;
+    /* HMAC-SHA256(master, purpose): one key per use, none revealing another */
+    if (!HMAC(EVP_sha256(), mk, sizeof(mk), (const unsigned char *)purpose, strlen(purpose), out,
+              &n))
+        rc = PL_EINTERNAL;
+    OPENSSL_cleanse(mk, sizeof(mk));
+    return rc;
 }
