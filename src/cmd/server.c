@@ -13,6 +13,7 @@
 #include "proto/admin/admin.h"
 #include "proto/s3/s3.h"
 #include "proto/nbd/nbd.h"
+#include "proto/nfs/nfs.h"
 
 struct listener {
     const char *name;
@@ -22,8 +23,9 @@ struct listener {
 };
 
 static struct listener listeners[] = {
-    {"s3", "127.0.0.1:9000", 1, ""},     {"nfs", "127.0.0.1:2049", 0, ""},
-    {"mountd", "127.0.0.1:20048", 0, ""}, {"nbd", "127.0.0.1:10809", 1, ""},
+    {"s3", "127.0.0.1:9000", 1, ""},      {"nfs", "127.0.0.1:2049", 1, ""},
+    {"mountd", "127.0.0.1:20048", 1, ""}, {"portmap", "127.0.0.1:111", 1, ""},
+    {"nbd", "127.0.0.1:10809", 1, ""},
     {"kafka", "127.0.0.1:9092", 0, ""},  {"pg", "127.0.0.1:5433", 0, ""},
     {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
 };
@@ -49,6 +51,9 @@ void usage_server(void)
            "  --s3 ADDR         S3 API            (default 127.0.0.1:9000)\n"
            "  --nfs ADDR        NFSv3             (default 127.0.0.1:2049)\n"
            "  --mountd ADDR     MOUNT3            (default 127.0.0.1:20048)\n"
+           "  --portmap ADDR    PORTMAP v2 for NFS clients that ask it for the ports\n"
+           "                    (default 127.0.0.1:111; skipped with a warning when that\n"
+           "                    port cannot be had)\n"
            "  --nbd ADDR        NBD               (default 127.0.0.1:10809)\n"
            "  --kafka ADDR      Kafka protocol    (default 127.0.0.1:9092)\n"
            "  --pg ADDR         PostgreSQL proto  (default 127.0.0.1:5433)\n"
@@ -356,6 +361,7 @@ int cmd_server(int argc, char **argv)
     struct admin_server *admin = NULL;
     struct s3_server *s3 = NULL;
     struct nbd_server *nbd = NULL;
+    struct nfs_server *nfs = NULL;
     pthread_t gc_thr;
     int gc_started = 0, rc = pl_store_open(data, &o, &st);
     if (rc == PL_ELOCKED) {
@@ -439,6 +445,44 @@ int cmd_server(int argc, char **argv)
         }
         snprintf(nl->addr, sizeof(nl->addr), "%s:%d", host, nbd_port(nbd));
     }
+    struct listener *fl = listener_find("nfs"), *ml = listener_find("mountd"),
+                    *pl = listener_find("portmap");
+    if (strcmp(fl->addr, "off")) {
+        char host[200], mhost[200], phost[200];
+        int port, mport = 0, pport = 0;
+        if (parse_hostport(fl->addr, host, sizeof(host), &port) ||
+            (strcmp(ml->addr, "off") && parse_hostport(ml->addr, mhost, sizeof(mhost), &mport)) ||
+            (strcmp(pl->addr, "off") && parse_hostport(pl->addr, phost, sizeof(phost), &pport)))
+            goto out;
+        struct nfs_opts no = {host, port, strcmp(ml->addr, "off") ? mhost : NULL, mport,
+                              strcmp(pl->addr, "off") ? phost : NULL, pport};
+        rc = nfs_start(st, &no, &nfs);
+        if (rc && no.portmap_host && pport == 111 && (rc == -EACCES || rc == -EADDRINUSE)) {
+            /* the default portmap port is a privilege: serve NFS without it */
+            pl_log(PL_LOG_WARN, "nfs", "cannot listen on %s for portmap (%s); clients must pass "
+                   "nfsport= and mountport=", pl->addr, pl_strerror(rc));
+            snprintf(pl->addr, sizeof(pl->addr), "off");
+            no.portmap_host = NULL;
+            rc = nfs_start(st, &no, &nfs);
+        }
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot listen on %s / %s / %s for nfs, mountd, "
+                            "portmap: %s%s\n",
+                    fl->addr, ml->addr, pl->addr, pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has one; pass --nfs, --mountd, "
+                                        "--portmap HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        snprintf(fl->addr, sizeof(fl->addr), "%s:%d", host, nfs_port(nfs, 0));
+        if (no.mount_host)
+            snprintf(ml->addr, sizeof(ml->addr), "%s:%d", mhost, nfs_port(nfs, 1));
+        if (no.portmap_host)
+            snprintf(pl->addr, sizeof(pl->addr), "%s:%d", phost, nfs_port(nfs, 2));
+    } else {
+        snprintf(ml->addr, sizeof(ml->addr), "off");
+        snprintf(pl->addr, sizeof(pl->addr), "off");
+    }
     char info[512];
     snprintf(info, sizeof(info), "{\"pid\": %d, \"admin\": %s%s%s}\n", (int)getpid(),
              admin ? "\"" : "", admin ? al->addr : "null", admin ? "\"" : "");
@@ -453,7 +497,10 @@ int cmd_server(int argc, char **argv)
         if (!strcmp(l->addr, "off"))
             printf("  %-7s off\n", l->name);
         else if (l->available)
-            printf("  %-7s %s://%s\n", l->name, strcmp(l->name, "nbd") ? "http" : "nbd",
+            printf("  %-7s %s://%s\n", l->name,
+                   !strcmp(l->name, "nbd")                                 ? "nbd"
+                   : !strcmp(l->name, "s3") || !strcmp(l->name, "admin") ? "http"
+                                                                           : "tcp",
                    l->addr);
         else
             printf("  %-7s %s: not available in this build\n", l->name, l->addr);
@@ -474,6 +521,7 @@ out:
         pthread_join(gc_thr, NULL);
     }
     s3_stop(s3); /* in-flight S3 requests finish first */
+    nfs_stop(nfs);
     nbd_stop(nbd);
     admin_stop(admin);
     if (st) {

@@ -66,7 +66,7 @@ class Server:
         self.admin_port = free_port()
         self.s3_port = free_port() if s3 else None
         args = [BIN, "server", "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}"]
-        for name in ("s3", "nfs", "mountd", "nbd", "kafka", "pg", "resp"):
+        for name in ("s3", "nfs", "mountd", "portmap", "nbd", "kafka", "pg", "resp"):
             if name == "s3" and s3:
                 args += ["--s3", f"127.0.0.1:{self.s3_port}"]
             else:

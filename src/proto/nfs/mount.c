@@ -1,0 +1,338 @@
+/* MOUNT v3 (RFC 1813 appendix I), exports, and a PORTMAP v2 responder
+ * (RFC 1833) so clients that ask port 111 for our ports need no rpcbind. */
+#include "proto/nfs/nfsint.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { MNT3_OK = 0, MNT3ERR_NOENT = 2, MNT3ERR_ACCES = 13, MNT3ERR_NOTDIR = 20,
+       MNT3ERR_INVAL = 22, MNT3ERR_NAMETOOLONG = 63, MNT3ERR_SERVERFAULT = 10006 };
+
+#define MOUNT_PATH_MAX 1024
+
+static int is_loopback(uint32_t addr)
+{
+    return (addr >> 24) == 127;
+}
+
+int nfs_exports_init(struct nfs_ctx *x)
+{
+    x->default_exports = x->nexports == 0;
+    return 0;
+}
+
+static int net_match(const struct nfs_export *e, uint32_t peer)
+{
+    return (peer & e->mask) == (e->net & e->mask);
+}
+
+/* The export a default configuration gives bucket b. */
+static void default_export(const char *bucket, struct nfs_export *e)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->bucket, sizeof(e->bucket), "%s", bucket);
+    snprintf(e->path, sizeof(e->path), "/%s", bucket);
+    e->net = 0x7f000000;
+    e->mask = 0xff000000;
+    e->anon_uid = e->anon_gid = 65534;
+}
+
+int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_export *ret)
+{
+    struct pl_attr a;
+    int rc = pl_elem_getattr(x->st, root, PL_VIEW_LIVE, &a);
+    if (rc || a.type != PL_T_DIR || a.parent != PL_ROOT_ID)
+        return PL_EACCES; /* not a bucket (any more) */
+    if (x->default_exports) {
+        if (!is_loopback(peer))
+            return PL_EACCES;
+        default_export("", ret);
+        return 0;
+    }
+    rc = PL_EACCES;
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->nexports && rc; i++) {
+        struct pl_bucket_info b;
+        if (net_match(&x->exports[i], peer) && pl_bucket_get(x->st, x->exports[i].bucket, &b) == 0 &&
+            b.id == root) {
+            *ret = x->exports[i];
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&x->lock);
+    return rc;
+}
+
+/* Split "/bucket/rest" into the bucket and the rest. */
+static int split_path(const char *path, char bucket[64], const char **rest)
+{
+    if (path[0] != '/')
+        return PL_EINVAL;
+    const char *p = path + 1, *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= 64)
+        return PL_ENOENT;
+    memcpy(bucket, p, n);
+    bucket[n] = 0;
+    *rest = slash ? slash : "";
+    return 0;
+}
+
+int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct nfs_export *ret,
+                     struct pl_attr *ret_root)
+{
+    char bucket[64], full[PL_PATH_MAX + 80];
+    const char *rest;
+    int rc = split_path(path, bucket, &rest);
+    if (rc)
+        return rc;
+    if (x->default_exports) {
+        if (!is_loopback(peer))
+            return PL_EACCES;
+        default_export(bucket, ret);
+    } else {
+        size_t best = 0;
+        rc = PL_ENOENT;
+        pthread_mutex_lock(&x->lock);
+        for (size_t i = 0; i < x->nexports; i++) {
+            const struct nfs_export *e = &x->exports[i];
+            size_t n = strlen(e->path);
+            if (strncmp(path, e->path, n) || (path[n] && path[n] != '/'))
+                continue;
+            if (!net_match(e, peer)) {
+                if (rc == PL_ENOENT)
+                    rc = PL_EACCES;
+                continue;
+            }
+            if (n > best) {
+                best = n;
+                *ret = *e;
+                rc = 0;
+            }
+        }
+        pthread_mutex_unlock(&x->lock);
+        if (rc)
+            return rc;
+    }
+    /* trailing slashes name the same directory */
+    snprintf(full, sizeof(full), "/%s%s", bucket, rest);
+    size_t n = strlen(full);
+    while (n > 1 && full[n - 1] == '/')
+        full[--n] = 0;
+    rc = pl_path_lookup(x->st, full, PL_VIEW_LIVE, ret_root);
+    if (!rc && ret_root->type != PL_T_DIR)
+        rc = PL_ENOTDIR;
+    return rc;
+}
+
+/* ---- the mount list (DUMP) ---- */
+static void mounts_add(struct nfs_ctx *x, uint32_t peer, const char *path)
+{
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->nmounts; i++)
+        if (x->mounts[i].addr == peer && !strcmp(x->mounts[i].path, path)) {
+            pthread_mutex_unlock(&x->lock);
+            return;
+        }
+    if (x->nmounts < NFS_MOUNTS_MAX) {
+        x->mounts[x->nmounts].addr = peer;
+        snprintf(x->mounts[x->nmounts].path, sizeof(x->mounts[0].path), "%s", path);
+        x->nmounts++;
+    }
+    pthread_mutex_unlock(&x->lock);
+}
+
+static void mounts_remove(struct nfs_ctx *x, uint32_t peer, const char *path)
+{
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->nmounts;) {
+        if (x->mounts[i].addr == peer && (!path || !strcmp(x->mounts[i].path, path)))
+            x->mounts[i] = x->mounts[--x->nmounts];
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&x->lock);
+}
+
+static uint32_t mnt_status(int rc)
+{
+    switch (rc) {
+    case 0:
+        return MNT3_OK;
+    case PL_ENOENT:
+    case PL_ENOBUCKET:
+        return MNT3ERR_NOENT;
+    case PL_EACCES:
+    case PL_EPERM:
+        return MNT3ERR_ACCES;
+    case PL_ENOTDIR:
+        return MNT3ERR_NOTDIR;
+    case PL_ENAMETOOLONG:
+        return MNT3ERR_NAMETOOLONG;
+    case PL_EINVAL:
+        return MNT3ERR_INVAL;
+    default:
+        return MNT3ERR_SERVERFAULT;
+    }
+}
+
+struct export_list {
+    struct xdr_out *o;
+};
+
+static int export_bucket_cb(void *arg, const struct pl_bucket_info *b)
+{
+    struct export_list *l = arg;
+    char path[80];
+    snprintf(path, sizeof(path), "/%s", b->name);
+    xdr_put_u32(l->o, 1);
+    xdr_put_string(l->o, path);
+    xdr_put_u32(l->o, 1); /* one group: loopback clients */
+    xdr_put_string(l->o, "127.0.0.0/8");
+    xdr_put_u32(l->o, 0);
+    return 0;
+}
+
+int mount3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct xdr_out *o)
+{
+    struct xdr_in in = c->args;
+    char path[MOUNT_PATH_MAX + 1];
+    switch (c->proc) {
+    case 0: /* NULL */
+        break;
+    case 1: { /* MNT */
+        struct nfs_export ex;
+        struct pl_attr root;
+        xdr_string(&in, path, MOUNT_PATH_MAX);
+        if (!xdr_ok(&in))
+            break;
+        int rc = nfs_export_match(x, path, peer, &ex, &root);
+        uint32_t st = mnt_status(rc);
+        if (rc && rc != PL_ENOENT)
+            pl_log(PL_LOG_INFO, "nfs", "mount of %s refused: %s", path, pl_strerror(rc));
+        xdr_put_u32(o, st);
+        if (st)
+            break;
+        struct pl_bucket_info b;
+        rc = pl_bucket_get(x->st, ex.bucket[0] ? ex.bucket : path + 1, &b);
+        if (rc) {
+            /* default exports name the bucket by the path's first component */
+            char bucket[64];
+            const char *rest;
+            if (split_path(path, bucket, &rest) == 0)
+                rc = pl_bucket_get(x->st, bucket, &b);
+        }
+        if (rc) {
+            o->b->len -= 4;
+            xdr_put_u32(o, mnt_status(rc));
+            break;
+        }
+        struct nfs_fh fh = {.root = b.id, .id = root.id};
+        uint8_t raw[NFS_FH_LEN];
+        nfs_fh_encode(x, &fh, raw);
+        xdr_put_opaque(o, raw, NFS_FH_LEN);
+        xdr_put_u32(o, 1); /* auth flavors: AUTH_SYS */
+        xdr_put_u32(o, RPC_AUTH_SYS);
+        mounts_add(x, peer, path);
+        break;
+    }
+    case 2: { /* DUMP */
+        pthread_mutex_lock(&x->lock);
+        for (size_t i = 0; i < x->nmounts; i++) {
+            char host[INET_ADDRSTRLEN];
+            struct in_addr ia = {htonl(x->mounts[i].addr)};
+            inet_ntop(AF_INET, &ia, host, sizeof(host));
+            xdr_put_u32(o, 1);
+            xdr_put_string(o, host);
+            xdr_put_string(o, x->mounts[i].path);
+        }
+        pthread_mutex_unlock(&x->lock);
+        xdr_put_u32(o, 0);
+        break;
+    }
+    case 3: /* UMNT */
+        xdr_string(&in, path, MOUNT_PATH_MAX);
+        if (xdr_ok(&in))
+            mounts_remove(x, peer, path);
+        break;
+    case 4: /* UMNTALL */
+        mounts_remove(x, peer, NULL);
+        break;
+    case 5: { /* EXPORT */
+        if (x->default_exports) {
+            struct export_list l = {o};
+            if (is_loopback(peer) && pl_bucket_list(x->st, export_bucket_cb, &l))
+                pl_log(PL_LOG_WARN, "nfs", "EXPORT: cannot list buckets");
+        } else {
+            pthread_mutex_lock(&x->lock);
+            for (size_t i = 0; i < x->nexports; i++) {
+                const struct nfs_export *e = &x->exports[i];
+                char grp[40];
+                struct in_addr ia = {htonl(e->net)};
+                char a[INET_ADDRSTRLEN];
+                inet_ntop(AF_INET, &ia, a, sizeof(a));
+                snprintf(grp, sizeof(grp), "%s/%d", a, __builtin_popcount(e->mask));
+                xdr_put_u32(o, 1);
+                xdr_put_string(o, e->path);
+                xdr_put_u32(o, 1);
+                xdr_put_string(o, grp);
+                xdr_put_u32(o, 0);
+            }
+            pthread_mutex_unlock(&x->lock);
+        }
+        xdr_put_u32(o, 0);
+        break;
+    }
+    default:
+        return RPC_PROC_UNAVAIL;
+    }
+    return xdr_ok(&in) ? RPC_SUCCESS : RPC_GARBAGE_ARGS;
+}
+
+/* ---- PORTMAP v2 ---- */
+static const struct {
+    uint32_t prog, vers;
+    int which; /* index into ports */
+} pmap_table[] = {
+    {PROG_PORTMAP, 2, 2},
+    {PROG_NFS, 3, 0},
+    {PROG_MOUNT, 3, 1},
+    {PROG_MOUNT, 1, 1}, /* MNT v1 shares v3's port; calls get PROG_MISMATCH there */
+};
+
+int portmap_dispatch(struct nfs_ctx *x, const struct rpc_call *c, struct xdr_out *o)
+{
+    struct xdr_in in = c->args;
+    switch (c->proc) {
+    case 0: /* NULL */
+        break;
+    case 3: { /* GETPORT */
+        uint32_t prog = xdr_u32(&in), vers = xdr_u32(&in), prot = xdr_u32(&in);
+        (void)xdr_u32(&in);
+        if (!xdr_ok(&in))
+            break;
+        uint32_t port = 0;
+        for (size_t i = 0; i < PL_ARRAY_LEN(pmap_table) && prot == IPPROTO_TCP; i++)
+            if (pmap_table[i].prog == prog && pmap_table[i].vers == vers)
+                port = (uint32_t)x->ports[pmap_table[i].which];
+        xdr_put_u32(o, port);
+        break;
+    }
+    case 4: /* DUMP */
+        for (size_t i = 0; i < PL_ARRAY_LEN(pmap_table); i++) {
+            if (!x->ports[pmap_table[i].which])
+                continue;
+            xdr_put_u32(o, 1);
+            xdr_put_u32(o, pmap_table[i].prog);
+            xdr_put_u32(o, pmap_table[i].vers);
+            xdr_put_u32(o, IPPROTO_TCP);
+            xdr_put_u32(o, (uint32_t)x->ports[pmap_table[i].which]);
+        }
+        xdr_put_u32(o, 0);
+        break;
+    default:
+        return RPC_PROC_UNAVAIL;
+    }
+    return xdr_ok(&in) ? RPC_SUCCESS : RPC_GARBAGE_ARGS;
+}
