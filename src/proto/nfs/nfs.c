@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdlib.h>
+#include <xxhash.h>
 
 /* ---- file handles ----
  * 0 version (1)   1 flags (bit 0: the ".snapshot" directory)   2..3 zero
@@ -48,13 +49,15 @@ int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct 
 }
 
 /* ---- duplicate request cache ----
- * Non-idempotent NFS calls are remembered by (client, xid, proc): a
+ * Non-idempotent NFS calls are remembered by (client, xid, proc, a hash of
+ * the arguments, so a client that restarts its xids is not confused): a
  * retransmission gets the same reply instead of running again (a second
  * REMOVE would say NOENT). A retransmission of a call still running gets no
  * reply; the first one answers. */
 #define DRC_SLOTS 4096
 struct drc_slot {
     uint32_t xid, peer, proc;
+    uint64_t sum;
     int used, done;
     uint8_t *reply;
     size_t reply_n;
@@ -86,30 +89,30 @@ static struct drc_slot *drc_slot(struct nfs_ctx *x, uint32_t xid, uint32_t peer)
 
 /* 0: not seen (now marked running); 1: done, *out a copy of its reply;
  * 2: still running. */
-static int drc_begin(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t proc,
+static int drc_begin(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t proc, uint64_t sum,
                      struct pl_buf *out)
 {
     struct drc_slot *s = drc_slot(x, xid, peer);
     int rc = 0;
     pthread_mutex_lock(&x->lock);
-    if (s->used && s->xid == xid && s->peer == peer && s->proc == proc) {
+    if (s->used && s->xid == xid && s->peer == peer && s->proc == proc && s->sum == sum) {
         rc = s->done ? 1 : 2;
         if (rc == 1 && pl_buf_add(out, s->reply, s->reply_n))
             rc = 2; /* no memory for the copy: let the client retry */
     } else {
         free(s->reply);
-        *s = (struct drc_slot){.xid = xid, .peer = peer, .proc = proc, .used = 1};
+        *s = (struct drc_slot){.xid = xid, .peer = peer, .proc = proc, .sum = sum, .used = 1};
     }
     pthread_mutex_unlock(&x->lock);
     return rc;
 }
 
-static void drc_end(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t proc,
+static void drc_end(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t proc, uint64_t sum,
                     const struct pl_buf *reply)
 {
     struct drc_slot *s = drc_slot(x, xid, peer);
     pthread_mutex_lock(&x->lock);
-    if (s->used && s->xid == xid && s->peer == peer && s->proc == proc) {
+    if (s->used && s->xid == xid && s->peer == peer && s->proc == proc && s->sum == sum) {
         s->reply = malloc(reply->len);
         if (s->reply) {
             memcpy(s->reply, reply->data, reply->len);
@@ -164,9 +167,10 @@ static void reply_reset(struct nfs_reply *r)
 int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct nfs_reply *r)
 {
     struct xdr_out o = {&r->hdr, 0};
-    int cached = 0;
-    if (c->prog == PROG_NFS && c->vers == 3 && non_idempotent(c->proc)) {
-        cached = drc_begin(x, c->xid, peer, c->proc, &r->hdr);
+    int cached = 0, remember = c->prog == PROG_NFS && c->vers == 3 && non_idempotent(c->proc);
+    uint64_t sum = remember ? XXH3_64bits(c->args.p, c->args.n) : 0;
+    if (remember) {
+        cached = drc_begin(x, c->xid, peer, c->proc, sum, &r->hdr);
         if (cached == 2)
             return 1; /* the first transmission answers */
         if (cached == 1)
@@ -212,7 +216,7 @@ out:
             return 1; /* not even that fits in memory: drop, the client retries */
     }
     rpc_reply_mark(&r->hdr, r->data_n ? r->data_n + ((4 - (r->data_n & 3)) & 3) : 0);
-    if (c->prog == PROG_NFS && c->vers == 3 && non_idempotent(c->proc))
-        drc_end(x, c->xid, peer, c->proc, &r->hdr);
+    if (remember)
+        drc_end(x, c->xid, peer, c->proc, sum, &r->hdr);
     return 0;
 }

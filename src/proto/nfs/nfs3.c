@@ -48,6 +48,7 @@ enum {
 #define ACCESS3_EXECUTE 0x20
 
 #define SNAPDIR_NAME ".snapshot"
+#define NAME_BUF 1025
 #define SNAPDIR_ID_BIAS 0x7f00000000000000ull /* fileids of the virtual directories */
 
 uint32_t nfs_status(int rc)
@@ -158,7 +159,11 @@ static int fh_attr(struct call *c, const struct nfs_fh *fh, struct pl_attr *a)
             snapdir_attr(&root, a);
         return rc;
     }
-    return pl_elem_getattr(c->x->st, fh->id, fh->view, a);
+    int rc = pl_elem_getattr(c->x->st, fh->id, fh->view, a);
+    /* an element whose last name went is dropped soon: its handle is stale now */
+    if (!rc && a->nlink == 0 && a->type != PL_T_DIR)
+        rc = PL_ENOENT;
+    return rc;
 }
 
 static void put_post_attr(struct call *c, const struct nfs_fh *fh)
@@ -236,10 +241,10 @@ static uint32_t get_fh(struct call *c, struct nfs_fh *fh)
     return rc == PL_ENOENT ? NFS3ERR_STALE : nfs_status(rc);
 }
 
-static void get_name(struct call *c, char name[PL_NAME_MAX + 2])
+static void get_name(struct call *c, char name[NAME_BUF])
 {
-    /* one more than the limit, so an over-long name is NAMETOOLONG, not garbage */
-    xdr_string(c->in, name, PL_NAME_MAX + 1);
+    /* past our limit but within a sane one: NAMETOOLONG, not garbage */
+    xdr_string(c->in, name, NAME_BUF - 1);
 }
 
 static uint32_t name_check(const char *name)
@@ -441,7 +446,7 @@ static uint32_t lookup_in(struct call *c, const struct nfs_fh *dir, const char *
 static void proc_lookup(struct call *c)
 {
     struct nfs_fh dir, fh;
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint32_t st = get_fh(c, &dir);
     get_name(c, name);
     if (!xdr_ok(c->in))
@@ -624,7 +629,7 @@ static void proc_create(struct call *c)
     struct nfs_fh dir, fh;
     struct pre pre = {0};
     struct sattr s = {0};
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint8_t verf[8] = {0};
     uint32_t st = get_fh(c, &dir);
     get_name(c, name);
@@ -679,7 +684,7 @@ static void proc_mkdir(struct call *c)
     struct nfs_fh dir, fh;
     struct pre pre = {0};
     struct sattr s;
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint32_t st = get_fh(c, &dir);
     get_name(c, name);
     get_sattr(c, &s);
@@ -704,7 +709,7 @@ static void proc_symlink(struct call *c)
     struct nfs_fh dir, fh;
     struct pre pre = {0};
     struct sattr s;
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     char *target = malloc(PL_PATH_MAX + 1);
     if (!target)
         return;
@@ -738,7 +743,7 @@ static void proc_mknod(struct call *c)
     struct nfs_fh dir;
     struct pre pre = {0};
     struct sattr s;
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint32_t st = get_fh(c, &dir);
     get_name(c, name);
     uint32_t type = xdr_u32(c->in);
@@ -765,7 +770,7 @@ static void proc_remove(struct call *c, int dir_too)
 {
     struct nfs_fh dir, fh;
     struct pre pre = {0};
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint32_t st = get_fh(c, &dir);
     get_name(c, name);
     if (!xdr_ok(c->in))
@@ -799,7 +804,7 @@ static void proc_rename(struct call *c)
 {
     struct nfs_fh from, to, obj;
     struct pre pf = {0}, pt = {0};
-    char fname[PL_NAME_MAX + 2], tname[PL_NAME_MAX + 2];
+    char fname[NAME_BUF], tname[NAME_BUF];
     uint32_t st = get_fh(c, &from);
     get_name(c, fname);
     uint32_t st2 = get_fh(c, &to);
@@ -843,7 +848,7 @@ static void proc_link(struct call *c)
 {
     struct nfs_fh fh, dir;
     struct pre pre = {0};
-    char name[PL_NAME_MAX + 2];
+    char name[NAME_BUF];
     uint32_t st = get_fh(c, &fh);
     uint32_t st2 = get_fh(c, &dir);
     get_name(c, name);
