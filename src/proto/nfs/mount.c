@@ -80,9 +80,9 @@ static int split_path(const char *path, char bucket[64], const char **rest)
 }
 
 int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct nfs_export *ret,
-                     struct pl_attr *ret_root)
+                     struct nfs_fh *ret_fh)
 {
-    char bucket[64], full[PL_PATH_MAX + 80];
+    char bucket[64];
     const char *rest;
     int rc = split_path(path, bucket, &rest);
     if (rc)
@@ -115,15 +115,11 @@ int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct 
         if (rc)
             return rc;
     }
-    /* trailing slashes name the same directory */
-    snprintf(full, sizeof(full), "/%s%s", bucket, rest);
-    size_t n = strlen(full);
-    while (n > 1 && full[n - 1] == '/')
-        full[--n] = 0;
-    rc = pl_path_lookup(x->st, full, PL_VIEW_LIVE, ret_root);
-    if (!rc && ret_root->type != PL_T_DIR)
-        rc = PL_ENOTDIR;
-    return rc;
+    struct pl_bucket_info b;
+    rc = pl_bucket_get(x->st, bucket, &b);
+    if (!rc)
+        rc = nfs_path_walk(x, b.id, rest, ret_fh);
+    return rc == PL_ENOBUCKET ? PL_ENOENT : rc;
 }
 
 /* ---- the mount list (DUMP) ---- */
@@ -203,32 +199,17 @@ int mount3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, 
         break;
     case 1: { /* MNT */
         struct nfs_export ex;
-        struct pl_attr root;
+        struct nfs_fh fh;
         xdr_string(&in, path, MOUNT_PATH_MAX);
         if (!xdr_ok(&in))
             break;
-        int rc = nfs_export_match(x, path, peer, &ex, &root);
+        int rc = nfs_export_match(x, path, peer, &ex, &fh);
         uint32_t st = mnt_status(rc);
         if (rc && rc != PL_ENOENT)
             pl_log(PL_LOG_INFO, "nfs", "mount of %s refused: %s", path, pl_strerror(rc));
         xdr_put_u32(o, st);
         if (st)
             break;
-        struct pl_bucket_info b;
-        rc = pl_bucket_get(x->st, ex.bucket[0] ? ex.bucket : path + 1, &b);
-        if (rc) {
-            /* default exports name the bucket by the path's first component */
-            char bucket[64];
-            const char *rest;
-            if (split_path(path, bucket, &rest) == 0)
-                rc = pl_bucket_get(x->st, bucket, &b);
-        }
-        if (rc) {
-            o->b->len -= 4;
-            xdr_put_u32(o, mnt_status(rc));
-            break;
-        }
-        struct nfs_fh fh = {.root = b.id, .id = root.id};
         uint8_t raw[NFS_FH_LEN];
         nfs_fh_encode(x, &fh, raw);
         xdr_put_opaque(o, raw, NFS_FH_LEN);

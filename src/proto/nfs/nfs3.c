@@ -161,7 +161,7 @@ static int fh_attr(struct call *c, const struct nfs_fh *fh, struct pl_attr *a)
     }
     int rc = pl_elem_getattr(c->x->st, fh->id, fh->view, a);
     /* an element whose last name went is dropped soon: its handle is stale now */
-    if (!rc && a->nlink == 0 && a->type != PL_T_DIR)
+    if (!rc && a->nlink == 0 && a->type != PL_T_DIR && fh->view == PL_VIEW_LIVE)
         rc = PL_ENOENT;
     return rc;
 }
@@ -441,6 +441,46 @@ static uint32_t lookup_in(struct call *c, const struct nfs_fh *dir, const char *
         return nfs_status(rc);
     ret->id = a.id;
     return 0;
+}
+
+int nfs_path_walk(struct nfs_ctx *x, uint64_t root, const char *path, struct nfs_fh *ret)
+{
+    struct nfs_fh fh = {.root = root, .id = root};
+    char name[NAME_BUF];
+    int rc = 0;
+    while (!rc && *path) {
+        while (*path == '/')
+            path++;
+        size_t n = strcspn(path, "/");
+        if (n == 0)
+            break;
+        if (n > PL_NAME_MAX)
+            return PL_ENAMETOOLONG;
+        memcpy(name, path, n);
+        name[n] = 0;
+        path += n;
+        struct pl_attr a;
+        if (fh.snapdir) {
+            struct pl_snap_info si;
+            rc = pl_snap_get(x->st, name, &si);
+            fh.snapdir = 0;
+            fh.view = si.epoch;
+            if (!rc)
+                rc = pl_elem_getattr(x->st, fh.root, fh.view, &a);
+        } else if (fh.id == root && fh.view == PL_VIEW_LIVE && !strcmp(name, SNAPDIR_NAME)) {
+            fh.snapdir = 1;
+        } else if (!strcmp(name, ".") || !strcmp(name, "..")) {
+            rc = PL_EINVAL; /* mount paths are plain */
+        } else {
+            rc = pl_elem_lookup(x->st, fh.id, name, fh.view, &a);
+            if (!rc && a.type != PL_T_DIR)
+                rc = PL_ENOTDIR;
+            fh.id = a.id;
+        }
+    }
+    if (!rc)
+        *ret = fh;
+    return rc;
 }
 
 static void proc_lookup(struct call *c)

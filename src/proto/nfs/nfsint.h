@@ -119,6 +119,9 @@ int nfs3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, st
 int mount3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer,
                     struct xdr_out *o);
 int portmap_dispatch(struct nfs_ctx *x, const struct rpc_call *c, struct xdr_out *o);
+/* Resolve a mount path below bucket directory root, through .snapshot
+ * directories too (nfs3.c). */
+int nfs_path_walk(struct nfs_ctx *x, uint64_t root, const char *path, struct nfs_fh *ret);
 /* Store errors as nfsstat3 (nfs3.c). */
 uint32_t nfs_status(int rc);
 
@@ -126,8 +129,9 @@ uint32_t nfs_status(int rc);
 int nfs_exports_init(struct nfs_ctx *x);
 /* The export of root for this client, or PL_EACCES. */
 int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_export *ret);
+/* The export path names for this client and the directory it resolves to. */
 int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct nfs_export *ret,
-                     struct pl_attr *ret_root);
+                     struct nfs_fh *ret_fh);
 
 void nfs_fh_encode(const struct nfs_ctx *x, const struct nfs_fh *fh, uint8_t out[NFS_FH_LEN]);
 int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct nfs_fh *ret);

@@ -1,0 +1,265 @@
+"""The NFS head with real clients: libnfs's nfs-ls, nfs-cp and nfs-cat, and a
+libnfs program (tests/nfs/nfs_ops.c) driving the procedures and their errors,
+against a real plenum server; the same bytes checked through the CLI (the
+object view). Raw RPC is used only to send what no client would."""
+import hashlib
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD, Plenum, Server, free_port
+
+pytestmark = pytest.mark.skipif(
+    subprocess.run(["sh", "-c", "command -v nfs-ls nfs-cp nfs-cat"],
+                   capture_output=True).returncode != 0,
+    reason="libnfs-utils is installed by scripts/deps.sh")
+
+NFS_OPS = os.path.join(BUILD, "nfs_ops")
+
+
+@pytest.fixture
+def nfs(tmp_path):
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    pl.ok("mb", "pl://bkt")
+    port, mport = free_port(), free_port()
+    srv = Server(data, extra=["--nfs", f"127.0.0.1:{port}", "--mountd", f"127.0.0.1:{mport}"])
+    srv.port, srv.mport, srv.pl = port, mport, pl
+    srv.url = lambda path="": (f"nfs://127.0.0.1/bkt{path}?nfsport={port}&mountport={mport}"
+                               "&version=3")
+    yield srv
+    if srv.proc.poll() is None:
+        assert srv.stop() == 0
+
+
+def run(*args, timeout=600, **kw):
+    p = subprocess.run(list(args), capture_output=True, timeout=timeout, **kw)
+    assert p.returncode == 0, f"{args[0]} failed: {p.stderr.decode(errors='replace')}"
+    return p.stdout.decode(errors="replace")
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+# ---- raw RPC, for what no real client sends ----
+def xstr(b):
+    return struct.pack(">I", len(b)) + b + b"\0" * (-len(b) % 4)
+
+
+def call_record(xid, prog, vers, proc, args=b"", uid=0):
+    cred = struct.pack(">I", 0) + xstr(b"test") + struct.pack(">III", uid, uid, 0)
+    body = (struct.pack(">IIIIII", xid, 0, 2, prog, vers, proc) + struct.pack(">I", 1) +
+            xstr(cred) + struct.pack(">II", 0, 0) + args)
+    return struct.pack(">I", 0x80000000 | len(body)) + body
+
+
+def recv_record(s):
+    hdr = b""
+    while len(hdr) < 4:
+        c = s.recv(4 - len(hdr))
+        if not c:
+            return None
+        hdr += c
+    n = struct.unpack(">I", hdr)[0] & 0x7FFFFFFF
+    data = b""
+    while len(data) < n:
+        c = s.recv(n - len(data))
+        if not c:
+            return None
+        data += c
+    return data
+
+
+def rpc(s, prog, vers, proc, args=b""):
+    s.sendall(call_record(random.randint(1, 1 << 30), prog, vers, proc, args))
+    return recv_record(s)
+
+
+def mount_fh(port, path=b"/bkt"):
+    with socket.create_connection(("127.0.0.1", port)) as m:
+        r = rpc(m, 100005, 3, 1, xstr(path))
+    assert struct.unpack(">I", r[24:28])[0] == 0
+    return r[32:32 + struct.unpack(">I", r[28:32])[0]]
+
+
+def test_nfs_tools_roundtrip_and_object_view(nfs, tmp_path):
+    pl = nfs.pl
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(16 << 20))  # 1 GiB
+    run("nfs-cp", str(src), nfs.url("/big.bin"))
+    back = tmp_path / "back.bin"
+    run("nfs-cp", nfs.url("/big.bin"), str(back))
+    assert sha(back) == sha(src)
+    # the same bytes as an object, with its size
+    st = pl.json("stat", "pl://bkt/big.bin")
+    assert st["size"] == 1 << 30
+    out = tmp_path / "cli.bin"
+    pl.ok("cp", "pl://bkt/big.bin", str(out))
+    assert sha(out) == sha(src)
+    # an object written through the CLI reads the same over NFS
+    obj = tmp_path / "obj.txt"
+    obj.write_bytes(b"written as an object\n" * 1000)
+    pl.ok("cp", str(obj), "pl://bkt/docs/obj.txt")
+    assert subprocess.run(["nfs-cat", nfs.url("/docs/obj.txt")], capture_output=True,
+                          timeout=60).stdout == obj.read_bytes()
+    listing = run("nfs-ls", nfs.url())
+    assert "big.bin" in listing and "docs" in listing
+    assert "obj.txt" in run("nfs-ls", nfs.url("/docs"))
+
+
+def test_nfs_procedures_and_errors_with_libnfs(nfs):
+    out = run(NFS_OPS, nfs.url(), "ops")
+    for name in ("create exclusive EXIST", "read back", "commit", "rename over a file",
+                 "rmdir NOTEMPTY", "lookup through a file NOTDIR", "NAMETOOLONG",
+                 "readdirplus names", "mknod refused", "fsstat", "readlink", "link count"):
+        assert f"ok {name}\n" in out
+    # another user may not create in a root-owned 0755 directory
+    out = run(NFS_OPS, nfs.url(), "asuser", "1000")
+    assert "ok ACCES creating in another user's directory" in out
+
+
+def test_nfs_large_directory_listed_completely(nfs):
+    assert run(NFS_OPS, nfs.url(), "many", "10000", "/many").strip() == "10000"
+    names = [l.split()[-1] for l in run("nfs-ls", nfs.url("/many")).splitlines()]
+    assert len([n for n in names if n.startswith("file-")]) == 10000
+    # and the S3 view agrees
+    keys = nfs.pl.ok("ls", "-r", "pl://bkt/many/").stdout.decode().splitlines()
+    assert len(keys) == 10000
+
+
+def test_nfs_stale_handle_and_snapshot_view(nfs, tmp_path):
+    fh = mount_fh(nfs.mport)
+    f = tmp_path / "v1.txt"
+    f.write_bytes(b"version one\n")
+    run("nfs-cp", str(f), nfs.url("/snap.txt"))
+    nfs.pl.ok("snapshot", "create", "s1")
+    f.write_bytes(b"version two, longer\n")
+    run("nfs-cp", nfs.url("/snap.txt"), str(tmp_path / "old.txt"))
+    nfs.pl.ok("rm", "pl://bkt/snap.txt")
+    run("nfs-cp", str(f), nfs.url("/snap.txt"))
+    # the snapshot still shows the first version, read-only
+    old = subprocess.run(["nfs-cat", nfs.url("/.snapshot/s1/snap.txt")], capture_output=True,
+                         timeout=60)
+    assert old.stdout == b"version one\n"
+    assert subprocess.run(["nfs-cat", nfs.url("/snap.txt")], capture_output=True,
+                          timeout=60).stdout == b"version two, longer\n"
+    assert "s1" in run("nfs-ls", nfs.url("/.snapshot"))
+    ro = subprocess.run(["nfs-cp", str(f), nfs.url("/.snapshot/s1/new.txt")],
+                        capture_output=True, timeout=60)
+    assert ro.returncode != 0
+    # a handle to a removed file answers NFS3ERR_STALE (70)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        r = rpc(s, 100003, 3, 8, xstr(fh) + xstr(b"gone") + struct.pack(">I", 0) +
+                struct.pack(">6I", 0, 0, 0, 0, 0, 0))
+        assert struct.unpack(">I", r[24:28])[0] == 0
+        gone = r[36:36 + 36]
+        r = rpc(s, 100003, 3, 12, xstr(fh) + xstr(b"gone"))
+        assert struct.unpack(">I", r[24:28])[0] == 0
+        r = rpc(s, 100003, 3, 1, xstr(gone))
+        assert struct.unpack(">I", r[24:28])[0] == 70
+        # a forged handle is BADHANDLE (10001)
+        bad = bytearray(fh)
+        bad[12] ^= 1
+        r = rpc(s, 100003, 3, 1, xstr(bytes(bad)))
+        assert struct.unpack(">I", r[24:28])[0] == 10001
+
+
+def test_nfs_retransmitted_remove_answered_from_cache(nfs):
+    fh = mount_fh(nfs.mport)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        r = rpc(s, 100003, 3, 8, xstr(fh) + xstr(b"once") + struct.pack(">I", 0) +
+                struct.pack(">6I", 0, 0, 0, 0, 0, 0))
+        assert struct.unpack(">I", r[24:28])[0] == 0
+        rec = call_record(777, 100003, 3, 12, xstr(fh) + xstr(b"once"))
+        s.sendall(rec)
+        first = recv_record(s)
+        s.sendall(rec)  # the client did not see the reply: it sends the same call
+        again = recv_record(s)
+        assert struct.unpack(">I", first[24:28])[0] == 0
+        assert again == first  # not NOENT: the cached reply
+
+
+def test_nfs_bad_input_keeps_serving(nfs):
+    port = nfs.port
+    # garbage that is not a record of a call
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\x80\x00\x00\x10" + os.urandom(16))
+        s.settimeout(5)
+        assert s.recv(100) == b""  # closed
+    # a record length over the limit
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(struct.pack(">I", 0x80000000 | (1 << 30)))
+        s.settimeout(5)
+        assert s.recv(100) == b""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        # truncated arguments: GARBAGE_ARGS (4), connection kept
+        r = rpc(s, 100003, 3, 1, b"\x00\x00")
+        assert struct.unpack(">I", r[20:24])[0] == 4
+        # unknown procedure: PROC_UNAVAIL (3); unknown program: PROG_UNAVAIL (1)
+        assert struct.unpack(">I", rpc(s, 100003, 3, 99)[20:24])[0] == 3
+        assert struct.unpack(">I", rpc(s, 123456, 1, 0)[20:24])[0] == 1
+        # NFS v2: PROG_MISMATCH (2) naming 3..3
+        r = rpc(s, 100003, 2, 0)
+        assert struct.unpack(">III", r[20:32]) == (2, 3, 3)
+        # many calls in flight on one connection, all answered
+        for i in range(200):
+            s.sendall(call_record(10000 + i, 100003, 3, 0))
+        xids = set()
+        for _ in range(200):
+            xids.add(struct.unpack(">I", recv_record(s)[0:4])[0])
+        assert xids == set(range(10000, 10200))
+    # a client that sends half a record and stalls does not block others
+    stall = socket.create_connection(("127.0.0.1", port))
+    stall.sendall(call_record(5, 100003, 3, 0)[:10])
+    assert "big" not in run("nfs-ls", nfs.url())  # answered while the stalled one waits
+    stall.close()
+
+
+def test_nfs_portmap_lets_clients_omit_ports(tmp_path):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 111))
+        except OSError:
+            pytest.skip("port 111 is taken here (rpcbind?)")
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    pl.ok("mb", "pl://pmap")
+    srv = Server(data, extra=["--nfs", f"127.0.0.1:{free_port()}", "--mountd",
+                              f"127.0.0.1:{free_port()}", "--portmap", "127.0.0.1:111"])
+    try:
+        f = tmp_path / "x.txt"
+        f.write_bytes(b"through the portmapper\n")
+        run("nfs-cp", str(f), "nfs://127.0.0.1/pmap/x.txt")
+        out = subprocess.run(["nfs-cat", "nfs://127.0.0.1/pmap/x.txt"], capture_output=True,
+                             timeout=60)
+        assert out.stdout == b"through the portmapper\n"
+    finally:
+        assert srv.stop() == 0
+
+
+def test_nfs_write_survives_kill9(nfs, tmp_path):
+    src = tmp_path / "k.bin"
+    src.write_bytes(os.urandom(8 << 20))
+    run("nfs-cp", str(src), nfs.url("/k.bin"))
+    nfs.stop(signal.SIGKILL)
+    srv = Server(nfs.data, extra=["--nfs", f"127.0.0.1:{nfs.port}", "--mountd",
+                                  f"127.0.0.1:{nfs.mport}"])
+    try:
+        back = tmp_path / "k.back"
+        run("nfs-cp", nfs.url("/k.bin"), str(back))
+        assert sha(back) == sha(src)
+    finally:
+        assert srv.stop() == 0
