@@ -182,6 +182,9 @@ int pl_obj_lookup(struct pl_store *st, const char *bucket, const char *key, uint
                   struct pl_attr *ret) PL_WUR;
 /* Removes the object and the implicit directories it leaves empty. */
 int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key) PL_WUR;
+/* Fill a->etag (the hex MD5 of the content) when writes in place cleared
+ * it: hashes the content once and keeps the result while it stays the same. */
+int pl_elem_etag(struct pl_store *st, struct pl_attr *a, uint64_t view) PL_WUR;
 /* Content type into buf ("" when none). */
 int pl_obj_content_type(struct pl_store *st, uint64_t id, uint64_t view, char *buf, size_t n) PL_WUR;
 

@@ -263,3 +263,49 @@ def test_nfs_write_survives_kill9(nfs, tmp_path):
         assert sha(back) == sha(src)
     finally:
         assert srv.stop() == 0
+
+
+def test_same_bytes_over_nfs_and_s3(tmp_path):
+    from s3util import client
+    data = tmp_path / "data"
+    port, mport = free_port(), free_port()
+    srv = Server(data, s3=True,
+                 extra=["--nfs", f"127.0.0.1:{port}", "--mountd", f"127.0.0.1:{mport}"])
+    url = lambda p: f"nfs://127.0.0.1/xhead{p}?nfsport={port}&mountport={mport}"
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket="xhead")
+        # a file made over NFS is an object with its size, ETag and default type
+        body = os.urandom(3 << 20) + b"end"
+        f = tmp_path / "nfs.bin"
+        f.write_bytes(body)
+        run("nfs-cp", str(f), url("/from-nfs.bin"))
+        head = s3.head_object(Bucket="xhead", Key="from-nfs.bin")
+        assert head["ContentLength"] == len(body)
+        assert head["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+        assert head["ContentType"] == "binary/octet-stream"
+        keys = {o["Key"]: o for o in s3.list_objects_v2(Bucket="xhead")["Contents"]}
+        assert keys["from-nfs.bin"]["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+        assert s3.get_object(Bucket="xhead", Key="from-nfs.bin")["Body"].read() == body
+        # an object PUT over S3 reads the same over NFS
+        obj = os.urandom(1 << 20)
+        s3.put_object(Bucket="xhead", Key="dir/from-s3.bin", Body=obj)
+        assert subprocess.run(["nfs-cat", url("/dir/from-s3.bin")], capture_output=True,
+                              timeout=60).stdout == obj
+        # a rename over NFS is a key change over S3
+        fh = mount_fh(mport, b"/xhead")
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            r = rpc(s, 100003, 3, 14, xstr(fh) + xstr(b"from-nfs.bin") + xstr(fh) +
+                    xstr(b"renamed.bin"))
+            assert struct.unpack(">I", r[24:28])[0] == 0
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="xhead")["Contents"]]
+        assert "renamed.bin" in keys and "from-nfs.bin" not in keys
+        # rewriting over NFS gives a new ETag at once
+        body2 = os.urandom(1 << 20)
+        f.write_bytes(body2)
+        s3.delete_object(Bucket="xhead", Key="renamed.bin")
+        run("nfs-cp", str(f), url("/renamed.bin"))
+        head = s3.head_object(Bucket="xhead", Key="renamed.bin")
+        assert head["ETag"].strip('"') == hashlib.md5(body2).hexdigest()
+    finally:
+        assert srv.stop() == 0

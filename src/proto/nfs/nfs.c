@@ -178,9 +178,7 @@ int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct 
     }
     uint32_t lo = 0, hi = 0;
     int st = RPC_SUCCESS;
-    if (c->prog == PROG_NFS)
-        lo = hi = 3;
-    else if (c->prog == PROG_MOUNT)
+    if (c->prog == PROG_NFS || c->prog == PROG_MOUNT)
         lo = hi = 3;
     else if (c->prog == PROG_PORTMAP)
         lo = hi = 2;

@@ -218,14 +218,20 @@ static void put_fh(struct call *c, const struct nfs_fh *fh)
 static uint32_t get_fh(struct call *c, struct nfs_fh *fh)
 {
     uint32_t n;
+    /* a handle we refuse names nothing: no attributes go back for it */
+    memset(fh, 0, sizeof(*fh));
     const uint8_t *p = xdr_opaque(c->in, 64, &n);
     if (!p)
         return NFS3ERR_INVAL; /* becomes GARBAGE_ARGS */
-    if (nfs_fh_decode(c->x, p, n, fh))
+    if (nfs_fh_decode(c->x, p, n, fh)) {
+        memset(fh, 0, sizeof(*fh));
         return NFS3ERR_BADHANDLE;
+    }
     struct nfs_export ex;
-    if (nfs_export_for(c->x, fh->root, c->who.addr, &ex))
+    if (nfs_export_for(c->x, fh->root, c->who.addr, &ex)) {
+        memset(fh, 0, sizeof(*fh));
         return NFS3ERR_ACCES;
+    }
     if (!c->ex.bucket[0]) {
         c->ex = ex;
         /* squash as the export says */
@@ -375,15 +381,17 @@ static void proc_setattr(struct call *c)
     if (!st && guard && pre.ctime != guard_ctime)
         st = NFS3ERR_NOT_SYNC;
     if (!st && c->who.uid != 0) {
-        if ((s.mask & (PL_SET_UID)) && s.a.uid != a.uid)
+        /* only the owner changes mode and group (to one of its groups); nobody
+         * gives a file away; size and others' times need write permission */
+        int owner = c->who.uid == a.uid;
+        int denied = ((s.mask & PL_SET_UID) && s.a.uid != a.uid) ||
+                     ((s.mask & (PL_SET_MODE | PL_SET_GID)) && !owner) ||
+                     ((s.mask & PL_SET_GID) && !in_groups(&c->who, s.a.gid));
+        int need_write = (s.mask & PL_SET_SIZE) ||
+                         ((s.mask & (PL_SET_ATIME | PL_SET_MTIME)) && !owner);
+        if (denied)
             st = NFS3ERR_PERM;
-        else if ((s.mask & (PL_SET_MODE | PL_SET_GID)) && c->who.uid != a.uid)
-            st = NFS3ERR_PERM;
-        else if ((s.mask & PL_SET_GID) && !in_groups(&c->who, s.a.gid))
-            st = NFS3ERR_PERM;
-        else if (s.mask & PL_SET_SIZE)
-            st = may(c, &a, 2);
-        else if ((s.mask & (PL_SET_ATIME | PL_SET_MTIME)) && c->who.uid != a.uid)
+        else if (need_write)
             st = may(c, &a, 2);
     }
     if (!st && (s.mask & PL_SET_SIZE) && a.type == PL_T_DIR)

@@ -217,6 +217,8 @@ int s3_lookup(struct s3_req *r, const char *bucket, const char *key, const char 
     int dm = 0;
     char v[PL_VERSION_LEN], t[40];
     int rc = pl_obj_lookup_version(r->srv->st, bucket, key, vid, ret, &dm);
+    if (!rc && !dm && pl_elem_etag(r->srv->st, ret, PL_VIEW_LIVE))
+        pl_log(PL_LOG_WARN, "s3", "cannot compute the ETag of %s/%s", bucket, key);
     if (rc == PL_EINVAL) {
         s3_fail(r, S3E_INVALID_ARGUMENT, rc);
         r->err_detail = "Invalid version id specified";
@@ -302,6 +304,11 @@ static int list_cb(void *arg, const char *key, int is_prefix, const struct pl_at
             rc = pl_buf_addstr(&L->prefixes, "</Prefix></CommonPrefixes>");
     } else {
         char t[40];
+        struct pl_attr ea = *a;
+        /* written in place through a file head: its ETag is computed once */
+        if (pl_elem_etag(L->r->srv->st, &ea, PL_VIEW_LIVE))
+            ea.etag[0] = 0;
+        a = &ea;
         s3_iso8601(a->mtime, t, sizeof(t));
         rc = pl_buf_addstr(&L->contents, "<Contents><Key>");
         if (!rc)
