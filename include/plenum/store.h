@@ -308,6 +308,31 @@ int pl_volume_snapshot(struct pl_store *st, const char *name, const char *snap,
 int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
                     struct pl_volume_info *ret) PL_WUR;
 
+/* ---- NFS exports ----
+ * A rule exports "/BUCKET[/PATH]" to clients in an IPv4 network, read-write
+ * or read-only, squashing root (or everyone) to an anonymous uid/gid. A path
+ * may have one rule per client network. */
+#define PL_EXPORT_PATH_MAX 256
+enum pl_squash { PL_SQUASH_NONE = 0, PL_SQUASH_ROOT = 1, PL_SQUASH_ALL = 2 };
+struct pl_export {
+    char path[PL_EXPORT_PATH_MAX];
+    uint32_t net, mask; /* host byte order */
+    int readonly;
+    int squash; /* enum pl_squash */
+    uint32_t anon_uid, anon_gid;
+};
+/* "*", "A.B.C.D" or "A.B.C.D/N" -> network and mask. */
+int pl_export_clients_parse(const char *s, uint32_t *ret_net, uint32_t *ret_mask) PL_WUR;
+/* Options "rw|ro,root_squash|all_squash|no_root_squash,anonuid=N,anongid=N" into e. */
+int pl_export_options_parse(const char *s, struct pl_export *e) PL_WUR;
+/* Add or replace the rule for (path, clients). PL_ENOBUCKET when the bucket
+ * is missing, PL_EINVAL for a malformed path. */
+int pl_export_set(struct pl_store *st, const struct pl_export *e) PL_WUR;
+/* PL_ENOENT when there is no such rule. */
+int pl_export_remove(struct pl_store *st, const char *path, uint32_t net, uint32_t mask) PL_WUR;
+typedef int (*pl_export_fn)(void *arg, const struct pl_export *e);
+int pl_export_list(struct pl_store *st, pl_export_fn cb, void *arg) PL_WUR;
+
 /* ---- snapshots ---- */
 struct pl_snap_info {
     char name[128];

@@ -19,6 +19,7 @@ struct opts {
     const char *data;
     int json, recursive, help, now;
     const char *snapshot, *content_type, *size;
+    const char *clients, *options;
     const char *pos[8];
     int npos;
 };
@@ -967,6 +968,59 @@ static int cmd_device(struct opts *o)
     return r;
 }
 
+static int cmd_export(struct opts *o)
+{
+    struct backend b;
+    json_t *res = NULL;
+    static const char *const verbs[] = {"add", "list", "remove"};
+    static const int nargs[] = {1, 0, 1};
+    int v = pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
+                      "add /BUCKET[/PATH] [--clients CIDR] [--options OPTS], list, or remove "
+                      "/BUCKET[/PATH] [--clients CIDR]");
+    if (v < 0)
+        return EXIT_USAGE;
+    if (open_backend(o, &b))
+        return EXIT_FAIL;
+    static const char *const ops[] = {"export-add", "export-list", "export-remove"};
+    json_t *a = args_new();
+    if (v != 1)
+        json_object_set_new(a, "path", json_string(o->pos[1]));
+    if (o->clients)
+        json_object_set_new(a, "clients", json_string(o->clients));
+    if (o->options)
+        json_object_set_new(a, "options", json_string(o->options));
+    char what[400];
+    snprintf(what, sizeof(what), "export %s%s%s", verbs[v], o->npos > 1 ? " " : "",
+             o->npos > 1 ? o->pos[1] : "");
+    int r = call(&b, ops[v], a, NULL, &res, what);
+    if (!r && o->json) {
+        print_json(res);
+    } else if (!r && v == 1) {
+        json_t *e;
+        size_t i;
+        if (json_array_size(json_object_get(res, "exports")) == 0)
+            printf("no export rules: every bucket is exported as /BUCKET to loopback clients, "
+                   "read-write\n");
+        else
+            printf("%-32s %-18s %-3s %-6s %s\n", "PATH", "CLIENTS", "RW", "SQUASH", "ANON");
+        json_array_foreach(json_object_get(res, "exports"), i, e)
+        {
+            printf("%-32s %-18s %-3s %-6s %lld:%lld\n",
+                   json_string_value(json_object_get(e, "path")),
+                   json_string_value(json_object_get(e, "clients")),
+                   json_is_true(json_object_get(e, "readonly")) ? "ro" : "rw",
+                   json_string_value(json_object_get(e, "squash")),
+                   (long long)json_integer_value(json_object_get(e, "anon_uid")),
+                   (long long)json_integer_value(json_object_get(e, "anon_gid")));
+        }
+    } else if (!r) {
+        printf("ok: %s\n", what);
+    }
+    json_decref(res);
+    backend_close(&b);
+    return r;
+}
+
 static int cmd_volume(struct opts *o)
 {
     struct backend b;
@@ -1182,6 +1236,20 @@ static const struct cmd cmds[] = {
      "  path after a disk swap); the server rebuilds in the background.\n"
      "remove ID: move the device's strips to other devices, then forget it.\n"
      "examples:\n  plenum device list\n  plenum device replace 3 /mnt/ssd7/plenum"},
+    {"export", cmd_export,
+     "add /BUCKET[/PATH] [--clients CIDR] [--options OPTS] | list | remove /BUCKET[/PATH] "
+     "[--clients CIDR]",
+     "NFS export rules",
+     "With no rule, every bucket is exported as /BUCKET to loopback clients, read-write.\n"
+     "With rules, only what they name is exported, to the clients they name:\n"
+     "  --clients   *, A.B.C.D or A.B.C.D/N (default *); one rule per path and network\n"
+     "  --options   rw|ro, root_squash|all_squash|no_root_squash, anonuid=N, anongid=N\n"
+     "              (default rw,root_squash,anonuid=65534,anongid=65534)\n"
+     "A running server picks changes up within a second. The config file can hold rules\n"
+     "too ([export] /PATH = CLIENTS OPTIONS), added when the server starts.\n"
+     "examples:\n  plenum export add /datasets --clients 10.0.0.0/8 --options ro,all_squash\n"
+     "  plenum export add /datasets --clients 127.0.0.1 --options rw,no_root_squash\n"
+     "  plenum export list\n  plenum export remove /datasets --clients 10.0.0.0/8"},
     {"volume", cmd_volume,
      "create NAME --size N | list | resize NAME --size N | delete NAME | snapshot NAME SNAP | "
      "clone SOURCE NAME",
@@ -1313,6 +1381,10 @@ int main(int argc, char **argv)
             o.content_type = argv[++i];
         else if (!strcmp(a, "--size") && i + 1 < argc)
             o.size = argv[++i];
+        else if (!strcmp(a, "--clients") && i + 1 < argc)
+            o.clients = argv[++i];
+        else if (!strcmp(a, "--options") && i + 1 < argc)
+            o.options = argv[++i];
         else if (a[0] == '-' && a[1])
             return usage_error("unknown option '%s'", a);
         else if (o.npos < (int)PL_ARRAY_LEN(o.pos))

@@ -44,6 +44,7 @@ void usage_server(void)
            "                    similarity=on|off, gc_live_pct=N,\n"
            "                    scrub_interval_s=N, scrub_rate_mb=N, buffer_max_mb=N\n"
            "                    (writers wait while destage is that far behind);\n"
+           "                    [export] /PATH = CLIENTS [OPTIONS] (see plenum export --help);\n"
            "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
@@ -70,6 +71,10 @@ void usage_server(void)
            "example:\n"
            "  plenum server --data /srv/plenum --admin 127.0.0.1:9101 --s3 off\n");
 }
+
+/* export rules from the config file, added to the store at start */
+static struct pl_export cfg_exports[64];
+static int ncfg_exports;
 
 static struct listener *listener_find(const char *name)
 {
@@ -156,7 +161,29 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
         while (*v == ' ' || *v == '\t')
             v++;
         struct listener *l;
-        if (!strcmp(section, "server") && !strcmp(k, "data")) {
+        if (!strcmp(section, "export")) {
+            /* /PATH = CLIENTS [OPTIONS] */
+            struct pl_export *e = &cfg_exports[ncfg_exports];
+            char clients[64] = "", options[256] = "";
+            char *hash = strchr(v, '#');
+            if (hash)
+                *hash = 0;
+            memset(e, 0, sizeof(*e));
+            e->squash = PL_SQUASH_ROOT;
+            e->anon_uid = e->anon_gid = 65534;
+            if (ncfg_exports == (int)PL_ARRAY_LEN(cfg_exports) || strlen(k) >= sizeof(e->path) ||
+                sscanf(v, "%63s %255s", clients, options) < 1 ||
+                pl_export_clients_parse(clients, &e->net, &e->mask) ||
+                (options[0] && pl_export_options_parse(options, e))) {
+                fprintf(stderr, "plenum server: %s:%d: an export is /PATH = CLIENTS [OPTIONS], "
+                                "e.g. /datasets = 10.0.0.0/8 ro,root_squash\n",
+                        path, lineno);
+                rc = -1;
+                break;
+            }
+            snprintf(e->path, sizeof(e->path), "%s", k);
+            ncfg_exports++;
+        } else if (!strcmp(section, "server") && !strcmp(k, "data")) {
             snprintf(data_buf, sizeof(data_buf), "%s", v);
             *data = data_buf;
         } else if (!strcmp(section, "listen") && (l = listener_find(k))) {
@@ -444,6 +471,15 @@ int cmd_server(int argc, char **argv)
             goto out;
         }
         snprintf(nl->addr, sizeof(nl->addr), "%s:%d", host, nbd_port(nbd));
+    }
+    for (int i = 0; i < ncfg_exports; i++) {
+        rc = pl_export_set(st, &cfg_exports[i]);
+        if (rc) {
+            fprintf(stderr, "plenum server: export %s from the config: %s%s\n",
+                    cfg_exports[i].path, pl_strerror(rc),
+                    rc == PL_ENOBUCKET ? " (create the bucket first: plenum mb pl://BUCKET)" : "");
+            goto out;
+        }
     }
     struct listener *fl = listener_find("nfs"), *ml = listener_find("mountd"),
                     *pl = listener_find("portmap");

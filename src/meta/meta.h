@@ -36,6 +36,7 @@ enum meta_db {
     META_DEVICE,  /* id BE16 -> state(1) path : capacity devices */
     META_STRIPE,  /* seg(8) -> stripe geometry : segments destaged to capacity */
     META_SIMILAR, /* super-feature(8) index(1) -> fp(32) : similarity index */
+    META_EXPORT,  /* path \0 net BE32 mask BE32 -> NFS export rule (store/export.c) */
     META_DB_COUNT
 };
 

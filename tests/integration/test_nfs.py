@@ -309,3 +309,56 @@ def test_same_bytes_over_nfs_and_s3(tmp_path):
         assert head["ETag"].strip('"') == hashlib.md5(body2).hexdigest()
     finally:
         assert srv.stop() == 0
+
+
+def nfs_status(r):
+    return struct.unpack(">I", r[24:28])[0]
+
+
+def create_call(fh, name):
+    return xstr(fh) + xstr(name) + struct.pack(">I", 0) + struct.pack(">6I", 0, 0, 0, 0, 0, 0)
+
+
+def test_nfs_export_rules(nfs, tmp_path):
+    pl = nfs.pl
+    f = tmp_path / "e.txt"
+    f.write_bytes(b"exported\n")
+    run("nfs-cp", str(f), nfs.url("/e.txt"))
+    # read-only for loopback: reads work, writes answer ROFS (30)
+    pl.ok("export", "add", "/bkt", "--clients", "127.0.0.0/8", "--options", "ro,no_root_squash")
+    rules = pl.json("export", "list")["exports"]
+    assert rules == [{"path": "/bkt", "clients": "127.0.0.0/8", "readonly": True,
+                      "squash": "none", "anon_uid": 65534, "anon_gid": 65534}]
+    time.sleep(1.2)  # the server reloads rules every second
+    fh = mount_fh(nfs.mport)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        assert nfs_status(rpc(s, 100003, 3, 8, create_call(fh, b"new"))) == 30
+    assert subprocess.run(["nfs-cat", nfs.url("/e.txt")], capture_output=True,
+                          timeout=60).stdout == b"exported\n"
+    # root squashed to 65534: root may not write in the root-owned bucket directory
+    pl.ok("export", "add", "/bkt", "--clients", "127.0.0.0/8", "--options", "rw,root_squash")
+    time.sleep(1.2)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        assert nfs_status(rpc(s, 100003, 3, 8, create_call(fh, b"new"))) == 13
+    # and without squashing it may
+    pl.ok("export", "add", "/bkt", "--clients", "127.0.0.0/8", "--options", "no_root_squash")
+    time.sleep(1.2)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        assert nfs_status(rpc(s, 100003, 3, 8, create_call(fh, b"new"))) == 0
+    # a rule for other clients only: loopback can neither mount nor use old handles
+    pl.ok("export", "remove", "/bkt", "--clients", "127.0.0.0/8")
+    pl.ok("export", "add", "/bkt", "--clients", "10.0.0.0/8")
+    time.sleep(1.2)
+    with socket.create_connection(("127.0.0.1", nfs.mport)) as m:
+        r = rpc(m, 100005, 3, 1, xstr(b"/bkt"))
+        assert struct.unpack(">I", r[24:28])[0] == 13  # MNT3ERR_ACCES
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        assert nfs_status(rpc(s, 100003, 3, 1, xstr(fh))) == 13
+    # an export of a missing bucket is refused with the next step
+    p = pl.run("export", "add", "/nosuch")
+    assert p.returncode == 1 and b"bucket" in p.stderr
+    # no rules: the default again
+    pl.ok("export", "remove", "/bkt", "--clients", "10.0.0.0/8")
+    assert "no export rules" in pl.ok("export", "list").stdout.decode()
+    time.sleep(1.2)
+    assert "e.txt" in run("nfs-ls", nfs.url())

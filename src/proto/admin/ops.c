@@ -655,6 +655,64 @@ static int op_volume_clone(struct pl_store *st, json_t *args, json_t *res, struc
     return rc;
 }
 
+/* ---- NFS exports ---- */
+static json_t *export_json(const struct pl_export *e)
+{
+    char clients[40];
+    int bits = __builtin_popcount(e->mask);
+    if (bits == 0)
+        snprintf(clients, sizeof(clients), "*");
+    else
+        snprintf(clients, sizeof(clients), "%u.%u.%u.%u/%d", e->net >> 24, (e->net >> 16) & 255,
+                 (e->net >> 8) & 255, e->net & 255, bits);
+    static const char *const squash[] = {"none", "root", "all"};
+    return json_pack("{s:s, s:s, s:b, s:s, s:I, s:I}", "path", e->path, "clients", clients,
+                     "readonly", e->readonly, "squash", squash[e->squash % 3], "anon_uid",
+                     (json_int_t)e->anon_uid, "anon_gid", (json_int_t)e->anon_gid);
+}
+
+static int export_cb(void *arg, const struct pl_export *e)
+{
+    json_array_append_new(arg, export_json(e));
+    return 0;
+}
+
+static int op_export_add(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)io;
+    const char *path = sarg(args, "path"), *clients = sarg(args, "clients");
+    const char *options = sarg(args, "options");
+    struct pl_export e = {.anon_uid = 65534, .anon_gid = 65534, .squash = PL_SQUASH_ROOT};
+    if (!path || strlen(path) >= sizeof(e.path))
+        return PL_EINVAL;
+    snprintf(e.path, sizeof(e.path), "%s", path);
+    int rc = pl_export_clients_parse(clients ? clients : "*", &e.net, &e.mask);
+    if (!rc && options)
+        rc = pl_export_options_parse(options, &e);
+    if (!rc)
+        rc = pl_export_set(st, &e);
+    if (!rc)
+        json_object_set_new(res, "export", export_json(&e));
+    return rc;
+}
+
+static int op_export_list(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)args, (void)io;
+    json_t *a = json_array();
+    json_object_set_new(res, "exports", a);
+    return pl_export_list(st, export_cb, a);
+}
+
+static int op_export_remove(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
+{
+    (void)res, (void)io;
+    const char *path = sarg(args, "path"), *clients = sarg(args, "clients");
+    uint32_t net, mask;
+    int rc = path ? pl_export_clients_parse(clients ? clients : "*", &net, &mask) : PL_EINVAL;
+    return rc ? rc : pl_export_remove(st, path, net, mask);
+}
+
 static json_t *snap_json(const struct pl_snap_info *s)
 {
     return json_pack("{s:s, s:I, s:I}", "name", s->name, "epoch", (json_int_t)s->epoch,
@@ -788,6 +846,9 @@ static const struct op_def op_table[] = {
     {"device-add", 0, op_device_add},
     {"device-replace", 0, op_device_replace},
     {"device-remove", 0, op_device_remove},
+    {"export-add", 0, op_export_add},
+    {"export-list", 0, op_export_list},
+    {"export-remove", 0, op_export_remove},
     {"snapshot-create", 0, op_snap_create},
     {"snapshot-list", 0, op_snap_list},
     {"snapshot-delete", 0, op_snap_delete},

@@ -16,13 +16,59 @@ static int is_loopback(uint32_t addr)
     return (addr >> 24) == 127;
 }
 
-int nfs_exports_init(struct nfs_ctx *x)
+struct export_load {
+    struct nfs_export *e;
+    size_t n, cap;
+};
+
+static int export_load_cb(void *arg, const struct pl_export *r)
 {
-    x->default_exports = x->nexports == 0;
+    struct export_load *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct nfs_export *e = realloc(l->e, cap * sizeof(*e));
+        if (!e)
+            return 1;
+        l->e = e;
+        l->cap = cap;
+    }
+    struct nfs_export *e = &l->e[l->n++];
+    e->rule = *r;
+    const char *p = r->path + 1;
+    size_t bn = PL_MIN(strcspn(p, "/"), sizeof(e->bucket) - 1);
+    memcpy(e->bucket, p, bn);
+    e->bucket[bn] = 0;
     return 0;
 }
 
-static int net_match(const struct nfs_export *e, uint32_t peer)
+/* Reload the rules when they are over a second old (x->lock held): the CLI
+ * changes them in the store while the server runs. */
+static void exports_refresh(struct nfs_ctx *x)
+{
+    int64_t now = pl_now_ns();
+    if (x->exports_at && now - x->exports_at < 1000000000)
+        return;
+    struct export_load l = {0};
+    if (pl_export_list(x->st, export_load_cb, &l)) {
+        free(l.e);
+        return; /* keep the rules we had */
+    }
+    free(x->exports);
+    x->exports = l.e;
+    x->nexports = l.n;
+    x->default_exports = l.n == 0;
+    x->exports_at = now;
+}
+
+int nfs_exports_init(struct nfs_ctx *x)
+{
+    pthread_mutex_lock(&x->lock);
+    exports_refresh(x);
+    pthread_mutex_unlock(&x->lock);
+    return 0;
+}
+
+static int net_match(const struct pl_export *e, uint32_t peer)
 {
     return (peer & e->mask) == (e->net & e->mask);
 }
@@ -32,10 +78,10 @@ static void default_export(const char *bucket, struct nfs_export *e)
 {
     memset(e, 0, sizeof(*e));
     snprintf(e->bucket, sizeof(e->bucket), "%s", bucket);
-    snprintf(e->path, sizeof(e->path), "/%s", bucket);
-    e->net = 0x7f000000;
-    e->mask = 0xff000000;
-    e->anon_uid = e->anon_gid = 65534;
+    snprintf(e->rule.path, sizeof(e->rule.path), "/%s", bucket);
+    e->rule.net = 0x7f000000;
+    e->rule.mask = 0xff000000;
+    e->rule.anon_uid = e->rule.anon_gid = 65534;
 }
 
 int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_export *ret)
@@ -44,20 +90,26 @@ int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_e
     int rc = pl_elem_getattr(x->st, root, PL_VIEW_LIVE, &a);
     if (rc || a.type != PL_T_DIR || a.parent != PL_ROOT_ID)
         return PL_EACCES; /* not a bucket (any more) */
-    if (x->default_exports) {
-        if (!is_loopback(peer))
-            return PL_EACCES;
-        default_export("", ret);
-        return 0;
-    }
-    rc = PL_EACCES;
     pthread_mutex_lock(&x->lock);
-    for (size_t i = 0; i < x->nexports && rc; i++) {
-        struct pl_bucket_info b;
-        if (net_match(&x->exports[i], peer) && pl_bucket_get(x->st, x->exports[i].bucket, &b) == 0 &&
-            b.id == root) {
-            *ret = x->exports[i];
-            rc = 0;
+    exports_refresh(x);
+    if (x->default_exports) {
+        rc = is_loopback(peer) ? 0 : PL_EACCES;
+        if (!rc)
+            default_export("", ret);
+    } else {
+        /* the most specific client network among this bucket's rules */
+        int best = -1;
+        rc = PL_EACCES;
+        for (size_t i = 0; i < x->nexports; i++) {
+            struct pl_bucket_info b;
+            const struct nfs_export *e = &x->exports[i];
+            int bits = __builtin_popcount(e->rule.mask);
+            if (bits > best && net_match(&e->rule, peer) &&
+                pl_bucket_get(x->st, e->bucket, &b) == 0 && b.id == root) {
+                *ret = *e;
+                best = bits;
+                rc = 0;
+            }
         }
     }
     pthread_mutex_unlock(&x->lock);
@@ -87,34 +139,40 @@ int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct 
     int rc = split_path(path, bucket, &rest);
     if (rc)
         return rc;
+    pthread_mutex_lock(&x->lock);
+    exports_refresh(x);
     if (x->default_exports) {
-        if (!is_loopback(peer))
-            return PL_EACCES;
-        default_export(bucket, ret);
+        rc = is_loopback(peer) ? 0 : PL_EACCES;
+        if (!rc)
+            default_export(bucket, ret);
     } else {
+        /* the longest exported path holding this one, then the most specific
+         * client network among its rules */
         size_t best = 0;
+        int best_bits = -1;
         rc = PL_ENOENT;
-        pthread_mutex_lock(&x->lock);
         for (size_t i = 0; i < x->nexports; i++) {
             const struct nfs_export *e = &x->exports[i];
-            size_t n = strlen(e->path);
-            if (strncmp(path, e->path, n) || (path[n] && path[n] != '/'))
+            size_t n = strlen(e->rule.path);
+            int bits = __builtin_popcount(e->rule.mask);
+            if (strncmp(path, e->rule.path, n) || (path[n] && path[n] != '/'))
                 continue;
-            if (!net_match(e, peer)) {
+            if (!net_match(&e->rule, peer)) {
                 if (rc == PL_ENOENT)
                     rc = PL_EACCES;
                 continue;
             }
-            if (n > best) {
+            if (n > best || (n == best && bits > best_bits)) {
                 best = n;
+                best_bits = bits;
                 *ret = *e;
                 rc = 0;
             }
         }
-        pthread_mutex_unlock(&x->lock);
-        if (rc)
-            return rc;
     }
+    pthread_mutex_unlock(&x->lock);
+    if (rc)
+        return rc;
     struct pl_bucket_info b;
     rc = pl_bucket_get(x->st, bucket, &b);
     if (!rc)
@@ -248,7 +306,7 @@ int mount3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, 
         } else {
             pthread_mutex_lock(&x->lock);
             for (size_t i = 0; i < x->nexports; i++) {
-                const struct nfs_export *e = &x->exports[i];
+                const struct pl_export *e = &x->exports[i].rule;
                 char grp[40];
                 struct in_addr ia = {htonl(e->net)};
                 char a[INET_ADDRSTRLEN];

@@ -237,9 +237,11 @@ static uint32_t get_fh(struct call *c, struct nfs_fh *fh)
         /* squash as the export says */
         c->who.uid = c->who.cred.uid;
         c->who.gid = c->who.cred.gid;
-        if (ex.squash == 2 || (ex.squash == 1 && c->who.uid == 0)) {
-            c->who.uid = ex.anon_uid;
-            c->who.gid = ex.anon_gid;
+        if (ex.rule.squash == PL_SQUASH_ALL ||
+            (ex.rule.squash == PL_SQUASH_ROOT && c->who.uid == 0)) {
+            c->who.uid = ex.rule.anon_uid;
+            c->who.gid = ex.rule.anon_gid;
+            c->who.cred.ngids = 0;
         }
     }
     struct pl_attr a;
@@ -337,7 +339,7 @@ static uint32_t may(struct call *c, const struct pl_attr *a, unsigned want)
 /* Mutations: not through a read-only export or into a snapshot. */
 static uint32_t writable(struct call *c, const struct nfs_fh *fh)
 {
-    if (c->ex.readonly || fh->view || fh->snapdir)
+    if (c->ex.rule.readonly || fh->view || fh->snapdir)
         return NFS3ERR_ROFS;
     return 0;
 }

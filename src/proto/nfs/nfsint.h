@@ -45,14 +45,10 @@ enum nfsstat3 {
     NFS3ERR_JUKEBOX = 10008,
 };
 
-/* One export: a bucket (and sub-path) with its rules. */
+/* One export: a rule from the store, with its bucket split out. */
 struct nfs_export {
-    char path[PL_PATH_MAX]; /* "/bucket[/sub]" as clients mount it */
+    struct pl_export rule;
     char bucket[64];
-    uint32_t net, mask;     /* IPv4 client network (host order) */
-    int readonly;
-    int squash;             /* 0 none, 1 root, 2 all */
-    uint32_t anon_uid, anon_gid;
 };
 
 /* A decoded file handle. */
@@ -82,8 +78,9 @@ struct nfs_ctx {
     uint8_t fh_key[32];
     uint8_t write_verf[8]; /* new at every start: clients resend uncommitted data */
     pthread_mutex_t lock;  /* guards exports, cookies, the reply cache */
-    struct nfs_export *exports;
+    struct nfs_export *exports; /* the store's rules, reloaded every second */
     size_t nexports;
+    int64_t exports_at;
     int default_exports;   /* no rule configured: every bucket, loopback, rw */
     struct cookie_slot *cookies;
     struct drc_slot *drc;
