@@ -362,3 +362,47 @@ def test_nfs_export_rules(nfs, tmp_path):
     assert "no export rules" in pl.ok("export", "list").stdout.decode()
     time.sleep(1.2)
     assert "e.txt" in run("nfs-ls", nfs.url())
+
+
+def write_call(fh, off, data, stable):
+    return xstr(fh) + struct.pack(">QII", off, len(data), stable) + xstr(data)
+
+
+def test_nfs_unstable_writes_commit_and_verifier(nfs, tmp_path):
+    fh = mount_fh(nfs.mport)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        r = rpc(s, 100003, 3, 8, create_call(fh, b"wb.bin"))
+        assert nfs_status(r) == 0
+        f = r[36:36 + 36]
+        blob = os.urandom(3 << 20)
+        verfs = set()
+        for off in range(0, len(blob), 1 << 20):
+            r = rpc(s, 100003, 3, 7, write_call(f, off, blob[off:off + (1 << 20)], 0))
+            assert nfs_status(r) == 0
+            committed, verf = struct.unpack(">I", r[-12:-8])[0], r[-8:]
+            assert committed == 0  # UNSTABLE: not durable until COMMIT
+            verfs.add(verf)
+        assert len(verfs) == 1
+        # attributes and reads see the data before it is committed
+        r = rpc(s, 100003, 3, 1, xstr(f))
+        assert struct.unpack(">Q", r[48:56])[0] == len(blob)  # fattr3 size
+        r = rpc(s, 100003, 3, 6, xstr(f) + struct.pack(">QI", (2 << 20) + 5, 10))
+        assert r[-12:-2] == blob[(2 << 20) + 5:(2 << 20) + 15]
+        r = rpc(s, 100003, 3, 21, xstr(f) + struct.pack(">QI", 0, 0))
+        assert nfs_status(r) == 0 and r[-8:] == verf
+        # a stable write reports FILE_SYNC
+        r = rpc(s, 100003, 3, 7, write_call(f, 0, b"head", 2))
+        assert struct.unpack(">I", r[-12:-8])[0] == 2
+    # committed data survives kill -9; the verifier changes with the restart
+    nfs.stop(signal.SIGKILL)
+    srv = Server(nfs.data, extra=["--nfs", f"127.0.0.1:{nfs.port}", "--mountd",
+                                  f"127.0.0.1:{nfs.mport}"])
+    try:
+        back = tmp_path / "wb.back"
+        run("nfs-cp", nfs.url("/wb.bin"), str(back))
+        assert back.read_bytes() == b"head" + blob[4:]
+        with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+            r = rpc(s, 100003, 3, 21, xstr(f) + struct.pack(">QI", 0, 0))
+            assert nfs_status(r) == 0 and r[-8:] != verf
+    finally:
+        assert srv.stop() == 0

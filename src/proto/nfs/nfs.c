@@ -127,6 +127,7 @@ static void drc_end(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t pro
 
 void nfs_ctx_release(struct nfs_ctx *x)
 {
+    wb_stop(x);
     if (x->drc)
         for (size_t i = 0; i < DRC_SLOTS; i++)
             free(x->drc[i].reply);
@@ -150,6 +151,8 @@ int nfs_ctx_init(struct nfs_ctx *x, struct pl_store *st)
         rc = pl_random(x->write_verf, sizeof(x->write_verf));
     if (!rc)
         rc = nfs_exports_init(x);
+    if (!rc)
+        rc = wb_start(x);
     if (rc)
         nfs_ctx_release(x);
     return rc;

@@ -163,6 +163,8 @@ static int fh_attr(struct call *c, const struct nfs_fh *fh, struct pl_attr *a)
     /* an element whose last name went is dropped soon: its handle is stale now */
     if (!rc && a->nlink == 0 && a->type != PL_T_DIR && fh->view == PL_VIEW_LIVE)
         rc = PL_ENOENT;
+    if (!rc && a->type == PL_T_FILE && fh->view == PL_VIEW_LIVE)
+        wb_attr(c->x, a);
     return rc;
 }
 
@@ -377,6 +379,8 @@ static void proc_setattr(struct call *c)
         pre_take(c, &fh, &pre);
     if (!st)
         st = writable(c, &fh);
+    if (!st && !fh.snapdir)
+        st = nfs_status(wb_settle(c->x, fh.id)); /* a new size applies after the writes */
     if (!st)
         st = nfs_status(fh_attr(c, &fh, &a));
     /* the guard compares the ctime as the client saw it (seconds and ns) */
@@ -577,6 +581,8 @@ static void proc_read(struct call *c, struct nfs_reply *r)
         st = NFS3ERR_INVAL;
     if (!st && c->who.uid != a.uid)
         st = may(c, &a, 4); /* the owner may read what it may not (open files) */
+    if (!st && fh.view == PL_VIEW_LIVE)
+        st = nfs_status(wb_settle(c->x, fh.id));
     if (!st && count) {
         r->data = malloc(count);
         if (!r->data)
@@ -605,7 +611,7 @@ static void proc_write(struct call *c)
     uint32_t st = get_fh(c, &fh), n;
     uint64_t off = xdr_u64(c->in);
     uint32_t count = xdr_u32(c->in);
-    (void)xdr_u32(c->in); /* stable_how: every write is FILE_SYNC here */
+    uint32_t stable = xdr_u32(c->in); /* UNSTABLE 0, DATA_SYNC 1, FILE_SYNC 2 */
     const uint8_t *data = xdr_opaque(c->in, NFS_MAXDATA, &n);
     if (!xdr_ok(c->in))
         return;
@@ -623,13 +629,20 @@ static void proc_write(struct call *c)
         st = may(c, &a, 2);
     if (!st && count > n)
         st = NFS3ERR_INVAL;
-    if (!st && count)
-        st = nfs_status(pl_elem_write(c->x->st, fh.id, off, data, count));
+    if (!st && count && stable == 0) {
+        st = nfs_status(wb_write(c->x, fh.id, off, data, count));
+    } else if (!st) {
+        /* a stable write lands after the unstable ones before it */
+        st = nfs_status(wb_settle(c->x, fh.id));
+        if (!st && count)
+            st = nfs_status(pl_elem_write(c->x->st, fh.id, off, data, count));
+        stable = 2; /* durable on return: FILE_SYNC, whatever was asked */
+    }
     xdr_put_u32(c->o, st);
     put_wcc(c, &pre, st == NFS3ERR_STALE ? NULL : &fh);
     if (!st) {
         xdr_put_u32(c->o, count);
-        xdr_put_u32(c->o, 2); /* FILE_SYNC */
+        xdr_put_u32(c->o, stable ? 2 : 0);
         xdr_put_fixed(c->o, c->x->write_verf, 8);
     }
 }
@@ -1190,10 +1203,12 @@ static void proc_commit(struct call *c)
         return;
     if (!st)
         pre_take(c, &fh, &pre);
+    if (!st && !fh.snapdir && fh.view == PL_VIEW_LIVE)
+        st = nfs_status(wb_settle(c->x, fh.id));
     xdr_put_u32(c->o, st);
     put_wcc(c, &pre, st == NFS3ERR_STALE ? NULL : &fh);
     if (!st)
-        xdr_put_fixed(c->o, c->x->write_verf, 8); /* writes were durable already */
+        xdr_put_fixed(c->o, c->x->write_verf, 8);
 }
 
 int nfs3_dispatch(struct nfs_ctx *x, const struct rpc_call *rc, uint32_t peer,

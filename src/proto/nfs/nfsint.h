@@ -84,6 +84,7 @@ struct nfs_ctx {
     int default_exports;   /* no rule configured: every bucket, loopback, rw */
     struct cookie_slot *cookies;
     struct drc_slot *drc;
+    struct wb *wb;         /* write-back of UNSTABLE writes (wb.c) */
     struct nfs_mount mounts[NFS_MOUNTS_MAX]; /* what DUMP reports */
     size_t nmounts;
     int ports[3];          /* nfs, mount, portmap: what GETPORT answers */
@@ -129,6 +130,15 @@ int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_e
 /* The export path names for this client and the directory it resolves to. */
 int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct nfs_export *ret,
                      struct nfs_fh *ret_fh);
+
+/* Write-back of UNSTABLE writes (wb.c). */
+int wb_start(struct nfs_ctx *x);
+void wb_stop(struct nfs_ctx *x); /* writes everything back first */
+int wb_write(struct nfs_ctx *x, uint64_t id, uint64_t off, const void *data, size_t n);
+/* Everything written to id so far is durable; a failed write-back's error. */
+int wb_settle(struct nfs_ctx *x, uint64_t id);
+/* Size and mtime as the data in flight makes them. */
+void wb_attr(struct nfs_ctx *x, struct pl_attr *a);
 
 void nfs_fh_encode(const struct nfs_ctx *x, const struct nfs_fh *fh, uint8_t out[NFS_FH_LEN]);
 int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct nfs_fh *ret);

@@ -1,0 +1,271 @@
+/* Write-back of UNSTABLE writes.
+ *
+ * NFSv3 lets a server answer a WRITE before the data is durable (UNSTABLE)
+ * as long as COMMIT makes it so and the write verifier changes when
+ * uncommitted data may have been lost (every start). Writing each 1 MiB
+ * call through the store costs a sync each; here contiguous writes to a file
+ * collect into batches of up to WB_BATCH, and one flusher thread writes
+ * batches in order while more arrive.
+ * - COMMIT, READ, SETATTR and a stable WRITE of the file settle it first:
+ *   everything before is written (and a failed batch reports its error).
+ * - Attributes of a file with data in flight show its size and mtime.
+ * - A file left alone for WB_IDLE_NS is written back without a COMMIT.
+ * - At most WB_QUEUE_MAX bytes wait: writers then wait for the flusher.
+ */
+#include "proto/nfs/nfsint.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#define WB_BATCH (8u << 20)
+#define WB_QUEUE_MAX (256u << 20)
+#define WB_IDLE_NS 1000000000ll
+#define WB_SLOTS 256
+
+struct wb_batch {
+    struct wb_file *f;
+    uint64_t off;
+    uint8_t *buf;
+    size_t len;
+    struct wb_batch *next;
+};
+
+struct wb_file {
+    uint64_t id;
+    uint64_t off; /* of the batch being filled */
+    uint8_t *buf;
+    size_t len, cap;
+    uint64_t end; /* past the last byte written through us */
+    int64_t mtime, last;
+    int queued;   /* batches waiting or being written */
+    int err;
+    struct wb_file *next;
+};
+
+struct wb {
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* the flusher waits for batches */
+    pthread_cond_t done; /* writers and settlers wait for the flusher */
+    struct wb_file *slots[WB_SLOTS];
+    struct wb_batch *head, *tail;
+    size_t queued_bytes;
+    struct pl_store *st;
+    pthread_t thr;
+    int stop, started;
+};
+
+static struct wb_file *file_find(struct wb *w, uint64_t id, int add)
+{
+    struct wb_file **pp = &w->slots[id % WB_SLOTS];
+    for (struct wb_file *f = *pp; f; f = f->next)
+        if (f->id == id)
+            return f;
+    if (!add)
+        return NULL;
+    struct wb_file *f = calloc(1, sizeof(*f));
+    if (f) {
+        f->id = id;
+        f->next = *pp;
+        *pp = f;
+    }
+    return f;
+}
+
+/* Forget a file with nothing in flight (lock held). */
+static void file_drop_if_idle(struct wb *w, struct wb_file *f)
+{
+    if (f->len || f->queued || f->err)
+        return;
+    struct wb_file **pp = &w->slots[f->id % WB_SLOTS];
+    while (*pp != f)
+        pp = &(*pp)->next;
+    *pp = f->next;
+    free(f->buf);
+    free(f);
+}
+
+/* Hand the filling batch to the flusher (lock held). */
+static int file_queue(struct wb *w, struct wb_file *f)
+{
+    if (!f->len)
+        return 0;
+    struct wb_batch *b = malloc(sizeof(*b));
+    if (!b)
+        return PL_ENOMEM;
+    *b = (struct wb_batch){f, f->off, f->buf, f->len, NULL};
+    f->buf = NULL;
+    f->len = f->cap = 0;
+    f->queued++;
+    w->queued_bytes += b->len;
+    if (w->tail)
+        w->tail->next = b;
+    else
+        w->head = b;
+    w->tail = b;
+    pthread_cond_signal(&w->work);
+    return 0;
+}
+
+static void *flusher(void *arg)
+{
+    struct wb *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        if (!w->head) {
+            /* write back files nobody wrote to for a while */
+            int64_t now = pl_now_ns();
+            for (int i = 0; i < WB_SLOTS; i++)
+                for (struct wb_file *f = w->slots[i]; f; f = f->next)
+                    if (f->len && (w->stop || now - f->last >= WB_IDLE_NS) && file_queue(w, f))
+                        f->err = PL_ENOMEM;
+        }
+        if (!w->head) {
+            if (w->stop)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 250 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&w->work, &w->lock, &ts);
+            continue;
+        }
+        struct wb_batch *b = w->head;
+        w->head = b->next;
+        if (!w->head)
+            w->tail = NULL;
+        pthread_mutex_unlock(&w->lock);
+        int rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
+        pthread_mutex_lock(&w->lock);
+        if (rc) {
+            pl_log(PL_LOG_WARN, "nfs", "write-back of %zu bytes at %llu of element %llu: %s",
+                   b->len, (unsigned long long)b->off, (unsigned long long)b->f->id,
+                   pl_strerror(rc));
+            if (!b->f->err)
+                b->f->err = rc;
+        }
+        struct wb_file *f = b->f;
+        f->queued--;
+        w->queued_bytes -= b->len;
+        free(b->buf);
+        free(b);
+        file_drop_if_idle(w, f); /* settlers look their file up again */
+        pthread_cond_broadcast(&w->done);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int wb_start(struct nfs_ctx *x)
+{
+    struct wb *w = calloc(1, sizeof(*w));
+    if (!w)
+        return PL_ENOMEM;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->work, NULL);
+    pthread_cond_init(&w->done, NULL);
+    w->st = x->st;
+    if (pthread_create(&w->thr, NULL, flusher, w)) {
+        free(w);
+        return PL_ENOMEM;
+    }
+    w->started = 1;
+    x->wb = w;
+    return 0;
+}
+
+void wb_stop(struct nfs_ctx *x)
+{
+    struct wb *w = x->wb;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stop = 1; /* the flusher writes everything back, then ends */
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thr, NULL);
+    for (int i = 0; i < WB_SLOTS; i++)
+        while (w->slots[i]) {
+            struct wb_file *f = w->slots[i];
+            w->slots[i] = f->next;
+            free(f->buf);
+            free(f);
+        }
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done);
+    free(w);
+    x->wb = NULL;
+}
+
+int wb_write(struct nfs_ctx *x, uint64_t id, uint64_t off, const void *data, size_t n)
+{
+    struct wb *w = x->wb;
+    int rc = 0;
+    pthread_mutex_lock(&w->lock);
+    while (w->queued_bytes > WB_QUEUE_MAX && !w->stop)
+        pthread_cond_wait(&w->done, &w->lock);
+    struct wb_file *f = file_find(w, id, 1);
+    if (!f) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    if (f->len && (off != f->off + f->len || f->len + n > WB_BATCH))
+        rc = file_queue(w, f); /* not contiguous, or full: start a new batch */
+    if (!rc && f->len + n > f->cap) {
+        size_t cap = PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)));
+        uint8_t *nb = realloc(f->buf, cap);
+        if (!nb)
+            rc = PL_ENOMEM;
+        else {
+            f->buf = nb;
+            f->cap = cap;
+        }
+    }
+    if (!rc) {
+        if (!f->len)
+            f->off = off;
+        memcpy(f->buf + f->len, data, n);
+        f->len += n;
+        f->end = PL_MAX(f->end, off + n);
+        f->mtime = f->last = pl_now_ns();
+        if (f->len >= WB_BATCH)
+            rc = file_queue(w, f);
+    }
+out:
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+int wb_settle(struct nfs_ctx *x, uint64_t id)
+{
+    struct wb *w = x->wb;
+    int rc = 0;
+    pthread_mutex_lock(&w->lock);
+    struct wb_file *f = file_find(w, id, 0);
+    if (f)
+        rc = file_queue(w, f);
+    while (!rc && (f = file_find(w, id, 0)) && f->queued)
+        pthread_cond_wait(&w->done, &w->lock);
+    if (f && !rc) {
+        rc = f->err; /* reported once, to whoever settles first */
+        f->err = 0;
+        file_drop_if_idle(w, f);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+void wb_attr(struct nfs_ctx *x, struct pl_attr *a)
+{
+    struct wb *w = x->wb;
+    pthread_mutex_lock(&w->lock);
+    struct wb_file *f = file_find(w, a->id, 0);
+    if (f && (f->len || f->queued)) {
+        a->size = PL_MAX(a->size, f->end);
+        a->mtime = a->ctime = PL_MAX(a->mtime, f->mtime);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
