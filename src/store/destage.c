@@ -54,20 +54,11 @@ struct dseg {
 static int collect_block(void *arg, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN])
 {
     struct dseg *d = arg;
-    MDB_txn *txn;
     uint64_t refs;
     struct data_loc cur;
-    int rc = meta_rtxn_begin(d->st->meta, &txn);
+    int rc = chunk_names_copy(d->st, loc, fp, &refs, &cur);
     if (rc)
-        return rc;
-    rc = chunk_lookup(txn, d->st->meta, fp, &refs, &cur);
-    meta_rtxn_end(txn);
-    if (rc == PL_ENOENT)
-        return 0; /* a copy no entry names: garbage */
-    if (rc)
-        return rc;
-    if (cur.seg != loc->seg || cur.off != loc->off)
-        return 0; /* the entry names another copy */
+        return rc > 0 ? 0 : rc; /* not the copy the index names: it stays behind */
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 512;
         struct dblock *nb = realloc(d->b, cap * sizeof(*nb));

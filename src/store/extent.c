@@ -78,6 +78,22 @@ int chunk_lookup(MDB_txn *txn, struct meta_env *env, const uint8_t fp[DATA_FP_LE
     return ret_loc ? data_loc_decode((const uint8_t *)v.mv_data + 8, DATA_LOC_ENC, ret_loc) : 0;
 }
 
+int chunk_names_copy(struct pl_store *st, const struct data_loc *loc,
+                     const uint8_t fp[DATA_FP_LEN], uint64_t *ret_refs, struct data_loc *ret_cur)
+{
+    MDB_txn *txn;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = chunk_lookup(txn, st->meta, fp, ret_refs, ret_cur);
+    meta_rtxn_end(txn);
+    if (rc == PL_ENOENT)
+        return 1; /* a copy no entry names: garbage */
+    if (rc)
+        return rc;
+    return ret_cur->seg == loc->seg && ret_cur->off == loc->off ? 0 : 1;
+}
+
 int chunk_account(struct meta_txn *t, const struct data_loc *l, int sign)
 {
     int rc = 0;

@@ -133,20 +133,11 @@ struct compact {
 static int compact_block(void *arg, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN])
 {
     struct compact *c = arg;
-    MDB_txn *txn;
     uint64_t refs;
     struct data_loc cur;
-    int rc = meta_rtxn_begin(c->st->meta, &txn);
+    int rc = chunk_names_copy(c->st, loc, fp, &refs, &cur);
     if (rc)
-        return rc;
-    rc = chunk_lookup(txn, c->st->meta, fp, &refs, &cur);
-    meta_rtxn_end(txn);
-    if (rc == PL_ENOENT)
-        return 0; /* a copy no entry names: garbage */
-    if (rc)
-        return rc;
-    if (cur.seg != loc->seg || cur.off != loc->off)
-        return 0; /* the entry names another copy */
+        return rc > 0 ? 0 : rc; /* not the copy the index names: garbage */
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 256;
         struct moved *nm = realloc(c->m, cap * sizeof(*nm));

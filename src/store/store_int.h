@@ -168,6 +168,12 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
 int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
                      void *out) PL_WUR;
 int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN]) PL_WUR;
+/* Does the chunk index name the copy of fp at loc (a block found walking a
+ * segment)? 0 yes (*ret_refs, *ret_cur filled), 1 no (garbage, or another
+ * copy is the one), or an error. */
+int chunk_names_copy(struct pl_store *st, const struct data_loc *loc,
+                     const uint8_t fp[DATA_FP_LEN], uint64_t *ret_refs,
+                     struct data_loc *ret_cur) PL_WUR;
 /* Count a live chunk at loc in (sign 1) or out of (-1) the statistics and its
  * segment's live bytes. */
 int chunk_account(struct meta_txn *t, const struct data_loc *l, int sign) PL_WUR;

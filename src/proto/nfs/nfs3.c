@@ -15,31 +15,6 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-enum {
-    NFSPROC3_NULL = 0,
-    NFSPROC3_GETATTR = 1,
-    NFSPROC3_SETATTR = 2,
-    NFSPROC3_LOOKUP = 3,
-    NFSPROC3_ACCESS = 4,
-    NFSPROC3_READLINK = 5,
-    NFSPROC3_READ = 6,
-    NFSPROC3_WRITE = 7,
-    NFSPROC3_CREATE = 8,
-    NFSPROC3_MKDIR = 9,
-    NFSPROC3_SYMLINK = 10,
-    NFSPROC3_MKNOD = 11,
-    NFSPROC3_REMOVE = 12,
-    NFSPROC3_RMDIR = 13,
-    NFSPROC3_RENAME = 14,
-    NFSPROC3_LINK = 15,
-    NFSPROC3_READDIR = 16,
-    NFSPROC3_READDIRPLUS = 17,
-    NFSPROC3_FSSTAT = 18,
-    NFSPROC3_FSINFO = 19,
-    NFSPROC3_PATHCONF = 20,
-    NFSPROC3_COMMIT = 21,
-};
-
 #define ACCESS3_READ 0x01
 #define ACCESS3_LOOKUP 0x02
 #define ACCESS3_MODIFY 0x04
@@ -104,6 +79,7 @@ struct call {
     struct nfs_ctx *x;
     struct xdr_in *in;
     struct xdr_out *o;
+    struct nfs_reply *r; /* READ sends its data from here */
     struct nfs_caller who;
     struct nfs_export ex; /* of the first handle */
 };
@@ -413,6 +389,7 @@ static uint32_t lookup_in(struct call *c, const struct nfs_fh *dir, const char *
                           struct nfs_fh *ret)
 {
     struct pl_attr da, a;
+    *ret = *dir;
     int rc = fh_attr(c, dir, &da);
     if (rc)
         return nfs_status(rc);
@@ -562,8 +539,9 @@ static void proc_readlink(struct call *c)
     free(target);
 }
 
-static void proc_read(struct call *c, struct nfs_reply *r)
+static void proc_read(struct call *c)
 {
+    struct nfs_reply *r = c->r;
     struct nfs_fh fh;
     struct pl_attr a;
     uint32_t st = get_fh(c, &fh);
@@ -1211,83 +1189,51 @@ static void proc_commit(struct call *c)
         xdr_put_fixed(c->o, c->x->write_verf, 8);
 }
 
+static void proc_null(struct call *c)
+{
+    (void)c;
+}
+
+static void proc_remove_file(struct call *c)
+{
+    proc_remove(c, 0);
+}
+
+static void proc_rmdir(struct call *c)
+{
+    proc_remove(c, 1);
+}
+
+static void proc_readdir_names(struct call *c)
+{
+    proc_readdir(c, 0);
+}
+
+static void proc_readdirplus(struct call *c)
+{
+    proc_readdir(c, 1);
+}
+
+/* Indexed by procedure number (RFC 1813). */
+static void (*const procs[])(struct call *) = {
+    proc_null,     proc_getattr, proc_setattr,       proc_lookup,     proc_access,
+    proc_readlink, proc_read,    proc_write,         proc_create,     proc_mkdir,
+    proc_symlink,  proc_mknod,   proc_remove_file,   proc_rmdir,      proc_rename,
+    proc_link,     proc_readdir_names, proc_readdirplus, proc_fsstat, proc_fsinfo,
+    proc_pathconf, proc_commit,
+};
+
 int nfs3_dispatch(struct nfs_ctx *x, const struct rpc_call *rc, uint32_t peer,
                   struct xdr_out *o, struct nfs_reply *r)
 {
     struct xdr_in in = rc->args;
-    struct call c = {.x = x, .in = &in, .o = o};
+    struct call c = {.x = x, .in = &in, .o = o, .r = r};
     c.who.cred = rc->cred;
     c.who.addr = peer;
     c.who.uid = rc->cred.uid;
     c.who.gid = rc->cred.gid;
-    switch (rc->proc) {
-    case NFSPROC3_NULL:
-        break;
-    case NFSPROC3_GETATTR:
-        proc_getattr(&c);
-        break;
-    case NFSPROC3_SETATTR:
-        proc_setattr(&c);
-        break;
-    case NFSPROC3_LOOKUP:
-        proc_lookup(&c);
-        break;
-    case NFSPROC3_ACCESS:
-        proc_access(&c);
-        break;
-    case NFSPROC3_READLINK:
-        proc_readlink(&c);
-        break;
-    case NFSPROC3_READ:
-        proc_read(&c, r);
-        break;
-    case NFSPROC3_WRITE:
-        proc_write(&c);
-        break;
-    case NFSPROC3_CREATE:
-        proc_create(&c);
-        break;
-    case NFSPROC3_MKDIR:
-        proc_mkdir(&c);
-        break;
-    case NFSPROC3_SYMLINK:
-        proc_symlink(&c);
-        break;
-    case NFSPROC3_MKNOD:
-        proc_mknod(&c);
-        break;
-    case NFSPROC3_REMOVE:
-        proc_remove(&c, 0);
-        break;
-    case NFSPROC3_RMDIR:
-        proc_remove(&c, 1);
-        break;
-    case NFSPROC3_RENAME:
-        proc_rename(&c);
-        break;
-    case NFSPROC3_LINK:
-        proc_link(&c);
-        break;
-    case NFSPROC3_READDIR:
-        proc_readdir(&c, 0);
-        break;
-    case NFSPROC3_READDIRPLUS:
-        proc_readdir(&c, 1);
-        break;
-    case NFSPROC3_FSSTAT:
-        proc_fsstat(&c);
-        break;
-    case NFSPROC3_FSINFO:
-        proc_fsinfo(&c);
-        break;
-    case NFSPROC3_PATHCONF:
-        proc_pathconf(&c);
-        break;
-    case NFSPROC3_COMMIT:
-        proc_commit(&c);
-        break;
-    default:
+    if (rc->proc >= PL_ARRAY_LEN(procs))
         return RPC_PROC_UNAVAIL;
-    }
+    procs[rc->proc](&c);
     return xdr_ok(&in) ? RPC_SUCCESS : RPC_GARBAGE_ARGS;
 }
