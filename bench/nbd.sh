@@ -1,15 +1,22 @@
 #!/bin/bash
-# bench/nbd.sh [SIZE_MIB]: nbdcopy SIZE into and out of a volume, Plenum's NBD
-# head vs `nbdkit file` serving a plain file on the same disk, same client,
-# same run. Ratios last (>1: Plenum faster).
+# bench/nbd.sh [SIZE_MIB]: nbdcopy SIZE into and out of a volume, and fio's
+# nbd engine (bs 1M, iodepth 16, write then read), Plenum's NBD head vs
+# `nbdkit file` serving a plain file on the same disk, same clients, same
+# run. Ratios last (>1: Plenum faster).
 set -eu
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 BIN=$PWD/build/plenum
 [ -x "$BIN" ] || { echo "build first: make build"; exit 1; }
-for t in nbdcopy nbdkit; do
-    command -v $t >/dev/null || { echo "needs $t (apt-get install libnbd-bin nbdkit)"; exit 1; }
+for t in nbdcopy nbdkit fio; do
+    command -v $t >/dev/null || { echo "needs $t (scripts/deps.sh installs it)"; exit 1; }
 done
+# fio's nbd engine: sequential 1 MiB writes then reads, 16 in flight; prints MB/s
+fio_mbps() { # uri rw
+    fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=1M --iodepth=16 \
+        --size="${SIZE}M" --output-format=json 2>/dev/null |
+        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="write" if j["write"]["bw_bytes"] else "read"; print("%.1f" % (j[k]["bw_bytes"]/1e6))'
+}
 WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
 PIDS=()
 trap 'kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -34,6 +41,10 @@ t0=$(now); nbdcopy "nbd://127.0.0.1:$pp/bench" "$WORK/out"; t1=$(now)
 pr=$(mbps "$bytes" "$t0" "$t1")
 cmp -s "$WORK/src" "$WORK/out" || { echo "plenum: data differs"; exit 1; }
 rm -f "$WORK/out"
+"$BIN" --data "$WORK/pl" volume create fio --size "${SIZE}M" >/dev/null
+pfw=$(fio_mbps "nbd://127.0.0.1:$pp/fio" write)
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+pfr=$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)
 
 # nbdkit file
 kp=$(port)
@@ -48,7 +59,12 @@ sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 t0=$(now); nbdcopy "nbd://127.0.0.1:$kp" "$WORK/out"; t1=$(now)
 kr=$(mbps "$bytes" "$t0" "$t1")
 cmp -s "$WORK/src" "$WORK/out" || { echo "nbdkit: data differs"; exit 1; }
+kfw=$(fio_mbps "nbd://127.0.0.1:$kp" write)
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+kfr=$(fio_mbps "nbd://127.0.0.1:$kp" read)
 
 printf '%-28s %12s %12s %7s\n' test plenum_MB/s nbdkit_MB/s ratio
 printf '%-28s %12s %12s %6sx\n' "nbdcopy write ${SIZE} MiB" "$pw" "$kw" "$(awk -v a="$pw" -v b="$kw" 'BEGIN{printf "%.2f", a/b}')"
 printf '%-28s %12s %12s %6sx\n' "nbdcopy read ${SIZE} MiB" "$pr" "$kr" "$(awk -v a="$pr" -v b="$kr" 'BEGIN{printf "%.2f", a/b}')"
+printf '%-28s %12s %12s %6sx\n' "fio nbd write bs1M qd16" "$pfw" "$kfw" "$(awk -v a="$pfw" -v b="$kfw" 'BEGIN{printf "%.2f", a/b}')"
+printf '%-28s %12s %12s %6sx\n' "fio nbd read bs1M qd16" "$pfr" "$kfr" "$(awk -v a="$pfr" -v b="$kfr" 'BEGIN{printf "%.2f", a/b}')"

@@ -80,6 +80,26 @@ def test_nbdinfo_nbdcopy_qemu_img(nbd, tmp_path):
     assert pl.json("stats")["stored_bytes"] - first < first / 2
 
 
+def test_nbdcopy_1gib_both_ways(nbd, tmp_path):
+    pl = nbd.pl
+    pl.ok("volume", "create", "big", "--size", "1G")
+    src = tmp_path / "big.img"
+    with open(src, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(16 << 20))  # 512 MiB of data
+        f.write(b"\0" * (256 << 20))       # a zero run
+        f.truncate(1 << 30)                # and a hole at the end
+    run("nbdcopy", str(src), f"{nbd.nbd_url}/big")
+    back = tmp_path / "big.back"
+    run("nbdcopy", f"{nbd.nbd_url}/big", str(back))
+    assert sha(back) == sha(src)
+    # only the data takes space: zeros and the hole were skipped or stored as holes
+    assert pl.json("stats")["stored_bytes"] < (600 << 20)
+    assert "hole" in run("nbdinfo", "--map", f"{nbd.nbd_url}/big")
+    back.unlink()
+    src.unlink()
+
+
 def test_snapshot_clone_resize_and_readonly(nbd, tmp_path):
     pl = nbd.pl
     pl.ok("volume", "create", "base", "--size", "32M")

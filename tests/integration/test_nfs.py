@@ -106,6 +106,11 @@ def test_nfs_tools_roundtrip_and_object_view(nfs, tmp_path):
     # the same bytes as an object, with its size
     st = pl.json("stat", "pl://bkt/big.bin")
     assert st["size"] == 1 << 30
+    md5 = hashlib.md5()
+    with open(src, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            md5.update(b)
+    assert st["etag"] == md5.hexdigest()  # computed once, as an object view needs it
     out = tmp_path / "cli.bin"
     pl.ok("cp", "pl://bkt/big.bin", str(out))
     assert sha(out) == sha(src)

@@ -226,6 +226,8 @@ static int op_stat(struct pl_store *st, json_t *args, json_t *res, struct op_io 
     rc = pl_obj_lookup(st, b, k, view, &a);
     if (!rc)
         rc = pl_obj_content_type(st, a.id, view, ct, sizeof(ct));
+    if (!rc)
+        rc = pl_elem_etag(st, &a, view); /* written in place: its MD5, once */
     if (rc)
         return rc;
     json_t *o = ops_attr_json(&a);
