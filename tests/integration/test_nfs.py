@@ -170,7 +170,7 @@ def test_nfs_stale_handle_and_snapshot_view(nfs, tmp_path):
         r = rpc(s, 100003, 3, 8, xstr(fh) + xstr(b"gone") + struct.pack(">I", 0) +
                 struct.pack(">6I", 0, 0, 0, 0, 0, 0))
         assert struct.unpack(">I", r[24:28])[0] == 0
-        gone = r[36:36 + 36]
+        gone = r[36:36 + struct.unpack(">I", r[32:36])[0]]
         r = rpc(s, 100003, 3, 12, xstr(fh) + xstr(b"gone"))
         assert struct.unpack(">I", r[24:28])[0] == 0
         r = rpc(s, 100003, 3, 1, xstr(gone))
@@ -378,7 +378,7 @@ def test_nfs_unstable_writes_commit_and_verifier(nfs, tmp_path):
     with socket.create_connection(("127.0.0.1", nfs.port)) as s:
         r = rpc(s, 100003, 3, 8, create_call(fh, b"wb.bin"))
         assert nfs_status(r) == 0
-        f = r[36:36 + 36]
+        f = r[36:36 + struct.unpack(">I", r[32:36])[0]]
         blob = os.urandom(3 << 20)
         verfs = set()
         for off in range(0, len(blob), 1 << 20):
@@ -411,3 +411,23 @@ def test_nfs_unstable_writes_commit_and_verifier(nfs, tmp_path):
             assert nfs_status(r) == 0 and r[-8:] != verf
     finally:
         assert srv.stop() == 0
+
+
+def test_nfs_subdirectory_mount_stays_below(nfs, tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_bytes(b"below\n")
+    nfs.pl.ok("cp", str(f), "pl://bkt/sub/deeper/x.txt")
+    top = mount_fh(nfs.mport, b"/bkt/sub")
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        # ".." of the mounted directory is itself: the bucket above stays out of reach
+        r = rpc(s, 100003, 3, 3, xstr(top) + xstr(b".."))
+        assert nfs_status(r) == 0
+        assert r[32:32 + struct.unpack(">I", r[28:32])[0]] == top
+        r = rpc(s, 100003, 3, 3, xstr(top) + xstr(b"deeper"))
+        assert nfs_status(r) == 0
+        deeper = r[32:32 + struct.unpack(">I", r[28:32])[0]]
+        r = rpc(s, 100003, 3, 3, xstr(deeper) + xstr(b".."))
+        assert r[32:32 + struct.unpack(">I", r[28:32])[0]] == top
+    assert subprocess.run(["nfs-cat", f"nfs://127.0.0.1/bkt/sub/deeper/x.txt?nfsport={nfs.port}"
+                           f"&mountport={nfs.mport}"], capture_output=True,
+                          timeout=60).stdout == b"below\n"

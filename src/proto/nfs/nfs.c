@@ -9,15 +9,15 @@
 
 /* ---- file handles ----
  * 0 version (1)   1 flags (bit 0: the ".snapshot" directory)   2..3 zero
- * 4 root BE64     12 element BE64     20 view BE64
- * 28 MAC: the first 8 bytes of HMAC-SHA256(key, bytes 0..27)
+ * 4 root BE64     12 element BE64     20 view BE64     28 mount top BE64
+ * 36 MAC: the first 8 bytes of HMAC-SHA256(key, bytes 0..35)
  * The key derives from the data directory's master key, so handles survive
  * restarts and cannot be forged into another export. */
 static void fh_mac(const struct nfs_ctx *x, const uint8_t *p, uint8_t out[8])
 {
     uint8_t md[32];
     unsigned int n = sizeof(md);
-    if (!HMAC(EVP_sha256(), x->fh_key, sizeof(x->fh_key), p, 28, md, &n))
+    if (!HMAC(EVP_sha256(), x->fh_key, sizeof(x->fh_key), p, 36, md, &n))
         memset(md, 0, sizeof(md)); /* never verifies: a handle no one can use */
     memcpy(out, md, 8);
 }
@@ -30,7 +30,8 @@ void nfs_fh_encode(const struct nfs_ctx *x, const struct nfs_fh *fh, uint8_t out
     pl_put_be64(out + 4, fh->root);
     pl_put_be64(out + 12, fh->id);
     pl_put_be64(out + 20, fh->view);
-    fh_mac(x, out, out + 28);
+    pl_put_be64(out + 28, fh->top);
+    fh_mac(x, out, out + 36);
 }
 
 int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct nfs_fh *ret)
@@ -39,12 +40,13 @@ int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct 
     if (n != NFS_FH_LEN || p[0] != 1 || (p[1] & ~1u) || p[2] || p[3])
         return PL_EINVAL;
     fh_mac(x, p, mac);
-    if (CRYPTO_memcmp(mac, p + 28, 8))
+    if (CRYPTO_memcmp(mac, p + 36, 8))
         return PL_EINVAL;
     ret->snapdir = p[1] & 1;
     ret->root = pl_get_be64(p + 4);
     ret->id = pl_get_be64(p + 12);
     ret->view = pl_get_be64(p + 20);
+    ret->top = pl_get_be64(p + 28);
     return 0;
 }
 

@@ -405,12 +405,12 @@ static uint32_t lookup_in(struct call *c, const struct nfs_fh *dir, const char *
         return 0;
     }
     if (!strcmp(name, "..")) {
-        if (dir->snapdir || dir->id == dir->root) {
-            ret->id = dir->root; /* never above the export */
+        if (dir->snapdir || (dir->id == dir->root && dir->view)) {
+            ret->id = dir->root; /* out of a snapshot: the bucket as it is */
             ret->view = PL_VIEW_LIVE;
-            return 0;
-        }
-        ret->id = da.parent;
+        } else if (dir->id != dir->root && dir->id != dir->top) {
+            ret->id = da.parent;
+        } /* else never above what was mounted */
         return 0;
     }
     if (dir->snapdir) {
@@ -469,8 +469,10 @@ int nfs_path_walk(struct nfs_ctx *x, uint64_t root, const char *path, struct nfs
             fh.id = a.id;
         }
     }
-    if (!rc)
+    if (!rc) {
+        fh.top = fh.snapdir ? root : fh.id;
         *ret = fh;
+    }
     return rc;
 }
 

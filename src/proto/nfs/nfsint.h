@@ -14,7 +14,7 @@
 #define PROG_NFS 100003
 #define PROG_MOUNT 100005
 
-#define NFS_FH_LEN 36
+#define NFS_FH_LEN 44
 #define NFS_MAXDATA (1u << 20)
 
 enum nfsstat3 {
@@ -56,6 +56,7 @@ struct nfs_fh {
     uint64_t root;  /* the export's root element (the bucket directory) */
     uint64_t id;    /* the element */
     uint64_t view;  /* snapshot epoch; PL_VIEW_LIVE */
+    uint64_t top;   /* the directory the client mounted: ".." stops there */
     int snapdir;    /* the virtual ".snapshot" directory of root */
 };
 
