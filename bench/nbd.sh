@@ -15,7 +15,7 @@ done
 fio_mbps() { # uri rw
     fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=1M --iodepth=16 \
         --size="${SIZE}M" --output-format=json 2>/dev/null |
-        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k="write" if j["write"]["bw_bytes"] else "read"; print("%.1f" % (j[k]["bw_bytes"]/1e6))'
+        python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]; k="write" if j["write"]["bw_bytes"] else "read"; print("%.1f" % (j[k]["bw_bytes"]/1e6))'
 }
 WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
 PIDS=()
