@@ -431,3 +431,66 @@ def test_nfs_subdirectory_mount_stays_below(nfs, tmp_path):
     assert subprocess.run(["nfs-cat", f"nfs://127.0.0.1/bkt/sub/deeper/x.txt?nfsport={nfs.port}"
                            f"&mountport={nfs.mport}"], capture_output=True,
                           timeout=60).stdout == b"below\n"
+
+
+def parse_readdir(r):
+    """READDIR3resok -> (verifier, [(name, cookie)], eof)."""
+    assert nfs_status(r) == 0
+    at = 28
+    if struct.unpack(">I", r[at:at + 4])[0]:
+        at += 4 + 84  # post_op_attr with an fattr3
+    else:
+        at += 4
+    verf = r[at:at + 8]
+    at += 8
+    out = []
+    while struct.unpack(">I", r[at:at + 4])[0]:
+        at += 4 + 8
+        n = struct.unpack(">I", r[at:at + 4])[0]
+        name = r[at + 4:at + 4 + n].decode()
+        at += 4 + n + (-n % 4)
+        cookie = struct.unpack(">Q", r[at:at + 8])[0]
+        at += 8
+        out.append((name, cookie))
+    eof = struct.unpack(">I", r[at + 4:at + 8])[0]
+    return verf, out, eof
+
+
+def test_nfs_readdir_paging_cookies_and_pathconf(nfs):
+    fh = mount_fh(nfs.mport)
+    with socket.create_connection(("127.0.0.1", nfs.port)) as s:
+        r = rpc(s, 100003, 3, 9, xstr(fh) + xstr(b"many") + struct.pack(">6I", 0, 0, 0, 0, 0, 0))
+        assert nfs_status(r) == 0
+        d = r[36:36 + struct.unpack(">I", r[32:36])[0]]
+        for i in range(300):
+            assert nfs_status(rpc(s, 100003, 3, 8, create_call(d, b"f%03d" % i))) == 0
+        # plain READDIR in small pages, resuming from the last cookie each time
+        names, cookie, verf, pages = [], 0, b"\0" * 8, 0
+        while True:
+            verf, entries, eof = parse_readdir(
+                rpc(s, 100003, 3, 16, xstr(d) + struct.pack(">Q", cookie) + verf +
+                    struct.pack(">I", 2048)))
+            pages += 1
+            names += [n for n, _ in entries]
+            if eof:
+                break
+            cookie = entries[-1][1]
+            # a file removed and one added meanwhile do not upset the listing
+            if pages == 2:
+                assert nfs_status(rpc(s, 100003, 3, 12, xstr(d) + xstr(b"f000"))) == 0
+        assert pages > 3
+        assert names[:2] == [".", ".."]
+        assert sorted(n for n in names[2:]) == ["f%03d" % i for i in range(300)]
+        # a cookie we never gave, or the wrong verifier: BAD_COOKIE (10003)
+        r = rpc(s, 100003, 3, 16, xstr(d) + struct.pack(">Q", 123456789) + verf +
+                struct.pack(">I", 2048))
+        assert nfs_status(r) == 10003
+        r = rpc(s, 100003, 3, 16, xstr(d) + struct.pack(">Q", cookie) + b"x" * 8 +
+                struct.pack(">I", 2048))
+        assert nfs_status(r) == 10003
+        # PATHCONF: names up to 255 bytes, no truncation, case preserved
+        r = rpc(s, 100003, 3, 20, xstr(d))
+        assert nfs_status(r) == 0
+        linkmax, name_max, no_trunc, chown_r, case_ins, case_pres = struct.unpack(
+            ">6I", r[-24:])
+        assert name_max == 255 and no_trunc == 1 and case_ins == 0 and case_pres == 1
