@@ -229,7 +229,7 @@ def test_nfs_bad_input_keeps_serving(nfs):
     # a client that sends half a record and stalls does not block others
     stall = socket.create_connection(("127.0.0.1", port))
     stall.sendall(call_record(5, 100003, 3, 0)[:10])
-    assert "big" not in run("nfs-ls", nfs.url())  # answered while the stalled one waits
+    run("nfs-ls", nfs.url(), timeout=30)  # answered while the stalled one waits
     stall.close()
 
 

@@ -53,6 +53,12 @@ static void exports_refresh(struct nfs_ctx *x)
         free(l.e);
         return; /* keep the rules we had */
     }
+    /* resolve buckets once here, not on every call (after the list: one read
+     * transaction per thread at a time) */
+    for (size_t i = 0; i < l.n; i++) {
+        struct pl_bucket_info b;
+        l.e[i].bucket_id = pl_bucket_get(x->st, l.e[i].bucket, &b) == 0 ? b.id : 0;
+    }
     free(x->exports);
     x->exports = l.e;
     x->nexports = l.n;
@@ -101,11 +107,9 @@ int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_e
         int best = -1;
         rc = PL_EACCES;
         for (size_t i = 0; i < x->nexports; i++) {
-            struct pl_bucket_info b;
             const struct nfs_export *e = &x->exports[i];
             int bits = __builtin_popcount(e->rule.mask);
-            if (bits > best && net_match(&e->rule, peer) &&
-                pl_bucket_get(x->st, e->bucket, &b) == 0 && b.id == root) {
+            if (bits > best && net_match(&e->rule, peer) && e->bucket_id == root) {
                 *ret = *e;
                 best = bits;
                 rc = 0;

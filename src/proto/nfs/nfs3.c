@@ -660,6 +660,30 @@ static uint32_t can_make(struct call *c, const struct nfs_fh *dir, const char *n
     return st;
 }
 
+/* Checks before taking name out of dir (REMOVE, RMDIR, the source of
+ * RENAME): a real entry of a writable directory we may write; "." and ".."
+ * answer dots. */
+static uint32_t can_unlink(struct call *c, const struct nfs_fh *dir, const char *name,
+                           uint32_t dots)
+{
+    struct nfs_fh obj;
+    struct pl_attr da;
+    uint32_t st = name_check(name);
+    if (!st && (!strcmp(name, ".") || !strcmp(name, "..")))
+        st = dots;
+    if (!st)
+        st = writable(c, dir);
+    if (!st)
+        st = lookup_in(c, dir, name, &obj);
+    if (!st && obj.snapdir)
+        st = NFS3ERR_ACCES;
+    if (!st)
+        st = nfs_status(fh_attr(c, dir, &da));
+    if (!st)
+        st = may(c, &da, 3);
+    return st;
+}
+
 /* EXCLUSIVE create keeps the client's verifier in the new file's atime and
  * mtime, as RFC 1813 suggests, so a retransmission finds its own file. */
 static int64_t verf_time(const uint8_t v[8])
@@ -811,7 +835,7 @@ static void proc_mknod(struct call *c)
 /* REMOVE and RMDIR. */
 static void proc_remove(struct call *c, int dir_too)
 {
-    struct nfs_fh dir, fh;
+    struct nfs_fh dir;
     struct pre pre = {0};
     char name[NAME_BUF];
     uint32_t st = get_fh(c, &dir);
@@ -821,21 +845,7 @@ static void proc_remove(struct call *c, int dir_too)
     if (!st)
         pre_take(c, &dir, &pre);
     if (!st)
-        st = name_check(name);
-    if (!st && (!strcmp(name, ".") || !strcmp(name, "..")))
-        st = dir_too ? NFS3ERR_INVAL : NFS3ERR_ACCES;
-    if (!st)
-        st = writable(c, &dir);
-    if (!st)
-        st = lookup_in(c, &dir, name, &fh);
-    if (!st && fh.snapdir)
-        st = NFS3ERR_ACCES;
-    if (!st) {
-        struct pl_attr da;
-        st = nfs_status(fh_attr(c, &dir, &da));
-        if (!st)
-            st = may(c, &da, 3);
-    }
+        st = can_unlink(c, &dir, name, dir_too ? NFS3ERR_INVAL : NFS3ERR_ACCES);
     if (!st)
         st = nfs_status(dir_too ? pl_elem_rmdir(c->x->st, dir.id, name)
                                 : pl_elem_unlink(c->x->st, dir.id, name));
@@ -845,7 +855,7 @@ static void proc_remove(struct call *c, int dir_too)
 
 static void proc_rename(struct call *c)
 {
-    struct nfs_fh from, to, obj;
+    struct nfs_fh from, to;
     struct pre pf = {0}, pt = {0};
     char fname[NAME_BUF], tname[NAME_BUF];
     uint32_t st = get_fh(c, &from);
@@ -863,23 +873,9 @@ static void proc_rename(struct call *c)
         pre_take(c, &to, &pt);
     }
     if (!st)
-        st = name_check(fname);
+        st = can_unlink(c, &from, fname, NFS3ERR_INVAL);
     if (!st)
         st = can_make(c, &to, tname);
-    if (!st && (!strcmp(fname, ".") || !strcmp(fname, "..")))
-        st = NFS3ERR_INVAL;
-    if (!st)
-        st = writable(c, &from);
-    if (!st)
-        st = lookup_in(c, &from, fname, &obj);
-    if (!st && obj.snapdir)
-        st = NFS3ERR_ACCES;
-    if (!st) {
-        struct pl_attr fa;
-        st = nfs_status(fh_attr(c, &from, &fa));
-        if (!st)
-            st = may(c, &fa, 3);
-    }
     if (!st)
         st = nfs_status(pl_elem_rename(c->x->st, from.id, fname, to.id, tname));
     xdr_put_u32(c->o, st);

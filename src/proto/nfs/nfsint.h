@@ -49,6 +49,7 @@ enum nfsstat3 {
 struct nfs_export {
     struct pl_export rule;
     char bucket[64];
+    uint64_t bucket_id; /* resolved when the rules are loaded; 0: no such bucket */
 };
 
 /* A decoded file handle. */
