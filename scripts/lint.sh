@@ -13,7 +13,7 @@ allowed() {
         src/meta) echo "base meta plenum/err.h" ;;
         src/data) echo "base data plenum/err.h" ;;
         src/store) echo "base meta data store plenum" ;;
-        src/proto/*) echo "base plenum $1 src/proto/http src/proto/tsrv" ;;  # heads: store API, base, the shared HTTP codec and TCP server, themselves
+        src/proto/*) echo "base plenum $1 src/proto/http src/proto/tsrv src/proto/wb" ;;  # heads: store API, base, the shared HTTP codec, TCP server and write-back, themselves
         src/cmd) echo "*" ;;
         *) echo "*" ;;
     esac

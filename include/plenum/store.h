@@ -68,6 +68,24 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
 void pl_store_close(struct pl_store *st);
 const char *pl_store_dir(const struct pl_store *st);
 
+/* ---- change watchers ----
+ * Heads that cache what they serve (FUSE) learn of every committed change
+ * from any head: PL_CHANGE_ATTR (the attributes or content of element id)
+ * and PL_CHANGE_ENTRY (name in directory id appeared, went or now names
+ * another element). fn runs in the thread that made the change once it is
+ * durable; it must not block or call into the store. origin is the tag that
+ * thread set with pl_store_origin (NULL when none), so a head can skip its own
+ * changes. At most PL_WATCHERS at a time. */
+#define PL_WATCHERS 16
+enum pl_change { PL_CHANGE_ATTR = 1, PL_CHANGE_ENTRY = 2 };
+typedef void (*pl_watch_fn)(void *arg, const void *origin, int kind, uint64_t id,
+                            const char *name);
+int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg) PL_WUR;
+/* Once it returns, fn is neither running nor called for arg again. */
+void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg);
+/* Tag the calling thread's changes from now on (NULL: none). */
+void pl_store_origin(const void *tag);
+
 /* ---- POSIX-like element API (ids; names are single components) ---- */
 int pl_elem_getattr(struct pl_store *st, uint64_t id, uint64_t view, struct pl_attr *ret) PL_WUR;
 int pl_elem_lookup(struct pl_store *st, uint64_t parent, const char *name, uint64_t view,
@@ -105,6 +123,10 @@ int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struc
  * Every pin needs an unpin; the element is dropped at the last one. */
 void pl_elem_pin(struct pl_store *st, uint64_t id);
 void pl_elem_unpin(struct pl_store *st, uint64_t id);
+/* Pin id and fill *ret, for an open that must not race a concurrent
+ * replace or delete: PL_ENOENT (and no pin) when the element is gone or has
+ * no name left, otherwise it stays readable until pl_elem_unpin. */
+int pl_elem_open(struct pl_store *st, uint64_t id, struct pl_attr *ret) PL_WUR;
 
 /* Read up to n bytes at off; *ret_n is short only at end of file. Holes read as
  * zeros. PL_ECORRUPT when stored data fails its checksum on every copy. */

@@ -18,9 +18,13 @@ struct backend {
     const char *dir;
 };
 
-/* Open dir directly, or find the server holding it. create: lay out a new
- * data directory when dir does not exist. Prints the error itself. */
-int backend_open(struct backend *b, const char *dir, int create) PL_WUR;
+/* Open dir directly, or find the server holding it. BACKEND_CREATE: lay out
+ * a new data directory when dir does not exist; BACKEND_BACKGROUND: run the
+ * store's background work (for commands that stay, like mount). Prints the
+ * error itself. */
+#define BACKEND_CREATE 1u
+#define BACKEND_BACKGROUND 2u
+int backend_open(struct backend *b, const char *dir, unsigned flags) PL_WUR;
 void backend_close(struct backend *b);
 
 struct xfer {
@@ -38,6 +42,10 @@ int backend_call(struct backend *b, const char *op, json_t *args, struct xfer *x
 /* Progress on stderr when it is a terminal. */
 void progress_update(const char *label, uint64_t done, int64_t total, uint64_t t0_ns);
 void progress_end(const char *label, uint64_t done, uint64_t t0_ns);
+
+/* FUSE mounts served by the server for `plenum mount` (mounts.c). */
+int mounts_register(void) PL_WUR;
+void mounts_stop_all(void);
 
 /* Server entry point (server.c). */
 int cmd_server(int argc, char **argv);

@@ -8,9 +8,11 @@
 
 #include "proto/admin/ops.h"
 
-int backend_open(struct backend *b, const char *dir, int create)
+int backend_open(struct backend *b, const char *dir, unsigned flags)
 {
-    struct pl_store_opts o = {.zstd_level = -1, .create = create};
+    struct pl_store_opts o = {.zstd_level = -1,
+                              .create = (flags & BACKEND_CREATE) != 0,
+                              .background = (flags & BACKEND_BACKGROUND) != 0};
     /* same knob as the server's [store] similarity, for scripts and benchmarks */
     const char *sim = getenv("PLENUM_SIMILARITY");
     o.similarity_off = sim && !strcmp(sim, "off");

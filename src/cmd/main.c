@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "proto/fuse/fmount.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -20,6 +23,8 @@ struct opts {
     int json, recursive, help, now;
     const char *snapshot, *content_type, *size;
     const char *clients, *options;
+    const char *server;
+    int readonly;
     const char *pos[8];
     int npos;
 };
@@ -109,7 +114,7 @@ static int need_plpath(const char *s, char *bucket, const char **key)
 
 static int open_backend(struct opts *o, struct backend *b)
 {
-    return backend_open(b, o->data, 1) ? EXIT_FAIL : 0;
+    return backend_open(b, o->data, BACKEND_CREATE) ? EXIT_FAIL : 0;
 }
 
 static void print_json(json_t *j)
@@ -1176,6 +1181,122 @@ static int cmd_key(struct opts *o)
     return cmd_verbs(o, vs, PL_ARRAY_LEN(vs), "keys");
 }
 
+/* ---- mount ----
+ * With the data directory to itself, the command serves the mount; when a
+ * server holds it (or --server names one), the server does, and the command
+ * stays until the mount ends so that Ctrl-C or SIGTERM can end it. */
+static int mount_wait_signal(const sigset_t *sigs, int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    return sigtimedwait(sigs, NULL, &ts) > 0;
+}
+
+static int mount_remote(struct backend *b, const char *path, const char *mp, int readonly,
+                        const sigset_t *sigs)
+{
+    char what[PL_PATH_MAX * 2];
+    json_t *res;
+    snprintf(what, sizeof(what), "mount %s at %s", path, mp);
+    json_t *a = args_new();
+    json_object_set_new(a, "path", json_string(path));
+    json_object_set_new(a, "mountpoint", json_string(mp));
+    json_object_set_new(a, "readonly", json_boolean(readonly));
+    if (call(b, "mount", a, NULL, &res, what))
+        return EXIT_FAIL;
+    json_decref(res);
+    printf("mounted pl:/%s at %s (served by %s; stop with Ctrl-C or fusermount3 -u %s)\n", path,
+           mp, b->url, mp);
+    fflush(stdout);
+    for (;;) {
+        if (mount_wait_signal(sigs, 1000)) {
+            a = args_new();
+            json_object_set_new(a, "mountpoint", json_string(mp));
+            int r = call(b, "umount", a, NULL, &res, what);
+            if (!r)
+                json_decref(res);
+            return r;
+        }
+        char msg[256];
+        if (backend_call(b, "mount-list", args_new(), NULL, &res, msg, sizeof(msg))) {
+            fprintf(stderr, "plenum mount: lost the server (%s); %s is no longer served\n", msg,
+                    mp);
+            return EXIT_FAIL;
+        }
+        int found = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(res, "mounts"), i, e)
+        {
+            const char *p = json_string_value(json_object_get(e, "mountpoint"));
+            found |= p && !strcmp(p, mp);
+        }
+        json_decref(res);
+        if (!found)
+            return 0; /* unmounted with fusermount3 -u */
+    }
+}
+
+static int cmd_mount(struct opts *o)
+{
+    char path[PL_PATH_MAX], mp[PATH_MAX], bucket[64];
+    struct backend b = {0};
+    struct stat sb;
+    if (o->npos != 2)
+        return usage_error("%s", "expects BUCKET[/PATH] and MOUNTPOINT");
+    const char *src = o->pos[0];
+    if (!strncmp(src, "pl://", 5))
+        src += 5;
+    while (*src == '/')
+        src++;
+    size_t bl = strcspn(src, "/");
+    if (bl >= sizeof(bucket) || snprintf(path, sizeof(path), "/%s", src) >= (int)sizeof(path))
+        return usage_error("'%s' is too long", o->pos[0]);
+    memcpy(bucket, src, bl);
+    bucket[bl] = 0;
+    if (pl_bucket_name_valid(bucket))
+        return usage_error("'%s' does not start with a valid bucket name", o->pos[0]);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = 0;
+    errno = 0;
+    if (!realpath(o->pos[1], mp) || stat(mp, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "plenum mount: mount point %s: %s; create the directory first (mkdir -p %s)\n",
+                o->pos[1], errno ? strerror(errno) : "not a directory", o->pos[1]);
+        return EXIT_FAIL;
+    }
+    /* signals are taken with sigtimedwait, in every thread started from here on */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (o->server) {
+        snprintf(b.url, sizeof(b.url), "http://%s", o->server);
+    } else if (backend_open(&b, o->data, BACKEND_BACKGROUND)) {
+        return EXIT_FAIL;
+    }
+    if (!b.st)
+        return mount_remote(&b, path, mp, o->readonly, &sigs);
+    struct fmount *m;
+    struct fmount_opts fo = {.readonly = o->readonly};
+    int rc = fmount_start(b.st, path, mp, &fo, &m);
+    if (rc) {
+        char what[PL_PATH_MAX * 2];
+        snprintf(what, sizeof(what), "mount %s at %s", path, mp);
+        backend_close(&b);
+        return fail(rc, what, rc == PL_EIO ? "the kernel refused the mount (is /dev/fuse there, "
+                                             "and is fusermount3 installed?)"
+                                           : NULL);
+    }
+    printf("mounted pl:/%s at %s (stop with Ctrl-C or fusermount3 -u %s)\n", path, mp, mp);
+    fflush(stdout);
+    while (!fmount_ended(m) && !mount_wait_signal(&sigs, 200))
+        ;
+    fmount_stop(m);
+    backend_close(&b);
+    return 0;
+}
+
 static int cmd_version(struct opts *o)
 {
     (void)o;
@@ -1250,6 +1371,15 @@ static const struct cmd cmds[] = {
      "examples:\n  plenum export add /datasets --clients 10.0.0.0/8 --options ro,all_squash\n"
      "  plenum export add /datasets --clients 127.0.0.1 --options rw,no_root_squash\n"
      "  plenum export list\n  plenum export remove /datasets --clients 10.0.0.0/8"},
+    {"mount", cmd_mount, "[--server HOST:PORT] [--read-only] BUCKET[/PATH] MOUNTPOINT",
+     "mount a bucket (or a directory in one) as a local file system (FUSE)",
+     "Files, directories, symlinks, hard links, xattrs: what you write there is the object\n"
+     "S3 and NFS see, and their changes show in the mount at once. The command stays in the\n"
+     "foreground until the mount ends: Ctrl-C, SIGTERM or fusermount3 -u MOUNTPOINT.\n"
+     "When a server holds the data directory (or --server names its admin address), the\n"
+     "server serves the mount; otherwise this command opens the data directory itself.\n"
+     "examples:\n  mkdir -p /mnt/datasets && plenum mount datasets /mnt/datasets\n"
+     "  plenum mount --server 127.0.0.1:9001 datasets/raw /mnt/raw"},
     {"volume", cmd_volume,
      "create NAME --size N | list | resize NAME --size N | delete NAME | snapshot NAME SNAP | "
      "clone SOURCE NAME",
@@ -1385,6 +1515,10 @@ int main(int argc, char **argv)
             o.clients = argv[++i];
         else if (!strcmp(a, "--options") && i + 1 < argc)
             o.options = argv[++i];
+        else if (!strcmp(a, "--server") && i + 1 < argc)
+            o.server = argv[++i];
+        else if (!strcmp(a, "--read-only"))
+            o.readonly = 1;
         else if (a[0] == '-' && a[1])
             return usage_error("unknown option '%s'", a);
         else if (o.npos < (int)PL_ARRAY_LEN(o.pos))

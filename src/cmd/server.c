@@ -428,7 +428,9 @@ int cmd_server(int argc, char **argv)
         if (parse_hostport(al->addr, host, sizeof(host), &port))
             goto out;
         struct admin_opts ao = {host, port, 0, 0};
-        rc = admin_start(st, &ao, &admin);
+        rc = mounts_register();
+        if (!rc)
+            rc = admin_start(st, &ao, &admin);
         if (rc) {
             fprintf(stderr, "plenum server: cannot listen on %s for admin: %s%s\n", al->addr,
                     pl_strerror(rc),
@@ -556,6 +558,7 @@ out:
         pthread_mutex_unlock(&gc_lock);
         pthread_join(gc_thr, NULL);
     }
+    mounts_stop_all(); /* before the store closes: they write back into it */
     s3_stop(s3); /* in-flight S3 requests finish first */
     nfs_stop(nfs);
     nbd_stop(nbd);

@@ -16,6 +16,8 @@ struct meta_req {
     void *arg;
     int rc;
     int done;
+    uint8_t *notes;
+    size_t nlen, ncap;
     struct meta_req *next;
 };
 
@@ -30,6 +32,8 @@ struct meta_env {
     int stopping;
     struct meta_stats stats;
     void *ctx;
+    meta_note_fn note_fn;
+    uint64_t batch_taken, batch_done; /* batches the writer took / finished */
 };
 
 int meta_err(int rc)
@@ -72,7 +76,7 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
             r->rc = rc;
             continue;
         }
-        struct meta_txn t = {.env = e};
+        struct meta_txn t = {.env = e, .req = r};
         int crc = meta_err(mdb_txn_begin(e->env, parent, 0, &t.txn));
         if (crc) {
             r->rc = crc;
@@ -80,6 +84,7 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
         }
         r->rc = r->fn(&t, r->arg);
         if (r->rc < 0) {
+            r->nlen = 0;
             mdb_txn_abort(t.txn);
         } else {
             crc = meta_err(mdb_txn_commit(t.txn));
@@ -126,9 +131,12 @@ static void *writer_main(void *arg)
         if (!e->head)
             e->tail = NULL;
         last->next = NULL;
+        e->batch_taken++;
         pthread_mutex_unlock(&e->lock);
         run_batch(e, list);
         pthread_mutex_lock(&e->lock);
+        e->batch_done++;
+        pthread_cond_broadcast(&e->done);
     }
     pthread_mutex_unlock(&e->lock);
     return NULL;
@@ -219,7 +227,42 @@ int meta_submit(struct meta_env *e, meta_apply_fn fn, void *arg)
     while (!r.done)
         pthread_cond_wait(&e->done, &e->lock);
     pthread_mutex_unlock(&e->lock);
+    if (r.rc >= 0 && r.nlen && e->note_fn)
+        e->note_fn(e->ctx, r.notes, r.nlen);
+    free(r.notes);
     return r.rc;
+}
+
+void meta_barrier(struct meta_env *e)
+{
+    pthread_mutex_lock(&e->lock);
+    uint64_t want = e->batch_taken;
+    while (e->batch_done < want)
+        pthread_cond_wait(&e->done, &e->lock);
+    pthread_mutex_unlock(&e->lock);
+}
+
+void meta_set_note_fn(struct meta_env *e, meta_note_fn fn)
+{
+    e->note_fn = fn;
+}
+
+int meta_note(struct meta_txn *t, const void *rec, size_t n)
+{
+    struct meta_req *r = t->req;
+    if (!r)
+        return 0;
+    if (r->nlen + n > r->ncap) {
+        size_t cap = PL_MAX(r->nlen + n, r->ncap * 2 + 256);
+        uint8_t *p = realloc(r->notes, cap);
+        if (!p)
+            return PL_ENOMEM;
+        r->notes = p;
+        r->ncap = cap;
+    }
+    memcpy(r->notes + r->nlen, rec, n);
+    r->nlen += n;
+    return 0;
 }
 
 int meta_rtxn_begin(struct meta_env *e, MDB_txn **ret_txn)

@@ -42,9 +42,12 @@ enum meta_db {
 
 struct meta_env;
 
+struct meta_req;
+
 struct meta_txn {
     MDB_txn *txn; /* the nested txn of this mutation */
     struct meta_env *env;
+    struct meta_req *req;
 };
 
 typedef int (*meta_apply_fn)(struct meta_txn *t, void *arg);
@@ -65,6 +68,10 @@ void meta_close(struct meta_env *env);
  * Returns fn's status, or the commit's error (PL_EIO, PL_ENOSPC). */
 int meta_submit(struct meta_env *env, meta_apply_fn fn, void *arg) PL_WUR;
 
+/* Wait until every mutation already applied by the writer is committed (or
+ * failed): a read started after it sees them. Cheap when the writer is idle. */
+void meta_barrier(struct meta_env *env);
+
 /* Read-only snapshot of the metadata; end with meta_rtxn_end. */
 int meta_rtxn_begin(struct meta_env *env, MDB_txn **ret_txn) PL_WUR;
 void meta_rtxn_end(MDB_txn *txn);
@@ -74,6 +81,13 @@ MDB_dbi meta_dbi(struct meta_env *env, enum meta_db db);
 void meta_set_ctx(struct meta_env *env, void *ctx);
 void *meta_ctx(struct meta_env *env);
 void meta_stats_get(struct meta_env *env, struct meta_stats *ret);
+
+/* Notes: a mutation may leave opaque records that reach fn (registered once,
+ * before mutations start) after its commit is durable, in the submitting
+ * thread; a mutation that fails or does not commit leaves none. */
+typedef void (*meta_note_fn)(void *ctx, const uint8_t *notes, size_t n);
+void meta_set_note_fn(struct meta_env *env, meta_note_fn fn);
+int meta_note(struct meta_txn *t, const void *rec, size_t n) PL_WUR;
 
 /* Helpers over a txn (read or write). Values are borrowed until the txn ends. */
 int meta_get(MDB_txn *txn, struct meta_env *env, enum meta_db db, const void *k, size_t kn,

@@ -256,7 +256,10 @@ int elem_put(struct meta_txn *t, struct elem *e)
         e->birth = E;
     }
     e->death = PL_EPOCH_INF;
-    return elem_write_rec(t, e);
+    rc = elem_write_rec(t, e);
+    if (!rc)
+        rc = store_note(t, PL_CHANGE_ATTR, e->a.id, NULL);
+    return rc;
 }
 
 int elem_new(struct meta_txn *t, struct elem *e, uint8_t type, uint32_t mode, uint32_t uid,
@@ -436,8 +439,11 @@ int dirent_add(struct meta_txn *t, uint64_t parent, const char *name, uint64_t i
     pl_put_le64(v, id);
     v[8] = type;
     pl_put_le64(v + 9, PL_EPOCH_INF);
-    return meta_put(t, META_DIRENT, k, key_dirent(k, parent, name, type == PL_T_DIR ? '/' : '\0', E),
-                    v, sizeof(v));
+    rc = meta_put(t, META_DIRENT, k, key_dirent(k, parent, name, type == PL_T_DIR ? '/' : '\0', E),
+                  v, sizeof(v));
+    if (!rc)
+        rc = store_note(t, PL_CHANGE_ENTRY, parent, name);
+    return rc;
 }
 
 int dirent_remove(struct meta_txn *t, uint64_t parent, const char *name, const struct dirent_rec *d)
@@ -447,6 +453,9 @@ int dirent_remove(struct meta_txn *t, uint64_t parent, const char *name, const s
     int cow, rc = epoch_current(t, &E);
     if (!rc)
         rc = epoch_must_cow(t, d->birth, &cow);
+    if (rc)
+        return rc;
+    rc = store_note(t, PL_CHANGE_ENTRY, parent, name);
     if (rc)
         return rc;
     size_t kn = key_dirent(k, parent, name, d->term, d->birth);

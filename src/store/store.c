@@ -148,6 +148,74 @@ out:
     return rc;
 }
 
+/* ---- change watchers ---- */
+static _Thread_local const void *cur_origin;
+
+void pl_store_origin(const void *tag)
+{
+    cur_origin = tag;
+}
+
+/* Note layout: kind(1) id(8) name length(2) name. */
+int store_note(struct meta_txn *t, int kind, uint64_t id, const char *name)
+{
+    struct pl_store *st = meta_ctx(t->env);
+    if (!st || !__atomic_load_n(&st->nwatchers, __ATOMIC_RELAXED))
+        return 0;
+    uint8_t rec[11 + PL_NAME_MAX + 1];
+    size_t nl = name ? strnlen(name, PL_NAME_MAX) : 0;
+    rec[0] = (uint8_t)kind;
+    pl_put_le64(rec + 1, id);
+    rec[9] = (uint8_t)nl;
+    rec[10] = (uint8_t)(nl >> 8);
+    memcpy(rec + 11, name ? name : "", nl);
+    return meta_note(t, rec, 11 + nl);
+}
+
+static void watch_deliver(void *ctx, const uint8_t *p, size_t n)
+{
+    struct pl_store *st = ctx;
+    char name[PL_NAME_MAX + 1];
+    pthread_mutex_lock(&st->watch_lock);
+    for (size_t i = 0; i + 11 <= n;) {
+        size_t nl = p[i + 9] | (size_t)p[i + 10] << 8;
+        if (i + 11 + nl > n)
+            break;
+        memcpy(name, p + i + 11, nl);
+        name[nl] = 0;
+        for (int w = 0; w < st->nwatchers; w++)
+            st->watchers[w].fn(st->watchers[w].arg, cur_origin, p[i], pl_get_le64(p + i + 1),
+                               name);
+        i += 11 + nl;
+    }
+    pthread_mutex_unlock(&st->watch_lock);
+}
+
+int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg)
+{
+    int rc = PL_ENOSPC;
+    pthread_mutex_lock(&st->watch_lock);
+    if (st->nwatchers < PL_WATCHERS) {
+        st->watchers[st->nwatchers] = (struct watcher){fn, arg};
+        __atomic_store_n(&st->nwatchers, st->nwatchers + 1, __ATOMIC_RELAXED);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&st->watch_lock);
+    return rc;
+}
+
+void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg)
+{
+    pthread_mutex_lock(&st->watch_lock);
+    for (int w = 0; w < st->nwatchers; w++)
+        if (st->watchers[w].fn == fn && st->watchers[w].arg == arg) {
+            st->watchers[w] = st->watchers[st->nwatchers - 1];
+            __atomic_store_n(&st->nwatchers, st->nwatchers - 1, __ATOMIC_RELAXED);
+            break;
+        }
+    pthread_mutex_unlock(&st->watch_lock);
+}
+
 int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_store **ret)
 {
     struct pl_store_opts def = {0};
@@ -185,6 +253,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     pthread_mutex_init(&st->key_lock, NULL);
     pthread_mutex_init(&st->pin_lock, NULL);
     pthread_mutex_init(&st->dev_lock, NULL);
+    pthread_mutex_init(&st->watch_lock, NULL);
     st->dir = strdup(dir);
     if (!st->dir || pl_pool_new(4, &st->pool)) {
         rc = PL_ENOMEM;
@@ -210,6 +279,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     if (rc)
         goto fail;
     meta_set_ctx(st->meta, st);
+    meta_set_note_fn(st->meta, watch_deliver);
     rc = meta_submit(st->meta, apply_root, NULL);
     if (rc)
         goto fail;
@@ -266,6 +336,7 @@ void pl_store_close(struct pl_store *st)
     pthread_mutex_destroy(&st->key_lock);
     pthread_mutex_destroy(&st->pin_lock);
     pthread_mutex_destroy(&st->dev_lock);
+    pthread_mutex_destroy(&st->watch_lock);
     for (int i = 0; i < 256; i++)
         for (struct pin *p = st->pins[i], *n; p; p = n) {
             n = p->next;
@@ -389,6 +460,23 @@ void pl_elem_pin(struct pl_store *st, uint64_t id)
     if (p)
         p->count++;
     pthread_mutex_unlock(&st->pin_lock);
+}
+
+int pl_elem_open(struct pl_store *st, uint64_t id, struct pl_attr *ret)
+{
+    pl_elem_pin(st, id);
+    /* a delete applied before the pin may still be committing: once it is,
+     * getattr sees it; one applied after the pin saw the pin and kept the
+     * element as an orphan */
+    meta_barrier(st->meta);
+    int rc = pl_elem_getattr(st, id, PL_VIEW_LIVE, ret);
+    /* a file with no name left is an orphan on its way out: its last pin
+     * already went, and a drop is queued that this pin would not stop */
+    if (!rc && ret->nlink == 0 && ret->type == PL_T_FILE)
+        rc = PL_ENOENT;
+    if (rc)
+        pl_elem_unpin(st, id);
+    return rc;
 }
 
 struct drop_job {

@@ -90,7 +90,17 @@ struct pl_store {
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
     pthread_cond_t drain_cond; /* broadcast after each destaged segment */
+    /* change watchers (store.c) */
+    pthread_mutex_t watch_lock;
+    struct watcher {
+        pl_watch_fn fn;
+        void *arg;
+    } watchers[PL_WATCHERS];
+    int nwatchers; /* read without the lock: a missed note only costs a cache */
 };
+
+/* Record a change for the watchers (nothing when there are none). */
+int store_note(struct meta_txn *t, int kind, uint64_t id, const char *name) PL_WUR;
 
 /* ---- keys ---- */
 size_t key_elem(uint8_t *k, uint64_t id, uint64_t birth);

@@ -173,10 +173,22 @@ static void asuser(int uid)
     CHECK("ACCES on mkdir", nfs_mkdir(nfs, "/rootonly/y") == -EACCES);
 }
 
+/* Overwrite bytes of an existing file in place (nfs-cp only creates). */
+static void pwrite_stdin(const char *path, uint64_t off)
+{
+    struct nfsfh *fh;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), stdin);
+    CHECK("open for pwrite", nfs_open(nfs, path, O_WRONLY, &fh) == 0);
+    CHECK("pwrite", nfs_pwrite(nfs, fh, off, n, buf) == (int)n);
+    CHECK("fsync", nfs_fsync(nfs, fh) == 0);
+    nfs_close(nfs, fh);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: nfs_ops URL ops|many N DIR|asuser UID\n");
+        fprintf(stderr, "usage: nfs_ops URL ops|many N DIR|asuser UID|pwrite PATH OFF\n");
         return 2;
     }
     nfs = nfs_init_context();
@@ -191,6 +203,8 @@ int main(int argc, char **argv)
         many(atoi(argv[3]), argv[4]);
     else if (!strcmp(argv[2], "asuser") && argc == 4)
         asuser(atoi(argv[3]));
+    else if (!strcmp(argv[2], "pwrite") && argc == 5)
+        pwrite_stdin(argv[3], strtoull(argv[4], NULL, 10));
     else
         return 2;
     nfs_destroy_url(u);

@@ -862,22 +862,36 @@ static const struct op_def op_table[] = {
     {"key-revoke", 0, op_key_revoke},
 };
 
-const struct op_def *ops_find(const char *name)
+static const struct op_def *op_extra[8];
+static size_t n_extra;
+
+int ops_add(const struct op_def *op)
 {
-    for (size_t i = 0; i < PL_ARRAY_LEN(op_table); i++)
-        if (!strcmp(op_table[i].name, name))
-            return &op_table[i];
-    return NULL;
+    if (n_extra == PL_ARRAY_LEN(op_extra))
+        return PL_ENOSPC;
+    op_extra[n_extra++] = op;
+    return 0;
 }
 
 size_t ops_count(void)
 {
-    return PL_ARRAY_LEN(op_table);
+    return PL_ARRAY_LEN(op_table) + n_extra;
 }
 
 const struct op_def *ops_at(size_t i)
 {
-    return i < PL_ARRAY_LEN(op_table) ? &op_table[i] : NULL;
+    if (i < PL_ARRAY_LEN(op_table))
+        return &op_table[i];
+    i -= PL_ARRAY_LEN(op_table);
+    return i < n_extra ? op_extra[i] : NULL;
+}
+
+const struct op_def *ops_find(const char *name)
+{
+    for (size_t i = 0; i < ops_count(); i++)
+        if (!strcmp(ops_at(i)->name, name))
+            return ops_at(i);
+    return NULL;
 }
 
 int ops_run(struct pl_store *st, const struct op_def *op, json_t *args, struct op_io *io,

@@ -29,6 +29,9 @@ struct op_def {
     int (*fn)(struct pl_store *st, json_t *args, json_t *res, struct op_io *io);
 };
 
+/* Add an op defined outside this head (the server's FUSE mounts). Call
+ * before serving; op must outlive the process. PL_ENOSPC past 8. */
+int ops_add(const struct op_def *op) PL_WUR;
 /* Find an op by name; NULL when unknown. */
 const struct op_def *ops_find(const char *name);
 /* Run op with args; fills *ret_res (owned, json_decref) on success; on failure

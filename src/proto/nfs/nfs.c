@@ -129,7 +129,8 @@ static void drc_end(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t pro
 
 void nfs_ctx_release(struct nfs_ctx *x)
 {
-    wb_stop(x);
+    wb_free(x->wb);
+    x->wb = NULL;
     if (x->drc)
         for (size_t i = 0; i < DRC_SLOTS; i++)
             free(x->drc[i].reply);
@@ -154,7 +155,7 @@ int nfs_ctx_init(struct nfs_ctx *x, struct pl_store *st)
     if (!rc)
         rc = nfs_exports_init(x);
     if (!rc)
-        rc = wb_start(x);
+        rc = wb_new(st, "nfs", x, &x->wb);
     if (rc)
         nfs_ctx_release(x);
     return rc;

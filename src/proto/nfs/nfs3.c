@@ -140,7 +140,7 @@ static int fh_attr(struct call *c, const struct nfs_fh *fh, struct pl_attr *a)
     if (!rc && a->nlink == 0 && a->type != PL_T_DIR && fh->view == PL_VIEW_LIVE)
         rc = PL_ENOENT;
     if (!rc && a->type == PL_T_FILE && fh->view == PL_VIEW_LIVE)
-        wb_attr(c->x, a);
+        wb_attr(c->x->wb, a);
     return rc;
 }
 
@@ -356,7 +356,7 @@ static void proc_setattr(struct call *c)
     if (!st)
         st = writable(c, &fh);
     if (!st && !fh.snapdir)
-        st = nfs_status(wb_settle(c->x, fh.id)); /* a new size applies after the writes */
+        st = nfs_status(wb_settle(c->x->wb, fh.id)); /* a new size applies after the writes */
     if (!st)
         st = nfs_status(fh_attr(c, &fh, &a));
     /* the guard compares the ctime as the client saw it (seconds and ns) */
@@ -562,7 +562,7 @@ static void proc_read(struct call *c)
     if (!st && c->who.uid != a.uid)
         st = may(c, &a, 4); /* the owner may read what it may not (open files) */
     if (!st && fh.view == PL_VIEW_LIVE)
-        st = nfs_status(wb_settle(c->x, fh.id));
+        st = nfs_status(wb_settle(c->x->wb, fh.id));
     if (!st && count) {
         r->data = malloc(count);
         if (!r->data)
@@ -610,10 +610,10 @@ static void proc_write(struct call *c)
     if (!st && count > n)
         st = NFS3ERR_INVAL;
     if (!st && count && stable == 0) {
-        st = nfs_status(wb_write(c->x, fh.id, off, data, count));
+        st = nfs_status(wb_write(c->x->wb, fh.id, off, data, count));
     } else if (!st) {
         /* a stable write lands after the unstable ones before it */
-        st = nfs_status(wb_settle(c->x, fh.id));
+        st = nfs_status(wb_settle(c->x->wb, fh.id));
         if (!st && count)
             st = nfs_status(pl_elem_write(c->x->st, fh.id, off, data, count));
         stable = 2; /* durable on return: FILE_SYNC, whatever was asked */
@@ -1180,7 +1180,7 @@ static void proc_commit(struct call *c)
     if (!st)
         pre_take(c, &fh, &pre);
     if (!st && !fh.snapdir && fh.view == PL_VIEW_LIVE)
-        st = nfs_status(wb_settle(c->x, fh.id));
+        st = nfs_status(wb_settle(c->x->wb, fh.id));
     xdr_put_u32(c->o, st);
     put_wcc(c, &pre, st == NFS3ERR_STALE ? NULL : &fh);
     if (!st)

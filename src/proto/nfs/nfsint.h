@@ -9,6 +9,7 @@
 
 #include "plenum/store.h"
 #include "proto/nfs/xdr.h"
+#include "proto/wb/wb.h"
 
 #define PROG_PORTMAP 100000
 #define PROG_NFS 100003
@@ -132,15 +133,6 @@ int nfs_export_for(struct nfs_ctx *x, uint64_t root, uint32_t peer, struct nfs_e
 /* The export path names for this client and the directory it resolves to. */
 int nfs_export_match(struct nfs_ctx *x, const char *path, uint32_t peer, struct nfs_export *ret,
                      struct nfs_fh *ret_fh);
-
-/* Write-back of UNSTABLE writes (wb.c). */
-int wb_start(struct nfs_ctx *x);
-void wb_stop(struct nfs_ctx *x); /* writes everything back first */
-int wb_write(struct nfs_ctx *x, uint64_t id, uint64_t off, const void *data, size_t n);
-/* Everything written to id so far is durable; a failed write-back's error. */
-int wb_settle(struct nfs_ctx *x, uint64_t id);
-/* Size and mtime as the data in flight makes them. */
-void wb_attr(struct nfs_ctx *x, struct pl_attr *a);
 
 void nfs_fh_encode(const struct nfs_ctx *x, const struct nfs_fh *fh, uint8_t out[NFS_FH_LEN]);
 int nfs_fh_decode(const struct nfs_ctx *x, const uint8_t *p, uint32_t n, struct nfs_fh *ret);

@@ -1,21 +1,24 @@
-/* Write-back of UNSTABLE writes.
+/* Write-back for heads whose protocol lets a write return before it is
+ * durable (NFS UNSTABLE writes until COMMIT, FUSE writes until fsync/close).
  *
- * NFSv3 lets a server answer a WRITE before the data is durable (UNSTABLE)
- * as long as COMMIT makes it so and the write verifier changes when
- * uncommitted data may have been lost (every start). Writing each 1 MiB
- * call through the store costs a sync each; here contiguous writes to a file
- * collect into batches of up to WB_BATCH, and one flusher thread writes
- * batches in order while more arrive.
- * - COMMIT, READ, SETATTR and a stable WRITE of the file settle it first:
- *   everything before is written (and a failed batch reports its error).
+ * Writing each 1 MiB call through the store costs a sync each; here
+ * contiguous writes to a file collect into batches of up to WB_BATCH, and one
+ * flusher thread writes batches in order while more arrive.
+ * - The head settles a file before what must see its data (COMMIT, fsync,
+ *   READ, SETATTR, close): everything before is written (and a failed batch
+ *   reports its error).
  * - Attributes of a file with data in flight show its size and mtime.
- * - A file left alone for WB_IDLE_NS is written back without a COMMIT.
+ * - A file left alone for WB_IDLE_NS is written back without being settled.
  * - At most WB_QUEUE_MAX bytes wait: writers then wait for the flusher.
  */
-#include "proto/nfs/nfsint.h"
+#include "proto/wb/wb.h"
 
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "base/base.h"
 
 #define WB_BATCH (8u << 20)
 #define WB_QUEUE_MAX (256u << 20)
@@ -50,6 +53,8 @@ struct wb {
     struct wb_batch *head, *tail;
     size_t queued_bytes;
     struct pl_store *st;
+    const char *label;
+    const void *origin;
     pthread_t thr;
     int stop, started;
 };
@@ -109,6 +114,7 @@ static int file_queue(struct wb *w, struct wb_file *f)
 static void *flusher(void *arg)
 {
     struct wb *w = arg;
+    pl_store_origin(w->origin);
     pthread_mutex_lock(&w->lock);
     for (;;) {
         if (!w->head) {
@@ -140,7 +146,7 @@ static void *flusher(void *arg)
         int rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
         pthread_mutex_lock(&w->lock);
         if (rc) {
-            pl_log(PL_LOG_WARN, "nfs", "write-back of %zu bytes at %llu of element %llu: %s",
+            pl_log(PL_LOG_WARN, w->label, "write-back of %zu bytes at %llu of element %llu: %s",
                    b->len, (unsigned long long)b->off, (unsigned long long)b->f->id,
                    pl_strerror(rc));
             if (!b->f->err)
@@ -158,27 +164,29 @@ static void *flusher(void *arg)
     return NULL;
 }
 
-int wb_start(struct nfs_ctx *x)
+int wb_new(struct pl_store *st, const char *label, const void *origin, struct wb **ret)
 {
+    *ret = NULL;
     struct wb *w = calloc(1, sizeof(*w));
     if (!w)
         return PL_ENOMEM;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->done, NULL);
-    w->st = x->st;
+    w->st = st;
+    w->label = label;
+    w->origin = origin;
     if (pthread_create(&w->thr, NULL, flusher, w)) {
         free(w);
         return PL_ENOMEM;
     }
     w->started = 1;
-    x->wb = w;
+    *ret = w;
     return 0;
 }
 
-void wb_stop(struct nfs_ctx *x)
+void wb_free(struct wb *w)
 {
-    struct wb *w = x->wb;
     if (!w)
         return;
     pthread_mutex_lock(&w->lock);
@@ -197,12 +205,10 @@ void wb_stop(struct nfs_ctx *x)
     pthread_cond_destroy(&w->work);
     pthread_cond_destroy(&w->done);
     free(w);
-    x->wb = NULL;
 }
 
-int wb_write(struct nfs_ctx *x, uint64_t id, uint64_t off, const void *data, size_t n)
+int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n)
 {
-    struct wb *w = x->wb;
     int rc = 0;
     pthread_mutex_lock(&w->lock);
     while (w->queued_bytes > WB_QUEUE_MAX && !w->stop)
@@ -239,9 +245,8 @@ out:
     return rc;
 }
 
-int wb_settle(struct nfs_ctx *x, uint64_t id)
+int wb_settle(struct wb *w, uint64_t id)
 {
-    struct wb *w = x->wb;
     int rc = 0;
     pthread_mutex_lock(&w->lock);
     struct wb_file *f = file_find(w, id, 0);
@@ -258,9 +263,8 @@ int wb_settle(struct nfs_ctx *x, uint64_t id)
     return rc;
 }
 
-void wb_attr(struct nfs_ctx *x, struct pl_attr *a)
+void wb_attr(struct wb *w, struct pl_attr *a)
 {
-    struct wb *w = x->wb;
     pthread_mutex_lock(&w->lock);
     struct wb_file *f = file_find(w, a->id, 0);
     if (f && (f->len || f->queued)) {
