@@ -990,6 +990,7 @@ int fmount_start(struct pl_store *st, const char *path, const char *mountpoint,
     char *argv[] = {"plenum", "-o", optbuf, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     m->se = fuse_session_new(&args, &fm_ops, sizeof(fm_ops), m);
+    fuse_opt_free_args(&args);
     if (!m->se) {
         rc = PL_EINVAL;
         goto fail;
@@ -1064,6 +1065,8 @@ void fmount_stop(struct fmount *m)
     }
     if (m->loop_started)
         pthread_join(m->loop_thr, NULL);
+    if (m->se)
+        fuse_session_unmount(m->se); /* the kernel side is gone: closes and frees */
     if (m->watching)
         pl_store_unwatch(m->st, fm_watch, m);
     if (m->inval_started) {
