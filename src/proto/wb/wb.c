@@ -2,8 +2,9 @@
  * durable (NFS UNSTABLE writes until COMMIT, FUSE writes until fsync/close).
  *
  * Writing each 1 MiB call through the store costs a sync each; here
- * contiguous writes to a file collect into batches of up to WB_BATCH, and one
- * flusher thread writes batches in order while more arrive.
+ * contiguous writes to a file collect into batches of up to WB_BATCH, and
+ * WB_FLUSHERS threads write them while more arrive (overlapping ones in
+ * order).
  * - The head settles a file before what must see its data (COMMIT, fsync,
  *   READ, SETATTR, close): everything before is written (and a failed batch
  *   reports its error).
@@ -24,12 +25,15 @@
 #define WB_QUEUE_MAX (256u << 20)
 #define WB_IDLE_NS 1000000000ll
 #define WB_SLOTS 256
+#define WB_FLUSHERS 2 /* batches written at once: hashing one while the other syncs */
+#define WB_SPARES 8 /* full-size buffers kept for reuse: fresh pages cost a fault and a clear */
 
 struct wb_batch {
     struct wb_file *f;
     uint64_t off;
     uint8_t *buf;
-    size_t len;
+    size_t len, cap;
+    int busy; /* a flusher is writing it */
     struct wb_batch *next;
 };
 
@@ -52,12 +56,29 @@ struct wb {
     struct wb_file *slots[WB_SLOTS];
     struct wb_batch *head, *tail;
     size_t queued_bytes;
+    uint8_t *spare[WB_SPARES];
+    int nspare;
     struct pl_store *st;
     const char *label;
     const void *origin;
-    pthread_t thr;
-    int stop, started;
+    pthread_t thr[WB_FLUSHERS];
+    int stop, started; /* flushers running */
 };
+
+/* A buffer of WB_BATCH bytes (lock held). */
+static uint8_t *buf_full(struct wb *w)
+{
+    return w->nspare ? w->spare[--w->nspare] : malloc(WB_BATCH);
+}
+
+/* Give a buffer back; full-size ones are kept for the next batch (lock held). */
+static void buf_put(struct wb *w, uint8_t *buf, size_t cap)
+{
+    if (buf && cap == WB_BATCH && w->nspare < WB_SPARES)
+        w->spare[w->nspare++] = buf;
+    else
+        free(buf);
+}
 
 static struct wb_file *file_find(struct wb *w, uint64_t id, int add)
 {
@@ -85,7 +106,7 @@ static void file_drop_if_idle(struct wb *w, struct wb_file *f)
     while (*pp != f)
         pp = &(*pp)->next;
     *pp = f->next;
-    free(f->buf);
+    buf_put(w, f->buf, f->cap);
     free(f);
 }
 
@@ -97,7 +118,7 @@ static int file_queue(struct wb *w, struct wb_file *f)
     struct wb_batch *b = malloc(sizeof(*b));
     if (!b)
         return PL_ENOMEM;
-    *b = (struct wb_batch){f, f->off, f->buf, f->len, NULL};
+    *b = (struct wb_batch){f, f->off, f->buf, f->len, f->cap, 0, NULL};
     f->buf = NULL;
     f->len = f->cap = 0;
     f->queued++;
@@ -109,6 +130,26 @@ static int file_queue(struct wb *w, struct wb_file *f)
     w->tail = b;
     pthread_cond_signal(&w->work);
     return 0;
+}
+
+/* The first batch that may be written now: none before it in the queue
+ * (waiting or being written) overlaps it in the same file, so overlapping
+ * writes land in the order they came while the rest go in parallel. */
+static struct wb_batch *batch_pick(struct wb *w, struct wb_batch **ret_prev)
+{
+    struct wb_batch *prev = NULL;
+    for (struct wb_batch *b = w->head; b; prev = b, b = b->next) {
+        if (b->busy)
+            continue;
+        int blocked = 0;
+        for (struct wb_batch *e = w->head; e != b && !blocked; e = e->next)
+            blocked = e->f == b->f && e->off < b->off + b->len && b->off < e->off + e->len;
+        if (!blocked) {
+            *ret_prev = prev;
+            return b;
+        }
+    }
+    return NULL;
 }
 
 static void *flusher(void *arg)
@@ -125,8 +166,9 @@ static void *flusher(void *arg)
                     if (f->len && (w->stop || now - f->last >= WB_IDLE_NS) && file_queue(w, f))
                         f->err = PL_ENOMEM;
         }
-        if (!w->head) {
-            if (w->stop)
+        struct wb_batch *prev, *b = batch_pick(w, &prev);
+        if (!b) {
+            if (w->stop && !w->head)
                 break;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -138,10 +180,7 @@ static void *flusher(void *arg)
             pthread_cond_timedwait(&w->work, &w->lock, &ts);
             continue;
         }
-        struct wb_batch *b = w->head;
-        w->head = b->next;
-        if (!w->head)
-            w->tail = NULL;
+        b->busy = 1;
         pthread_mutex_unlock(&w->lock);
         int rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
         pthread_mutex_lock(&w->lock);
@@ -152,14 +191,26 @@ static void *flusher(void *arg)
             if (!b->f->err)
                 b->f->err = rc;
         }
+        /* unlink it: the list may have changed while the lock was free */
+        prev = NULL;
+        for (struct wb_batch *e = w->head; e != b; e = e->next)
+            prev = e;
+        if (prev)
+            prev->next = b->next;
+        else
+            w->head = b->next;
+        if (w->tail == b)
+            w->tail = prev;
         struct wb_file *f = b->f;
         f->queued--;
         w->queued_bytes -= b->len;
-        free(b->buf);
+        buf_put(w, b->buf, b->cap);
         free(b);
         file_drop_if_idle(w, f); /* settlers look their file up again */
         pthread_cond_broadcast(&w->done);
+        pthread_cond_broadcast(&w->work); /* a batch it blocked may go now */
     }
+    pthread_cond_broadcast(&w->work); /* the other flushers end too */
     pthread_mutex_unlock(&w->lock);
     return NULL;
 }
@@ -176,11 +227,13 @@ int wb_new(struct pl_store *st, const char *label, const void *origin, struct wb
     w->st = st;
     w->label = label;
     w->origin = origin;
-    if (pthread_create(&w->thr, NULL, flusher, w)) {
-        free(w);
-        return PL_ENOMEM;
+    for (int i = 0; i < WB_FLUSHERS; i++) {
+        if (pthread_create(&w->thr[i], NULL, flusher, w)) {
+            wb_free(w);
+            return PL_ENOMEM;
+        }
+        w->started++;
     }
-    w->started = 1;
     *ret = w;
     return 0;
 }
@@ -190,10 +243,11 @@ void wb_free(struct wb *w)
     if (!w)
         return;
     pthread_mutex_lock(&w->lock);
-    w->stop = 1; /* the flusher writes everything back, then ends */
-    pthread_cond_signal(&w->work);
+    w->stop = 1; /* the flushers write everything back, then end */
+    pthread_cond_broadcast(&w->work);
     pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thr, NULL);
+    for (int i = 0; i < w->started; i++)
+        pthread_join(w->thr[i], NULL);
     for (int i = 0; i < WB_SLOTS; i++)
         while (w->slots[i]) {
             struct wb_file *f = w->slots[i];
@@ -201,6 +255,8 @@ void wb_free(struct wb *w)
             free(f->buf);
             free(f);
         }
+    while (w->nspare)
+        free(w->spare[--w->nspare]);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->work);
     pthread_cond_destroy(&w->done);
@@ -222,7 +278,19 @@ int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n
         rc = file_queue(w, f); /* not contiguous, or full: start a new batch */
     if (!rc && f->len + n > f->cap) {
         size_t cap = PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)));
-        uint8_t *nb = realloc(f->buf, cap);
+        uint8_t *nb;
+        if (cap >= (1u << 20) && f->len + n <= WB_BATCH) {
+            /* a stream: a whole batch buffer now, not a copy at every doubling */
+            cap = WB_BATCH;
+            nb = buf_full(w);
+            if (nb) {
+                if (f->len)
+                    memcpy(nb, f->buf, f->len);
+                buf_put(w, f->buf, f->cap);
+            }
+        } else {
+            nb = realloc(f->buf, cap);
+        }
         if (!nb)
             rc = PL_ENOMEM;
         else {
