@@ -355,6 +355,27 @@ int pl_export_remove(struct pl_store *st, const char *path, uint32_t net, uint32
 typedef int (*pl_export_fn)(void *arg, const struct pl_export *e);
 int pl_export_list(struct pl_store *st, pl_export_fn cb, void *arg) PL_WUR;
 
+/* ---- service records ----
+ * Small records a service keeps beside the namespace (the broker's topics,
+ * committed offsets and groups): key -> value, in key order, durable on
+ * return. Keys are 1..PL_SVC_KEY_MAX bytes; values up to PL_SVC_VAL_MAX. */
+#define PL_SVC_KEY_MAX 511
+#define PL_SVC_VAL_MAX (1u << 20)
+struct pl_svc_rec {
+    const char *key;
+    const void *val; /* NULL: delete the key (absent is fine) */
+    size_t n;
+};
+/* All of recs in one transaction. */
+int pl_svc_write(struct pl_store *st, const struct pl_svc_rec *recs, size_t n) PL_WUR;
+/* PL_ENOENT when absent; *ret_n gets the length, min(n, length) bytes are copied. */
+int pl_svc_get(struct pl_store *st, const char *key, void *buf, size_t n, size_t *ret_n) PL_WUR;
+typedef int (*pl_svc_fn)(void *arg, const char *key, const void *val, size_t n);
+/* Records whose key starts with prefix, in key order; cb returns non-zero to stop. */
+int pl_svc_scan(struct pl_store *st, const char *prefix, pl_svc_fn cb, void *arg) PL_WUR;
+/* Delete every record under prefix. */
+int pl_svc_delete_prefix(struct pl_store *st, const char *prefix) PL_WUR;
+
 /* ---- snapshots ---- */
 struct pl_snap_info {
     char name[128];

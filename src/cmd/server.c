@@ -12,6 +12,7 @@
 #include "cmd/cli.h"
 #include "proto/admin/admin.h"
 #include "proto/s3/s3.h"
+#include "proto/kafka/kafka.h"
 #include "proto/nbd/nbd.h"
 #include "proto/nfs/nfs.h"
 
@@ -26,7 +27,7 @@ static struct listener listeners[] = {
     {"s3", "127.0.0.1:9000", 1, ""},      {"nfs", "127.0.0.1:2049", 1, ""},
     {"mountd", "127.0.0.1:20048", 1, ""}, {"portmap", "127.0.0.1:111", 1, ""},
     {"nbd", "127.0.0.1:10809", 1, ""},
-    {"kafka", "127.0.0.1:9092", 0, ""},  {"pg", "127.0.0.1:5433", 0, ""},
+    {"kafka", "127.0.0.1:9092", 1, ""},  {"pg", "127.0.0.1:5433", 0, ""},
     {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
 };
 
@@ -45,6 +46,8 @@ void usage_server(void)
            "                    scrub_interval_s=N, scrub_rate_mb=N, buffer_max_mb=N\n"
            "                    (writers wait while destage is that far behind);\n"
            "                    [export] /PATH = CLIENTS [OPTIONS] (see plenum export --help);\n"
+           "                    [kafka] auto_create=on|off (default off),\n"
+           "                    default_partitions=N (for auto-created topics);\n"
            "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
@@ -71,6 +74,8 @@ void usage_server(void)
            "example:\n"
            "  plenum server --data /srv/plenum --admin 127.0.0.1:9101 --s3 off\n");
 }
+
+static struct broker_opts cfg_broker; /* [kafka] in the config file */
 
 /* export rules from the config file, added to the store at start */
 static struct pl_export cfg_exports[64];
@@ -209,6 +214,10 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             so->scrub_rate = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "store") && !strcmp(k, "buffer_max_mb")) {
             so->buffer_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "kafka") && !strcmp(k, "auto_create")) {
+            cfg_broker.auto_create = !strcmp(v, "on") || !strcmp(v, "true");
+        } else if (!strcmp(section, "kafka") && !strcmp(k, "default_partitions")) {
+            cfg_broker.default_partitions = atoi(v);
         } else {
             fprintf(stderr, "plenum server: %s:%d: unknown setting [%s] %s\n", path, lineno,
                     section, k);
@@ -388,6 +397,8 @@ int cmd_server(int argc, char **argv)
     struct admin_server *admin = NULL;
     struct s3_server *s3 = NULL;
     struct nbd_server *nbd = NULL;
+    struct broker *broker = NULL;
+    struct kafka_server *kafka = NULL;
     struct nfs_server *nfs = NULL;
     pthread_t gc_thr;
     int gc_started = 0, rc = pl_store_open(data, &o, &st);
@@ -473,6 +484,24 @@ int cmd_server(int argc, char **argv)
             goto out;
         }
         snprintf(nl->addr, sizeof(nl->addr), "%s:%d", host, nbd_port(nbd));
+    }
+    struct listener *kl = listener_find("kafka");
+    if (strcmp(kl->addr, "off")) {
+        char host[200];
+        int port;
+        if (parse_hostport(kl->addr, host, sizeof(host), &port))
+            goto out;
+        rc = broker_open(st, &cfg_broker, &broker);
+        if (!rc)
+            rc = kafka_start(broker, host, port, &kafka);
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot %s for kafka: %s%s\n",
+                    broker ? "listen" : "open the broker", pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has it; pass --kafka HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        snprintf(kl->addr, sizeof(kl->addr), "%s:%d", host, kafka_port(kafka));
     }
     for (int i = 0; i < ncfg_exports; i++) {
         rc = pl_export_set(st, &cfg_exports[i]);
@@ -562,6 +591,8 @@ out:
     s3_stop(s3); /* in-flight S3 requests finish first */
     nfs_stop(nfs);
     nbd_stop(nbd);
+    kafka_stop(kafka); /* connections first: they use the broker */
+    broker_close(broker);
     admin_stop(admin);
     if (st) {
         char p[PL_PATH_MAX];

@@ -6,7 +6,7 @@
 
 static const char *const db_names[META_DB_COUNT] = {
     "sys", "elem", "dirent", "extent", "chunk", "seg",
-    "bucket", "snap", "user", "key", "grave", "staging", "upload", "part", "version", "device", "stripe", "similar", "export",
+    "bucket", "snap", "user", "key", "grave", "staging", "upload", "part", "version", "device", "stripe", "similar", "export", "svc",
 };
 
 #define META_MAX_BATCH 512

@@ -37,6 +37,7 @@ enum meta_db {
     META_STRIPE,  /* seg(8) -> stripe geometry : segments destaged to capacity */
     META_SIMILAR, /* super-feature(8) index(1) -> fp(32) : similarity index */
     META_EXPORT,  /* path \0 net BE32 mask BE32 -> NFS export rule (store/export.c) */
+    META_SVC,     /* key -> value : services' own records (store/svc.c) */
     META_DB_COUNT
 };
 

@@ -1,0 +1,83 @@
+/* The event broker service: topics as elements, partition logs of record
+ * batches stored as received, committed offsets and consumer groups. The
+ * Kafka head (proto/kafka) speaks the protocol; this is what it serves.
+ *
+ * A partition is a directory "/.kafka/TOPIC/N" of segment files named by
+ * their first offset; batches are appended as the producer sent them (only
+ * the base offset and leader epoch patched), durable before the producer
+ * hears back. Topic configs and committed offsets are service records. */
+#ifndef PL_BROKER_H
+#define PL_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "plenum/store.h"
+
+#define BROKER_TOPIC_MAX 249
+#define BROKER_PARTS_MAX 1024
+#define BROKER_GROUP_MAX 255
+
+struct broker;
+
+struct broker_opts {
+    int auto_create;        /* create unknown topics on produce/metadata */
+    int default_partitions; /* for auto-created topics; 0 = 1 */
+};
+
+struct broker_topic {
+    char name[BROKER_TOPIC_MAX + 1];
+    int partitions;
+    int64_t retention_ms;    /* -1: keep forever */
+    int64_t retention_bytes; /* per partition; -1: no limit */
+    int64_t segment_bytes;
+};
+
+struct broker_part_info {
+    int64_t log_start, next; /* first offset kept, next offset to assign (high watermark) */
+    uint64_t bytes;
+    int segments;
+};
+
+int broker_open(struct pl_store *st, const struct broker_opts *o, struct broker **ret) PL_WUR;
+void broker_close(struct broker *b);
+int broker_auto_create(const struct broker *b);
+
+/* [a-zA-Z0-9._-]{1,249}, not "." or "..": else PL_EINVAL. */
+int broker_topic_name_valid(const char *name);
+/* configs: NULL-terminated name, value pairs (retention.ms, retention.bytes,
+ * segment.bytes, cleanup.policy=delete); PL_EEXIST, PL_EINVAL. */
+int broker_topic_create(struct broker *b, const char *name, int partitions,
+                        const char *const *configs) PL_WUR;
+int broker_topic_delete(struct broker *b, const char *name) PL_WUR;
+int broker_topic_get(struct broker *b, const char *name, struct broker_topic *ret) PL_WUR;
+typedef int (*broker_topic_fn)(void *arg, const struct broker_topic *t);
+int broker_topic_list(struct broker *b, broker_topic_fn cb, void *arg) PL_WUR;
+int broker_part_info(struct broker *b, const char *topic, int part,
+                     struct broker_part_info *ret) PL_WUR;
+
+/* Validate and append a producer's batches (patched in place); durable on
+ * return. *ret_base: the first offset given. */
+int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
+                   int64_t *ret_base) PL_WUR;
+/* Whole batches from the one holding offset on, up to max_bytes (at least
+ * one batch). *ret_buf (malloc'd, NULL when nothing) is the caller's.
+ * PL_ERANGE when offset is outside [log_start, next]. */
+int broker_fetch(struct broker *b, const char *topic, int part, int64_t offset, size_t max_bytes,
+                 uint8_t **ret_buf, size_t *ret_n, struct broker_part_info *ret_info) PL_WUR;
+/* A counter that moves at every append; wait until it passes seen or
+ * timeout_ms ends. */
+uint64_t broker_appends(struct broker *b);
+void broker_wait(struct broker *b, uint64_t seen, int timeout_ms);
+/* The first offset whose batch has a timestamp >= ts, or -1 (and ret_ts -1). */
+int broker_offset_for_time(struct broker *b, const char *topic, int part, int64_t ts,
+                           int64_t *ret_off, int64_t *ret_ts) PL_WUR;
+
+/* Committed offsets (group.c). */
+int broker_commit(struct broker *b, const char *group, const char *topic, int part, int64_t offset,
+                  const char *meta) PL_WUR;
+/* PL_ENOENT when nothing is committed. */
+int broker_committed(struct broker *b, const char *group, const char *topic, int part,
+                     int64_t *ret_off, char *meta, size_t mn) PL_WUR;
+
+#endif
