@@ -777,6 +777,7 @@ static void *maint_main(void *arg)
         if (b->stopping)
             break;
         pthread_mutex_unlock(&b->lock);
+        group_tick(b);
         if (++b->ticks % 4 == 0)
             retain_all(b);
         pthread_mutex_lock(&b->lock);
@@ -834,6 +835,7 @@ int broker_open(struct pl_store *st, const struct broker_opts *o, struct broker 
     pthread_mutex_init(&b->create_lock, NULL);
     pthread_cond_init(&b->appended, NULL);
     pthread_cond_init(&b->maint_cond, NULL);
+    group_init(b);
     struct load_ctx l = {b, 0};
     int rc = pl_svc_scan(st, "kafka/topic/", load_cb, &l);
     if (!rc)
@@ -863,6 +865,7 @@ void broker_close(struct broker *b)
     pthread_cond_broadcast(&b->appended);
     pthread_cond_broadcast(&b->maint_cond);
     pthread_mutex_unlock(&b->lock);
+    group_stop(b);
     if (b->maint_started)
         pthread_join(b->maint, NULL);
     while (b->topics) {
@@ -870,6 +873,7 @@ void broker_close(struct broker *b)
         b->topics = t->next;
         topic_free(t);
     }
+    group_free(b);
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->create_lock);
     pthread_cond_destroy(&b->appended);

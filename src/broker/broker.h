@@ -73,6 +73,94 @@ void broker_wait(struct broker *b, uint64_t seen, int timeout_ms);
 int broker_offset_for_time(struct broker *b, const char *topic, int part, int64_t ts,
                            int64_t *ret_off, int64_t *ret_ts) PL_WUR;
 
+/* ---- consumer groups (group.c), the classic protocol ----
+ * Results are Kafka error codes: the coordinator's rules are Kafka's. */
+enum {
+    BK_NONE = 0,
+    BK_COORDINATOR_NOT_AVAILABLE = 15,
+    BK_ILLEGAL_GENERATION = 22,
+    BK_INCONSISTENT_GROUP_PROTOCOL = 23,
+    BK_INVALID_GROUP_ID = 24,
+    BK_UNKNOWN_MEMBER_ID = 25,
+    BK_INVALID_SESSION_TIMEOUT = 26,
+    BK_REBALANCE_IN_PROGRESS = 27,
+    BK_GROUP_ID_NOT_FOUND = 69,
+    BK_NON_EMPTY_GROUP = 68,
+};
+
+#define BROKER_MEMBER_MAX 200
+#define BROKER_PROTO_MAX 16
+
+struct broker_proto {
+    char name[128];
+    const uint8_t *meta; /* borrowed for the call */
+    int32_t len;
+};
+
+struct broker_join_req {
+    const char *group, *member_id, *client_id, *client_host, *protocol_type;
+    int32_t session_ms, rebalance_ms;
+    const struct broker_proto *protos;
+    int nprotos;
+};
+
+struct broker_member {
+    char id[BROKER_MEMBER_MAX + 1];
+    char client_id[256], client_host[64];
+    uint8_t *meta; /* the member's metadata for the chosen protocol */
+    int32_t len;
+    uint8_t *assign;
+    int32_t alen;
+};
+
+struct broker_join_res {
+    int16_t err;
+    int32_t generation;
+    char protocol[128];
+    char leader[BROKER_MEMBER_MAX + 1];
+    char member_id[BROKER_MEMBER_MAX + 1];
+    struct broker_member *members; /* for the leader only */
+    int nmembers;
+};
+void broker_members_free(struct broker_member *m, int n);
+
+/* Blocks until the rebalance completes (or the rebalance timeout). */
+void broker_join(struct broker *b, const struct broker_join_req *rq, struct broker_join_res *res);
+struct broker_assignment {
+    char member[BROKER_MEMBER_MAX + 1];
+    const uint8_t *data;
+    int32_t len;
+};
+/* The leader hands out assignments; everyone gets theirs (*ret_assign is
+ * malloc'd, the caller's). Blocks until the leader's arrives. */
+int16_t broker_sync(struct broker *b, const char *group, int32_t generation, const char *member,
+                    const struct broker_assignment *as, int n, uint8_t **ret_assign,
+                    int32_t *ret_len);
+int16_t broker_heartbeat(struct broker *b, const char *group, int32_t generation,
+                         const char *member);
+int16_t broker_leave(struct broker *b, const char *group, const char *member);
+
+struct broker_group_info {
+    char id[BROKER_GROUP_MAX + 1];
+    char state[32]; /* Empty, PreparingRebalance, CompletingRebalance, Stable, Dead */
+    char protocol_type[64], protocol[128];
+    struct broker_member *members; /* with their metadata and assignments */
+    int nmembers;
+};
+typedef int (*broker_group_fn)(void *arg, const struct broker_group_info *g);
+/* Groups with members or committed offsets. */
+int broker_group_list(struct broker *b, broker_group_fn cb, void *arg) PL_WUR;
+/* PL_ENOENT for a group nobody knows. */
+int broker_group_describe(struct broker *b, const char *group, broker_group_fn cb,
+                          void *arg) PL_WUR;
+/* Forget a group's committed offsets; BK_NON_EMPTY_GROUP while it has members. */
+int16_t broker_group_delete(struct broker *b, const char *group);
+/* Set the group's committed offset of every partition of topic to to_offset
+ * (-2 earliest, -1 latest, else that offset, clamped); refused while the group
+ * has members. */
+int broker_group_reset(struct broker *b, const char *group, const char *topic,
+                       int64_t to_offset) PL_WUR;
+
 /* Committed offsets (group.c). */
 int broker_commit(struct broker *b, const char *group, const char *topic, int part, int64_t offset,
                   const char *meta) PL_WUR;

@@ -42,6 +42,31 @@ struct topic {
     struct topic *next;
 };
 
+enum gstate { G_EMPTY, G_PREPARING, G_AWAITING_SYNC, G_STABLE };
+
+struct gmember {
+    struct broker_member m;
+    struct broker_proto protos[BROKER_PROTO_MAX]; /* metadata owned (malloc'd) */
+    int nprotos;
+    int32_t session_ms, rebalance_ms;
+    int64_t seen_ms;
+    int joined;  /* rejoined in the rebalance under way */
+    int waiting; /* a JoinGroup or SyncGroup of it is blocked */
+};
+
+struct group {
+    char id[BROKER_GROUP_MAX + 1];
+    char protocol_type[64], protocol[128];
+    int state;
+    int32_t generation;
+    char leader[BROKER_MEMBER_MAX + 1];
+    struct gmember *members;
+    int n, cap;
+    int64_t deadline_ms; /* of the rebalance under way */
+    pthread_cond_t cond;
+    struct group *next;
+};
+
 struct broker {
     struct pl_store *st;
     struct broker_opts opts;
@@ -53,7 +78,14 @@ struct broker {
     pthread_t maint;
     int maint_started, stopping;
     uint64_t ticks;
+    pthread_mutex_t glock; /* groups */
+    struct group *groups;
 };
+
+void group_init(struct broker *b);
+void group_tick(struct broker *b); /* session timeouts, rebalance deadlines */
+void group_stop(struct broker *b); /* wake every waiter */
+void group_free(struct broker *b);
 
 struct topic *topic_get(struct broker *b, const char *name);
 void topic_put(struct broker *b, struct topic *t);

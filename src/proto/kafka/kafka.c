@@ -9,6 +9,8 @@
  * Kafka does. One broker: node 1, leader of every partition. */
 #include "proto/kafka/kafka.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +26,10 @@
 
 enum {
     K_PRODUCE = 0, K_FETCH = 1, K_LIST_OFFSETS = 2, K_METADATA = 3, K_OFFSET_COMMIT = 8,
-    K_OFFSET_FETCH = 9, K_FIND_COORDINATOR = 10, K_API_VERSIONS = 18, K_CREATE_TOPICS = 19,
-    K_DELETE_TOPICS = 20,
+    K_OFFSET_FETCH = 9, K_FIND_COORDINATOR = 10, K_JOIN_GROUP = 11, K_HEARTBEAT = 12,
+    K_LEAVE_GROUP = 13, K_SYNC_GROUP = 14, K_DESCRIBE_GROUPS = 15, K_LIST_GROUPS = 16,
+    K_API_VERSIONS = 18, K_CREATE_TOPICS = 19, K_DELETE_TOPICS = 20, K_DESCRIBE_CONFIGS = 32,
+    K_DELETE_GROUPS = 42,
 };
 
 /* Kafka error codes */
@@ -45,8 +49,10 @@ struct api {
 static const struct api apis[] = {
     {K_PRODUCE, 0, 7},        {K_FETCH, 4, 11},        {K_LIST_OFFSETS, 0, 5},
     {K_METADATA, 0, 8},       {K_OFFSET_COMMIT, 0, 7}, {K_OFFSET_FETCH, 0, 5},
-    {K_FIND_COORDINATOR, 0, 2}, {K_API_VERSIONS, 0, 2}, {K_CREATE_TOPICS, 0, 4},
-    {K_DELETE_TOPICS, 0, 3},
+    {K_FIND_COORDINATOR, 0, 2}, {K_JOIN_GROUP, 0, 5},    {K_HEARTBEAT, 0, 3},
+    {K_LEAVE_GROUP, 0, 2},    {K_SYNC_GROUP, 0, 3},    {K_DESCRIBE_GROUPS, 0, 3},
+    {K_LIST_GROUPS, 0, 2},    {K_API_VERSIONS, 0, 2}, {K_CREATE_TOPICS, 0, 4},
+    {K_DELETE_TOPICS, 0, 3},  {K_DESCRIBE_CONFIGS, 0, 2}, {K_DELETE_GROUPS, 0, 1},
 };
 
 struct kafka_server {
@@ -58,6 +64,7 @@ struct kafka_server {
 
 struct call {
     struct kafka_server *s;
+    const char *peer;
     struct kreq_hdr h;
     struct kr *r;
     struct kw *w;
@@ -767,6 +774,281 @@ static void h_delete_topics(struct call *c)
     }
 }
 
+/* ---- consumer groups ---- */
+static void h_join_group(struct call *c)
+{
+    struct kr *r = c->r;
+    struct kw *w = c->w;
+    char group[NAME_CAP], member[NAME_CAP], inst[NAME_CAP], ptype[NAME_CAP];
+    struct broker_proto protos[BROKER_PROTO_MAX];
+    kr_str(r, group, sizeof(group), NULL);
+    int32_t session = kr_i32(r), rebalance = session;
+    if (c->v >= 1)
+        rebalance = kr_i32(r);
+    kr_str(r, member, sizeof(member), NULL);
+    if (c->v >= 5)
+        kr_str(r, inst, sizeof(inst), NULL); /* static membership: treated as dynamic */
+    kr_str(r, ptype, sizeof(ptype), NULL);
+    int32_t np = kr_array(r, BROKER_PROTO_MAX, 6);
+    for (int32_t i = 0; i < np && !r->err; i++) {
+        kr_str(r, protos[i].name, sizeof(protos[i].name), NULL);
+        protos[i].meta = kr_bytes(r, &protos[i].len);
+    }
+    if (r->err)
+        return;
+    struct broker_join_req rq = {group, member, c->h.client_id, c->peer, ptype,
+                                 session, rebalance, protos, PL_MAX(np, 0)};
+    struct broker_join_res res;
+    broker_join(c->s->b, &rq, &res);
+    if (c->v >= 2)
+        kw_i32(w, 0);
+    kw_i16(w, res.err);
+    kw_i32(w, res.generation);
+    kw_str(w, res.protocol);
+    kw_str(w, res.leader);
+    kw_str(w, res.member_id);
+    kw_i32(w, res.nmembers);
+    for (int i = 0; i < res.nmembers; i++) {
+        kw_str(w, res.members[i].id);
+        if (c->v >= 5)
+            kw_str(w, NULL);
+        kw_bytes(w, res.members[i].meta ? res.members[i].meta : (const uint8_t *)"",
+                 res.members[i].len);
+    }
+    broker_members_free(res.members, res.nmembers);
+}
+
+static void h_sync_group(struct call *c)
+{
+    struct kr *r = c->r;
+    struct kw *w = c->w;
+    char group[NAME_CAP], member[NAME_CAP], inst[NAME_CAP];
+    kr_str(r, group, sizeof(group), NULL);
+    int32_t gen = kr_i32(r);
+    kr_str(r, member, sizeof(member), NULL);
+    if (c->v >= 3)
+        kr_str(r, inst, sizeof(inst), NULL);
+    int32_t na = kr_array(r, 10000, 6);
+    struct broker_assignment *as = calloc((size_t)PL_MAX(na, 1), sizeof(*as));
+    if (!as) {
+        r->err = 1;
+        return;
+    }
+    for (int32_t i = 0; i < na && !r->err; i++) {
+        kr_str(r, as[i].member, sizeof(as[i].member), NULL);
+        as[i].data = kr_bytes(r, &as[i].len);
+    }
+    if (!r->err) {
+        uint8_t *mine;
+        int32_t len;
+        int16_t err = broker_sync(c->s->b, group, gen, member, as, PL_MAX(na, 0), &mine, &len);
+        if (c->v >= 1)
+            kw_i32(w, 0);
+        kw_i16(w, err);
+        kw_bytes(w, mine ? mine : (const uint8_t *)"", mine ? len : 0);
+        free(mine);
+    }
+    free(as);
+}
+
+static void h_heartbeat(struct call *c)
+{
+    char group[NAME_CAP], member[NAME_CAP], inst[NAME_CAP];
+    kr_str(c->r, group, sizeof(group), NULL);
+    int32_t gen = kr_i32(c->r);
+    kr_str(c->r, member, sizeof(member), NULL);
+    if (c->v >= 3)
+        kr_str(c->r, inst, sizeof(inst), NULL);
+    if (c->r->err)
+        return;
+    if (c->v >= 1)
+        kw_i32(c->w, 0);
+    kw_i16(c->w, broker_heartbeat(c->s->b, group, gen, member));
+}
+
+static void h_leave_group(struct call *c)
+{
+    char group[NAME_CAP], member[NAME_CAP];
+    kr_str(c->r, group, sizeof(group), NULL);
+    kr_str(c->r, member, sizeof(member), NULL);
+    if (c->r->err)
+        return;
+    if (c->v >= 1)
+        kw_i32(c->w, 0);
+    kw_i16(c->w, broker_leave(c->s->b, group, member));
+}
+
+struct glist {
+    struct call *c;
+    int32_t n;
+    int describe;
+};
+
+static int glist_cb(void *arg, const struct broker_group_info *g)
+{
+    struct glist *l = arg;
+    struct kw *w = l->c->w;
+    l->n++;
+    if (!l->describe) {
+        kw_str(w, g->id);
+        kw_str(w, g->protocol_type);
+        return 0;
+    }
+    kw_i16(w, E_NONE);
+    kw_str(w, g->id);
+    kw_str(w, g->state);
+    kw_str(w, g->protocol_type);
+    kw_str(w, g->protocol);
+    kw_i32(w, g->nmembers);
+    for (int i = 0; i < g->nmembers; i++) {
+        const struct broker_member *m = &g->members[i];
+        kw_str(w, m->id);
+        kw_str(w, m->client_id);
+        kw_str(w, m->client_host);
+        kw_bytes(w, m->meta ? m->meta : (const uint8_t *)"", m->len);
+        kw_bytes(w, m->assign ? m->assign : (const uint8_t *)"", m->alen);
+    }
+    if (l->c->v >= 3)
+        kw_i32(w, INT32_MIN);
+    return 0;
+}
+
+static void h_list_groups(struct call *c)
+{
+    if (c->v >= 1)
+        kw_i32(c->w, 0);
+    kw_i16(c->w, E_NONE);
+    size_t mark = kw_mark(c->w);
+    struct glist l = {c, 0, 0};
+    if (broker_group_list(c->s->b, glist_cb, &l))
+        c->w->err = 1;
+    kw_put_i32_at(c->w, mark, l.n);
+}
+
+static void h_describe_groups(struct call *c)
+{
+    struct kr *r = c->r;
+    char group[NAME_CAP];
+    int32_t n = kr_array(r, 10000, 2);
+    size_t at = r->at;
+    for (int32_t i = 0; i < n && !r->err; i++)
+        kr_str(r, group, sizeof(group), NULL);
+    if (c->v >= 3)
+        kr_i8(r);
+    if (r->err)
+        return;
+    r->at = at;
+    if (c->v >= 1)
+        kw_i32(c->w, 0);
+    kw_i32(c->w, PL_MAX(n, 0));
+    for (int32_t i = 0; i < n; i++) {
+        kr_str(r, group, sizeof(group), NULL);
+        struct glist l = {c, 0, 1};
+        int rc = broker_group_describe(c->s->b, group, glist_cb, &l);
+        if (rc == PL_ENOENT) {
+            /* Kafka describes an unknown group as Dead, with no error */
+            kw_i16(c->w, E_NONE);
+            kw_str(c->w, group);
+            kw_str(c->w, "Dead");
+            kw_str(c->w, "");
+            kw_str(c->w, "");
+            kw_i32(c->w, 0);
+            if (c->v >= 3)
+                kw_i32(c->w, INT32_MIN);
+        } else if (rc < 0) {
+            c->w->err = 1;
+        }
+    }
+}
+
+static void h_delete_groups(struct call *c)
+{
+    struct kr *r = c->r;
+    char group[NAME_CAP];
+    int32_t n = kr_array(r, 10000, 2);
+    size_t at = r->at;
+    for (int32_t i = 0; i < n && !r->err; i++)
+        kr_str(r, group, sizeof(group), NULL);
+    if (r->err)
+        return;
+    r->at = at;
+    kw_i32(c->w, 0);
+    kw_i32(c->w, PL_MAX(n, 0));
+    for (int32_t i = 0; i < n; i++) {
+        kr_str(r, group, sizeof(group), NULL);
+        kw_str(c->w, group);
+        kw_i16(c->w, broker_group_delete(c->s->b, group));
+    }
+}
+
+/* ---- DescribeConfigs: topic configs, read-only view ---- */
+static void put_config(struct call *c, const char *name, const char *value, int is_default)
+{
+    kw_str(c->w, name);
+    kw_str(c->w, value);
+    kw_i8(c->w, 1); /* read only: set them at create time */
+    if (c->v == 0)
+        kw_i8(c->w, (int8_t)is_default);
+    else
+        kw_i8(c->w, is_default ? 5 : 1); /* DEFAULT_CONFIG or DYNAMIC_TOPIC_CONFIG */
+    kw_i8(c->w, 0);                      /* sensitive */
+    if (c->v >= 1)
+        kw_i32(c->w, 0); /* synonyms */
+}
+
+static void h_describe_configs(struct call *c)
+{
+    struct kr *r = c->r;
+    char name[NAME_CAP], key[NAME_CAP];
+    int32_t n = kr_array(r, 1000, 5);
+    struct res {
+        int8_t type;
+        char name[NAME_CAP];
+    } *rs = calloc((size_t)PL_MAX(n, 1), sizeof(*rs));
+    if (!rs) {
+        r->err = 1;
+        return;
+    }
+    for (int32_t i = 0; i < n && !r->err; i++) {
+        rs[i].type = kr_i8(r);
+        kr_str(r, rs[i].name, sizeof(rs[i].name), NULL);
+        int32_t nk = kr_array(r, 1000, 2);
+        for (int32_t k = 0; k < nk && !r->err; k++)
+            kr_str(r, key, sizeof(key), NULL);
+    }
+    if (c->v >= 1)
+        kr_i8(r);
+    (void)name;
+    if (!r->err) {
+        kw_i32(c->w, 0);
+        kw_i32(c->w, PL_MAX(n, 0));
+        for (int32_t i = 0; i < n; i++) {
+            struct broker_topic t;
+            int topic = rs[i].type == 2;
+            int rc = topic ? broker_topic_get(c->s->b, rs[i].name, &t) : 0;
+            kw_i16(c->w, topic ? kerr(rc) : E_NONE);
+            kw_str(c->w, topic && rc ? "no such topic" : NULL);
+            kw_i8(c->w, rs[i].type);
+            kw_str(c->w, rs[i].name);
+            if (!topic || rc) {
+                kw_i32(c->w, 0); /* brokers: nothing configurable over the protocol */
+                continue;
+            }
+            char v[32];
+            kw_i32(c->w, 5);
+            put_config(c, "cleanup.policy", "delete", 1);
+            snprintf(v, sizeof(v), "%lld", (long long)t.retention_ms);
+            put_config(c, "retention.ms", v, t.retention_ms == 7ll * 24 * 3600 * 1000);
+            snprintf(v, sizeof(v), "%lld", (long long)t.retention_bytes);
+            put_config(c, "retention.bytes", v, t.retention_bytes == -1);
+            snprintf(v, sizeof(v), "%lld", (long long)t.segment_bytes);
+            put_config(c, "segment.bytes", v, t.segment_bytes == 256ll << 20);
+            put_config(c, "message.timestamp.type", "CreateTime", 1);
+        }
+    }
+    free(rs);
+}
+
 /* ---- dispatch ---- */
 static const struct api *api_find(int16_t key)
 {
@@ -776,10 +1058,11 @@ static const struct api *api_find(int16_t key)
     return NULL;
 }
 
-void kafka_handle(struct kafka_server *s, uint8_t *req, size_t n, struct kw *w, int *ret_close)
+void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t n, struct kw *w,
+                  int *ret_close)
 {
     struct kr r = {req, n, 0, 0};
-    struct call c = {s, {0}, &r, w, 0};
+    struct call c = {s, peer, {0}, &r, w, 0};
     int no_reply = 0;
     *ret_close = 0;
     w->n = 0;
@@ -834,6 +1117,30 @@ void kafka_handle(struct kafka_server *s, uint8_t *req, size_t n, struct kw *w, 
     case K_DELETE_TOPICS:
         h_delete_topics(&c);
         break;
+    case K_JOIN_GROUP:
+        h_join_group(&c);
+        break;
+    case K_SYNC_GROUP:
+        h_sync_group(&c);
+        break;
+    case K_HEARTBEAT:
+        h_heartbeat(&c);
+        break;
+    case K_LEAVE_GROUP:
+        h_leave_group(&c);
+        break;
+    case K_LIST_GROUPS:
+        h_list_groups(&c);
+        break;
+    case K_DESCRIBE_GROUPS:
+        h_describe_groups(&c);
+        break;
+    case K_DELETE_GROUPS:
+        h_delete_groups(&c);
+        break;
+    case K_DESCRIBE_CONFIGS:
+        h_describe_configs(&c);
+        break;
     default:
         break;
     }
@@ -853,6 +1160,14 @@ static void conn_main(void *ctx, int fd)
     struct kafka_server *s = ctx;
     struct kw w = {0};
     uint8_t *req = NULL;
+    char peer[64] = "";
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
+        char ip[INET_ADDRSTRLEN];
+        if (inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip)))
+            snprintf(peer, sizeof(peer), "/%s", ip);
+    }
     for (;;) {
         uint8_t sz[4];
         if (tsrv_read(fd, sz, 4))
@@ -870,7 +1185,7 @@ static void conn_main(void *ctx, int fd)
         if (tsrv_read(fd, req, n))
             break;
         int close_it;
-        kafka_handle(s, req, n, &w, &close_it);
+        kafka_handle(s, peer, req, n, &w, &close_it);
         if (close_it)
             break;
         if (!w.n)

@@ -14,6 +14,7 @@ void kafka_stop(struct kafka_server *s);
  * as the connection loop does; *ret_close when the connection must end.
  * For tests and the fuzzer: no response when w->n stays 0. */
 struct kw;
-void kafka_handle(struct kafka_server *s, uint8_t *req, size_t n, struct kw *w, int *ret_close);
+void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t n, struct kw *w,
+                  int *ret_close);
 
 #endif
