@@ -47,6 +47,12 @@ void progress_end(const char *label, uint64_t done, uint64_t t0_ns);
 int mounts_register(void) PL_WUR;
 void mounts_stop_all(void);
 
+/* Topic and group ops over a broker (topics.c): registered once; the broker
+ * they act on is the server's, or one the command opened. */
+struct broker;
+int topics_register(void) PL_WUR;
+void topics_set_broker(struct broker *b);
+
 /* Server entry point (server.c). */
 int cmd_server(int argc, char **argv);
 void usage_server(void);

@@ -441,6 +441,8 @@ int cmd_server(int argc, char **argv)
         struct admin_opts ao = {host, port, 0, 0};
         rc = mounts_register();
         if (!rc)
+            rc = topics_register();
+        if (!rc)
             rc = admin_start(st, &ao, &admin);
         if (rc) {
             fprintf(stderr, "plenum server: cannot listen on %s for admin: %s%s\n", al->addr,
@@ -502,6 +504,7 @@ int cmd_server(int argc, char **argv)
             goto out;
         }
         snprintf(kl->addr, sizeof(kl->addr), "%s:%d", host, kafka_port(kafka));
+        topics_set_broker(broker);
     }
     for (int i = 0; i < ncfg_exports; i++) {
         rc = pl_export_set(st, &cfg_exports[i]);
@@ -592,8 +595,9 @@ out:
     nfs_stop(nfs);
     nbd_stop(nbd);
     kafka_stop(kafka); /* connections first: they use the broker */
+    admin_stop(admin); /* so do topic and group ops */
+    topics_set_broker(NULL);
     broker_close(broker);
-    admin_stop(admin);
     if (st) {
         char p[PL_PATH_MAX];
         snprintf(p, sizeof(p), "%s/server.json", data);

@@ -681,7 +681,7 @@ static void h_create_topics(struct call *c)
                 kr_i32(r);
         }
         int32_t nc = kr_array(r, 1000, 4);
-        t->configs = calloc((size_t)PL_MAX(nc, 0) * 2 + 1, sizeof(char *));
+        t->configs = calloc((size_t)PL_MAX(nc, 0) * 2 + 2, sizeof(char *));
         if (!t->configs) {
             r->err = 1;
             break;

@@ -1,0 +1,394 @@
+"""The Kafka head with real clients: kcat (librdkafka), kafka-python and
+confluent-kafka against a real plenum server. Raw frames are used only to
+look at what is stored and to send what no client would."""
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import Plenum, Server, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("kcat") is None,
+                                reason="kcat is installed by scripts/deps.sh")
+
+
+def start(data, extra=()):
+    port = free_port()
+    srv = Server(data, extra=["--kafka", f"127.0.0.1:{port}", *extra])
+    srv.bootstrap = f"127.0.0.1:{port}"
+    srv.kport = port
+    return srv
+
+
+@pytest.fixture
+def kafka(tmp_path):
+    srv = start(tmp_path / "data")
+    yield srv
+    if srv.proc.poll() is None:
+        assert srv.stop() == 0
+
+
+def kcat(*args, input=None, timeout=60):
+    p = subprocess.run(["kcat", *args], input=input, capture_output=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    return p.stdout
+
+
+def create_topic(bootstrap, name, partitions=1, config=None):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                   config=config or {})])
+    fs[name].result(timeout=30)
+
+
+# ---- raw protocol, for what clients hide or would never send ----
+def kstr(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def frame(api, ver, corr, body, client=b"raw"):
+    hdr = struct.pack(">hhi", api, ver, corr) + struct.pack(">h", len(client)) + client
+    return struct.pack(">i", len(hdr) + len(body)) + hdr + body
+
+
+def recv_frame(s):
+    def exact(n):
+        b = b""
+        while len(b) < n:
+            c = s.recv(n - len(b))
+            if not c:
+                raise ConnectionError("closed")
+            b += c
+        return b
+    n = struct.unpack(">i", exact(4))[0]
+    return exact(n)
+
+
+def raw_fetch(port, topic, part, offset, max_bytes=1 << 20):
+    """Fetch v4 of one partition: the stored batches, undecoded."""
+    body = struct.pack(">iiiib", -1, 100, 1, max_bytes, 0) + struct.pack(">i", 1) + kstr(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", part, offset, max_bytes)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(frame(1, 4, 7, body))
+        r = recv_frame(s)
+    at = 4 + 4  # correlation id, throttle
+    nt = struct.unpack_from(">i", r, at)[0]
+    at += 4
+    assert nt == 1
+    tl = struct.unpack_from(">h", r, at)[0]
+    at += 2 + tl + 4
+    p, err, hwm, lso = struct.unpack_from(">ihqq", r, at)
+    at += 4 + 2 + 8 + 8 + 4  # + aborted transactions count
+    n = struct.unpack_from(">i", r, at)[0]
+    at += 4
+    return err, hwm, r[at:at + max(n, 0)]
+
+
+def batches(recs):
+    out = []
+    at = 0
+    while at + 61 <= len(recs):
+        base, length = struct.unpack_from(">qi", recs, at)
+        attrs, = struct.unpack_from(">h", recs, at + 21)
+        count, = struct.unpack_from(">i", recs, at + 57)
+        out.append((base, attrs & 7, count))
+        at += 12 + length
+    return out
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def make_batch(values, base_ts=1_700_000_000_000, bad_crc=False):
+    recs = b""
+    for i, v in enumerate(values):
+        def varint(n):
+            n = (n << 1) ^ (n >> 63)
+            o = b""
+            while True:
+                if n < 0x80:
+                    return o + bytes([n])
+                o += bytes([(n & 0x7F) | 0x80])
+                n >>= 7
+        body = b"\0" + varint(0) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
+        recs += varint(len(body)) + body
+    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, base_ts, base_ts, -1, -1, -1,
+                            len(values)) + recs
+    crc = crc32c(after_crc) ^ (1 if bad_crc else 0)
+    rest = struct.pack(">ib", 0, 2) + struct.pack(">I", crc) + after_crc
+    return struct.pack(">qi", 0, len(rest)) + rest
+
+
+def raw_produce(s, topic, batch, corr=1, acks=-1):
+    body = struct.pack(">hi", acks, 10000) + struct.pack(">i", 1) + kstr(topic)
+    body += struct.pack(">i", 1) + struct.pack(">i", 0) + struct.pack(">i", len(batch)) + batch
+    s.sendall(frame(0, 3, corr, struct.pack(">h", -1) + body))
+    r = recv_frame(s)
+    at = 4 + 4
+    tl = struct.unpack_from(">h", r, at)[0]
+    at += 2 + tl + 4
+    part, err, base = struct.unpack_from(">ihq", r, at)
+    return err, base
+
+
+# ---- tests ----
+def test_kcat_codecs_offsets_and_timestamps(kafka):
+    b = kafka.bootstrap
+    meta = kcat("-b", b, "-L").decode()
+    assert "1 brokers" in meta and f"broker 1 at {b}" in meta
+    create_topic(b, "codecs")
+    codecs = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+    for z in codecs:
+        lines = "".join(f"{z}-{i}\n" for i in range(500)).encode()
+        kcat("-b", b, "-P", "-t", "codecs", "-p", "0", "-z", z, input=lines)
+    err, hwm, recs = raw_fetch(kafka.kport, "codecs", 0, 0, 64 << 20)
+    assert err == 0 and hwm == 2500
+    stored = batches(recs)
+    # each produce kept the codec it was sent with; offsets are dense
+    assert [c for _, c, _ in stored] == sorted(c for _, c, _ in stored)
+    assert {c for _, c, _ in stored} == set(codecs.values())
+    assert sum(n for _, _, n in stored) == 2500
+    assert stored[0][0] == 0
+    out = kcat("-b", b, "-C", "-t", "codecs", "-p", "0", "-o", "beginning", "-e", "-q").decode()
+    assert out.splitlines() == [f"{z}-{i}" for z in codecs for i in range(500)]
+    out = kcat("-b", b, "-C", "-t", "codecs", "-p", "0", "-o", "2497", "-e", "-q",
+               "-f", "%o %s\n").decode()
+    assert out.splitlines() == ["2497 zstd-497", "2498 zstd-498", "2499 zstd-499"]
+    # by timestamp: messages sent after a mark are found from it
+    time.sleep(0.05)
+    mark = int(time.time() * 1000)
+    time.sleep(0.05)
+    kcat("-b", b, "-P", "-t", "codecs", "-p", "0", input=b"late-1\nlate-2\n")
+    out = kcat("-b", b, "-C", "-t", "codecs", "-p", "0", "-o", f"s@{mark}", "-e", "-q").decode()
+    assert out.splitlines() == ["late-1", "late-2"]
+    # an unknown topic is an error, not a hang
+    p = subprocess.run(["kcat", "-b", b, "-C", "-t", "nosuch", "-p", "0", "-e", "-q",
+                        "-m", "5"], capture_output=True, timeout=60)
+    assert p.returncode != 0 or p.stdout == b""
+
+
+def test_groups_split_partitions_and_commits_survive_restart(tmp_path):
+    from kafka import KafkaConsumer, KafkaProducer
+    data = tmp_path / "data"
+    srv = start(data)
+    b = srv.bootstrap
+    create_topic(b, "work", partitions=4)
+    # two kcat consumers in one group split the four partitions: once both
+    # are members, what is produced is consumed once, by one of them
+    procs = [subprocess.Popen(["kcat", "-b", b, "-G", "kg", "-o", "beginning", "-q",
+                               "-f", "%p %s\n", "work"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    pl = Plenum(data)
+    deadline = time.time() + 60
+    while True:
+        r = pl.run("group", "describe", "kg", "--json")
+        g = json.loads(r.stdout) if r.returncode == 0 else {}
+        if g.get("state") == "Stable" and len(g["members"]) == 2:
+            break
+        assert time.time() < deadline, f"the group never settled: {g}"
+        time.sleep(0.3)
+    prod = KafkaProducer(bootstrap_servers=b, acks="all")
+    for i in range(400):
+        prod.send("work", value=b"m%d" % i, partition=i % 4)
+    prod.flush()
+    prod.close()
+    # kcat commits what it consumed every few seconds: wait for all of it
+    deadline = time.time() + 90
+    while sum(o["offset"] for o in pl.json("group", "describe", "kg")["offsets"]) < 400:
+        assert time.time() < deadline, "the group did not consume everything"
+        time.sleep(0.5)
+    outs = []
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+        outs.append(p.communicate(timeout=30)[0].decode().split("\n"))
+    parts = [{line.split()[0] for line in o if line} for o in outs]
+    msgs = [line.split()[1] for o in outs for line in o if line]
+    assert parts[0] and parts[1] and not parts[0] & parts[1], parts
+    assert sorted(msgs) == sorted("m%d" % i for i in range(400))
+    # kafka-python: a group consumer commits; a restart keeps the commits
+    c = KafkaConsumer("work", bootstrap_servers=b, group_id="pg", auto_offset_reset="earliest",
+                      enable_auto_commit=False, consumer_timeout_ms=8000)
+    got = [m.value for m in c]
+    c.commit()
+    c.close()
+    assert sorted(got) == sorted(b"m%d" % i for i in range(400))
+    assert srv.stop() == 0
+    srv = start(data)
+    b = srv.bootstrap
+    prod = KafkaProducer(bootstrap_servers=b, acks="all")
+    for i in range(8):
+        prod.send("work", value=b"new%d" % i, partition=i % 4)
+    prod.flush()
+    prod.close()
+    c = KafkaConsumer("work", bootstrap_servers=b, group_id="pg", auto_offset_reset="earliest",
+                      consumer_timeout_ms=8000)
+    got = sorted(m.value for m in c)
+    c.close()
+    assert got == sorted(b"new%d" % i for i in range(8))
+    # the admin view of groups
+    from kafka.admin import KafkaAdminClient
+    a = KafkaAdminClient(bootstrap_servers=b)
+    names = [g[0] for g in a.list_consumer_groups()]
+    assert "pg" in names and "kg" in names
+    offs = a.list_consumer_group_offsets("pg")
+    assert sum(o.offset for o in offs.values()) == 408
+    a.close()
+    assert srv.stop() == 0
+
+
+def test_kill9_loses_no_acknowledged_message(tmp_path):
+    from confluent_kafka import Producer
+    data = tmp_path / "data"
+    srv = start(data)
+    create_topic(srv.bootstrap, "durable", partitions=2)
+    acked = []
+    p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 2,
+                  "message.timeout.ms": 5000})
+
+    def cb(err, msg):
+        if err is None:
+            acked.append(msg.value())
+
+    for i in range(3000):
+        p.produce("durable", value=b"d%05d" % i, partition=i % 2, on_delivery=cb)
+        if i == 2000:
+            p.flush(10)
+            srv.proc.send_signal(signal.SIGKILL)
+            srv.proc.wait()
+        p.poll(0)
+    p.flush(10)
+    assert len(acked) >= 2001
+    srv = start(data)
+    out = set()
+    for part in (0, 1):
+        out |= set(kcat("-b", srv.bootstrap, "-C", "-t", "durable", "-p", str(part), "-o",
+                        "beginning", "-e", "-q").split())
+    assert set(acked) <= out
+    assert srv.stop() == 0
+
+
+def test_admin_clients(kafka):
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import NewTopic as KNewTopic
+    a = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    fs = a.create_topics([NewTopic("adm", 3, 1, config={"retention.ms": "3600000"})])
+    fs["adm"].result(timeout=30)
+    with pytest.raises(Exception) as e:
+        a.create_topics([NewTopic("adm", 1, 1)])["adm"].result(timeout=30)
+    assert "TOPIC_ALREADY_EXISTS" in str(e.value)
+    with pytest.raises(Exception):
+        a.create_topics([NewTopic("bad/name", 1, 1)])["bad/name"].result(timeout=30)
+    with pytest.raises(Exception):
+        a.create_topics([NewTopic("r3", 1, 3)])["r3"].result(timeout=30)
+    md = a.list_topics(timeout=10)
+    assert len(md.topics["adm"].partitions) == 3
+    res = a.describe_configs([ConfigResource("topic", "adm")])
+    cfg = list(res.values())[0].result(timeout=30)
+    assert cfg["retention.ms"].value == "3600000"
+    a.delete_topics(["adm"])["adm"].result(timeout=30)
+    assert "adm" not in a.list_topics(timeout=10).topics
+    k = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    k.create_topics([KNewTopic("kadm", 2, 1)])
+    assert "kadm" in k.list_topics()
+    k.delete_topics(["kadm"])
+    assert "kadm" not in k.list_topics()
+    k.close()
+
+
+def test_retention_by_bytes(kafka):
+    create_topic(kafka.bootstrap, "ret", config={"segment.bytes": "65536",
+                                                "retention.bytes": "200000"})
+    for _ in range(10):
+        kcat("-b", kafka.bootstrap, "-P", "-t", "ret", "-p", "0",
+             input=b"".join(b"x" * 1000 + b"\n" for _ in range(100)))
+    deadline = time.time() + 20
+    while True:
+        out = kcat("-b", kafka.bootstrap, "-Q", "-t", "ret:0:-2").decode()
+        start_off = int(out.split()[-1])
+        if start_off > 0 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert start_off > 0, "retention.bytes never dropped a segment"
+    lines = kcat("-b", kafka.bootstrap, "-C", "-t", "ret", "-p", "0", "-o", "beginning",
+                 "-e", "-q").split()
+    assert 0 < len(lines) < 1000
+
+
+def test_bad_input(kafka):
+    create_topic(kafka.bootstrap, "bad")
+    port = kafka.kport
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        # a wrong CRC: CORRUPT_MESSAGE (2), and the connection stays usable
+        err, _ = raw_produce(s, "bad", make_batch([b"a", b"b"], bad_crc=True), corr=1)
+        assert err == 2
+        err, base = raw_produce(s, "bad", make_batch([b"a", b"b"]), corr=2)
+        assert err == 0 and base == 0
+        # a batch cut short: INVALID_RECORD (87)
+        err, _ = raw_produce(s, "bad", make_batch([b"c"])[:-3], corr=3)
+        assert err == 87
+        # ApiVersions at a version we do not serve: error 35 with our versions
+        s.sendall(frame(18, 9, 4, b""))
+        r = recv_frame(s)
+        assert struct.unpack_from(">ih", r, 0) == (4, 35)
+    # unknown api key, a huge size, garbage: that connection closes, nothing else
+    for junk in (frame(999, 0, 1, b""), struct.pack(">i", 1 << 30) + b"x" * 16,
+                 b"\xff" * 64, frame(3, 1, 1, b"\x00\x00\x7f\xff")):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(junk)
+            s.settimeout(10)
+            try:
+                assert s.recv(1 << 16) == b""
+            except ConnectionResetError:
+                pass
+    # a flood of requests in one go is answered in order
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(frame(18, 0, i, b"") for i in range(500)))
+        for i in range(500):
+            assert struct.unpack_from(">i", recv_frame(s), 0)[0] == i
+    assert kcat("-b", kafka.bootstrap, "-C", "-t", "bad", "-p", "0", "-o", "beginning", "-e",
+                "-q").split() == [b"a", b"b"]
+    assert kafka.proc.poll() is None
+
+
+def test_topic_and_group_cli(kafka, tmp_path):
+    pl = Plenum(kafka.data)
+    pl.ok("topic", "create", "clitopic", "--partitions", "3", "--config", "retention.ms=60000")
+    out = pl.ok("topic", "list").stdout.decode()
+    assert "clitopic" in out
+    d = pl.json("topic", "describe", "clitopic")
+    assert d["topic"]["partitions"] == 3 and d["topic"]["retention_ms"] == 60000
+    kcat("-b", kafka.bootstrap, "-P", "-t", "clitopic", "-p", "1", input=b"x\ny\n")
+    d = pl.json("topic", "describe", "clitopic")
+    assert [p["next_offset"] for p in d["partitions"]] == [0, 2, 0]
+    r = pl.run("topic", "create", "clitopic")
+    assert r.returncode == 1 and b"exists" in r.stderr
+    from kafka import KafkaConsumer
+    c = KafkaConsumer("clitopic", bootstrap_servers=kafka.bootstrap, group_id="cg",
+                      auto_offset_reset="earliest", consumer_timeout_ms=6000)
+    assert len(list(c)) == 2
+    c.commit()
+    c.close()
+    groups = pl.json("group", "list")["groups"]
+    assert any(g["id"] == "cg" for g in groups)
+    d = pl.json("group", "describe", "cg")
+    assert {(o["partition"], o["offset"]) for o in d["offsets"] if o["topic"] == "clitopic"} >= {(1, 2)}
+    pl.ok("group", "reset-offsets", "cg", "clitopic", "--to", "earliest")
+    d = pl.json("group", "describe", "cg")
+    assert all(o["offset"] == 0 for o in d["offsets"] if o["topic"] == "clitopic")
+    pl.ok("topic", "delete", "clitopic")
+    assert "clitopic" not in pl.ok("topic", "list").stdout.decode()
