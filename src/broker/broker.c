@@ -856,6 +856,11 @@ int broker_auto_create(const struct broker *b)
     return b->opts.auto_create;
 }
 
+struct pl_store *broker_store(const struct broker *b)
+{
+    return b->st;
+}
+
 void broker_close(struct broker *b)
 {
     if (!b)

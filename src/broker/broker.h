@@ -42,6 +42,7 @@ struct broker_part_info {
 int broker_open(struct pl_store *st, const struct broker_opts *o, struct broker **ret) PL_WUR;
 void broker_close(struct broker *b);
 int broker_auto_create(const struct broker *b);
+struct pl_store *broker_store(const struct broker *b);
 
 /* [a-zA-Z0-9._-]{1,249}, not "." or "..": else PL_EINVAL. */
 int broker_topic_name_valid(const char *name);

@@ -47,7 +47,9 @@ void usage_server(void)
            "                    (writers wait while destage is that far behind);\n"
            "                    [export] /PATH = CLIENTS [OPTIONS] (see plenum export --help);\n"
            "                    [kafka] auto_create=on|off (default off),\n"
-           "                    default_partitions=N (for auto-created topics);\n"
+           "                    default_partitions=N (for auto-created topics),\n"
+           "                    sasl=required|optional (default optional: PLAIN and\n"
+           "                    SCRAM-SHA-256 with an access key and its secret);\n"
            "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
@@ -76,6 +78,7 @@ void usage_server(void)
 }
 
 static struct broker_opts cfg_broker; /* [kafka] in the config file */
+static int cfg_kafka_sasl;
 
 /* export rules from the config file, added to the store at start */
 static struct pl_export cfg_exports[64];
@@ -216,6 +219,14 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             so->buffer_max = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "kafka") && !strcmp(k, "auto_create")) {
             cfg_broker.auto_create = !strcmp(v, "on") || !strcmp(v, "true");
+        } else if (!strcmp(section, "kafka") && !strcmp(k, "sasl")) {
+            if (strcmp(v, "required") && strcmp(v, "optional")) {
+                fprintf(stderr, "plenum server: %s:%d: [kafka] sasl is required or optional\n",
+                        path, lineno);
+                rc = -1;
+                break;
+            }
+            cfg_kafka_sasl = !strcmp(v, "required");
         } else if (!strcmp(section, "kafka") && !strcmp(k, "default_partitions")) {
             cfg_broker.default_partitions = atoi(v);
         } else {
@@ -495,7 +506,7 @@ int cmd_server(int argc, char **argv)
             goto out;
         rc = broker_open(st, &cfg_broker, &broker);
         if (!rc)
-            rc = kafka_start(broker, host, port, &kafka);
+            rc = kafka_start(broker, &(struct kafka_opts){host, port, cfg_kafka_sasl}, &kafka);
         if (rc) {
             fprintf(stderr, "plenum server: cannot %s for kafka: %s%s\n",
                     broker ? "listen" : "open the broker", pl_strerror(rc),

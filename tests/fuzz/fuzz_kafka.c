@@ -25,7 +25,7 @@ static void setup(void)
         abort();
     struct broker_opts bo = {0};
     if (broker_open(st, &bo, &b) || broker_topic_create(b, "t", 2, NULL) ||
-        kafka_start(b, "127.0.0.1", 0, &srv))
+        kafka_start(b, &(struct kafka_opts){"127.0.0.1", 0, 0}, &srv))
         abort();
 }
 
@@ -53,7 +53,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     }
     struct kw w = {0};
     int close_it;
-    kafka_handle(srv, "/fuzz", req, n, &w, &close_it);
+    struct kconn k = {.peer = "/fuzz"};
+    /* half the inputs go to a connection in the middle of a SASL exchange */
+    if (n && data[0] & 1) {
+        k.raw_sasl = 1;
+        if (ksasl_start(&k.sasl, data[0] & 2 ? "PLAIN" : "SCRAM-SHA-256"))
+            abort();
+    }
+    kafka_handle(srv, &k, req, n, &w, &close_it);
     kw_free(&w);
     free(req);
     return 0;

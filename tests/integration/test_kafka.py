@@ -392,3 +392,57 @@ def test_topic_and_group_cli(kafka, tmp_path):
     assert all(o["offset"] == 0 for o in d["offsets"] if o["topic"] == "clitopic")
     pl.ok("topic", "delete", "clitopic")
     assert "clitopic" not in pl.ok("topic", "list").stdout.decode()
+
+
+def test_sasl_plain_and_scram(tmp_path):
+    from confluent_kafka import Consumer, Producer
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+    from conftest import ACCESS_KEY, SECRET_KEY
+    cfg = tmp_path / "plenum.ini"
+    cfg.write_text("[kafka]\nsasl = required\n")
+    srv = start(tmp_path / "data", extra=["--config", str(cfg)])
+    b = srv.bootstrap
+    Plenum(srv.data).ok("topic", "create", "sec")
+
+    def kc(mech, password, *args, input=None):
+        return subprocess.run(["kcat", "-b", b, "-X", "security.protocol=SASL_PLAINTEXT",
+                               "-X", f"sasl.mechanisms={mech}", "-X", f"sasl.username={ACCESS_KEY}",
+                               "-X", f"sasl.password={password}", *args],
+                              input=input, capture_output=True, timeout=60)
+
+    for mech in ("PLAIN", "SCRAM-SHA-256"):
+        assert kc(mech, SECRET_KEY, "-P", "-t", "sec", input=f"{mech}\n".encode()).returncode == 0
+        bad = kc(mech, "wrong-secret", "-C", "-t", "sec", "-o", "beginning", "-e", "-q")
+        assert bad.returncode != 0 and bad.stdout == b""
+    got = kc("SCRAM-SHA-256", SECRET_KEY, "-C", "-t", "sec", "-o", "beginning", "-e", "-q")
+    assert got.stdout.split() == [b"PLAIN", b"SCRAM-SHA-256"]
+    # kafka-python (SASL handshake v0: bare tokens) and confluent-kafka
+    for mech in ("PLAIN", "SCRAM-SHA-256"):
+        p = KafkaProducer(bootstrap_servers=b, security_protocol="SASL_PLAINTEXT",
+                          sasl_mechanism=mech, sasl_plain_username=ACCESS_KEY,
+                          sasl_plain_password=SECRET_KEY)
+        p.send("sec", b"kp-" + mech.encode()).get(timeout=30)
+        p.close()
+        with pytest.raises(KafkaError):
+            KafkaProducer(bootstrap_servers=b, security_protocol="SASL_PLAINTEXT",
+                          sasl_mechanism=mech, sasl_plain_username=ACCESS_KEY,
+                          sasl_plain_password="nope", request_timeout_ms=5000,
+                          api_version_auto_timeout_ms=5000)
+    c = Consumer({"bootstrap.servers": b, "security.protocol": "SASL_PLAINTEXT",
+                  "sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": ACCESS_KEY,
+                  "sasl.password": SECRET_KEY, "group.id": "sg",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["sec"])
+    seen = []
+    deadline = time.time() + 30
+    while len(seen) < 4 and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            seen.append(m.value())
+    c.close()
+    assert sorted(seen) == sorted([b"PLAIN", b"SCRAM-SHA-256", b"kp-PLAIN", b"kp-SCRAM-SHA-256"])
+    # without credentials: nothing but the handshake is served
+    p = subprocess.run(["kcat", "-b", b, "-L", "-m", "5"], capture_output=True, timeout=60)
+    assert p.returncode != 0
+    assert srv.stop() == 0

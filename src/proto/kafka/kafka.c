@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ enum {
     K_OFFSET_FETCH = 9, K_FIND_COORDINATOR = 10, K_JOIN_GROUP = 11, K_HEARTBEAT = 12,
     K_LEAVE_GROUP = 13, K_SYNC_GROUP = 14, K_DESCRIBE_GROUPS = 15, K_LIST_GROUPS = 16,
     K_API_VERSIONS = 18, K_CREATE_TOPICS = 19, K_DELETE_TOPICS = 20, K_DESCRIBE_CONFIGS = 32,
-    K_DELETE_GROUPS = 42,
+    K_DELETE_GROUPS = 42, K_SASL_HANDSHAKE = 17, K_SASL_AUTHENTICATE = 36,
 };
 
 /* Kafka error codes */
@@ -39,6 +40,7 @@ enum {
     E_INVALID_GROUP_ID = 24, E_UNSUPPORTED_VERSION = 35, E_TOPIC_EXISTS = 36,
     E_INVALID_PARTITIONS = 37, E_INVALID_REPLICATION = 38, E_INVALID_CONFIG = 40,
     E_INVALID_REQUEST = 42, E_STORAGE = 56, E_UNSUPPORTED_COMPRESSION = 76, E_INVALID_RECORD = 87,
+    E_UNSUPPORTED_SASL_MECHANISM = 33, E_ILLEGAL_SASL_STATE = 34, E_SASL_FAILED = 58,
     E_UNKNOWN = -1,
 };
 
@@ -53,6 +55,7 @@ static const struct api apis[] = {
     {K_LEAVE_GROUP, 0, 2},    {K_SYNC_GROUP, 0, 3},    {K_DESCRIBE_GROUPS, 0, 3},
     {K_LIST_GROUPS, 0, 2},    {K_API_VERSIONS, 0, 2}, {K_CREATE_TOPICS, 0, 4},
     {K_DELETE_TOPICS, 0, 3},  {K_DESCRIBE_CONFIGS, 0, 2}, {K_DELETE_GROUPS, 0, 1},
+    {K_SASL_HANDSHAKE, 0, 1}, {K_SASL_AUTHENTICATE, 0, 1},
 };
 
 struct kafka_server {
@@ -60,10 +63,12 @@ struct kafka_server {
     struct tsrv *srv;
     char host[128];
     int port;
+    int sasl_required;
 };
 
 struct call {
     struct kafka_server *s;
+    struct kconn *conn;
     const char *peer;
     struct kreq_hdr h;
     struct kr *r;
@@ -1049,6 +1054,64 @@ static void h_describe_configs(struct call *c)
     free(rs);
 }
 
+/* ---- SASL ---- */
+static const char *const mechanisms[] = {KSASL_MECHANISMS};
+
+static void h_sasl_handshake(struct call *c)
+{
+    char mech[64];
+    kr_str(c->r, mech, sizeof(mech), NULL);
+    if (c->r->err)
+        return;
+    int16_t err = E_NONE;
+    if (c->conn->authed || c->conn->sasl.mech)
+        err = E_ILLEGAL_SASL_STATE;
+    else if (ksasl_start(&c->conn->sasl, mech))
+        err = E_UNSUPPORTED_SASL_MECHANISM;
+    kw_i16(c->w, err);
+    kw_i32(c->w, (int32_t)PL_ARRAY_LEN(mechanisms));
+    for (size_t i = 0; i < PL_ARRAY_LEN(mechanisms); i++)
+        kw_str(c->w, mechanisms[i]);
+    /* v0: the tokens follow as bare frames; v1: inside SaslAuthenticate */
+    c->conn->raw_sasl = !err && c->v == 0;
+}
+
+/* One token through the mechanism; *fail when the client must go. */
+static int sasl_token(struct call *c, const uint8_t *in, size_t n, uint8_t *out, size_t *outn)
+{
+    struct kconn *k = c->conn;
+    int rc = k->sasl.mech ? ksasl_step(broker_store(c->s->b), &k->sasl, in, n, out, outn)
+                          : PL_EPROTO;
+    if (rc) {
+        pl_log(PL_LOG_INFO, "kafka", "SASL authentication of %s from %s failed: %s",
+               *k->sasl.principal ? k->sasl.principal : "?", k->peer,
+               rc == PL_EACCES ? "wrong access key or secret" : "malformed exchange");
+    } else if (k->sasl.done && k->sasl.ok) {
+        k->authed = 1;
+        snprintf(k->principal, sizeof(k->principal), "%s", k->sasl.principal);
+    }
+    return rc;
+}
+
+static void h_sasl_authenticate(struct call *c, int *close_after)
+{
+    int32_t len;
+    const uint8_t *tok = kr_bytes(c->r, &len);
+    if (c->r->err)
+        return;
+    uint8_t out[KSASL_MSG_MAX];
+    size_t outn = sizeof(out);
+    int rc = sasl_token(c, tok ? tok : (const uint8_t *)"", tok ? (size_t)len : 0, out, &outn);
+    kw_i16(c->w, rc ? E_SASL_FAILED : E_NONE);
+    kw_str(c->w, rc ? "Authentication failed: invalid credentials (user is an access key, "
+                      "password its secret)"
+                    : NULL);
+    kw_bytes(c->w, out, rc ? 0 : (int32_t)outn);
+    if (c->v >= 1)
+        kw_i64(c->w, 0); /* session lifetime: no re-authentication */
+    *close_after = rc != 0;
+}
+
 /* ---- dispatch ---- */
 static const struct api *api_find(int16_t key)
 {
@@ -1058,14 +1121,28 @@ static const struct api *api_find(int16_t key)
     return NULL;
 }
 
-void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t n, struct kw *w,
+void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t n, struct kw *w,
                   int *ret_close)
 {
     struct kr r = {req, n, 0, 0};
-    struct call c = {s, peer, {0}, &r, w, 0};
-    int no_reply = 0;
+    struct call c = {s, k, k->peer, {0}, &r, w, 0};
+    int no_reply = 0, close_after = 0;
     *ret_close = 0;
     w->n = 0;
+    k->send_empty = 0;
+    if (k->raw_sasl) {
+        /* SaslHandshake v0: this frame is a bare token, and so is the answer */
+        uint8_t out[KSASL_MSG_MAX];
+        size_t outn = sizeof(out);
+        if (sasl_token(&c, req, n, out, &outn)) {
+            *ret_close = 1;
+            return;
+        }
+        k->raw_sasl = !k->sasl.done;
+        kw_raw(w, out, outn);
+        k->send_empty = outn == 0;
+        return;
+    }
     if (kr_header(&r, &c.h)) {
         pl_log(PL_LOG_INFO, "kafka", "malformed request header; closing the connection");
         *ret_close = 1;
@@ -1077,6 +1154,14 @@ void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t
     if (c.h.api_key == K_API_VERSIONS && (c.v < 0 || c.v > a->max)) {
         /* KIP-511: a newer client learns our versions from a v0 body */
         api_versions_body(w, E_UNSUPPORTED_VERSION, 0);
+        return;
+    }
+    if (s->sasl_required && !k->authed && c.h.api_key != K_API_VERSIONS &&
+        c.h.api_key != K_SASL_HANDSHAKE && c.h.api_key != K_SASL_AUTHENTICATE) {
+        pl_log(PL_LOG_INFO, "kafka", "client %s from %s sent api %d before authenticating; "
+               "closing the connection", c.h.client_id, k->peer, c.h.api_key);
+        *ret_close = 1;
+        w->n = 0;
         return;
     }
     if (!a || c.v < a->min || c.v > a->max) {
@@ -1141,6 +1226,12 @@ void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t
     case K_DESCRIBE_CONFIGS:
         h_describe_configs(&c);
         break;
+    case K_SASL_HANDSHAKE:
+        h_sasl_handshake(&c);
+        break;
+    case K_SASL_AUTHENTICATE:
+        h_sasl_authenticate(&c, &close_after);
+        break;
     default:
         break;
     }
@@ -1152,6 +1243,9 @@ void kafka_handle(struct kafka_server *s, const char *peer, uint8_t *req, size_t
     } else if (no_reply) {
         w->n = 0; /* acks=0: the producer expects no answer */
     }
+    /* a failed authentication is answered, then the connection ends */
+    if (close_after)
+        k->close_after_reply = 1;
 }
 
 /* ---- connections ---- */
@@ -1160,13 +1254,15 @@ static void conn_main(void *ctx, int fd)
     struct kafka_server *s = ctx;
     struct kw w = {0};
     uint8_t *req = NULL;
-    char peer[64] = "";
+    struct kconn *k = calloc(1, sizeof(*k));
     struct sockaddr_in sa;
     socklen_t sl = sizeof(sa);
+    if (!k)
+        return;
     if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sin_family == AF_INET) {
         char ip[INET_ADDRSTRLEN];
         if (inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip)))
-            snprintf(peer, sizeof(peer), "/%s", ip);
+            snprintf(k->peer, sizeof(k->peer), "/%s", ip);
     }
     for (;;) {
         uint8_t sz[4];
@@ -1185,14 +1281,16 @@ static void conn_main(void *ctx, int fd)
         if (tsrv_read(fd, req, n))
             break;
         int close_it;
-        kafka_handle(s, peer, req, n, &w, &close_it);
+        kafka_handle(s, k, req, n, &w, &close_it);
         if (close_it)
             break;
-        if (!w.n)
+        if (!w.n && !k->send_empty)
             continue;
         uint8_t hdr[4];
         pl_put_be32(hdr, (uint32_t)w.n);
-        if (pl_write_all(fd, hdr, 4) || pl_write_all(fd, w.p, w.n))
+        if (pl_write_all(fd, hdr, 4) || (w.n && pl_write_all(fd, w.p, w.n)))
+            break;
+        if (k->close_after_reply)
             break;
         if (w.cap > (8u << 20)) {
             kw_free(&w); /* do not keep a big fetch's buffer per idle connection */
@@ -1200,16 +1298,18 @@ static void conn_main(void *ctx, int fd)
     }
     kw_free(&w);
     free(req);
+    OPENSSL_clear_free(k, sizeof(*k)); /* SCRAM state held a salted password */
 }
 
-int kafka_start(struct broker *b, const char *host, int port, struct kafka_server **ret)
+int kafka_start(struct broker *b, const struct kafka_opts *ko, struct kafka_server **ret)
 {
     struct kafka_server *s = calloc(1, sizeof(*s));
     if (!s)
         return PL_ENOMEM;
     s->b = b;
-    snprintf(s->host, sizeof(s->host), "%s", host);
-    struct tsrv_opts o = {host, port, 1024, "kafka", 0, NULL};
+    s->sasl_required = ko->sasl_required;
+    snprintf(s->host, sizeof(s->host), "%s", ko->host);
+    struct tsrv_opts o = {ko->host, ko->port, 1024, "kafka", 0, NULL};
     int rc = tsrv_start(&o, conn_main, s, &s->srv);
     if (rc) {
         free(s);
