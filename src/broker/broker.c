@@ -745,7 +745,7 @@ static void retain_all(struct broker *b)
     size_t n = 0;
     for (struct topic *t = b->topics; t; t = t->next)
         n++;
-    struct topic **all = calloc(n ? n : 1, sizeof(*all));
+    struct topic **all = calloc(n ? n : 1, sizeof(struct topic *));
     n = 0;
     for (struct topic *t = b->topics; all && t; t = t->next) {
         t->refs++;

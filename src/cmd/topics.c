@@ -229,9 +229,9 @@ static int op_group_reset(struct pl_store *st, json_t *args, json_t *res, struct
         return rc;
     if (!group || !topic || !to)
         return PL_EINVAL;
-    char *end;
+    char *end = "";
     int64_t off = !strcmp(to, "earliest") ? -2 : !strcmp(to, "latest") ? -1 : strtoll(to, &end, 10);
-    if (strcmp(to, "earliest") && strcmp(to, "latest") && (*end || off < 0)) {
+    if (*end || off < -2 || (off < 0 && strcmp(to, "earliest") && strcmp(to, "latest"))) {
         json_object_set_new(res, "message", json_string("--to takes earliest, latest or an offset"));
         return PL_EINVAL;
     }

@@ -196,7 +196,7 @@ static void h_metadata(struct call *c)
     }
     int auto_create = 1;
     if (c->v >= 4)
-        auto_create = kr_i8(r);
+        auto_create = kr_i8(r) != 0;
     if (c->v >= 8) {
         kr_i8(r);
         kr_i8(r);
@@ -1255,7 +1255,7 @@ static void conn_main(void *ctx, int fd)
     struct kw w = {0};
     uint8_t *req = NULL;
     struct kconn *k = calloc(1, sizeof(*k));
-    struct sockaddr_in sa;
+    struct sockaddr_in sa = {0};
     socklen_t sl = sizeof(sa);
     if (!k)
         return;

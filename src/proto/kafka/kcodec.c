@@ -171,7 +171,7 @@ void kw_bytes(struct kw *w, const void *p, int32_t n)
 
 void kw_raw(struct kw *w, const void *p, size_t n)
 {
-    uint8_t *d = n ? room(w, n) : NULL;
+    uint8_t *d = n && p ? room(w, n) : NULL;
     if (d)
         memcpy(d, p, n);
 }
