@@ -44,9 +44,11 @@ class Mount:
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=60)
-        if os.path.ismount(self.mp):  # never leave a mount behind a failed test
-            subprocess.run(["fusermount3", "-uz", self.mp])
+        try:
+            rc = self.proc.wait(timeout=60)
+        finally:
+            if os.path.ismount(self.mp):  # never leave a mount behind a failed test
+                subprocess.run(["fusermount3", "-uz", self.mp])
         return rc
 
 
@@ -60,13 +62,15 @@ def fs(tmp_path):
                  extra=["--nfs", f"127.0.0.1:{port}", "--mountd", f"127.0.0.1:{mport}"])
     srv.nfs_url = lambda p: (f"nfs://127.0.0.1/bkt/{p}?nfsport={port}&mountport={mport}"
                              "&version=3")
-    m = Mount(data, "bkt", tmp_path / "mnt")
-    srv.m, srv.mp, srv.data = m, m.mp, data
-    yield srv
-    assert m.stop() == 0
-    assert not os.path.ismount(m.mp)
-    if srv.proc.poll() is None:
-        assert srv.stop() == 0
+    try:
+        m = Mount(data, "bkt", tmp_path / "mnt")
+        srv.m, srv.mp, srv.data = m, m.mp, data
+        yield srv
+        assert m.stop() == 0
+        assert not os.path.ismount(m.mp)
+    finally:
+        if srv.proc.poll() is None:
+            assert srv.stop() == 0
 
 
 def sha(path):

@@ -27,6 +27,21 @@ def start(data, extra=()):
 
 
 @pytest.fixture
+def launch():
+    """start(), and every server it started is gone after the test, pass or fail."""
+    started = []
+
+    def go(data, extra=()):
+        s = start(data, extra)
+        started.append(s)
+        return s
+    yield go
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
 def kafka(tmp_path):
     srv = start(tmp_path / "data")
     yield srv
@@ -181,10 +196,10 @@ def test_kcat_codecs_offsets_and_timestamps(kafka):
     assert p.returncode != 0 or p.stdout == b""
 
 
-def test_groups_split_partitions_and_commits_survive_restart(tmp_path):
+def test_groups_split_partitions_and_commits_survive_restart(tmp_path, launch):
     from kafka import KafkaConsumer, KafkaProducer
     data = tmp_path / "data"
-    srv = start(data)
+    srv = launch(data)
     b = srv.bootstrap
     create_topic(b, "work", partitions=4)
     # two kcat consumers in one group split the four partitions: once both
@@ -227,7 +242,7 @@ def test_groups_split_partitions_and_commits_survive_restart(tmp_path):
     c.close()
     assert sorted(got) == sorted(b"m%d" % i for i in range(400))
     assert srv.stop() == 0
-    srv = start(data)
+    srv = launch(data)
     b = srv.bootstrap
     prod = KafkaProducer(bootstrap_servers=b, acks="all")
     for i in range(8):
@@ -250,10 +265,10 @@ def test_groups_split_partitions_and_commits_survive_restart(tmp_path):
     assert srv.stop() == 0
 
 
-def test_kill9_loses_no_acknowledged_message(tmp_path):
+def test_kill9_loses_no_acknowledged_message(tmp_path, launch):
     from confluent_kafka import Producer
     data = tmp_path / "data"
-    srv = start(data)
+    srv = launch(data)
     create_topic(srv.bootstrap, "durable", partitions=2)
     acked = []
     p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 2,
@@ -272,7 +287,7 @@ def test_kill9_loses_no_acknowledged_message(tmp_path):
         p.poll(0)
     p.flush(10)
     assert len(acked) >= 2001
-    srv = start(data)
+    srv = launch(data)
     out = set()
     for part in (0, 1):
         out |= set(kcat("-b", srv.bootstrap, "-C", "-t", "durable", "-p", str(part), "-o",
@@ -394,14 +409,14 @@ def test_topic_and_group_cli(kafka, tmp_path):
     assert "clitopic" not in pl.ok("topic", "list").stdout.decode()
 
 
-def test_sasl_plain_and_scram(tmp_path):
+def test_sasl_plain_and_scram(tmp_path, launch):
     from confluent_kafka import Consumer, Producer
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
     from conftest import ACCESS_KEY, SECRET_KEY
     cfg = tmp_path / "plenum.ini"
     cfg.write_text("[kafka]\nsasl = required\n")
-    srv = start(tmp_path / "data", extra=["--config", str(cfg)])
+    srv = launch(tmp_path / "data", extra=["--config", str(cfg)])
     b = srv.bootstrap
     Plenum(srv.data).ok("topic", "create", "sec")
 
