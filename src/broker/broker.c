@@ -505,75 +505,118 @@ static int part_roll(struct broker *b, struct part *p)
     return rc;
 }
 
-int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
-                   int64_t *ret_base)
+void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                         const size_t *lens, int n, int *rcs, int64_t *bases)
 {
     struct topic *t;
     struct part *p;
-    int nbatch;
-    int64_t nrec;
-    int rc = batch_validate(recs, n, &nbatch, &nrec);
-    if (rc)
-        return rc;
-    rc = part_get(b, topic, part, &t, &p);
-    if (rc)
-        return rc;
-    pthread_mutex_lock(&p->append_lock);
-    if (t->deleted) {
-        rc = PL_ENOENT;
-        goto out;
-    }
-    if (!p->nseg || (int64_t)p->segs[p->nseg - 1].size >= t->info.segment_bytes)
-        rc = part_roll(b, p);
-    if (rc)
-        goto out;
-    /* offsets: consecutive from next, batch by batch */
-    int64_t base = p->next, off = base;
-    for (size_t at = 0; at < n;) {
-        struct batch_hdr h;
-        size_t len;
-        if (batch_parse(recs + at, n - at, &h, &len)) { /* validated above: never */
-            rc = PL_EPROTO;
-            goto out;
+    uint8_t *all = NULL;
+    size_t total = 0, at = 0;
+    int valid = 0;
+    for (int i = 0; i < n; i++) {
+        int nbatch;
+        int64_t nrec;
+        bases[i] = -1;
+        rcs[i] = batch_validate(recs[i], lens[i], &nbatch, &nrec);
+        if (!rcs[i]) {
+            total += lens[i];
+            valid++;
         }
-        batch_set_base(recs + at, off);
-        off += h.last_offset_delta + 1;
-        at += len;
     }
-    struct bseg *s = &p->segs[p->nseg - 1];
-    rc = pl_elem_write(b->st, s->id, s->size, recs, n);
-    if (rc)
-        goto out;
-    pthread_mutex_lock(&p->lock);
-    uint64_t pos = s->size;
-    off = base;
-    for (size_t at = 0; at < n && !rc;) {
-        struct batch_hdr h;
-        size_t len;
-        if (batch_parse(recs + at, n - at, &h, &len))
-            break;
-        struct bentry e = {off, off + h.last_offset_delta, h.max_ts, (uint32_t)(p->nseg - 1),
-                           pos + at, (uint32_t)len};
-        rc = part_index_add(p, &e);
-        off = e.last + 1;
-        at += len;
+    if (!valid)
+        return;
+    int rc = part_get(b, topic, part, &t, &p);
+    if (rc) {
+        for (int i = 0; i < n; i++)
+            rcs[i] = rcs[i] ? rcs[i] : rc;
+        return;
+    }
+    pthread_mutex_lock(&p->append_lock);
+    if (t->deleted)
+        rc = PL_ENOENT;
+    if (!rc && (!p->nseg || (int64_t)p->segs[p->nseg - 1].size >= t->info.segment_bytes))
+        rc = part_roll(b, p);
+    /* one buffer, one write: offsets consecutive from next, buffer by buffer */
+    if (!rc && valid > 1 && !(all = malloc(total)))
+        rc = PL_ENOMEM;
+    int64_t off = p->next;
+    for (int i = 0; i < n && !rc; i++) {
+        if (rcs[i])
+            continue;
+        bases[i] = off;
+        for (size_t k = 0; k < lens[i];) {
+            struct batch_hdr h;
+            size_t len;
+            if (batch_parse(recs[i] + k, lens[i] - k, &h, &len)) { /* validated: never */
+                rc = PL_EPROTO;
+                break;
+            }
+            batch_set_base(recs[i] + k, off);
+            off += h.last_offset_delta + 1;
+            k += len;
+        }
+        if (all) {
+            memcpy(all + at, recs[i], lens[i]);
+            at += lens[i];
+        }
+    }
+    struct bseg *s = rc ? NULL : &p->segs[p->nseg - 1];
+    if (!rc) {
+        const uint8_t *one = all;
+        for (int i = 0; !one && i < n; i++)
+            if (!rcs[i])
+                one = recs[i];
+        rc = pl_elem_write(b->st, s->id, s->size, one, total);
     }
     if (!rc) {
-        s->size += n;
-        p->bytes += n;
-        p->next = off;
+        pthread_mutex_lock(&p->lock);
+        uint64_t pos = s->size;
+        off = p->next;
+        for (int i = 0; i < n && !rc; i++) {
+            if (rcs[i])
+                continue;
+            for (size_t k = 0; k < lens[i] && !rc;) {
+                struct batch_hdr h;
+                size_t len;
+                if (batch_parse(recs[i] + k, lens[i] - k, &h, &len))
+                    break;
+                struct bentry e = {off, off + h.last_offset_delta, h.max_ts,
+                                   (uint32_t)(p->nseg - 1), pos, (uint32_t)len};
+                rc = part_index_add(p, &e);
+                off = e.last + 1;
+                pos += len;
+                k += len;
+            }
+        }
+        if (!rc) {
+            s->size += total;
+            p->bytes += total;
+            p->next = off;
+        }
+        pthread_mutex_unlock(&p->lock);
     }
-    pthread_mutex_unlock(&p->lock);
-    if (!rc) {
-        *ret_base = base;
+    if (rc) {
+        for (int i = 0; i < n; i++)
+            if (!rcs[i]) {
+                rcs[i] = rc;
+                bases[i] = -1;
+            }
+    } else {
         pthread_mutex_lock(&b->lock);
         b->appends++;
         pthread_cond_broadcast(&b->appended);
         pthread_mutex_unlock(&b->lock);
     }
-out:
+    free(all);
     pthread_mutex_unlock(&p->append_lock);
     topic_put(b, t);
+}
+
+int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
+                   int64_t *ret_base)
+{
+    int rc;
+    broker_produce_many(b, topic, part, &recs, &n, 1, &rc, ret_base);
     return rc;
 }
 

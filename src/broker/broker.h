@@ -61,6 +61,11 @@ int broker_part_info(struct broker *b, const char *topic, int part,
  * return. *ret_base: the first offset given. */
 int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
                    int64_t *ret_base) PL_WUR;
+/* Several producers' records for one partition in one durable write (the
+ * group commit of pipelined requests): rcs[i] and bases[i] per buffer; a
+ * buffer that fails validation fails alone. */
+void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                         const size_t *lens, int n, int *rcs, int64_t *bases);
 /* Whole batches from the one holding offset on, up to max_bytes (at least
  * one batch). *ret_buf (malloc'd, NULL when nothing) is the caller's.
  * PL_ERANGE when offset is outside [log_start, next]. */

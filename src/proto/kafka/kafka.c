@@ -11,6 +11,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,9 +242,98 @@ static void h_metadata(struct call *c)
     free(want.names);
 }
 
-/* ---- Produce ---- */
+/* ---- Produce ----
+ * Requests a client pipelines (librdkafka keeps many in flight) are read
+ * together when they are already there, and their records for one partition
+ * go into one durable write: one sync for many requests. That runs each
+ * Produce twice over its bytes: once collecting (nothing answered), then,
+ * after the writes, once answering from the results in the same order. */
+enum { PB_OFF, PB_COLLECT, PB_RESPOND };
+
+struct pitem {
+    char topic[NAME_CAP];
+    int32_t part;
+    uint8_t *recs;
+    size_t len;
+    int rc; /* 1: invalid acks */
+    int64_t base;
+};
+
+struct pbatch {
+    int phase;
+    struct pitem *items;
+    int n, cap, next;
+};
+
+static int pb_push(struct pbatch *pb, const char *topic, int32_t part, uint8_t *recs, size_t len,
+                   int rc)
+{
+    if (pb->n == pb->cap) {
+        int cap = pb->cap ? pb->cap * 2 : 64;
+        struct pitem *ni = realloc(pb->items, (size_t)cap * sizeof(*ni));
+        if (!ni)
+            return PL_ENOMEM;
+        pb->items = ni;
+        pb->cap = cap;
+    }
+    struct pitem *it = &pb->items[pb->n++];
+    snprintf(it->topic, sizeof(it->topic), "%s", topic);
+    it->part = part;
+    it->recs = recs;
+    it->len = len;
+    it->rc = rc;
+    it->base = -1;
+    return 0;
+}
+
+/* The collected items, partition by partition, each partition's in order. */
+static void pb_exec(struct kafka_server *s, struct pbatch *pb)
+{
+    uint8_t **recs = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*recs));
+    size_t *lens = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*lens));
+    int *rcs = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*rcs)), *idx = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*idx));
+    int64_t *bases = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*bases));
+    char *done = calloc((size_t)PL_MAX(pb->n, 1), 1);
+    for (int i = 0; i < pb->n; i++) {
+        struct pitem *it = &pb->items[i];
+        if (it->rc || (done && done[i]))
+            continue;
+        if (!recs || !lens || !rcs || !idx || !bases || !done) {
+            it->rc = PL_ENOMEM;
+            continue;
+        }
+        int m = 0;
+        for (int j = i; j < pb->n; j++)
+            if (!pb->items[j].rc && !done[j] && pb->items[j].part == it->part &&
+                !strcmp(pb->items[j].topic, it->topic)) {
+                idx[m] = j;
+                recs[m] = pb->items[j].recs;
+                lens[m++] = pb->items[j].len;
+                done[j] = 1;
+            }
+        broker_produce_many(s->b, it->topic, it->part, recs, lens, m, rcs, bases);
+        if (rcs[0] == PL_ENOENT && broker_auto_create(s->b) &&
+            broker_topic_name_valid(it->topic) == 0 && it->part == 0) {
+            int rc = broker_topic_create(s->b, it->topic, 1, NULL);
+            if (rc == 0 || rc == PL_EEXIST)
+                broker_produce_many(s->b, it->topic, it->part, recs, lens, m, rcs, bases);
+        }
+        for (int k = 0; k < m; k++) {
+            pb->items[idx[k]].rc = rcs[k];
+            pb->items[idx[k]].base = bases[k];
+        }
+    }
+    free(recs);
+    free(lens);
+    free(rcs);
+    free(idx);
+    free(bases);
+    free(done);
+}
+
 static void h_produce(struct call *c, int *no_reply)
 {
+    struct pbatch *pb = c->conn->pb && c->conn->pb->phase != PB_OFF ? c->conn->pb : NULL;
     struct kr *r = c->r;
     struct kw *w = c->w;
     char txn[NAME_CAP], topic[NAME_CAP];
@@ -272,8 +363,23 @@ static void h_produce(struct call *c, int *no_reply)
             else if (!recs || len == 0)
                 rc = PL_EPROTO;
             else
+                rc = 0;
+            if (pb && pb->phase == PB_COLLECT) {
+                if (pb_push(pb, topic, part, (uint8_t *)recs, (size_t)len, rc))
+                    r->err = 1;
+                continue;
+            }
+            if (pb) {
+                if (pb->next >= pb->n) {
+                    r->err = 1; /* cannot happen: the same bytes parse the same way */
+                    break;
+                }
+                rc = pb->items[pb->next].rc;
+                base = pb->items[pb->next++].base;
+            } else if (!rc) {
                 rc = broker_produce(c->s->b, topic, part, (uint8_t *)recs, (size_t)len, &base);
-            if (rc == PL_ENOENT && broker_auto_create(c->s->b) &&
+            }
+            if (!pb && rc == PL_ENOENT && broker_auto_create(c->s->b) &&
                 broker_topic_name_valid(topic) == 0 && part == 0) {
                 rc = broker_topic_create(c->s->b, topic, 1, NULL);
                 if (rc == 0 || rc == PL_EEXIST)
@@ -1249,6 +1355,84 @@ void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t 
 }
 
 /* ---- connections ---- */
+#define PIPE_MAX 64
+#define PIPE_BYTES (64u << 20)
+
+static int send_reply(int fd, struct kconn *k, struct kw *w)
+{
+    if (!w->n && !k->send_empty)
+        return 0;
+    uint8_t hdr[4];
+    pl_put_be32(hdr, (uint32_t)w->n);
+    if (pl_write_all(fd, hdr, 4) || (w->n && pl_write_all(fd, w->p, w->n)))
+        return -1;
+    return 0;
+}
+
+/* After a Produce request: take the Produce requests already waiting on the
+ * socket too, write their records together and answer each in order.
+ * Returns 1 when it answered everything, 0 when there was nothing more to
+ * take (the caller handles the one request), -1 when the connection ends. */
+static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uint8_t **first,
+                            size_t first_n, struct kw *w)
+{
+    uint8_t *reqs[PIPE_MAX];
+    size_t lens[PIPE_MAX], total = first_n;
+    int nreq = 1, avail = 0, ret = 1;
+    reqs[0] = *first;
+    lens[0] = first_n;
+    while (nreq < PIPE_MAX && total < PIPE_BYTES && ioctl(fd, FIONREAD, &avail) == 0 &&
+           avail >= 6) {
+        uint8_t hdr[6];
+        if (recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(hdr))
+            break;
+        uint32_t n = pl_get_be32(hdr);
+        /* a Produce already on its way is read whole: the client is sending it
+         * now, and its answer would wait behind it anyway */
+        if (pl_get_be16(hdr + 4) != K_PRODUCE || n < 8 || n > REQ_MAX)
+            break;
+        uint8_t *r = malloc(n);
+        if (!r || tsrv_read(fd, hdr, 4) || tsrv_read(fd, r, n)) {
+            free(r);
+            ret = -1;
+            goto out;
+        }
+        reqs[nreq] = r;
+        lens[nreq++] = n;
+        total += n;
+    }
+    if (nreq == 1)
+        return 0;
+    struct pbatch pb = {PB_COLLECT, NULL, 0, 0, 0};
+    int ok_upto = nreq; /* requests before a malformed one are batched */
+    k->pb = &pb;
+    for (int i = 0; i < nreq; i++) {
+        int before = pb.n, close_it;
+        kafka_handle(s, k, reqs[i], lens[i], w, &close_it);
+        if (close_it) {
+            pb.n = before;
+            ok_upto = i;
+            break;
+        }
+    }
+    pb_exec(s, &pb);
+    pb.phase = PB_RESPOND;
+    for (int i = 0; i < nreq && ret > 0; i++) {
+        int close_it;
+        if (i == ok_upto)
+            k->pb = NULL; /* the malformed one: as if alone (it ends the connection) */
+        kafka_handle(s, k, reqs[i], lens[i], w, &close_it);
+        if (close_it || send_reply(fd, k, w) || k->close_after_reply)
+            ret = -1;
+    }
+    k->pb = NULL;
+    free(pb.items);
+out:
+    for (int i = 1; i < nreq; i++)
+        free(reqs[i]);
+    return ret;
+}
+
 static void conn_main(void *ctx, int fd)
 {
     struct kafka_server *s = ctx;
@@ -1281,6 +1465,13 @@ static void conn_main(void *ctx, int fd)
         if (tsrv_read(fd, req, n))
             break;
         int close_it;
+        if (n >= 2 && pl_get_be16(req) == K_PRODUCE && !k->raw_sasl) {
+            int r2 = produce_pipeline(s, k, fd, &req, n, &w);
+            if (r2 < 0)
+                break;
+            if (r2 > 0)
+                continue; /* answered them all */
+        }
         kafka_handle(s, k, req, n, &w, &close_it);
         if (close_it)
             break;

@@ -18,6 +18,7 @@ int kafka_port(const struct kafka_server *s);
 void kafka_stop(struct kafka_server *s);
 
 /* A connection's state: who is on the other end, and SASL. */
+struct pbatch;
 struct kconn {
     char peer[64];
     int authed;
@@ -26,6 +27,7 @@ struct kconn {
     int send_empty; /* this response is an empty frame, not no response */
     int close_after_reply;
     struct ksasl sasl;
+    struct pbatch *pb; /* pipelined Produce requests written together (kafka.c) */
 };
 
 /* One request (after its 4-byte size) to a response body (after its size),
