@@ -81,6 +81,8 @@ static inline uint32_t pl_get_le32(const uint8_t *p)
 /* ---- time ---- */
 int64_t pl_now_ns(void);      /* wall clock, ns since the epoch */
 uint64_t pl_mono_ns(void);    /* monotonic, for durations */
+/* The CLOCK_REALTIME time ms milliseconds from now, for pthread_cond_timedwait. */
+struct timespec pl_deadline_ms(int64_t ms);
 
 /* ---- logging ---- */
 enum pl_log_level { PL_LOG_DEBUG, PL_LOG_INFO, PL_LOG_WARN, PL_LOG_ERROR };

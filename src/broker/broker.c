@@ -630,14 +630,7 @@ uint64_t broker_appends(struct broker *b)
 
 void broker_wait(struct broker *b, uint64_t seen, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = pl_deadline_ms(timeout_ms);
     pthread_mutex_lock(&b->lock);
     while (b->appends == seen && !b->stopping)
         if (pthread_cond_timedwait(&b->appended, &b->lock, &ts))
@@ -809,13 +802,7 @@ static void *maint_main(void *arg)
     struct broker *b = arg;
     pthread_mutex_lock(&b->lock);
     while (!b->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = pl_deadline_ms(250);
         pthread_cond_timedwait(&b->maint_cond, &b->lock, &ts);
         if (b->stopping)
             break;

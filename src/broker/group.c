@@ -188,13 +188,7 @@ static void rebalance_finish(struct group *g)
 
 static void wait_ms(struct group *g, pthread_mutex_t *lock, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000;
-    while (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = pl_deadline_ms(ms);
     pthread_cond_timedwait(&g->cond, lock, &ts);
 }
 

@@ -350,13 +350,7 @@ void store_throttle(struct pl_store *st)
     pthread_mutex_lock(&st->maint_lock);
     while (!st->maint_stop && !st->destage_stalled &&
            data_buffer_bytes(st->data) > st->buffer_max) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = pl_deadline_ms(100);
         st->maint_kick = 1;
         pthread_cond_signal(&st->maint_cond);
         pthread_cond_timedwait(&st->drain_cond, &st->maint_lock, &ts);

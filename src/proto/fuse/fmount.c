@@ -753,17 +753,10 @@ static void fm_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
     fuse_reply_err(req, fm_errno_ino(rc));
 }
 
-static void fm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* getxattr/listxattr: size 0 asks for the length; a value longer than size
+ * is ERANGE. Frees buf. */
+static void reply_xattr(fuse_req_t req, ssize_t n, char *buf, size_t size)
 {
-    struct fmount *m = fm_enter(req);
-    /* asked before every write to see whether privileges must go; we keep none */
-    if (!strcmp(name, "security.capability")) {
-        fuse_reply_err(req, ENODATA);
-        return;
-    }
-    char *buf = size ? malloc(size) : NULL;
-    ssize_t n = size && !buf ? PL_ENOMEM
-                             : pl_xattr_get(m->st, fm_id(m, ino), PL_VIEW_LIVE, name, buf, size);
     if (n < 0)
         fuse_reply_err(req, fm_errno_ino((int)n));
     else if (!size)
@@ -775,21 +768,27 @@ static void fm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     free(buf);
 }
 
+static void fm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fmount *m = fm_enter(req);
+    /* asked before every write to see whether privileges must go; we keep none */
+    if (!strcmp(name, "security.capability")) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    char *buf = size ? malloc(size) : NULL;
+    ssize_t n = size && !buf ? PL_ENOMEM
+                             : pl_xattr_get(m->st, fm_id(m, ino), PL_VIEW_LIVE, name, buf, size);
+    reply_xattr(req, n, buf, size);
+}
+
 static void fm_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     struct fmount *m = fm_enter(req);
     char *buf = size ? malloc(size) : NULL;
     ssize_t n = size && !buf ? PL_ENOMEM
                              : pl_xattr_list(m->st, fm_id(m, ino), PL_VIEW_LIVE, buf, size);
-    if (n < 0)
-        fuse_reply_err(req, fm_errno_ino((int)n));
-    else if (!size)
-        fuse_reply_xattr(req, (size_t)n);
-    else if ((size_t)n > size)
-        fuse_reply_err(req, ERANGE);
-    else
-        fuse_reply_buf(req, buf, (size_t)n);
-    free(buf);
+    reply_xattr(req, n, buf, size);
 }
 
 static void fm_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

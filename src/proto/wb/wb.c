@@ -170,13 +170,7 @@ static void *flusher(void *arg)
         if (!b) {
             if (w->stop && !w->head)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 250 * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = pl_deadline_ms(250);
             pthread_cond_timedwait(&w->work, &w->lock, &ts);
             continue;
         }
