@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ struct kafka_server {
     char host[128];
     int port;
     int sasl_required;
+    uint64_t mem; /* bytes of requests being read or handled, all connections */
 };
 
 struct call {
@@ -1357,6 +1359,31 @@ void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t 
 /* ---- connections ---- */
 #define PIPE_MAX 64
 #define PIPE_BYTES (64u << 20)
+#define MEM_MAX (1ull << 30) /* request bytes held at once; more wait */
+#define MEM_WAIT_MS 30000
+
+/* Reserve n bytes of the request budget; with wait, up to MEM_WAIT_MS. One
+ * request always fits when nothing else is held, whatever its size. */
+static int mem_take(struct kafka_server *s, size_t n, int wait)
+{
+    for (int waited = 0;; waited += 10) {
+        uint64_t cur = __atomic_load_n(&s->mem, __ATOMIC_RELAXED);
+        if (cur == 0 || cur + n <= MEM_MAX) {
+            if (__atomic_compare_exchange_n(&s->mem, &cur, cur + n, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                return 0;
+            continue;
+        }
+        if (!wait || waited >= MEM_WAIT_MS)
+            return PL_EAGAIN;
+        usleep(10 * 1000);
+    }
+}
+
+static void mem_give(struct kafka_server *s, size_t n)
+{
+    __atomic_sub_fetch(&s->mem, n, __ATOMIC_RELAXED);
+}
 
 static int send_reply(int fd, struct kconn *k, struct kw *w)
 {
@@ -1373,13 +1400,13 @@ static int send_reply(int fd, struct kconn *k, struct kw *w)
  * socket too, write their records together and answer each in order.
  * Returns 1 when it answered everything, 0 when there was nothing more to
  * take (the caller handles the one request), -1 when the connection ends. */
-static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uint8_t **first,
+static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uint8_t *first,
                             size_t first_n, struct kw *w)
 {
     uint8_t *reqs[PIPE_MAX];
     size_t lens[PIPE_MAX], total = first_n;
     int nreq = 1, avail = 0, ret = 1;
-    reqs[0] = *first;
+    reqs[0] = first;
     lens[0] = first_n;
     while (nreq < PIPE_MAX && total < PIPE_BYTES && ioctl(fd, FIONREAD, &avail) == 0 &&
            avail >= 6) {
@@ -1391,9 +1418,12 @@ static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uin
          * now, and its answer would wait behind it anyway */
         if (pl_get_be16(hdr + 4) != K_PRODUCE || n < 8 || n > REQ_MAX)
             break;
+        if (mem_take(s, n, 0))
+            break; /* over the budget: these wait for the next round */
         uint8_t *r = malloc(n);
         if (!r || tsrv_read(fd, hdr, 4) || tsrv_read(fd, r, n)) {
             free(r);
+            mem_give(s, n);
             ret = -1;
             goto out;
         }
@@ -1428,8 +1458,10 @@ static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uin
     k->pb = NULL;
     free(pb.items);
 out:
-    for (int i = 1; i < nreq; i++)
+    for (int i = 1; i < nreq; i++) {
         free(reqs[i]);
+        mem_give(s, lens[i]);
+    }
     return ret;
 }
 
@@ -1438,6 +1470,7 @@ static void conn_main(void *ctx, int fd)
     struct kafka_server *s = ctx;
     struct kw w = {0};
     uint8_t *req = NULL;
+    size_t req_cap = 0, held = 0;
     struct kconn *k = calloc(1, sizeof(*k));
     struct sockaddr_in sa = {0};
     socklen_t sl = sizeof(sa);
@@ -1458,35 +1491,43 @@ static void conn_main(void *ctx, int fd)
                    n);
             break;
         }
-        uint8_t *nr = realloc(req, n);
-        if (!nr)
+        if (mem_take(s, n, 1)) {
+            pl_log(PL_LOG_WARN, "kafka", "%s: no memory for a %u-byte request within %d s; "
+                   "closing the connection", k->peer, n, MEM_WAIT_MS / 1000);
             break;
-        req = nr;
-        if (tsrv_read(fd, req, n))
+        }
+        held = n;
+        if (n > req_cap) {
+            /* a big request's buffer goes after it: idle connections stay small */
+            free(req);
+            req = malloc(n);
+            req_cap = req ? n : 0;
+        }
+        if (!req || tsrv_read(fd, req, n))
             break;
-        int close_it;
+        int close_it = 0, answered = 0;
         if (n >= 2 && pl_get_be16(req) == K_PRODUCE && !k->raw_sasl) {
-            int r2 = produce_pipeline(s, k, fd, &req, n, &w);
+            int r2 = produce_pipeline(s, k, fd, req, n, &w);
             if (r2 < 0)
                 break;
-            if (r2 > 0)
-                continue; /* answered them all */
+            answered = r2 > 0;
         }
-        kafka_handle(s, k, req, n, &w, &close_it);
-        if (close_it)
-            break;
-        if (!w.n && !k->send_empty)
-            continue;
-        uint8_t hdr[4];
-        pl_put_be32(hdr, (uint32_t)w.n);
-        if (pl_write_all(fd, hdr, 4) || (w.n && pl_write_all(fd, w.p, w.n)))
-            break;
-        if (k->close_after_reply)
-            break;
-        if (w.cap > (8u << 20)) {
+        if (!answered) {
+            kafka_handle(s, k, req, n, &w, &close_it);
+            if (close_it || send_reply(fd, k, &w) || k->close_after_reply)
+                break;
+        }
+        if (w.cap > (8u << 20))
             kw_free(&w); /* do not keep a big fetch's buffer per idle connection */
+        if (req_cap > (1u << 20)) {
+            free(req);
+            req = NULL;
+            req_cap = 0;
         }
+        mem_give(s, held);
+        held = 0;
     }
+    mem_give(s, held);
     kw_free(&w);
     free(req);
     OPENSSL_clear_free(k, sizeof(*k)); /* SCRAM state held a salted password */
