@@ -499,3 +499,21 @@ def test_pipelined_produces_are_written_together_and_answered_in_order(kafka):
                     "-e", "-q").split()
         assert vals == [v for i in range(40) if i % 2 == part and i != 17
                         for v in (b"p%d" % i, b"q%d" % i)]
+
+
+def test_fetch_waits_for_min_bytes(kafka):
+    """A Fetch waits until min_bytes are there or max_wait passes."""
+    create_topic(kafka.bootstrap, "mb")
+    kcat("-b", kafka.bootstrap, "-P", "-t", "mb", "-p", "0", input=b"small\n")
+
+    def fetch(min_bytes, max_wait):
+        body = struct.pack(">iiiib", -1, max_wait, min_bytes, 1 << 20, 0) + struct.pack(">i", 1)
+        body += kstr("mb") + struct.pack(">i", 1) + struct.pack(">iqi", 0, 0, 1 << 20)
+        with socket.create_connection(("127.0.0.1", kafka.kport)) as s:
+            t0 = time.time()
+            s.sendall(frame(1, 4, 1, body))
+            recv_frame(s)
+            return time.time() - t0
+
+    assert fetch(1, 30000) < 20        # data is there: answered without the 30 s wait
+    assert fetch(100000, 1500) >= 1.4  # not enough: the full wait

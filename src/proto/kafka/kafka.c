@@ -502,7 +502,11 @@ static void h_fetch(struct call *c)
             total += f->n;
         }
         int64_t left = deadline - now_ms();
-        if ((int32_t)total >= min_bytes || total > 0 || left <= 0)
+        /* enough (min_bytes), or the wait is over, or an error to report */
+        int any_err = 0;
+        for (int i = 0; i < nfp; i++)
+            any_err |= fp[i].err != E_NONE;
+        if ((int64_t)total >= PL_MAX(min_bytes, 1) || left <= 0 || any_err)
             break;
         broker_wait(c->s->b, seen, (int)PL_MIN(left, 500));
     }
