@@ -90,3 +90,51 @@ void batch_set_base(uint8_t *p, int64_t base)
     pl_put_be64(p, (uint64_t)base);
     pl_put_be32(p + 12, 0); /* leader epoch: one broker, epoch 0 */
 }
+
+/* A zigzag varint (records use them for lengths and deltas). */
+static int varint(const uint8_t *p, size_t n, size_t *at, int64_t *ret)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*at >= n)
+            return PL_EPROTO;
+        uint8_t b = p[(*at)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *ret = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return 0;
+        }
+    }
+    return PL_EPROTO;
+}
+
+int batch_find_time(const uint8_t *p, size_t n, int64_t ts, int32_t *ret_delta, int64_t *ret_ts)
+{
+    struct batch_hdr h;
+    size_t len, at = BATCH_HDR_LEN;
+    int rc = batch_parse(p, n, &h, &len);
+    if (rc)
+        return rc == PL_EAGAIN ? PL_EPROTO : rc;
+    if (BATCH_CODEC(&h))
+        return PL_EINVAL;
+    for (int32_t i = 0; i < h.count; i++) {
+        int64_t rlen, tsd, offd;
+        int8_t attrs;
+        if (varint(p, len, &at, &rlen) || rlen < 0 || (uint64_t)rlen > len - at)
+            return PL_EPROTO;
+        size_t next = at + (size_t)rlen, r = at;
+        if (r >= next)
+            return PL_EPROTO;
+        attrs = (int8_t)p[r++];
+        (void)attrs;
+        if (varint(p, next, &r, &tsd) || varint(p, next, &r, &offd))
+            return PL_EPROTO;
+        if (h.first_ts + tsd >= ts) {
+            *ret_delta = (int32_t)offd;
+            *ret_ts = h.first_ts + tsd;
+            return 0;
+        }
+        at = next;
+    }
+    return PL_ENOENT;
+}

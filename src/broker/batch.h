@@ -41,6 +41,11 @@ int batch_parse(const uint8_t *p, size_t n, struct batch_hdr *h, size_t *ret_len
  * PL_ECORRUPT (bad CRC), PL_EPROTO (malformed), PL_EINVAL (a codec or kind
  * we refuse), PL_EFBIG (a batch over BATCH_MAX). */
 int batch_validate(const uint8_t *p, size_t n, int *ret_count, int64_t *ret_records) PL_WUR;
+/* In an uncompressed batch (the whole batch at p, n bytes), the offset delta
+ * and timestamp of the first record stamped at or after ts. PL_ENOENT when
+ * none is; PL_EINVAL for a compressed batch; PL_EPROTO when malformed. */
+int batch_find_time(const uint8_t *p, size_t n, int64_t ts, int32_t *ret_delta,
+                    int64_t *ret_ts) PL_WUR;
 /* Give the batch at p its offsets from base on (the CRC does not cover them). */
 void batch_set_base(uint8_t *p, int64_t base);
 

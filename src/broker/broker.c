@@ -712,14 +712,34 @@ int broker_offset_for_time(struct broker *b, const char *topic, int part, int64_
         return rc;
     *ret_off = -1;
     *ret_ts = -1;
+    struct bentry e = {0};
+    uint64_t seg = 0;
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->nent; i++)
         if (p->ents[i].max_ts >= ts) {
-            *ret_off = p->ents[i].base;
-            *ret_ts = p->ents[i].max_ts;
+            e = p->ents[i];
+            seg = p->segs[e.seg].id;
+            pl_elem_pin(b->st, seg); /* retention may drop it while we read */
             break;
         }
     pthread_mutex_unlock(&p->lock);
+    if (seg) {
+        /* the batch's own first record at or after ts when we can read its
+         * records (uncompressed); else the batch */
+        *ret_off = e.base;
+        *ret_ts = e.max_ts;
+        uint8_t *buf = malloc(e.len);
+        size_t got = 0;
+        int32_t delta;
+        int64_t found;
+        if (buf && pl_elem_read(b->st, seg, PL_VIEW_LIVE, e.pos, buf, e.len, &got) == 0 &&
+            got == e.len && batch_find_time(buf, e.len, ts, &delta, &found) == 0) {
+            *ret_off = e.base + delta;
+            *ret_ts = found;
+        }
+        free(buf);
+        pl_elem_unpin(b->st, seg);
+    }
     topic_put(b, t);
     return 0;
 }

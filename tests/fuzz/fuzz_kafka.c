@@ -35,7 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     int64_t records;
     if (!srv)
         setup();
+    int32_t delta;
+    int64_t found;
     (void)batch_validate(data, n, &count, &records);
+    (void)batch_find_time(data, n, n ? data[0] : 0, &delta, &found);
     uint8_t *req = malloc(n ? n : 1);
     if (!req)
         return 0;

@@ -128,7 +128,7 @@ def crc32c(data):
     return crc ^ 0xFFFFFFFF
 
 
-def make_batch(values, base_ts=1_700_000_000_000, bad_crc=False):
+def make_batch(values, base_ts=1_700_000_000_000, bad_crc=False, ts_step=0):
     recs = b""
     for i, v in enumerate(values):
         def varint(n):
@@ -139,10 +139,11 @@ def make_batch(values, base_ts=1_700_000_000_000, bad_crc=False):
                     return o + bytes([n])
                 o += bytes([(n & 0x7F) | 0x80])
                 n >>= 7
-        body = b"\0" + varint(0) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
+        body = (b"\0" + varint(i * ts_step) + varint(i) + varint(-1) + varint(len(v)) + v +
+                varint(0))
         recs += varint(len(body)) + body
-    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, base_ts, base_ts, -1, -1, -1,
-                            len(values)) + recs
+    after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, base_ts,
+                            base_ts + (len(values) - 1) * ts_step, -1, -1, -1, len(values)) + recs
     crc = crc32c(after_crc) ^ (1 if bad_crc else 0)
     rest = struct.pack(">ib", 0, 2) + struct.pack(">I", crc) + after_crc
     return struct.pack(">qi", 0, len(rest)) + rest
@@ -517,3 +518,33 @@ def test_fetch_waits_for_min_bytes(kafka):
 
     assert fetch(1, 30000) < 20        # data is there: answered without the 30 s wait
     assert fetch(100000, 1500) >= 1.4  # not enough: the full wait
+
+
+def test_list_offsets_by_time_finds_the_record(kafka):
+    """By timestamp, the answer is the first record at or after it, also in
+    the middle of a batch."""
+    create_topic(kafka.bootstrap, "times")
+    t0 = 1_700_000_000_000
+    with socket.create_connection(("127.0.0.1", kafka.kport)) as s:
+        assert raw_produce(s, "times", make_batch([b"a", b"b", b"c", b"d"], base_ts=t0,
+                                                  ts_step=10)) == (0, 0)
+        assert raw_produce(s, "times", make_batch([b"e", b"f"], base_ts=t0 + 100,
+                                                  ts_step=10), corr=2) == (0, 4)
+
+    def list_offset(ts):
+        body = struct.pack(">ib", -1, 0) + struct.pack(">i", 1) + kstr("times")
+        body += struct.pack(">i", 1) + struct.pack(">iiq", 0, -1, ts)
+        with socket.create_connection(("127.0.0.1", kafka.kport)) as s:
+            s.sendall(frame(2, 4, 9, body))
+            r = recv_frame(s)
+        at = 4 + 4 + 4 + 2 + len("times") + 4
+        part, err, found_ts, off, epoch = struct.unpack_from(">ihqqi", r, at)
+        return err, off, found_ts
+
+    assert list_offset(t0 + 15) == (0, 2, t0 + 20)
+    assert list_offset(t0) == (0, 0, t0)
+    assert list_offset(t0 + 105) == (0, 5, t0 + 110)
+    assert list_offset(t0 + 1000)[1] == -1
+    out = kcat("-b", kafka.bootstrap, "-C", "-t", "times", "-p", "0", "-o", f"s@{t0 + 25}",
+               "-e", "-q").split()
+    assert out == [b"d", b"e", b"f"]
