@@ -59,6 +59,23 @@ static void report(struct fsck *f, uint64_t id, const char *fmt, ...)
         f->problem(f->arg, where, what);
 }
 
+/* The walk reads one snapshot of the index while destage and compaction go
+ * on: a chunk they moved is read where it is now (1: it is gone). */
+static int chunk_read_moved(struct pl_store *st, const uint8_t *fp, struct data_loc *loc,
+                            uint8_t *scratch)
+{
+    MDB_txn *txn;
+    uint64_t refs = 0;
+    int rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    rc = chunk_lookup(txn, st->meta, fp, &refs, loc);
+    meta_rtxn_end(txn);
+    if (rc == PL_ENOENT || (!rc && !refs))
+        return 1;
+    return rc ? rc : store_chunk_read(st, loc, fp, scratch);
+}
+
 int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress, void *arg)
 {
     struct fsck f = {st, problem, arg, 0};
@@ -152,7 +169,11 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
                        hex, (unsigned long long)refs, (unsigned long long)want);
             if (refs) {
                 int r = store_chunk_read(st, &loc, k.mv_data, scratch);
-                if (r == 0) {
+                if (r == PL_ENOENT)
+                    r = chunk_read_moved(st, k.mv_data, &loc, scratch);
+                if (r == 1)
+                    r = 0; /* freed since the walk began: nothing to verify */
+                else if (r == 0) {
                     uint8_t fp[DATA_FP_LEN];
                     data_fingerprint(scratch, loc.raw_len, fp);
                     if (memcmp(fp, k.mv_data, DATA_FP_LEN))
