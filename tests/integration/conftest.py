@@ -1,5 +1,6 @@
 """Fixtures: the real plenum binary, temporary data directories, a real server
 on free loopback ports. Nothing here mocks Plenum."""
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +18,22 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sha(path):
+    """SHA-256 of a file, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def run(*args, timeout=600, **kw):
+    """Run a client; fail the test with its stderr when it fails; its stdout."""
+    p = subprocess.run(list(args), capture_output=True, timeout=timeout, **kw)
+    assert p.returncode == 0, f"{args[0]} failed: {p.stderr.decode(errors='replace')[-2000:]}"
+    return p.stdout.decode(errors="replace")
 
 
 class Plenum:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN, BUILD, Plenum, Server, free_port
+from conftest import BIN, BUILD, Plenum, Server, free_port, run, sha
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
@@ -71,20 +71,6 @@ def fs(tmp_path):
     finally:
         if srv.proc.poll() is None:
             assert srv.stop() == 0
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
-def run(*args, cwd=None, timeout=600):
-    p = subprocess.run(list(args), cwd=cwd, capture_output=True, timeout=timeout)
-    assert p.returncode == 0, f"{args} failed: {p.stderr.decode(errors='replace')[-2000:]}"
-    return p.stdout.decode(errors="replace")
 
 
 def test_posix_semantics(fs):

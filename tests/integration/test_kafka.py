@@ -2,7 +2,6 @@
 confluent-kafka against a real plenum server. Raw frames are used only to
 look at what is stored and to send what no client would."""
 import json
-import os
 import shutil
 import signal
 import socket
@@ -411,7 +410,7 @@ def test_topic_and_group_cli(kafka, tmp_path):
 
 
 def test_sasl_plain_and_scram(tmp_path, launch):
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
     from conftest import ACCESS_KEY, SECRET_KEY

@@ -1,6 +1,5 @@
 """The NBD head with real clients: nbdinfo, nbdcopy and qemu-img against a
 real plenum server; volumes made, snapshotted and cloned with the CLI."""
-import hashlib
 import os
 import signal
 import socket
@@ -9,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import Plenum, Server, free_port
+from conftest import Plenum, Server, free_port, run, sha
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(["sh", "-c", "command -v nbdcopy nbdinfo qemu-img"],
@@ -27,20 +26,6 @@ def nbd(tmp_path):
     srv.pl = Plenum(data)
     yield srv
     assert srv.stop() == 0
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
-def run(*args, **kw):
-    p = subprocess.run(list(args), capture_output=True, timeout=600, **kw)
-    assert p.returncode == 0, f"{args[0]} failed: {p.stderr.decode(errors='replace')}"
-    return p.stdout.decode()
 
 
 def test_nbdinfo_nbdcopy_qemu_img(nbd, tmp_path):

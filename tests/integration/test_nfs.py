@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, Plenum, Server, free_port
+from conftest import BUILD, Plenum, Server, free_port, run, sha
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(["sh", "-c", "command -v nfs-ls nfs-cp nfs-cat"],
@@ -36,20 +36,6 @@ def nfs(tmp_path):
     yield srv
     if srv.proc.poll() is None:
         assert srv.stop() == 0
-
-
-def run(*args, timeout=600, **kw):
-    p = subprocess.run(list(args), capture_output=True, timeout=timeout, **kw)
-    assert p.returncode == 0, f"{args[0]} failed: {p.stderr.decode(errors='replace')}"
-    return p.stdout.decode(errors="replace")
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 # ---- raw RPC, for what no real client sends ----
