@@ -7,7 +7,7 @@ liblmdb-dev lmdb-utils libzstd-dev libxxhash-dev libssl-dev libuv1-dev libjansso
 libhttp-parser-dev libcurl4-openssl-dev libcmocka-dev libxml2-dev libisal-dev zlib1g-dev
 python3 python3-pytest python3-boto3 awscli s3cmd rclone wrk nginx curl
 zstd borgbackup restic libnbd-bin qemu-utils nbdkit fio libnfs-utils libnfs-dev nfs-ganesha nfs-ganesha-vfs rpcbind
-libfuse3-dev fuse3 git sqlite3 rsync liblz4-dev
+libfuse3-dev fuse3 git sqlite3 rsync liblz4-dev libsnappy-dev
 kcat python3-kafka python3-confluent-kafka librdkafka-dev"
 missing=""
 for p in $PKGS; do

@@ -59,6 +59,7 @@ struct pl_store_opts {
     uint64_t scrub_rate;                /* background scrub bytes/s; 0 = 64 MiB/s */
     uint64_t buffer_max;                /* writers wait while destage is behind by this
                                            many buffered bytes; 0 = 1 GiB */
+    int events_off;                     /* queue no element events */
 };
 
 /* Open the data directory. With opts->create, lays out a new one (mirrored
@@ -77,7 +78,7 @@ const char *pl_store_dir(const struct pl_store *st);
  * thread set with pl_store_origin (NULL when none), so a head can skip its own
  * changes. At most PL_WATCHERS at a time. */
 #define PL_WATCHERS 16
-enum pl_change { PL_CHANGE_ATTR = 1, PL_CHANGE_ENTRY = 2 };
+enum pl_change { PL_CHANGE_ATTR = 1, PL_CHANGE_ENTRY = 2, PL_CHANGE_EVENT = 3 };
 typedef void (*pl_watch_fn)(void *arg, const void *origin, int kind, uint64_t id,
                             const char *name);
 int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg) PL_WUR;
@@ -85,6 +86,27 @@ int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg) PL_WUR;
 void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg);
 /* Tag the calling thread's changes from now on (NULL: none). */
 void pl_store_origin(const void *tag);
+
+/* ---- element events ----
+ * Every change to an element under a bucket (create, S3 PUT and multipart
+ * complete, a file's writes once its writer is done, metadata, rename,
+ * delete), from any head, queues an event in the change's own transaction:
+ * the service record PL_EVENT_PREFIX + 16 hex digits of a sequence that
+ * follows commit order, holding bucket NUL key NUL and the event as
+ * CloudEvents JSON. Watchers hear PL_CHANGE_EVENT (id: the sequence). A
+ * service publishes queued events and deletes them.
+ *
+ * Writes through the file API are marked (PL_EVENT_WRITE_PREFIX + id) and
+ * become one event when the head says the writer is done
+ * (pl_elem_written: a close, an NFS COMMIT) or when pl_events_sweep finds
+ * the element idle. */
+#define PL_EVENT_PREFIX "ev/q/"
+#define PL_EVENT_WRITE_PREFIX "ev/w/"
+/* Name the calling thread's changes in their events ("s3", "nfs"; a user). */
+void pl_store_actor(const char *head, const char *user);
+int pl_elem_written(struct pl_store *st, uint64_t id) PL_WUR;
+/* Queue the events of writes idle for idle_ns. */
+int pl_events_sweep(struct pl_store *st, int64_t idle_ns) PL_WUR;
 
 /* ---- POSIX-like element API (ids; names are single components) ---- */
 int pl_elem_getattr(struct pl_store *st, uint64_t id, uint64_t view, struct pl_attr *ret) PL_WUR;
@@ -134,6 +156,11 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
                  size_t n, size_t *ret_n) PL_WUR;
 /* Write n bytes at off, extending the file as needed. Durable on return. */
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n) PL_WUR;
+struct pl_svc_rec;
+/* The same, applying service records in the same transaction (a log append
+ * and its cursor: both or neither). */
+int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs) PL_WUR;
 
 /* Make [off, off + len) a hole (reads as zeros, takes no space); the size
  * does not change. Durable on return. */
@@ -187,6 +214,7 @@ struct pl_obj_meta {
     const char *const *user_meta; /* NULL-terminated name, value pairs; may be NULL */
     const char *const *xattrs;    /* NULL-terminated raw xattr name, value pairs; may be NULL */
     const uint8_t *content_md5;   /* 16 bytes the body's MD5 must equal (else PL_EDIGEST); or NULL */
+    int copy;                     /* a copy of another object: its event says so */
 };
 
 /* Streaming whole-object write: nothing is visible until commit, which

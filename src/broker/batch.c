@@ -7,6 +7,7 @@
 #include "broker/batch.h"
 
 #include <isa-l/crc.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/base.h"
@@ -108,33 +109,153 @@ static int varint(const uint8_t *p, size_t n, size_t *at, int64_t *ret)
     return PL_EPROTO;
 }
 
-int batch_find_time(const uint8_t *p, size_t n, int64_t ts, int32_t *ret_delta, int64_t *ret_ts)
+static int bytes_field(const uint8_t *p, size_t end, size_t *at, const uint8_t **ret,
+                       int32_t *ret_n)
+{
+    int64_t len;
+    if (varint(p, end, at, &len) || len < -1 || (len > 0 && (uint64_t)len > end - *at))
+        return PL_EPROTO;
+    *ret = len > 0 ? p + *at : NULL;
+    *ret_n = (int32_t)len;
+    *at += len > 0 ? (size_t)len : 0;
+    return 0;
+}
+
+/* The records section (count records from at) of a batch stamped first_ts. */
+static int records_walk(const uint8_t *p, size_t n, int32_t count, int64_t first_ts,
+                        batch_record_fn cb, void *arg)
+{
+    size_t at = 0;
+    for (int32_t i = 0; i < count; i++) {
+        int64_t rlen, tsd, offd;
+        struct batch_record r;
+        if (varint(p, n, &at, &rlen) || rlen < 1 || (uint64_t)rlen > n - at)
+            return PL_EPROTO;
+        size_t next = at + (size_t)rlen, x = at + 1; /* past the attributes */
+        if (varint(p, next, &x, &tsd) || varint(p, next, &x, &offd) ||
+            bytes_field(p, next, &x, &r.key, &r.kn) || bytes_field(p, next, &x, &r.val, &r.vn))
+            return PL_EPROTO;
+        r.offset_delta = offd;
+        r.ts = first_ts + tsd;
+        int stop = cb(arg, &r);
+        if (stop)
+            return stop < 0 ? stop : 0;
+        at = next;
+    }
+    return 0;
+}
+
+int batch_records(const uint8_t *p, size_t n, batch_record_fn cb, void *arg)
 {
     struct batch_hdr h;
-    size_t len, at = BATCH_HDR_LEN;
+    size_t len;
     int rc = batch_parse(p, n, &h, &len);
     if (rc)
         return rc == PL_EAGAIN ? PL_EPROTO : rc;
-    if (BATCH_CODEC(&h))
-        return PL_EINVAL;
-    for (int32_t i = 0; i < h.count; i++) {
-        int64_t rlen, tsd, offd;
-        int8_t attrs;
-        if (varint(p, len, &at, &rlen) || rlen < 0 || (uint64_t)rlen > len - at)
-            return PL_EPROTO;
-        size_t next = at + (size_t)rlen, r = at;
-        if (r >= next)
-            return PL_EPROTO;
-        attrs = (int8_t)p[r++];
-        (void)attrs;
-        if (varint(p, next, &r, &tsd) || varint(p, next, &r, &offd))
-            return PL_EPROTO;
-        if (h.first_ts + tsd >= ts) {
-            *ret_delta = (int32_t)offd;
-            *ret_ts = h.first_ts + tsd;
-            return 0;
-        }
-        at = next;
+    if (h.magic != 2 || h.count < 0)
+        return PL_EPROTO;
+    if (!BATCH_CODEC(&h))
+        return records_walk(p + BATCH_HDR_LEN, len - BATCH_HDR_LEN, h.count, h.first_ts, cb,
+                            arg);
+    uint8_t *raw;
+    size_t rn;
+    rc = batch_inflate(BATCH_CODEC(&h), p + BATCH_HDR_LEN, len - BATCH_HDR_LEN, &raw, &rn);
+    if (rc)
+        return rc;
+    rc = records_walk(raw, rn, h.count, h.first_ts, cb, arg);
+    free(raw);
+    return rc;
+}
+
+struct find_time {
+    int64_t ts;
+    int32_t delta;
+    int64_t found_ts;
+    int found;
+};
+
+static int find_time_cb(void *arg, const struct batch_record *r)
+{
+    struct find_time *f = arg;
+    if (r->ts < f->ts)
+        return 0;
+    f->delta = (int32_t)r->offset_delta;
+    f->found_ts = r->ts;
+    f->found = 1;
+    return 1;
+}
+
+int batch_find_time(const uint8_t *p, size_t n, int64_t ts, int32_t *ret_delta, int64_t *ret_ts)
+{
+    struct find_time f = {ts, 0, 0, 0};
+    int rc = batch_records(p, n, find_time_cb, &f);
+    if (rc)
+        return rc;
+    if (!f.found)
+        return PL_ENOENT;
+    *ret_delta = f.delta;
+    *ret_ts = f.found_ts;
+    return 0;
+}
+
+static size_t put_varint(uint8_t *p, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    size_t n = 0;
+    while (z >= 0x80) {
+        p[n++] = (uint8_t)(z | 0x80);
+        z >>= 7;
     }
-    return PL_ENOENT;
+    p[n++] = (uint8_t)z;
+    return n;
+}
+
+int batch_build(struct pl_buf *out, const struct batch_rec *recs, int n, int64_t ts_ms)
+{
+    uint8_t h[BATCH_HDR_LEN] = {0}, v[40];
+    if (n < 1)
+        return PL_EINVAL;
+    size_t start = out->len;
+    int rc = pl_buf_add(out, h, sizeof(h));
+    for (int i = 0; !rc && i < n; i++) {
+        const struct batch_rec *r = &recs[i];
+        /* body: attributes, timestamp delta 0, offset delta, key, value, no headers */
+        size_t body = 1 + 1 + (size_t)put_varint(v, i) + put_varint(v, (int64_t)r->kn) + r->kn +
+                      put_varint(v, (int64_t)r->vn) + r->vn + 1;
+        size_t at = put_varint(v, (int64_t)body);
+        v[at++] = 0; /* attributes */
+        v[at++] = 0; /* timestamp delta */
+        at += put_varint(v + at, i);
+        at += put_varint(v + at, (int64_t)r->kn);
+        rc = pl_buf_add(out, v, at);
+        if (!rc)
+            rc = pl_buf_add(out, r->key, r->kn);
+        if (!rc)
+            rc = pl_buf_add(out, v, put_varint(v, (int64_t)r->vn));
+        if (!rc)
+            rc = pl_buf_add(out, r->val, r->vn);
+        if (!rc)
+            rc = pl_buf_add(out, "", 1); /* header count 0 */
+    }
+    if (rc) {
+        out->len = start;
+        return rc;
+    }
+    uint8_t *p = (uint8_t *)out->data + start;
+    size_t len = out->len - start;
+    if (len > BATCH_MAX) {
+        out->len = start;
+        return PL_EFBIG;
+    }
+    pl_put_be32(p + 8, (uint32_t)(len - 12));
+    p[16] = 2;                               /* magic */
+    pl_put_be32(p + 23, (uint32_t)(n - 1));  /* last offset delta */
+    pl_put_be64(p + 27, (uint64_t)ts_ms);
+    pl_put_be64(p + 35, (uint64_t)ts_ms);
+    pl_put_be64(p + 43, UINT64_MAX);         /* producer id -1: not idempotent */
+    pl_put_be16(p + 51, 0xFFFF);             /* producer epoch -1 */
+    pl_put_be32(p + 53, UINT32_MAX);         /* base sequence -1 */
+    pl_put_be32(p + 57, (uint32_t)n);
+    pl_put_be32(p + 17, batch_crc32c(p + 21, len - 21));
+    return 0;
 }

@@ -38,6 +38,11 @@ int broker_topic_name_valid(const char *name)
     return 0;
 }
 
+int broker_topic_is_system(const char *name)
+{
+    return name[0] == '$';
+}
+
 static int parse_i64(const char *s, int64_t *ret)
 {
     char *end;
@@ -300,13 +305,17 @@ static int topic_build(struct broker *b, const struct broker_topic *info, struct
 int broker_topic_create(struct broker *b, const char *name, int partitions,
                         const char *const *configs)
 {
+    int rc = broker_topic_name_valid(name);
+    return rc ? rc : topic_create(b, name, partitions, configs);
+}
+
+int topic_create(struct broker *b, const char *name, int partitions, const char *const *configs)
+{
     struct broker_topic info = {.partitions = partitions,
                                 .retention_ms = DEF_RETENTION_MS,
                                 .retention_bytes = -1,
                                 .segment_bytes = DEF_SEGMENT_BYTES};
-    int rc = broker_topic_name_valid(name);
-    if (rc)
-        return rc;
+    int rc = 0;
     if (partitions < 1 || partitions > BROKER_PARTS_MAX)
         return PL_ERANGE;
     snprintf(info.name, sizeof(info.name), "%s", name);
@@ -395,9 +404,12 @@ int broker_topic_delete(struct broker *b, const char *name)
     pthread_mutex_unlock(&b->lock);
     int rc = t ? 0 : PL_ENOENT;
     if (!rc) {
+        /* its config, and how far the event publisher got into it */
+        char ck[300];
         topic_key(k, sizeof(k), name);
-        struct pl_svc_rec r = {k, NULL, 0};
-        rc = pl_svc_write(b->st, &r, 1);
+        snprintf(ck, sizeof(ck), BROKER_EV_CURSOR "%s", name);
+        struct pl_svc_rec r[2] = {{k, NULL, 0}, {ck, NULL, 0}};
+        rc = pl_svc_write(b->st, r, 2);
     }
     if (!rc) {
         /* an appender holding the partition finishes first */
@@ -505,8 +517,10 @@ static int part_roll(struct broker *b, struct part *p)
     return rc;
 }
 
-void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
-                         const size_t *lens, int n, int *rcs, int64_t *bases)
+/* Append the valid ones of n buffers in one write; svc records commit with it. */
+static void part_append(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                        const size_t *lens, int n, int *rcs, int64_t *bases,
+                        const struct pl_svc_rec *svc, size_t nsvc)
 {
     struct topic *t;
     struct part *p;
@@ -566,7 +580,7 @@ void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t 
         for (int i = 0; !one && i < n; i++)
             if (!rcs[i])
                 one = recs[i];
-        rc = pl_elem_write(b->st, s->id, s->size, one, total);
+        rc = pl_elem_write_svc(b->st, s->id, s->size, one, total, svc, nsvc);
     }
     if (!rc) {
         pthread_mutex_lock(&p->lock);
@@ -610,6 +624,20 @@ void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t 
     free(all);
     pthread_mutex_unlock(&p->append_lock);
     topic_put(b, t);
+}
+
+void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                         const size_t *lens, int n, int *rcs, int64_t *bases)
+{
+    part_append(b, topic, part, recs, lens, n, rcs, bases, NULL, 0);
+}
+
+int broker_append_svc(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
+                      const struct pl_svc_rec *svc, size_t nsvc, int64_t *ret_base)
+{
+    int rc;
+    part_append(b, topic, part, &recs, &n, 1, &rc, ret_base, svc, nsvc);
+    return rc;
 }
 
 int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
@@ -885,6 +913,7 @@ int broker_open(struct pl_store *st, const struct broker_opts *o, struct broker 
     pthread_mutex_init(&b->create_lock, NULL);
     pthread_cond_init(&b->appended, NULL);
     pthread_cond_init(&b->maint_cond, NULL);
+    pthread_cond_init(&b->ev_cond, NULL);
     group_init(b);
     struct load_ctx l = {b, 0};
     int rc = pl_svc_scan(st, "kafka/topic/", load_cb, &l);
@@ -892,11 +921,14 @@ int broker_open(struct pl_store *st, const struct broker_opts *o, struct broker 
         rc = l.rc;
     if (!rc && pthread_create(&b->maint, NULL, maint_main, b))
         rc = PL_ENOMEM;
+    if (!rc)
+        b->maint_started = 1;
+    if (!rc && o->events)
+        rc = events_start(b);
     if (rc) {
         broker_close(b);
         return rc;
     }
-    b->maint_started = 1;
     *ret = b;
     return 0;
 }
@@ -920,6 +952,7 @@ void broker_close(struct broker *b)
     pthread_cond_broadcast(&b->appended);
     pthread_cond_broadcast(&b->maint_cond);
     pthread_mutex_unlock(&b->lock);
+    events_stop(b);
     group_stop(b);
     if (b->maint_started)
         pthread_join(b->maint, NULL);
@@ -933,5 +966,6 @@ void broker_close(struct broker *b)
     pthread_mutex_destroy(&b->create_lock);
     pthread_cond_destroy(&b->appended);
     pthread_cond_destroy(&b->maint_cond);
+    pthread_cond_destroy(&b->ev_cond);
     free(b);
 }

@@ -23,6 +23,7 @@ struct broker;
 struct broker_opts {
     int auto_create;        /* create unknown topics on produce/metadata */
     int default_partitions; /* for auto-created topics; 0 = 1 */
+    int events;             /* publish the store's element events */
 };
 
 struct broker_topic {
@@ -46,6 +47,10 @@ struct pl_store *broker_store(const struct broker *b);
 
 /* [a-zA-Z0-9._-]{1,249}, not "." or "..": else PL_EINVAL. */
 int broker_topic_name_valid(const char *name);
+/* Topics the broker itself writes ("$events.BUCKET"): clients may read and
+ * delete them, not create or produce to them. */
+#define BROKER_EV_TOPIC "$events."
+int broker_topic_is_system(const char *name);
 /* configs: NULL-terminated name, value pairs (retention.ms, retention.bytes,
  * segment.bytes, cleanup.policy=delete); PL_EEXIST, PL_EINVAL. */
 int broker_topic_create(struct broker *b, const char *name, int partitions,
@@ -66,6 +71,10 @@ int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs,
  * buffer that fails validation fails alone. */
 void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
                          const size_t *lens, int n, int *rcs, int64_t *bases);
+/* One producer's batches with service records committed in the same
+ * transaction (the event publisher's cursor). */
+int broker_append_svc(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
+                      const struct pl_svc_rec *svc, size_t nsvc, int64_t *ret_base) PL_WUR;
 /* Whole batches from the one holding offset on, up to max_bytes (at least
  * one batch). *ret_buf (malloc'd, NULL when nothing) is the caller's.
  * PL_ERANGE when offset is outside [log_start, next]. */
@@ -173,5 +182,34 @@ int broker_commit(struct broker *b, const char *group, const char *topic, int pa
 /* PL_ENOENT when nothing is committed. */
 int broker_committed(struct broker *b, const char *group, const char *topic, int part,
                      int64_t *ret_off, char *meta, size_t mn) PL_WUR;
+
+/* ---- S3 bucket notifications (notify.c) ----
+ * A bucket's topic configurations: an element event whose type matches one
+ * of a rule's patterns ("s3:ObjectCreated:*" or a full name) and whose key
+ * has the rule's prefix and suffix goes to the rule's topic as well. */
+#define BROKER_NOTIFY_MAX 16
+#define BROKER_NOTIFY_EVENTS 8
+struct broker_notify_rule {
+    char id[256];
+    char arn[512]; /* as the client named the topic */
+    char topic[BROKER_TOPIC_MAX + 1];
+    char events[BROKER_NOTIFY_EVENTS][64];
+    int nevents;
+    char prefix[PL_KEY_MAX + 1], suffix[PL_KEY_MAX + 1];
+};
+struct broker_notify {
+    int n;
+    struct broker_notify_rule rules[BROKER_NOTIFY_MAX];
+};
+/* Replace bucket's configuration (n 0: none). PL_ENOTOPIC when a rule's
+ * topic does not exist, PL_EINVAL for an event name S3 does not have. */
+int broker_notify_set(struct broker *b, const char *bucket, const struct broker_notify *cfg) PL_WUR;
+/* *ret (malloc'd, the caller's) gets the configuration; n 0 when none. */
+int broker_notify_get(struct broker *b, const char *bucket, struct broker_notify **ret) PL_WUR;
+/* Does the event (its CloudEvents JSON and key) match the rule? */
+int broker_notify_match(const struct broker_notify_rule *r, const char *json, size_t jn,
+                        const char *key, size_t kn);
+/* Is name an event type (or a "...:*" pattern) a rule may name? */
+int broker_notify_event_valid(const char *name);
 
 #endif

@@ -80,6 +80,11 @@ struct broker {
     uint64_t ticks;
     pthread_mutex_t glock; /* groups */
     struct group *groups;
+    /* the element event publisher (events.c) */
+    pthread_t evpub;
+    int ev_started;
+    pthread_cond_t ev_cond; /* with lock: events were queued */
+    uint64_t ev_kicks;
 };
 
 void group_init(struct broker *b);
@@ -89,5 +94,13 @@ void group_free(struct broker *b);
 
 struct topic *topic_get(struct broker *b, const char *name);
 void topic_put(struct broker *b, struct topic *t);
+/* broker_topic_create without the name rules (system topics). */
+int topic_create(struct broker *b, const char *name, int partitions,
+                 const char *const *configs) PL_WUR;
+
+/* how far the event publisher got into a topic: the last sequence it holds */
+#define BROKER_EV_CURSOR "kafka/evc/"
+int events_start(struct broker *b) PL_WUR;
+void events_stop(struct broker *b);
 
 #endif

@@ -227,6 +227,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
                 break;
             }
             cfg_kafka_sasl = !strcmp(v, "required");
+        } else if (!strcmp(section, "events") && !strcmp(k, "enabled")) {
+            so->events_off = !strcmp(v, "off") || !strcmp(v, "false");
         } else if (!strcmp(section, "kafka") && !strcmp(k, "default_partitions")) {
             cfg_broker.default_partitions = atoi(v);
         } else {
@@ -443,6 +445,14 @@ int cmd_server(int argc, char **argv)
         fprintf(stderr, "plenum server: cannot set up root credentials: %s\n", pl_strerror(rc));
         goto out;
     }
+    /* the broker runs with or without the Kafka head: it publishes element events */
+    cfg_broker.events = !o.events_off;
+    rc = broker_open(st, &cfg_broker, &broker);
+    if (rc) {
+        fprintf(stderr, "plenum server: cannot open the broker: %s\n", pl_strerror(rc));
+        goto out;
+    }
+    topics_set_broker(broker);
     struct listener *al = listener_find("admin");
     if (strcmp(al->addr, "off")) {
         char host[200];
@@ -471,7 +481,7 @@ int cmd_server(int argc, char **argv)
         int port;
         if (parse_hostport(sl->addr, host, sizeof(host), &port))
             goto out;
-        struct s3_opts so = {host, port, s3_domain, s3_region, 0};
+        struct s3_opts so = {host, port, s3_domain, s3_region, 0, broker};
         rc = s3_start(st, &so, &s3);
         if (rc) {
             fprintf(stderr, "plenum server: cannot listen on %s for s3: %s%s\n", sl->addr,
@@ -504,18 +514,14 @@ int cmd_server(int argc, char **argv)
         int port;
         if (parse_hostport(kl->addr, host, sizeof(host), &port))
             goto out;
-        rc = broker_open(st, &cfg_broker, &broker);
-        if (!rc)
-            rc = kafka_start(broker, &(struct kafka_opts){host, port, cfg_kafka_sasl}, &kafka);
+        rc = kafka_start(broker, &(struct kafka_opts){host, port, cfg_kafka_sasl}, &kafka);
         if (rc) {
-            fprintf(stderr, "plenum server: cannot %s for kafka: %s%s\n",
-                    broker ? "listen" : "open the broker", pl_strerror(rc),
+            fprintf(stderr, "plenum server: cannot listen for kafka: %s%s\n", pl_strerror(rc),
                     rc == -EADDRINUSE ? " (another process has it; pass --kafka HOST:PORT or off)"
                                       : "");
             goto out;
         }
         snprintf(kl->addr, sizeof(kl->addr), "%s:%d", host, kafka_port(kafka));
-        topics_set_broker(broker);
     }
     for (int i = 0; i < ncfg_exports; i++) {
         rc = pl_export_set(st, &cfg_exports[i]);

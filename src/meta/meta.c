@@ -18,6 +18,7 @@ struct meta_req {
     int done;
     uint8_t *notes;
     size_t nlen, ncap;
+    const void *tag; /* the submitting thread's meta_set_tag */
     struct meta_req *next;
 };
 
@@ -210,9 +211,21 @@ void meta_close(struct meta_env *e)
     free(e);
 }
 
+static _Thread_local const void *submit_tag;
+
+void meta_set_tag(const void *tag)
+{
+    submit_tag = tag;
+}
+
+const void *meta_txn_tag(const struct meta_txn *t)
+{
+    return t->req ? t->req->tag : NULL;
+}
+
 int meta_submit(struct meta_env *e, meta_apply_fn fn, void *arg)
 {
-    struct meta_req r = {.fn = fn, .arg = arg};
+    struct meta_req r = {.fn = fn, .arg = arg, .tag = submit_tag};
     pthread_mutex_lock(&e->lock);
     if (e->stopping) {
         pthread_mutex_unlock(&e->lock);

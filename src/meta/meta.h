@@ -90,6 +90,11 @@ typedef void (*meta_note_fn)(void *ctx, const uint8_t *notes, size_t n);
 void meta_set_note_fn(struct meta_env *env, meta_note_fn fn);
 int meta_note(struct meta_txn *t, const void *rec, size_t n) PL_WUR;
 
+/* A tag the calling thread's mutations carry (who made the change): the
+ * mutation reads it with meta_txn_tag while its submitter waits. */
+void meta_set_tag(const void *tag);
+const void *meta_txn_tag(const struct meta_txn *t);
+
 /* Helpers over a txn (read or write). Values are borrowed until the txn ends. */
 int meta_get(MDB_txn *txn, struct meta_env *env, enum meta_db db, const void *k, size_t kn,
              MDB_val *ret_val) PL_WUR;

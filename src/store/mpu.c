@@ -546,6 +546,8 @@ static int apply_complete(struct meta_txn *t, void *arg)
     rc = upload_forget(t, a->uid);
     if (!rc)
         rc = obj_link(t, info.bucket, info.key, tmpl, etag, NULL, &a->out);
+    if (!rc)
+        rc = event_queue(t, EV_MPU, info.bucket, info.key, &a->out, NULL);
 out:
     pl_buf_release(&runs);
     elem_release(&e);

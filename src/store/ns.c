@@ -135,9 +135,13 @@ int store_mk(struct meta_txn *t, struct mk_args *a)
             goto out;
         e.a.size = strlen(a->target);
     }
-    rc = elem_new(t, &e, a->type, a->mode, a->uid, a->gid, a->parent);
+    rc = elem_name_set(&e, a->name);
+    if (!rc)
+        rc = elem_new(t, &e, a->type, a->mode, a->uid, a->gid, a->parent);
     if (!rc)
         rc = dirent_add(t, a->parent, a->name, e.a.id, a->type);
+    if (!rc && !(a->flags & ELEM_F_IMPLICIT))
+        rc = event_queue_at(t, EV_CREATE, a->parent, a->name, a->type == PL_T_DIR, &e.a, 0, NULL);
     if (!rc)
         rc = dir_touch(t, &dir, a->type == PL_T_DIR ? 1 : 0);
     if (!rc)
@@ -252,6 +256,8 @@ static int apply_link(struct meta_txn *t, void *arg)
     if (!rc)
         rc = dir_touch(t, &dir, 0);
     if (!rc)
+        rc = event_queue_at(t, EV_CREATE, a->parent, a->name, 0, &e.a, 0, NULL);
+    if (!rc)
         a->out = e.a;
 out:
     elem_release(&dir);
@@ -337,6 +343,8 @@ static int apply_rm(struct meta_txn *t, void *arg)
     int rc = dir_load(t, a->parent, &dir);
     if (!rc)
         rc = store_remove(t, &dir, a->name, a->dir);
+    if (!rc)
+        rc = event_queue_at(t, EV_DELETE, a->parent, a->name, a->dir != 0, NULL, 0, NULL);
     elem_release(&dir);
     return rc;
 }
@@ -434,10 +442,15 @@ static int apply_rename(struct meta_txn *t, void *arg)
     if (rc)
         goto out;
     e.a.ctime = pl_now_ns();
-    if (e.a.parent == a->sp)
+    if (e.a.parent == a->sp) {
         e.a.parent = a->dp;
+        rc = elem_name_set(&e, a->dn);
+    }
     e.flags &= (uint16_t)~ELEM_F_IMPLICIT; /* named by a user now */
-    rc = elem_put(t, &e);
+    if (!rc)
+        rc = elem_put(t, &e);
+    if (!rc)
+        rc = event_queue_at(t, EV_RENAME, a->dp, a->dn, sd.type == PL_T_DIR, &e.a, a->sp, a->sn);
     int dirmove = sd.type == PL_T_DIR && a->sp != a->dp;
     if (!rc)
         rc = dir_load(t, a->sp, &sdir);
@@ -511,6 +524,10 @@ static int apply_setattr(struct meta_txn *t, void *arg)
     }
     e.a.ctime = now;
     rc = elem_put(t, &e);
+    if (!rc && (a->mask & PL_SET_SIZE))
+        rc = event_write_mark(t, &e);
+    if (!rc && (a->mask & ~PL_SET_SIZE))
+        rc = event_queue_elem(t, EV_META, &e);
     if (!rc)
         a->out = e.a;
 out:
@@ -740,6 +757,8 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
 struct wr_args {
     uint64_t id, off, len;
     const struct prep *pr;
+    const struct pl_svc_rec *recs;
+    size_t nrecs;
 };
 
 static int apply_write(struct meta_txn *t, void *arg)
@@ -758,15 +777,25 @@ static int apply_write(struct meta_txn *t, void *arg)
         (void)prop_del(&e, PROP_PARTS, NULL); /* no longer the uploaded parts */
         rc = elem_put(t, &e);
     }
+    if (!rc && a->nrecs)
+        rc = svc_apply(t, a->recs, a->nrecs);
+    else if (!rc)
+        rc = event_write_mark(t, &e);
     elem_release(&e);
     return rc;
 }
 
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n)
 {
-    int rc = 0;
-    if (n == 0)
-        return 0;
+    return pl_elem_write_svc(st, id, off, buf, n, NULL, 0);
+}
+
+int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs)
+{
+    int rc = svc_check(recs, nrecs);
+    if (rc || n == 0)
+        return rc;
     if (off + n < off || off + n > ((uint64_t)1 << 60))
         return PL_EFBIG;
     store_throttle(st);
@@ -778,7 +807,7 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
         if (!rc)
             rc = store_sync_segs(st, &pr.segs);
         if (!rc) {
-            struct wr_args a = {id, off, n, &pr};
+            struct wr_args a = {id, off, n, &pr, recs, nrecs};
             rc = meta_submit(st->meta, apply_write, &a);
         }
         pl_gate_leave(&st->purge);
@@ -877,6 +906,8 @@ static int apply_xattr(struct meta_txn *t, void *arg)
         e.a.ctime = pl_now_ns();
         rc = elem_put(t, &e);
     }
+    if (!rc)
+        rc = event_queue_elem(t, EV_META, &e);
     elem_release(&e);
     return rc;
 }
@@ -972,6 +1003,8 @@ static int apply_punch(struct meta_txn *t, void *arg)
         (void)prop_del(&e, PROP_PARTS, NULL);
         rc = elem_put(t, &e);
     }
+    if (!rc)
+        rc = event_write_mark(t, &e);
     elem_release(&e);
     return rc;
 }

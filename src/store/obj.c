@@ -460,8 +460,11 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
     if (rc)
         return rc;
     int dirkey = a->key[strlen(a->key) - 1] == '/';
-    if (!a->vid && (b.versioning == PL_VERSIONING_OFF || dirkey))
-        return obj_remove(t, a->bucket, a->key, NULL, NULL);
+    if (!a->vid && (b.versioning == PL_VERSIONING_OFF || dirkey)) {
+        rc = obj_remove(t, a->bucket, a->key, NULL, NULL);
+        return rc ? rc : event_queue(t, EV_DELETE, a->bucket, a->key, NULL, NULL);
+    }
+    int changed = 0;
     elem_init(&cur);
     if (!a->vid) {
         /* the latest becomes a noncurrent version under a new delete marker */
@@ -475,6 +478,7 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
         if (!rc)
             rc = ver_marker_add(t, b.id, a->key, null, &a->version);
         a->dm = 1;
+        changed = 1;
         goto out;
     }
     uint64_t v;
@@ -487,6 +491,7 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
         rc = obj_remove(t, a->bucket, a->key, NULL, NULL);
         if (!rc && b.versioning != PL_VERSIONING_OFF)
             rc = obj_promote(t, a->bucket, b.id, a->key);
+        changed = 1;
         goto out;
     }
     r = malloc(sizeof(*r));
@@ -503,10 +508,14 @@ static int apply_obj_delete(struct meta_txn *t, void *arg)
     if (!rc) {
         a->dm = (r->flags & VREC_DM) != 0;
         rc = ver_forget(t, b.id, r, 1);
+        changed = 1;
     }
     if (!rc && first && !present)
         rc = obj_promote(t, a->bucket, b.id, a->key);
 out:
+    if (!rc && changed)
+        rc = event_queue(t, a->dm && !a->vid ? EV_DELMARK : EV_DELETE, a->bucket, a->key, NULL,
+                         NULL);
     free(r);
     elem_release(&cur);
     return rc;
@@ -798,7 +807,9 @@ static int obj_attach(struct meta_txn *t, struct elem *dir, const char *name, st
     e->flags &= (uint16_t)~(ELEM_F_STAGING | ELEM_F_VERSION);
     e->a.nlink = 1;
     e->a.parent = dir->a.id;
-    int rc = dirent_add(t, dir->a.id, name, e->a.id, PL_T_FILE);
+    int rc = elem_name_set(e, name);
+    if (!rc)
+        rc = dirent_add(t, dir->a.id, name, e->a.id, PL_T_FILE);
     if (!rc)
         rc = elem_put(t, e);
     if (!rc)
@@ -902,7 +913,11 @@ int obj_restore(struct meta_txn *t, const char *bucket, const char *key, uint64_
 static int apply_link_obj(struct meta_txn *t, void *arg)
 {
     struct link_obj_args *a = arg;
-    return obj_link(t, a->w->bucket, a->w->key, a->w->id, a->etag, a->meta, &a->out);
+    int rc = obj_link(t, a->w->bucket, a->w->key, a->w->id, a->etag, a->meta, &a->out);
+    if (!rc)
+        rc = event_queue(t, a->meta && a->meta->copy ? EV_COPY : EV_PUT, a->w->bucket, a->w->key,
+                         &a->out, NULL);
+    return rc;
 }
 
 /* Create every directory of a "a/b/" key; the last one explicitly. */
@@ -920,8 +935,8 @@ static int apply_mkdirs(struct meta_txn *t, void *arg)
         uint64_t cur = d.id;
         rc = dirent_get(t->txn, t->env, cur, name, PL_VIEW_LIVE, &d);
         if (rc == PL_ENOENT) {
-            struct mk_args m = {cur, name, PL_T_DIR, 0755, 0, 0, 1, NULL,
-                                last ? 0 : ELEM_F_IMPLICIT, {0}};
+            /* explicit below, once the marker is set */
+            struct mk_args m = {cur, name, PL_T_DIR, 0755, 0, 0, 1, NULL, ELEM_F_IMPLICIT, {0}};
             rc = store_mk(t, &m);
             d.id = m.out.id;
             d.type = PL_T_DIR;
@@ -935,6 +950,8 @@ static int apply_mkdirs(struct meta_txn *t, void *arg)
                 e.flags &= (uint16_t)~ELEM_F_IMPLICIT;
                 snprintf(e.a.etag, sizeof(e.a.etag), "d41d8cd98f00b204e9800998ecf8427e");
                 rc = elem_put(t, &e);
+                if (!rc)
+                    rc = event_queue(t, EV_PUT, w->bucket, w->key, &e.a, NULL);
             }
             elem_release(&e);
         }

@@ -278,6 +278,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     rc = meta_open(p, &st->meta);
     if (rc)
         goto fail;
+    st->events = !opts->events_off;
     meta_set_ctx(st->meta, st);
     meta_set_note_fn(st->meta, watch_deliver);
     rc = meta_submit(st->meta, apply_root, NULL);

@@ -34,7 +34,14 @@ enum elem_flags {
 };
 
 /* property tags inside an element record */
-enum prop_tag { PROP_CTYPE = 1, PROP_SYMLINK = 2, PROP_XATTR = 3, PROP_VERSION = 4, PROP_PARTS = 5 };
+enum prop_tag {
+    PROP_CTYPE = 1,
+    PROP_SYMLINK = 2,
+    PROP_XATTR = 3,
+    PROP_VERSION = 4,
+    PROP_PARTS = 5,
+    PROP_NAME = 6, /* the name it was last given, in a.parent (event.c) */
+};
 
 struct elem {
     struct pl_attr a;
@@ -97,10 +104,43 @@ struct pl_store {
         void *arg;
     } watchers[PL_WATCHERS];
     int nwatchers; /* read without the lock: a missed note only costs a cache */
+    int events;    /* queue element events (event.c) */
 };
 
 /* Record a change for the watchers (nothing when there are none). */
 int store_note(struct meta_txn *t, int kind, uint64_t id, const char *name) PL_WUR;
+
+/* ---- element events (event.c) ---- */
+enum ev_kind {
+    EV_PUT,
+    EV_COPY,
+    EV_MPU,
+    EV_CREATE,
+    EV_WRITE,
+    EV_DELETE,
+    EV_DELMARK,
+    EV_RENAME,
+    EV_META,
+    EV_KIND_COUNT
+};
+/* Queue an event for bucket/key in t. a: the element after the change (NULL
+ * for a removal); from: the old key of a rename. */
+int event_queue(struct meta_txn *t, int kind, const char *bucket, const char *key,
+                const struct pl_attr *a, const char *from) PL_WUR;
+/* The same for name in directory dir (from_name in from_dir: a rename's
+ * source); nothing when neither is under a bucket. */
+int event_queue_at(struct meta_txn *t, int kind, uint64_t dir, const char *name, int is_dir,
+                   const struct pl_attr *a, uint64_t from_dir, const char *from_name) PL_WUR;
+/* The same for element e, by its name. */
+int event_queue_elem(struct meta_txn *t, int kind, const struct elem *e) PL_WUR;
+/* e's content changed: one EV_WRITE follows when the writer is done. */
+int event_write_mark(struct meta_txn *t, const struct elem *e) PL_WUR;
+/* Remember name as e's (PROP_NAME). */
+int elem_name_set(struct elem *e, const char *name) PL_WUR;
+
+/* ---- service records (svc.c) ---- */
+int svc_check(const struct pl_svc_rec *recs, size_t n) PL_WUR;
+int svc_apply(struct meta_txn *t, const struct pl_svc_rec *recs, size_t n) PL_WUR;
 
 /* ---- keys ---- */
 size_t key_elem(uint8_t *k, uint64_t id, uint64_t birth);

@@ -17,11 +17,10 @@ struct svc_write {
     size_t n;
 };
 
-static int apply_svc_write(struct meta_txn *t, void *arg)
+int svc_apply(struct meta_txn *t, const struct pl_svc_rec *recs, size_t n)
 {
-    struct svc_write *a = arg;
-    for (size_t i = 0; i < a->n; i++) {
-        const struct pl_svc_rec *r = &a->recs[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct pl_svc_rec *r = &recs[i];
         int rc = r->val ? meta_put(t, META_SVC, r->key, strlen(r->key), r->val, r->n)
                         : meta_del(t, META_SVC, r->key, strlen(r->key));
         if (rc && !(rc == PL_ENOENT && !r->val))
@@ -30,11 +29,25 @@ static int apply_svc_write(struct meta_txn *t, void *arg)
     return 0;
 }
 
-int pl_svc_write(struct pl_store *st, const struct pl_svc_rec *recs, size_t n)
+static int apply_svc_write(struct meta_txn *t, void *arg)
+{
+    struct svc_write *a = arg;
+    return svc_apply(t, a->recs, a->n);
+}
+
+int svc_check(const struct pl_svc_rec *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!key_ok(recs[i].key) || recs[i].n > PL_SVC_VAL_MAX)
             return PL_EINVAL;
+    return 0;
+}
+
+int pl_svc_write(struct pl_store *st, const struct pl_svc_rec *recs, size_t n)
+{
+    int rc = svc_check(recs, n);
+    if (rc)
+        return rc;
     struct svc_write a = {recs, n};
     return n ? meta_submit(st->meta, apply_svc_write, &a) : 0;
 }

@@ -1,6 +1,6 @@
 /* libFuzzer: Kafka requests end to end through the head's dispatcher, on a
  * real store and broker in a temporary directory, and the RecordBatch
- * validator on its own. Fetch and JoinGroup wait by design (max_wait, the
+ * validator and record reader (every codec) on their own. Fetch and JoinGroup wait by design (max_wait, the
  * rebalance timeout), so the harness sets Fetch's max_wait to 0 and a
  * JoinGroup's timeouts to one second: a run must not sleep. */
 #include <ftw.h>

@@ -1,5 +1,5 @@
 /* libFuzzer: S3 XML request bodies (DeleteObjects, CompleteMultipartUpload,
- * Tagging, VersioningConfiguration). */
+ * Tagging, VersioningConfiguration, NotificationConfiguration). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -21,5 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         s3_xml_list_release(&l);
     int en, mfa;
     (void)s3_xml_parse_versioning((const char *)data, n, &en, &mfa);
+    static struct broker_notify cfg;
+    (void)s3_xml_parse_notification((const char *)data, n, &cfg);
     return 0;
 }

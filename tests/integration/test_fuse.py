@@ -14,42 +14,11 @@ import time
 
 import pytest
 
-from conftest import BIN, BUILD, Plenum, Server, free_port, run, sha
+from conftest import BIN, BUILD, Mount, Plenum, Server, free_port, run, sha, wait_mounted
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
     reason="needs /dev/fuse and fuse3 (scripts/deps.sh installs it)")
-
-
-def wait_mounted(mp, proc, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.ismount(mp):
-            return
-        assert proc.poll() is None, f"plenum mount exited: {proc.stderr.read().decode()}"
-        time.sleep(0.05)
-    raise AssertionError(f"{mp} was not mounted")
-
-
-class Mount:
-    """`plenum mount` as a user runs it: in the foreground, until a signal."""
-
-    def __init__(self, data, src, mp, *extra):
-        self.mp = str(mp)
-        os.makedirs(self.mp, exist_ok=True)
-        self.proc = subprocess.Popen([BIN, "--data", str(data), "mount", *extra, src, self.mp],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_mounted(self.mp, self.proc)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=60)
-        finally:
-            if os.path.ismount(self.mp):  # never leave a mount behind a failed test
-                subprocess.run(["fusermount3", "-uz", self.mp])
-        return rc
 
 
 @pytest.fixture

@@ -363,7 +363,8 @@ def test_same_bytes_everywhere(s3server, s3):
     assert pl.json("stat", "pl://same/x/y.bin")["etag"] == etag
     before = pl.json("stats")["unique_bytes"]
     pl.ok("cp", "-", "pl://same/copy-from-cli", input=body)  # deduplicated against the S3 write
-    assert pl.json("stats")["unique_bytes"] == before
+    # deduplicated: nothing new but the events of the two writes on $events.same
+    assert pl.json("stats")["unique_bytes"] - before < 64 * 1024
     assert s3.get_object(Bucket="same", Key="copy-from-cli")["Body"].read() == body
 
 

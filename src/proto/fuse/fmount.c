@@ -115,6 +115,7 @@ static struct fmount *fm_enter(fuse_req_t req)
 {
     struct fmount *m = fuse_req_userdata(req);
     pl_store_origin(m);
+    pl_store_actor("fuse", NULL);
     return m;
 }
 
@@ -457,6 +458,8 @@ static void fm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct fmount *m = fm_enter(req);
     uint64_t id = fm_id(m, ino);
     int rc = wb_settle(m->wb, id); /* flush reported errors; this one is for the log */
+    if (!rc)
+        rc = pl_elem_written(m->st, id); /* the last close ends a run of writes */
     if (rc)
         pl_log(PL_LOG_WARN, "fuse", "write-back of element %llu failed at close: %s",
                (unsigned long long)id, pl_strerror(rc));
@@ -847,7 +850,7 @@ static const struct fuse_lowlevel_ops fm_ops = {
 static void fm_watch(void *arg, const void *origin, int kind, uint64_t id, const char *name)
 {
     struct fmount *m = arg;
-    if (origin == m)
+    if (origin == m || (kind != PL_CHANGE_ATTR && kind != PL_CHANGE_ENTRY))
         return;
     size_t nl = kind == PL_CHANGE_ENTRY ? strlen(name) : 0;
     pthread_mutex_lock(&m->qlock);

@@ -39,7 +39,7 @@ enum {
 /* Kafka error codes */
 enum {
     E_NONE = 0, E_OFFSET_OUT_OF_RANGE = 1, E_CORRUPT_MESSAGE = 2, E_UNKNOWN_TOPIC = 3,
-    E_MESSAGE_TOO_LARGE = 10, E_INVALID_TOPIC = 17, E_INVALID_REQUIRED_ACKS = 21,
+    E_MESSAGE_TOO_LARGE = 10, E_INVALID_TOPIC = 17, E_TOPIC_AUTHORIZATION_FAILED = 29, E_INVALID_REQUIRED_ACKS = 21,
     E_INVALID_GROUP_ID = 24, E_UNSUPPORTED_VERSION = 35, E_TOPIC_EXISTS = 36,
     E_INVALID_PARTITIONS = 37, E_INVALID_REPLICATION = 38, E_INVALID_CONFIG = 40,
     E_INVALID_REQUEST = 42, E_STORAGE = 56, E_UNSUPPORTED_COMPRESSION = 76, E_INVALID_RECORD = 87,
@@ -234,8 +234,11 @@ static void h_metadata(struct call *c)
                 rc = broker_topic_get(c->s->b, name, &t);
         }
         if (rc)
-            put_topic_meta(c, name, broker_topic_name_valid(name) ? E_INVALID_TOPIC
-                                                                  : E_UNKNOWN_TOPIC, 0);
+            put_topic_meta(c, name,
+                           broker_topic_name_valid(name) && !broker_topic_is_system(name)
+                               ? E_INVALID_TOPIC
+                               : E_UNKNOWN_TOPIC,
+                           0);
         else
             put_topic_meta(c, name, E_NONE, t.partitions);
     }
@@ -362,6 +365,8 @@ static void h_produce(struct call *c, int *no_reply)
             int rc;
             if (acks != 0 && acks != 1 && acks != -1)
                 rc = 1;
+            else if (broker_topic_is_system(topic))
+                rc = 2; /* only the broker writes its event topics */
             else if (!recs || len == 0)
                 rc = PL_EPROTO;
             else
@@ -388,11 +393,13 @@ static void h_produce(struct call *c, int *no_reply)
                     rc = broker_produce(c->s->b, topic, part, (uint8_t *)recs, (size_t)len,
                                         &base);
             }
-            if (rc && rc != 1 && rc != PL_ENOENT)
+            if (rc && rc != 1 && rc != 2 && rc != PL_ENOENT)
                 pl_log(PL_LOG_INFO, "kafka", "produce to %s/%d from %s refused: %s", topic, part,
                        c->h.client_id, pl_strerror(rc));
             kw_i32(w, part);
-            kw_i16(w, rc == 1 ? E_INVALID_REQUIRED_ACKS : kerr(rc));
+            kw_i16(w, rc == 1   ? E_INVALID_REQUIRED_ACKS
+                      : rc == 2 ? E_TOPIC_AUTHORIZATION_FAILED
+                                : kerr(rc));
             kw_i64(w, rc ? -1 : base);
             if (c->v >= 2)
                 kw_i64(w, -1); /* log append time: CreateTime topics */

@@ -1181,6 +1181,8 @@ static void proc_commit(struct call *c)
         pre_take(c, &fh, &pre);
     if (!st && !fh.snapdir && fh.view == PL_VIEW_LIVE)
         st = nfs_status(wb_settle(c->x->wb, fh.id));
+    if (!st && !fh.snapdir && fh.view == PL_VIEW_LIVE)
+        st = nfs_status(pl_elem_written(c->x->st, fh.id)); /* COMMIT ends a run of writes */
     xdr_put_u32(c->o, st);
     put_wcc(c, &pre, st == NFS3ERR_STALE ? NULL : &fh);
     if (!st)

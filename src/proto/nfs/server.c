@@ -112,6 +112,7 @@ static void job_run(uv_work_t *w)
     struct job *j = w->data;
     struct rpc_call call;
     struct xdr_out o = {&j->reply.hdr, 0};
+    pl_store_actor("nfs", NULL);
     int rc = rpc_call_decode(j->rec, j->n, &call);
     if (rc == PL_EPROTO) {
         j->garbage = 1;

@@ -25,12 +25,15 @@ const struct s3_err_row s3_err_rows[] = {
 
 const char *const s3_op_names[] = {
     "none", "ListBuckets", "CreateBucket", "DeleteBucket", "HeadBucket", "GetBucketLocation",
-    "GetBucketVersioning", "PutBucketVersioning", "ListObjects", "ListObjectsV2",
+    "GetBucketVersioning", "PutBucketVersioning", "GetBucketNotificationConfiguration",
+    "PutBucketNotificationConfiguration", "ListObjects", "ListObjectsV2",
     "ListObjectVersions", "DeleteObjects", "PutObject", "CopyObject", "GetObject", "HeadObject",
     "DeleteObject", "Unsupported", "CreateMultipartUpload", "UploadPart", "UploadPartCopy",
     "CompleteMultipartUpload", "AbortMultipartUpload", "ListParts", "ListMultipartUploads", "GetTagging", "PutTagging",
     "DeleteTagging",
 };
+_Static_assert(sizeof(s3_op_names) / sizeof(s3_op_names[0]) == OP_COUNT,
+               "one name per operation, in enum order");
 
 static void req_free(struct s3_req *r);
 static void respond(struct s3_req *r);
@@ -142,13 +145,15 @@ static void route(struct s3_req *r)
             r->op = OP_GET_VERSIONING;
         else if (s3_query_has(q, "versions"))
             r->op = OP_LIST_VERSIONS;
+        else if (s3_query_has(q, "notification"))
+            r->op = OP_GET_NOTIFICATION;
         else if (s3_query_has(q, "uploads"))
             r->op = OP_LIST_MPUS;
         else if (s3_query_has(q, "tagging"))
             r->op = OP_GET_TAGGING;
         else if (s3_query_has(q, "policy") || s3_query_has(q, "acl") ||
                  s3_query_has(q, "lifecycle") || s3_query_has(q, "cors") ||
-                 s3_query_has(q, "notification") || s3_query_has(q, "object-lock"))
+                 s3_query_has(q, "object-lock"))
             r->op = OP_UNSUPPORTED;
         else if (s3_query_get(q, "list-type") && !strcmp(s3_query_get(q, "list-type"), "2"))
             r->op = OP_LIST_OBJECTS_V2;
@@ -166,6 +171,7 @@ static void route(struct s3_req *r)
         if (!has_key)
             r->op = !has_bucket                   ? OP_UNSUPPORTED
                     : s3_query_has(q, "versioning") ? OP_PUT_VERSIONING
+                    : s3_query_has(q, "notification") ? OP_PUT_NOTIFICATION
                     : s3_query_has(q, "tagging")    ? OP_PUT_TAGGING
                     : q->n == 0                    ? OP_CREATE_BUCKET
                                                    : OP_UNSUPPORTED;
@@ -308,6 +314,7 @@ void s3_authenticate(struct s3_req *r)
         s3_fail(r, rc == PL_ENOENT ? S3E_INVALID_ACCESS_KEY : S3E_INTERNAL, rc);
         return;
     }
+    pl_store_actor("s3", r->user); /* the changes this request makes are the user's */
     pl_buf_init(&creq);
     pl_buf_init(&sts);
     rc = s3_canonical_request(r->hr, r->path_raw, &r->q, &r->auth, &creq);
@@ -358,6 +365,7 @@ static int s3_op_has_stream_body(enum s3_op op)
 static int s3_op_collects_body(enum s3_op op)
 {
     return op == OP_DELETE_OBJECTS || op == OP_CREATE_BUCKET || op == OP_PUT_VERSIONING ||
+           op == OP_PUT_NOTIFICATION ||
            op == OP_COMPLETE_MPU || op == OP_PUT_TAGGING;
 }
 
@@ -373,6 +381,8 @@ static void exec_op(struct s3_req *r)
     case OP_BUCKET_LOCATION: s3_op_location(r); break;
     case OP_GET_VERSIONING: s3_op_get_versioning(r); break;
     case OP_PUT_VERSIONING: s3_op_put_versioning(r); break;
+    case OP_GET_NOTIFICATION: s3_op_get_notification(r); break;
+    case OP_PUT_NOTIFICATION: s3_op_put_notification(r); break;
     case OP_LIST_OBJECTS:
     case OP_LIST_OBJECTS_V2: s3_op_list_objects(r); break;
     case OP_LIST_VERSIONS: s3_op_list_versions(r); break;
@@ -405,6 +415,7 @@ static void job_run(uv_work_t *w)
 {
     struct job_ctx *j = w->data;
     struct s3_req *r = j->r;
+    pl_store_actor("s3", r->user); /* empty until authenticated */
     switch (j->kind) {
     case J_AUTH:
         s3_authenticate(r);
@@ -853,6 +864,7 @@ int s3_start(struct pl_store *st, const struct s3_opts *o, struct s3_server **re
     s->st = st;
     snprintf(s->domain, sizeof(s->domain), "%s", o->domain ? o->domain : "");
     snprintf(s->region, sizeof(s->region), "%s", o->region ? o->region : "us-east-1");
+    s->broker = o->broker;
     s3_xml_init(); /* once, before worker threads parse bodies */
     rc = uv_loop_init(&s->loop);
     if (rc) {

@@ -5,12 +5,15 @@
 
 #include "plenum/store.h"
 
+struct broker;
+
 struct s3_opts {
     const char *host;
     int port;
     const char *domain; /* virtual-host style: BUCKET.domain; NULL: path style only */
     const char *region; /* reported by GetBucketLocation; default us-east-1 */
     int max_conns;
+    struct broker *broker; /* bucket notifications; NULL: not offered */
 };
 
 struct s3_server;

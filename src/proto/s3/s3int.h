@@ -44,6 +44,8 @@ enum s3_op {
     OP_BUCKET_LOCATION,
     OP_GET_VERSIONING,
     OP_PUT_VERSIONING,
+    OP_GET_NOTIFICATION,
+    OP_PUT_NOTIFICATION,
     OP_LIST_OBJECTS,
     OP_LIST_OBJECTS_V2,
     OP_LIST_VERSIONS,
@@ -64,6 +66,7 @@ enum s3_op {
     OP_GET_TAGGING,
     OP_PUT_TAGGING,
     OP_DELETE_TAGGING,
+    OP_COUNT
 };
 
 
@@ -78,6 +81,7 @@ struct s3_server {
     char domain[256];
     char region[64];
     int port;
+    struct broker *broker; /* bucket notifications; NULL: none offered */
 };
 
 struct s3_req {
@@ -158,6 +162,8 @@ void s3_op_head_bucket(struct s3_req *r);
 void s3_op_location(struct s3_req *r);
 void s3_op_get_versioning(struct s3_req *r);
 void s3_op_put_versioning(struct s3_req *r);
+void s3_op_get_notification(struct s3_req *r);
+void s3_op_put_notification(struct s3_req *r);
 void s3_op_list_versions(struct s3_req *r);
 /* Look up bucket/key at version vid (NULL: latest) for a read; on failure
  * the S3 error (with delete marker headers where S3 sends them) is set. */

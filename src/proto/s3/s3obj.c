@@ -201,6 +201,95 @@ void s3_op_put_versioning(struct s3_req *r)
         s3_fail(r, s3_map_err(rc), rc);
 }
 
+/* ---- bucket notifications: topic configurations delivered by the broker ---- */
+void s3_op_get_notification(struct s3_req *r)
+{
+    struct pl_bucket_info b;
+    struct broker_notify *cfg = NULL;
+    int rc = pl_bucket_get(r->srv->st, r->bucket, &b);
+    if (!rc && r->srv->broker)
+        rc = broker_notify_get(r->srv->broker, r->bucket, &cfg);
+    if (rc) {
+        s3_fail(r, s3_map_err(rc), rc);
+        return;
+    }
+    rc = pl_buf_addstr(&r->xml, "<NotificationConfiguration xmlns=\"http://s3.amazonaws.com/doc/"
+                                "2006-03-01/\">");
+    for (int i = 0; !rc && cfg && i < cfg->n; i++) {
+        const struct broker_notify_rule *t = &cfg->rules[i];
+        rc = pl_buf_addstr(&r->xml, "<TopicConfiguration><Id>");
+        if (!rc)
+            rc = s3_xml_esc(&r->xml, t->id);
+        if (!rc)
+            rc = pl_buf_addstr(&r->xml, "</Id><Topic>");
+        if (!rc)
+            rc = s3_xml_esc(&r->xml, t->arn);
+        if (!rc)
+            rc = pl_buf_addstr(&r->xml, "</Topic>");
+        for (int e = 0; !rc && e < t->nevents; e++)
+            rc = pl_buf_addf(&r->xml, "<Event>%s</Event>", t->events[e]);
+        if (!rc && (t->prefix[0] || t->suffix[0])) {
+            rc = pl_buf_addstr(&r->xml, "<Filter><S3Key>");
+            const char *names[2] = {"prefix", "suffix"}, *vals[2] = {t->prefix, t->suffix};
+            for (int k = 0; !rc && k < 2; k++) {
+                if (!vals[k][0])
+                    continue;
+                rc = pl_buf_addf(&r->xml, "<FilterRule><Name>%s</Name><Value>", names[k]);
+                if (!rc)
+                    rc = s3_xml_esc(&r->xml, vals[k]);
+                if (!rc)
+                    rc = pl_buf_addstr(&r->xml, "</Value></FilterRule>");
+            }
+            if (!rc)
+                rc = pl_buf_addstr(&r->xml, "</S3Key></Filter>");
+        }
+        if (!rc)
+            rc = pl_buf_addstr(&r->xml, "</TopicConfiguration>");
+    }
+    if (!rc)
+        rc = pl_buf_addstr(&r->xml, "</NotificationConfiguration>");
+    if (rc)
+        s3_fail(r, S3E_INTERNAL, rc);
+    free(cfg);
+}
+
+void s3_op_put_notification(struct s3_req *r)
+{
+    struct pl_bucket_info b;
+    struct broker_notify *cfg = malloc(sizeof(*cfg));
+    int rc = cfg ? pl_bucket_get(r->srv->st, r->bucket, &b) : PL_ENOMEM;
+    if (rc) {
+        s3_fail(r, s3_map_err(rc), rc);
+        goto out;
+    }
+    rc = s3_xml_parse_notification(r->body.data, r->body.len, cfg);
+    if (rc) {
+        s3_fail(r, rc == PL_EINVAL ? S3E_MALFORMED_XML : S3E_INVALID_ARGUMENT, 0);
+        if (rc == PL_EPERM)
+            r->err_detail = "Only TopicConfiguration is supported: events go to a Kafka topic "
+                            "of this server (Topic is its name or an ARN ending in it)";
+        else if (rc == PL_ERANGE)
+            r->err_detail = "At most 16 topic configurations per bucket";
+        goto out;
+    }
+    if (!r->srv->broker) {
+        s3_fail(r, S3E_NOT_IMPLEMENTED, 0);
+        goto out;
+    }
+    rc = broker_notify_set(r->srv->broker, r->bucket, cfg);
+    if (rc == PL_ENOTOPIC || rc == PL_EINVAL) {
+        s3_fail(r, S3E_INVALID_ARGUMENT, 0);
+        r->err_detail = rc == PL_ENOTOPIC
+                            ? "Unable to validate the following destination configurations: a "
+                              "topic does not exist (create it: plenum topic create NAME)"
+                            : "An event name is not one S3 (or Plenum) has";
+    } else if (rc) {
+        s3_fail(r, s3_map_err(rc), rc);
+    }
+out:
+    free(cfg);
+}
+
 int s3_version_header(struct s3_req *r, uint64_t v)
 {
     char vid[PL_VERSION_LEN];
@@ -1262,7 +1351,7 @@ void s3_op_copy_object(struct s3_req *r)
     if (!rc && replace)
         rc = s3_meta_from_headers(r->hr, &store, &xattrs);
     struct pl_obj_meta m = {replace ? http_req_header(r->hr, "content-type") : ctype, NULL,
-                            xattrs, NULL};
+                            xattrs, NULL, 1};
     /* COPY keeps the source's metadata: carry its xattrs over */
     char names[16384];
     const char **copied = NULL;

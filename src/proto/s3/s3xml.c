@@ -182,3 +182,81 @@ void s3_xml_init(void)
 {
     xmlInitParser();
 }
+
+static int copy_text(xmlNode *n, char *out, size_t cap)
+{
+    char *v = text_of(n);
+    int rc = v && strlen(v) < cap ? 0 : PL_EINVAL;
+    if (!rc)
+        memcpy(out, v, strlen(v) + 1);
+    free(v);
+    return rc;
+}
+
+static int parse_topic_config(xmlNode *tc, struct broker_notify_rule *r)
+{
+    xmlNode *id = child(tc, "Id"), *topic = child(tc, "Topic");
+    int rc = topic ? copy_text(topic, r->arn, sizeof(r->arn)) : PL_EINVAL;
+    if (!rc && id)
+        rc = copy_text(id, r->id, sizeof(r->id));
+    if (rc)
+        return rc;
+    /* an ARN ("arn:aws:sns:REGION:ACCOUNT:NAME") or a bare name: the topic is its last part */
+    const char *name = strrchr(r->arn, ':') ? strrchr(r->arn, ':') + 1 : r->arn;
+    if (!*name || strlen(name) >= sizeof(r->topic))
+        return PL_EINVAL;
+    memcpy(r->topic, name, strlen(name) + 1);
+    for (xmlNode *c = tc->children; c; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "Event"))
+            continue;
+        if (r->nevents == BROKER_NOTIFY_EVENTS)
+            return PL_EINVAL;
+        if (copy_text(c, r->events[r->nevents], sizeof(r->events[0])))
+            return PL_EINVAL;
+        r->nevents++;
+    }
+    if (!r->nevents)
+        return PL_EINVAL;
+    xmlNode *key = child(child(tc, "Filter"), "S3Key");
+    for (xmlNode *c = key ? key->children : NULL; c; c = c->next) {
+        char name_[16];
+        if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "FilterRule"))
+            continue;
+        if (copy_text(child(c, "Name"), name_, sizeof(name_)))
+            return PL_EINVAL;
+        /* S3 allows each of prefix and suffix once; names are case-insensitive */
+        char *dst = !strcasecmp(name_, "prefix") ? r->prefix
+                    : !strcasecmp(name_, "suffix") ? r->suffix
+                                                   : NULL;
+        if (!dst || *dst || copy_text(child(c, "Value"), dst, sizeof(r->prefix)) || !*dst)
+            return PL_EINVAL;
+    }
+    return 0;
+}
+
+int s3_xml_parse_notification(const char *body, size_t n, struct broker_notify *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (n > INT32_MAX)
+        return PL_EINVAL;
+    xmlDoc *doc = xmlReadMemory(body, (int)n, "notification.xml", NULL,
+                                XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                                    XML_PARSE_NOWARNING);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    int rc = root && !strcmp((const char *)root->name, "NotificationConfiguration") ? 0
+                                                                                   : PL_EINVAL;
+    for (xmlNode *c = root ? root->children : NULL; c && !rc; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE)
+            continue;
+        if (!strcmp((const char *)c->name, "TopicConfiguration")) {
+            if (out->n == BROKER_NOTIFY_MAX)
+                rc = PL_ERANGE;
+            else
+                rc = parse_topic_config(c, &out->rules[out->n++]);
+        } else if (strcmp((const char *)c->name, "EventBridgeConfiguration")) {
+            rc = PL_EPERM; /* queues and functions: no such destinations here */
+        }
+    }
+    xmlFreeDoc(doc);
+    return rc;
+}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "base/base.h"
+#include "broker/broker.h"
 
 struct s3_xml_item {
     char *key;    /* DeleteObjects: Object/Key; Tagging: Tag/Key */
@@ -32,6 +33,11 @@ int s3_xml_parse_tagging(const char *body, size_t n, size_t max, struct s3_xml_l
 /* <VersioningConfiguration><Status>Enabled|Suspended</Status>
  * <MfaDelete>Enabled|Disabled</MfaDelete>?</...> */
 int s3_xml_parse_versioning(const char *body, size_t n, int *ret_enabled, int *ret_mfa) PL_WUR;
+/* <NotificationConfiguration><TopicConfiguration><Id/>?<Topic/><Event/>+
+ * <Filter><S3Key><FilterRule><Name/><Value/></FilterRule>*</S3Key></Filter>?
+ * </TopicConfiguration>*</...>. PL_EPERM for queue or function
+ * configurations, PL_EINVAL when malformed. */
+int s3_xml_parse_notification(const char *body, size_t n, struct broker_notify *out) PL_WUR;
 void s3_xml_list_release(struct s3_xml_list *l);
 /* Initialize libxml2 once, before threads use it. */
 void s3_xml_init(void);
