@@ -57,10 +57,9 @@ static int inflate_gzip(const uint8_t *in, size_t n, struct obuf *o)
         uInt before = z.avail_out;
         zr = inflate(&z, Z_NO_FLUSH);
         o->n += before - z.avail_out;
-        if (zr != Z_OK && zr != Z_STREAM_END)
+        /* an error, or input that ended inside the stream */
+        if ((zr != Z_OK && zr != Z_STREAM_END) || (zr == Z_OK && !z.avail_in && z.avail_out))
             rc = PL_EPROTO;
-        else if (zr == Z_OK && !z.avail_in && z.avail_out)
-            rc = PL_EPROTO; /* input ended inside the stream */
     }
     inflateEnd(&z);
     return rc;
@@ -141,10 +140,9 @@ static int inflate_zstd(const uint8_t *in, size_t n, struct obuf *o)
             break;
         ZSTD_outBuffer ob = {o->p, o->cap, o->n};
         hint = ZSTD_decompressStream(d, &ob, &ib);
-        if (ZSTD_isError(hint))
+        /* an error, or a frame cut short */
+        if (ZSTD_isError(hint) || (hint && ib.pos == ib.size && ob.pos == o->n))
             rc = PL_EPROTO;
-        else if (hint && ib.pos == ib.size && ob.pos == o->n)
-            rc = PL_EPROTO; /* the frame is cut short */
         o->n = ob.pos;
     }
     ZSTD_freeDStream(d);

@@ -79,12 +79,13 @@ int broker_notify_set(struct broker *b, const char *bucket, const struct broker_
             rc = PL_EINVAL;
             break;
         }
+        size_t el = 0;
         for (int e = 0; !rc && e < r->nevents; e++) {
             if (!broker_notify_event_valid(r->events[e]))
                 rc = PL_EINVAL;
-            if (e)
-                strcat(events, ",");
-            strcat(events, r->events[e]);
+            /* 8 names of under 64 bytes and their commas fit */
+            el += (size_t)snprintf(events + el, sizeof(events) - el, "%s%s", e ? "," : "",
+                                   r->events[e]);
         }
         if (!rc)
             rc = put_str(&v, r->id);
