@@ -8,7 +8,8 @@ libhttp-parser-dev libcurl4-openssl-dev libcmocka-dev libxml2-dev libisal-dev zl
 python3 python3-pytest python3-boto3 awscli s3cmd rclone wrk nginx curl
 zstd borgbackup restic libnbd-bin qemu-utils nbdkit fio libnfs-utils libnfs-dev nfs-ganesha nfs-ganesha-vfs rpcbind
 libfuse3-dev fuse3 git sqlite3 rsync liblz4-dev libsnappy-dev
-kcat python3-kafka python3-confluent-kafka librdkafka-dev"
+kcat python3-kafka python3-confluent-kafka librdkafka-dev
+redis-server redis-tools python3-redis"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -13,8 +13,9 @@ allowed() {
         src/meta) echo "base meta plenum/err.h" ;;
         src/data) echo "base data plenum/err.h" ;;
         src/store) echo "base meta data store plenum" ;;
-        src/proto/*) echo "base plenum $1 src/proto/http src/proto/tsrv src/proto/wb src/broker" ;;  # heads: store API, services, base, the shared HTTP codec, TCP server and write-back, themselves
+        src/proto/*) echo "base plenum $1 src/proto/http src/proto/tsrv src/proto/wb src/broker src/kv" ;;  # heads: store API, services, base, the shared HTTP codec, TCP server and write-back, themselves
         src/broker) echo "base plenum broker" ;;  # a service: the store API and base
+        src/kv) echo "base plenum kv" ;;          # a service too
         src/cmd) echo "*" ;;
         *) echo "*" ;;
     esac

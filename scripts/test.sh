@@ -83,14 +83,14 @@ PLENUM_BIN="$ROOT/build/plenum" PLENUM_BUILD="$ROOT/build" /usr/bin/python3 -m p
     -p no:cacheprovider --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25
 junit_counts "$RESULTS/pytest.xml"
 
-echo "== S3, NBD, protection, NFS, FUSE, Kafka and event tests against the ASan+UBSan server (leaks fail the stop)"
+echo "== S3, NBD, protection, NFS, FUSE, Kafka, event and RESP tests against the ASan+UBSan server (leaks fail the stop)"
 PLENUM_BIN="$ROOT/build-asan/plenum" PLENUM_BUILD="$ROOT/build" \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/pytest-asan.xml" \
     tests/integration/test_s3.py tests/integration/test_s3_clients.py \
     tests/integration/test_nbd.py tests/integration/test_protection.py \
     tests/integration/test_nfs.py tests/integration/test_fuse.py tests/integration/test_kafka.py \
-    tests/integration/test_events.py 2>&1 | tail -5
+    tests/integration/test_events.py tests/integration/test_resp.py 2>&1 | tail -5
 junit_counts "$RESULTS/pytest-asan.xml"
 
 read -r P F <<< "$(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$RESULTS/counts")"

@@ -53,6 +53,12 @@ struct broker;
 int topics_register(void) PL_WUR;
 void topics_set_broker(struct broker *b);
 
+/* KV cache ops (kvcmd.c): registered once; they act on the server's cache,
+ * or on one the command opened. */
+struct kv;
+int kvcmd_register(void) PL_WUR;
+void kvcmd_set(struct kv *kv);
+
 /* Server entry point (server.c). */
 int cmd_server(int argc, char **argv);
 void usage_server(void);

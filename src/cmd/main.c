@@ -12,8 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmd/cli.h"
 #include "broker/broker.h"
+#include "cmd/cli.h"
+#include "kv/kv.h"
 #include "proto/fuse/fmount.h"
 
 #define EXIT_FAIL 1
@@ -1330,6 +1331,73 @@ static void broker_backend_close(struct backend *b, struct broker *br)
     backend_close(b);
 }
 
+/* `plenum kv`: the server's cache, or the flash tier of the data directory. */
+static int cmd_kv(struct opts *o)
+{
+    static const char *const verbs[] = {"stats", "flush", "flush", "config"};
+    static const int nargs[] = {0, 0, 1, 2};
+    int v = -1;
+    for (int i = 0; o->npos && i < (int)PL_ARRAY_LEN(verbs); i++)
+        if (!strcmp(o->pos[0], verbs[i]) && o->npos == 1 + nargs[i])
+            v = i;
+    if (v < 0)
+        return usage_error("expects %s", "stats, flush [NAMESPACE] or config DRAM_MB FLASH_MB");
+    json_t *a = args_new();
+    if (v == 2)
+        json_object_set_new(a, "namespace", json_string(o->pos[1]));
+    if (v == 3) {
+        char *e1, *e2;
+        long long d = strtoll(o->pos[1], &e1, 10), f = strtoll(o->pos[2], &e2, 10);
+        if (*e1 || *e2 || d < 0 || f < 0) {
+            char bad[200];
+            snprintf(bad, sizeof(bad), "%s %s", o->pos[1], o->pos[2]);
+            json_decref(a);
+            return usage_error("config wants two sizes in MiB (0 keeps one), not '%s'", bad);
+        }
+        json_object_set_new(a, "dram_mb", json_integer(d));
+        json_object_set_new(a, "flash_mb", json_integer(f));
+    }
+    struct backend b;
+    struct kv *kv = NULL;
+    if (kvcmd_register() || open_backend(o, &b)) {
+        json_decref(a);
+        return EXIT_FAIL;
+    }
+    if (b.st && v == 3) {
+        json_decref(a);
+        backend_close(&b);
+        return usage_error("%s", "config changes a running server's cache: start the server "
+                                 "(the [kv] section of its config file sets the bounds at start)");
+    }
+    if (b.st) {
+        int rc = kv_open(b.st, &(struct kv_opts){0, 0}, &kv);
+        if (rc) {
+            json_decref(a);
+            backend_close(&b);
+            return fail(rc, "open the KV cache", NULL);
+        }
+        kvcmd_set(kv);
+    }
+    static const char *const ops[] = {"kv-stats", "kv-flush", "kv-flush", "kv-config"};
+    json_t *res = NULL;
+    int r = call(&b, ops[v], a, NULL, &res, "kv");
+    if (!r && (o->json || v != 2)) {
+        if (o->json) {
+            print_json(res);
+        } else {
+            const char *k;
+            json_t *val;
+            json_object_foreach(res, k, val)
+            printf("%-16s %lld\n", k, (long long)json_integer_value(val));
+        }
+    }
+    json_decref(res);
+    kvcmd_set(NULL);
+    kv_close(kv);
+    backend_close(&b);
+    return r ? EXIT_FAIL : 0;
+}
+
 static int cmd_topic(struct opts *o)
 {
     static const char *const verbs[] = {"create", "list", "describe", "delete"};
@@ -1477,7 +1545,7 @@ static int cmd_group(struct opts *o)
 static int cmd_version(struct opts *o)
 {
     (void)o;
-    printf("plenum 0.1.0\n");
+    printf("plenum %s\n", PL_VERSION);
     return 0;
 }
 
@@ -1571,6 +1639,13 @@ static const struct cmd cmds[] = {
      "earliest, latest or a given offset; the group must have no active members.\n"
      "examples:\n  plenum group list\n  plenum group describe loaders\n"
      "  plenum group reset-offsets loaders events --to earliest"},
+    {"kv", cmd_kv, "stats | flush [NAMESPACE] | config DRAM_MB FLASH_MB",
+     "the KV cache behind the Redis protocol: tiers, hits, evictions",
+     "stats shows keys, bytes and bounds per tier, hits per tier, misses, demotions to\n"
+     "flash, promotions back to DRAM, evictions and expiries. flush drops every key (or\n"
+     "a namespace's: USER/DB, e.g. default/0) from both tiers. config sets the tier\n"
+     "bounds of the running server until it restarts (0 keeps one).\n"
+     "examples:\n  plenum kv stats\n  plenum kv config 2048 0\n  plenum kv flush alice/0"},
     {"volume", cmd_volume,
      "create NAME --size N | list | resize NAME --size N | delete NAME | snapshot NAME SNAP | "
      "clone SOURCE NAME",

@@ -15,6 +15,7 @@
 #include "proto/kafka/kafka.h"
 #include "proto/nbd/nbd.h"
 #include "proto/nfs/nfs.h"
+#include "proto/resp/resp.h"
 
 struct listener {
     const char *name;
@@ -28,7 +29,7 @@ static struct listener listeners[] = {
     {"mountd", "127.0.0.1:20048", 1, ""}, {"portmap", "127.0.0.1:111", 1, ""},
     {"nbd", "127.0.0.1:10809", 1, ""},
     {"kafka", "127.0.0.1:9092", 1, ""},  {"pg", "127.0.0.1:5433", 0, ""},
-    {"resp", "127.0.0.1:6380", 0, ""},   {"admin", "127.0.0.1:9001", 1, ""},
+    {"resp", "127.0.0.1:6380", 1, ""},   {"admin", "127.0.0.1:9001", 1, ""},
 };
 
 void usage_server(void)
@@ -50,6 +51,11 @@ void usage_server(void)
            "                    default_partitions=N (for auto-created topics),\n"
            "                    sasl=required|optional (default optional: PLAIN and\n"
            "                    SCRAM-SHA-256 with an access key and its secret);\n"
+           "                    [events] enabled=on|off (default on: element events on\n"
+           "                    $events.BUCKET);\n"
+           "                    [kv] dram_mb=N (default 1024), flash_mb=N (default 16384);\n"
+           "                    [resp] requirepass=SECRET (the default user's password;\n"
+           "                    unset: no AUTH needed);\n"
            "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
@@ -64,6 +70,7 @@ void usage_server(void)
            "  --kafka ADDR      Kafka protocol    (default 127.0.0.1:9092)\n"
            "  --pg ADDR         PostgreSQL proto  (default 127.0.0.1:5433)\n"
            "  --resp ADDR       Redis protocol    (default 127.0.0.1:6380)\n"
+           "  --resp-unix PATH  Redis protocol on a Unix socket too (same-host engines)\n"
            "  --admin ADDR      admin JSON API, /health, /metrics (default 127.0.0.1:9001)\n"
            "  Each ADDR is HOST:PORT or 'off'.\n"
            "  --s3-domain DOMAIN  also accept virtual-host style requests (BUCKET.DOMAIN)\n"
@@ -78,6 +85,9 @@ void usage_server(void)
 }
 
 static struct broker_opts cfg_broker; /* [kafka] in the config file */
+static struct kv_opts cfg_kv;         /* [kv] */
+static char cfg_requirepass[256];     /* [resp] */
+static const char *resp_unix;
 static int cfg_kafka_sasl;
 
 /* export rules from the config file, added to the store at start */
@@ -227,6 +237,12 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
                 break;
             }
             cfg_kafka_sasl = !strcmp(v, "required");
+        } else if (!strcmp(section, "kv") && !strcmp(k, "dram_mb")) {
+            cfg_kv.dram_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "kv") && !strcmp(k, "flash_mb")) {
+            cfg_kv.flash_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "resp") && !strcmp(k, "requirepass")) {
+            snprintf(cfg_requirepass, sizeof(cfg_requirepass), "%s", v);
         } else if (!strcmp(section, "events") && !strcmp(k, "enabled")) {
             so->events_off = !strcmp(v, "off") || !strcmp(v, "false");
         } else if (!strcmp(section, "kafka") && !strcmp(k, "default_partitions")) {
@@ -346,6 +362,8 @@ int cmd_server(int argc, char **argv)
             data = argv[++i];
         } else if (!strcmp(a, "--s3-domain") && i + 1 < argc) {
             s3_domain = argv[++i];
+        } else if (!strcmp(a, "--resp-unix") && i + 1 < argc) {
+            resp_unix = argv[++i];
         } else if (!strcmp(a, "--s3-region") && i + 1 < argc) {
             s3_region = argv[++i];
         } else if (!strcmp(a, "--buffer-copies") && i + 1 < argc) {
@@ -412,6 +430,8 @@ int cmd_server(int argc, char **argv)
     struct nbd_server *nbd = NULL;
     struct broker *broker = NULL;
     struct kafka_server *kafka = NULL;
+    struct kv *kv = NULL;
+    struct resp_server *resp = NULL;
     struct nfs_server *nfs = NULL;
     pthread_t gc_thr;
     int gc_started = 0, rc = pl_store_open(data, &o, &st);
@@ -463,6 +483,8 @@ int cmd_server(int argc, char **argv)
         rc = mounts_register();
         if (!rc)
             rc = topics_register();
+        if (!rc)
+            rc = kvcmd_register();
         if (!rc)
             rc = admin_start(st, &ao, &admin);
         if (rc) {
@@ -522,6 +544,28 @@ int cmd_server(int argc, char **argv)
             goto out;
         }
         snprintf(kl->addr, sizeof(kl->addr), "%s:%d", host, kafka_port(kafka));
+    }
+    struct listener *rsl = listener_find("resp");
+    if (strcmp(rsl->addr, "off") || resp_unix) {
+        char host[200] = "";
+        int port = 0;
+        if (strcmp(rsl->addr, "off") && parse_hostport(rsl->addr, host, sizeof(host), &port))
+            goto out;
+        rc = kv_open(st, &cfg_kv, &kv);
+        if (!rc) {
+            struct resp_opts ro = {host[0] ? host : NULL, port, resp_unix, cfg_requirepass};
+            rc = resp_start(st, kv, &ro, &resp);
+        }
+        if (rc) {
+            fprintf(stderr, "plenum server: cannot %s for resp: %s%s\n",
+                    kv ? "listen" : "open the KV cache", pl_strerror(rc),
+                    rc == -EADDRINUSE ? " (another process has it; pass --resp HOST:PORT or off)"
+                                      : "");
+            goto out;
+        }
+        if (host[0])
+            snprintf(rsl->addr, sizeof(rsl->addr), "%s:%d", host, resp_port(resp));
+        kvcmd_set(kv);
     }
     for (int i = 0; i < ncfg_exports; i++) {
         rc = pl_export_set(st, &cfg_exports[i]);
@@ -592,6 +636,8 @@ int cmd_server(int argc, char **argv)
         else
             printf("  %-7s %s: not available in this build\n", l->name, l->addr);
     }
+    if (resp_unix)
+        printf("  %-7s unix://%s\n", "resp", resp_unix);
     fflush(stdout);
     if (pthread_create(&gc_thr, NULL, gc_main, st) == 0)
         gc_started = 1;
@@ -612,6 +658,9 @@ out:
     nfs_stop(nfs);
     nbd_stop(nbd);
     kafka_stop(kafka); /* connections first: they use the broker */
+    resp_stop(resp);
+    kvcmd_set(NULL);
+    kv_close(kv); /* DRAM-only values go to flash first */
     admin_stop(admin); /* so do topic and group ops */
     topics_set_broker(NULL);
     broker_close(broker);

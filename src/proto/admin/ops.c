@@ -862,7 +862,7 @@ static const struct op_def op_table[] = {
     {"key-revoke", 0, op_key_revoke},
 };
 
-static const struct op_def *op_extra[16];
+static const struct op_def *op_extra[32];
 static size_t n_extra;
 
 int ops_add(const struct op_def *op)

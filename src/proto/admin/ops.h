@@ -30,7 +30,7 @@ struct op_def {
 };
 
 /* Add an op defined outside this head (the server's FUSE mounts). Call
- * before serving; op must outlive the process. PL_ENOSPC past 16. */
+ * before serving; op must outlive the process. PL_ENOSPC past 32. */
 int ops_add(const struct op_def *op) PL_WUR;
 /* Find an op by name; NULL when unknown. */
 const struct op_def *ops_find(const char *name);

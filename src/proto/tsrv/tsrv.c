@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 struct tconn {
@@ -89,7 +91,7 @@ static void *accept_main(void *arg)
         if (fd < 0)
             continue;
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on Unix sockets */
         if (s->idle_s > 0) {
             struct timeval tv = {s->idle_s, 0};
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -169,6 +171,28 @@ int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port)
     return 0;
 }
 
+/* A Unix socket at path (a stale socket file from a crash is replaced). */
+static int unix_listen(const char *path, int *ret_fd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat sb;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return PL_ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+        unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
 int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret)
 {
     struct tsrv *s = calloc(1, sizeof(*s));
@@ -185,7 +209,10 @@ int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsr
     snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "tcp");
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
-    rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
+    if (o->unix_path)
+        rc = unix_listen(o->unix_path, &s->fd);
+    else
+        rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
     if (!rc && pipe2(s->stop_pipe, O_CLOEXEC) < 0)
         rc = -errno;
     if (!rc && pthread_create(&s->accept_thr, NULL, accept_main, s))

@@ -16,6 +16,7 @@ struct tsrv_opts {
     const char *name;       /* for the log */
     int idle_s;             /* a read waiting longer fails (0: no limit) */
     const char *busy_reply; /* sent to a connection over max_conns, or NULL */
+    const char *unix_path;  /* listen on this Unix socket instead of host:port */
 };
 
 int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsrv **ret) PL_WUR;
