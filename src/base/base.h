@@ -158,6 +158,11 @@ void pl_fmt_bytes(uint64_t n, char *out, size_t outsz);
 int pl_metrics_slot(const char *head, const char *op);
 void pl_metrics_observe(int slot, uint64_t ns, int failed, uint64_t in, uint64_t out);
 int pl_metrics_render(struct pl_buf *b) PL_WUR;
+/* A service's own gauges and counters, appended to every render (fn returns
+ * 0 or an error). At most 8; remove before arg goes away. */
+typedef int (*pl_metrics_fn)(void *arg, struct pl_buf *b);
+int pl_metrics_source_add(pl_metrics_fn fn, void *arg) PL_WUR;
+void pl_metrics_source_remove(pl_metrics_fn fn, void *arg);
 
 /* ---- pl_gate: a shared/exclusive lock any thread may release ----
  * pthread rwlocks must be unlocked by the locking thread; a pipelined writer

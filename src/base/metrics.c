@@ -20,6 +20,34 @@ static struct slot slots[SLOTS];
 static atomic_int nslots;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static struct source {
+    pl_metrics_fn fn;
+    void *arg;
+} sources[8];
+static pthread_mutex_t src_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int pl_metrics_source_add(pl_metrics_fn fn, void *arg)
+{
+    int rc = PL_ENOSPC;
+    pthread_mutex_lock(&src_lock);
+    for (size_t i = 0; i < PL_ARRAY_LEN(sources) && rc; i++)
+        if (!sources[i].fn) {
+            sources[i] = (struct source){fn, arg};
+            rc = 0;
+        }
+    pthread_mutex_unlock(&src_lock);
+    return rc;
+}
+
+void pl_metrics_source_remove(pl_metrics_fn fn, void *arg)
+{
+    pthread_mutex_lock(&src_lock);
+    for (size_t i = 0; i < PL_ARRAY_LEN(sources); i++)
+        if (sources[i].fn == fn && sources[i].arg == arg)
+            sources[i] = (struct source){0};
+    pthread_mutex_unlock(&src_lock);
+}
+
 int pl_metrics_slot(const char *head, const char *op)
 {
     int n = atomic_load(&nslots);
@@ -101,5 +129,11 @@ int pl_metrics_render(struct pl_buf *b)
         rc |= pl_buf_addf(b, "plenum_request_seconds_count{head=\"%s\",op=\"%s\"} %" PRIu64 "\n",
                           h, o, (uint64_t)s->count);
     }
+    /* rendering under the lock: a source is never removed while it renders */
+    pthread_mutex_lock(&src_lock);
+    for (size_t i = 0; i < PL_ARRAY_LEN(sources) && !rc; i++)
+        if (sources[i].fn)
+            rc = sources[i].fn(sources[i].arg, b);
+    pthread_mutex_unlock(&src_lock);
     return rc ? PL_ENOMEM : 0;
 }

@@ -861,6 +861,32 @@ void kv_settle(struct kv *kv)
     pthread_mutex_unlock(&kv->lock);
 }
 
+/* ---- Prometheus ---- */
+static int kv_metrics(void *arg, struct pl_buf *b)
+{
+    struct kv_stats k;
+    kv_stats(arg, &k);
+    return pl_buf_addf(b,
+                       "# TYPE plenum_kv_keys gauge\nplenum_kv_keys{tier=\"dram\"} %" PRIu64
+                       "\nplenum_kv_keys{tier=\"flash\"} %" PRIu64 "\n"
+                       "# TYPE plenum_kv_bytes gauge\nplenum_kv_bytes{tier=\"dram\"} %" PRIu64
+                       "\nplenum_kv_bytes{tier=\"flash\"} %" PRIu64 "\n"
+                       "# TYPE plenum_kv_max_bytes gauge\nplenum_kv_max_bytes{tier=\"dram\"} %" PRIu64
+                       "\nplenum_kv_max_bytes{tier=\"flash\"} %" PRIu64 "\n"
+                       "# TYPE plenum_kv_hits_total counter\nplenum_kv_hits_total{tier=\"dram\"} %"
+                       PRIu64 "\nplenum_kv_hits_total{tier=\"flash\"} %" PRIu64 "\n"
+                       "# TYPE plenum_kv_misses_total counter\nplenum_kv_misses_total %" PRIu64 "\n"
+                       "# TYPE plenum_kv_demotions_total counter\nplenum_kv_demotions_total %" PRIu64
+                       "\n# TYPE plenum_kv_promotions_total counter\nplenum_kv_promotions_total %"
+                       PRIu64 "\n# TYPE plenum_kv_evictions_total counter\n"
+                       "plenum_kv_evictions_total %" PRIu64 "\n"
+                       "# TYPE plenum_kv_expired_total counter\nplenum_kv_expired_total %" PRIu64
+                       "\n",
+                       k.dram_keys, k.flash_keys, k.dram_used, k.flash_used, k.dram_max,
+                       k.flash_max, k.hits_dram, k.hits_flash, k.misses, k.demotions,
+                       k.promotions, k.evictions, k.expired);
+}
+
 /* ---- open: rebuild the flash index from /.kv ---- */
 struct loaded {
     char name[64];
@@ -1002,6 +1028,8 @@ int kv_open(struct pl_store *st, const struct kv_opts *o, struct kv **ret)
         return rc;
     }
     kv->thr_started = 1;
+    if (pl_metrics_source_add(kv_metrics, kv))
+        pl_log(PL_LOG_WARN, "kv", "no room for the KV cache's metrics");
     *ret = kv;
     return 0;
 }
@@ -1010,6 +1038,7 @@ void kv_close(struct kv *kv)
 {
     if (!kv)
         return;
+    pl_metrics_source_remove(kv_metrics, kv);
     if (kv->thr_started) {
         /* what only DRAM holds goes to flash, so a restart finds it */
         pthread_mutex_lock(&kv->lock);

@@ -338,6 +338,10 @@ def test_kv_cli(tmp_path, launch):
     pl = Plenum(data)
     st = pl.json("kv", "stats")
     assert st["keys"] == 1 and st["dram_keys"] == 1
+    import urllib.request
+    metrics = urllib.request.urlopen(srv.url + "/metrics", timeout=30).read().decode()
+    assert 'plenum_kv_keys{tier="dram"} 1' in metrics
+    assert "plenum_kv_hits_total" in metrics and "plenum_kv_evictions_total" in metrics
     st = pl.json("kv", "config", "32", "0")
     assert st["dram_max"] == 32 << 20
     pl.ok("kv", "flush", "default/0")

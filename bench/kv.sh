@@ -1,0 +1,105 @@
+#!/bin/bash
+# bench/kv.sh [REQUESTS_PER_MIB]: redis-benchmark SET and GET against
+# Plenum's RESP head and against redis-server (Debian, no persistence) in the
+# same run, alternating per case: values of 1 KiB, 256 KiB, 1 MiB and 4 MiB,
+# 8 and 32 connections, pipeline 1 and 16. Then an LMCache-style replay
+# (8 MiB kv_bytes + 28 B metadata per chunk, redis-py) reading back from the
+# DRAM tier and from the flash tier. Ratios (Plenum / redis-server) last.
+set -eu
+cd "$(dirname "$0")/.."
+PER_MIB=${1:-600} # requests of a 1 MiB case; smaller values scale up, capped
+BIN=$PWD/build/plenum
+[ -x "$BIN" ] || { echo "build first: make build"; exit 1; }
+command -v redis-benchmark >/dev/null || { echo "needs redis-tools (scripts/deps.sh)"; exit 1; }
+WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+PPORT=19680
+RPORT=19679
+printf '[kv]\ndram_mb = 8192\nflash_mb = 65536\n' > "$WORK/plenum.ini"
+"$BIN" server --data "$WORK/pl" --config "$WORK/plenum.ini" --admin 127.0.0.1:19681 \
+    --resp 127.0.0.1:$PPORT --s3 off --nfs off --mountd off --portmap off --nbd off \
+    --kafka off > "$WORK/pl.log" 2>&1 &
+PIDS+=($!)
+redis-server --port $RPORT --save '' --appendonly no --daemonize no \
+    --dir "$WORK" > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for p in $PPORT $RPORT; do
+    for _ in $(seq 100); do redis-cli -p $p ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+rps() { # port test size conns pipe n -> requests/s
+    redis-benchmark -p "$1" -t "$2" -d "$3" -c "$4" -P "$5" -n "$6" -r 1000 --csv -q 2>/dev/null |
+        awk -F, -v t="$(echo "$2" | tr a-z A-Z)" '$1 ~ t {gsub(/"/, "", $2); print $2; exit}'
+}
+
+printf '%-6s %-8s %5s %4s %12s %12s %10s %10s %6s\n' OP SIZE CONNS PIPE PLENUM_RPS REDIS_RPS \
+    PLENUM_GBs REDIS_GBs RATIO
+declare -a RATIOS
+for size in 1024 262144 1048576 4194304; do
+    n=$((PER_MIB * 1048576 / size))
+    [ $n -gt 200000 ] && n=200000
+    [ $n -lt 200 ] && n=200
+    for conns in 8 32; do
+        for pipe in 1 16; do
+            for op in set get; do
+                # alternate which server goes first: neither gets a warm or cold machine
+                a=$(rps $PPORT $op $size $conns $pipe $n)
+                b=$(rps $RPORT $op $size $conns $pipe $n)
+                ga=$(awk -v r="$a" -v s=$size 'BEGIN {printf "%.2f", r * s / 1e9}')
+                gb=$(awk -v r="$b" -v s=$size 'BEGIN {printf "%.2f", r * s / 1e9}')
+                ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+                printf '%-6s %-8s %5s %4s %12s %12s %10s %10s %5sx\n' "$op" "$size" "$conns" \
+                    "$pipe" "$a" "$b" "$ga" "$gb" "$ratio"
+                RATIOS+=("$op ${size}B c$conns P$pipe: ${ratio}x")
+            done
+        done
+    done
+done
+
+# LMCache's pattern, and reads from each tier
+cat > "$WORK/replay.py" <<'EOF'
+import hashlib, os, sys, time
+import redis
+port, chunks, mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+r = redis.Redis(port=port, socket_timeout=300)
+blob = os.urandom(mb << 20)
+key = lambda i, k: f"llama@1@0@{i:x}@bfloat16{k}"
+for i in range(chunks):
+    r.set(key(i, "kv_bytes"), blob)
+    r.set(key(i, "metadata"), b"m" * 28)
+def read(rng):
+    t = time.time()
+    n = 0
+    for i in rng:
+        assert r.exists(key(i, "metadata"))
+        r.get(key(i, "metadata"))
+        n += len(r.get(key(i, "kv_bytes")))
+    return n / (time.time() - t) / 1e9
+print(f"{read(range(chunks - 8, chunks)):.2f}")  # the newest: DRAM
+EOF
+/usr/bin/python3 "$WORK/replay.py" $PPORT 32 8 > "$WORK/dram.txt"
+# a small DRAM tier: the same chunks now come from flash
+redis-cli -p $PPORT flushall >/dev/null
+"$BIN" --data "$WORK/pl" kv config 64 0 >/dev/null
+cat >> "$WORK/replay.py" <<'EOF'
+sync = os.system("sync")
+print(f"{read(range(0, 16)):.2f}")  # the oldest: demoted to flash
+EOF
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+/usr/bin/python3 "$WORK/replay.py" $PPORT 32 8 > "$WORK/flash.txt"
+RD=$(/usr/bin/python3 "$WORK/replay.py" $RPORT 32 8 | sed -n 1p)
+PD=$(head -1 "$WORK/dram.txt")
+PF=$(tail -1 "$WORK/flash.txt")
+echo
+echo "LMCache replay (8 MiB kv_bytes + 28 B metadata, redis-py, one connection):"
+echo "  plenum DRAM tier  $PD GB/s"
+echo "  plenum flash tier $PF GB/s"
+echo "  redis-server      $RD GB/s"
+redis-cli -p $PPORT info plenum | grep -E 'kv_(hits|demotions|promotions|evictions)' | tr -d '\r'
+echo
+echo "ratios (plenum / redis-server):"
+for r in "${RATIOS[@]}"; do echo "  $r"; done
+echo "  LMCache replay from DRAM: $(awk -v a="$PD" -v b="$RD" 'BEGIN {printf "%.2f", a / b}')x, from flash: $(awk -v a="$PF" -v b="$RD" 'BEGIN {printf "%.2f", a / b}')x"
