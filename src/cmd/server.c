@@ -53,7 +53,8 @@ void usage_server(void)
            "                    SCRAM-SHA-256 with an access key and its secret);\n"
            "                    [events] enabled=on|off (default on: element events on\n"
            "                    $events.BUCKET);\n"
-           "                    [kv] dram_mb=N (default 1024), flash_mb=N (default 16384);\n"
+           "                    [kv] dram_mb=N (default 1024), flash_mb=N (default 16384),\n"
+           "                    ns_max_mb=N (what one user/db may hold; default no bound);\n"
            "                    [resp] requirepass=SECRET (the default user's password;\n"
            "                    unset: no AUTH needed);\n"
            "                    command-line flags win\n"
@@ -239,6 +240,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             cfg_kafka_sasl = !strcmp(v, "required");
         } else if (!strcmp(section, "kv") && !strcmp(k, "dram_mb")) {
             cfg_kv.dram_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "kv") && !strcmp(k, "ns_max_mb")) {
+            cfg_kv.ns_max = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "kv") && !strcmp(k, "flash_mb")) {
             cfg_kv.flash_max = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "resp") && !strcmp(k, "requirepass")) {

@@ -39,6 +39,17 @@ struct kv_ent {
     struct kv_ent *hnext;
     struct kv_ent *prev, *next;   /* segment list */
     struct kv_ent *fprev, *fnext; /* flash LRU */
+    struct kv_ns *ns;
+    struct kv_ent *nprev, *nnext; /* its namespace's recency list */
+};
+
+/* A namespace's share: its bytes in both tiers and its keys by recency, so
+ * one tenant over its bound evicts its own least recent keys only. */
+struct kv_ns {
+    char name[KV_NS_MAX + 1];
+    uint64_t bytes;
+    struct kv_ent *head, *tail;
+    struct kv_ns *next;
 };
 
 struct list {
@@ -67,7 +78,8 @@ struct kv {
     size_t nb, n;
     struct list seg[3]; /* SEG_PROB, SEG_PROT used */
     struct kv_ent *fhead, *ftail;
-    uint64_t flash_used, pending, dram_max, flash_max, gen;
+    uint64_t flash_used, pending, dram_max, flash_max, ns_max, gen;
+    struct kv_ns *nss;
     struct job *jhead, *jtail;
     uint64_t jobs_queued, jobs_done;
     int stopping;
@@ -211,6 +223,50 @@ static void flash_push(struct kv *kv, struct kv_ent *e)
     kv->fhead = e;
 }
 
+static struct kv_ns *ns_get(struct kv *kv, const uint8_t *ikey, size_t nsl)
+{
+    for (struct kv_ns *n = kv->nss; n; n = n->next)
+        if (strlen(n->name) == nsl && !memcmp(n->name, ikey, nsl))
+            return n;
+    struct kv_ns *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    memcpy(n->name, ikey, nsl);
+    n->next = kv->nss;
+    kv->nss = n;
+    return n;
+}
+
+static void ns_unlink(struct kv_ent *e)
+{
+    struct kv_ns *n = e->ns;
+    if (!n)
+        return;
+    if (e->nprev)
+        e->nprev->nnext = e->nnext;
+    else
+        n->head = e->nnext;
+    if (e->nnext)
+        e->nnext->nprev = e->nprev;
+    else
+        n->tail = e->nprev;
+    e->nprev = e->nnext = NULL;
+}
+
+static void ns_push(struct kv_ent *e)
+{
+    struct kv_ns *n = e->ns;
+    if (!n)
+        return;
+    e->nprev = NULL;
+    e->nnext = n->head;
+    if (n->head)
+        n->head->nprev = e;
+    else
+        n->tail = e;
+    n->head = e;
+}
+
 /* ---- the background writer ---- */
 static void job_push(struct kv *kv, struct job *j)
 {
@@ -258,6 +314,9 @@ static void ent_drop(struct kv *kv, struct kv_ent *e)
     kv->n--;
     if (e->val && (e->seg == SEG_PROB || e->seg == SEG_PROT))
         kv->st_.dram_keys--;
+    ns_unlink(e);
+    if (e->ns)
+        e->ns->bytes -= e->size;
     seg_unlink(kv, e);
     flash_drop(kv, e);
     ent_free(e);
@@ -460,6 +519,8 @@ static void touch(struct kv *kv, struct kv_ent *e)
         flash_unlink(kv, e);
         flash_push(kv, e);
     }
+    ns_unlink(e);
+    ns_push(e);
 }
 
 /* Read e's flash copy whole (lock released meanwhile). */
@@ -563,6 +624,11 @@ int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
         return rc;
     }
     uint64_t h = XXH3_128bits(ik, ikn).low64;
+    if (kv->ns_max && v->n > kv->ns_max) {
+        kv_val_unref(v);
+        free(ik);
+        return PL_ENOSPC; /* more than its namespace may ever hold */
+    }
     pthread_mutex_lock(&kv->lock);
     /* writers wait while demotion is far behind: memory stays bounded */
     uint64_t slack = PL_MAX(kv->dram_max / 2, (uint64_t)64 << 20);
@@ -598,6 +664,8 @@ int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
         e->ikn = ikn;
         e->nsl = nsl;
         e->h = h;
+        e->ns = ns_get(kv, ik, nsl);
+        ns_push(e);
         ik = NULL;
         if (kv->n >= kv->nb)
             tab_grow(kv);
@@ -617,11 +685,20 @@ int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
         e->expire = expire_ms;
     e->gen = ++kv->gen;
     e->val = v;
+    if (e->ns)
+        e->ns->bytes += v->n - e->size;
     e->size = v->n;
     v = NULL;
     seg_push(kv, e, SEG_PROB);
     kv->st_.dram_keys++;
     *ret_set = 1;
+    ns_unlink(e);
+    ns_push(e);
+    /* a namespace over its bound gives up its own least recent keys */
+    while (kv->ns_max && e->ns && e->ns->bytes > kv->ns_max && e->ns->tail != e) {
+        kv->st_.evictions++;
+        ent_drop(kv, e->ns->tail);
+    }
     dram_enforce(kv);
 out:
     pthread_mutex_unlock(&kv->lock);
@@ -965,6 +1042,10 @@ static int load_one(struct kv *kv, const struct loaded *x, int64_t now)
     e->expire = expire;
     e->flash_id = x->id;
     e->gen = ++kv->gen;
+    e->ns = ns_get(kv, e->ikey, e->nsl);
+    ns_push(e); /* oldest first: the newest ends at the head */
+    if (e->ns)
+        e->ns->bytes += e->size;
     if (kv->n >= kv->nb)
         tab_grow(kv);
     e->hnext = kv->tab[e->h & (kv->nb - 1)];
@@ -1009,6 +1090,7 @@ int kv_open(struct pl_store *st, const struct kv_opts *o, struct kv **ret)
     kv->st = st;
     kv->dram_max = o->dram_max ? o->dram_max : (uint64_t)1 << 30;
     kv->flash_max = o->flash_max ? o->flash_max : (uint64_t)16 << 30;
+    kv->ns_max = o->ns_max;
     kv->nb = 64;
     kv->tab = calloc(kv->nb, sizeof(struct kv_ent *));
     pthread_mutex_init(&kv->lock, NULL);
@@ -1061,6 +1143,11 @@ void kv_close(struct kv *kv)
             ent_free(e);
         }
     free(kv->tab);
+    while (kv->nss) {
+        struct kv_ns *n = kv->nss;
+        kv->nss = n->next;
+        free(n);
+    }
     pthread_mutex_destroy(&kv->lock);
     pthread_cond_destroy(&kv->work);
     pthread_cond_destroy(&kv->progress);

@@ -10,7 +10,8 @@
  *   elements (reduced and protected like any data) and read back, promoted,
  *   on a GET. Bounded in bytes, LRU. Survives restarts: the index is rebuilt
  *   from "/.kv" at open; a clean close demotes what only DRAM held.
- * - Namespaces: every key belongs to one ("user/db"); nothing crosses them.
+ * - Namespaces: every key belongs to one ("user/db"); nothing crosses them,
+ *   and one over its byte bound (ns_max) evicts its own least recent keys.
  * - TTLs hold in both tiers (milliseconds since the epoch).
  * Thread safety: every function may be called from any thread. */
 #ifndef PL_KV_H
@@ -40,6 +41,7 @@ struct kv;
 struct kv_opts {
     uint64_t dram_max;  /* bytes; 0 = 1 GiB */
     uint64_t flash_max; /* bytes; 0 = 16 GiB */
+    uint64_t ns_max;    /* bytes one namespace may hold in both tiers; 0 = no bound */
 };
 
 int kv_open(struct pl_store *st, const struct kv_opts *o, struct kv **ret) PL_WUR;
@@ -52,7 +54,7 @@ int kv_get(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
 
 enum { KV_NX = 1, KV_XX = 2, KV_KEEPTTL = 4, KV_GETOLD = 8 };
 /* Store v (the reference is taken, success or not). expire_ms: absolute, 0 =
- * none. *ret_set: 0 when NX/XX said no. With KV_GETOLD, *ret_old gets the
+ * none. PL_ENOSPC when v alone is over the namespace bound. *ret_set: 0 when NX/XX said no. With KV_GETOLD, *ret_old gets the
  * previous value (a reference) or NULL. */
 int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_val *v,
            int64_t expire_ms, int flags, int *ret_set, struct kv_val **ret_old) PL_WUR;

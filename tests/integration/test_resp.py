@@ -20,11 +20,11 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None,
                                 reason="redis-tools is installed by scripts/deps.sh")
 
 
-def start(data, dram_mb=64, flash_mb=1024, extra=(), password=None):
+def start(data, dram_mb=64, flash_mb=1024, extra=(), password=None, ns_max_mb=0):
     port = free_port()
     cfg = os.path.join(os.path.dirname(str(data)), "plenum.ini")
     with open(cfg, "w") as f:
-        f.write(f"[kv]\ndram_mb = {dram_mb}\nflash_mb = {flash_mb}\n")
+        f.write(f"[kv]\ndram_mb = {dram_mb}\nflash_mb = {flash_mb}\nns_max_mb = {ns_max_mb}\n")
         if password:
             f.write(f"[resp]\nrequirepass = {password}\n")
     srv = Server(data, extra=["--config", cfg, "--resp", f"127.0.0.1:{port}", *extra])
@@ -245,6 +245,33 @@ def test_namespaces_and_auth(tmp_path, launch):
     assert "WRONGPASS" in str(e.value)
     with pytest.raises(redis.exceptions.NoPermissionError):  # NOPERM
         a.flushall()
+    assert srv.stop() == 0
+
+
+def test_namespace_capacity(tmp_path, launch):
+    """Each user/db holds at most ns_max_mb in both tiers: one filling its
+    share evicts its own oldest keys, never another's."""
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    pl.ok("user", "create", "alice")
+    ka = pl.json("key", "create", "alice")
+    srv = launch(data, dram_mb=4, flash_mb=256, ns_max_mb=8)
+    a = client(srv, username="alice", password=ka["secret_key"])
+    d = client(srv)
+    d.set("default-key", b"d" * (1 << 20))
+    blobs = {}
+    for i in range(20):
+        blobs[i] = os.urandom(1 << 20)
+        a.set(f"a{i}", blobs[i])
+    assert d.get("default-key") == b"d" * (1 << 20)  # untouched by alice's evictions
+    kept = [i for i in range(20) if a.exists(f"a{i}")]
+    assert 5 <= len(kept) <= 8 and kept == list(range(20 - len(kept), 20))
+    for i in kept:
+        assert a.get(f"a{i}") == blobs[i]
+    import redis
+    with pytest.raises(redis.exceptions.ResponseError) as e:
+        a.set("too-big", os.urandom(9 << 20))
+    assert str(e.value).startswith("OOM")
     assert srv.stop() == 0
 
 

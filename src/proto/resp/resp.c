@@ -614,6 +614,8 @@ static void c_set(struct rconn *c)
                     &old);
     if (rc == PL_ENAMETOOLONG)
         return r_err(c, "ERR key too long (the limit is %u bytes)", KV_KEY_MAX);
+    if (rc == PL_ENOSPC)
+        return r_err(c, "OOM command not allowed when used memory > 'maxmemory'.");
     if (rc)
         return r_err(c, "ERR %s", pl_strerror(rc));
     if (flags & KV_GETOLD) {
@@ -657,6 +659,8 @@ static void mset(struct rconn *c, int nx)
         kv_val_ref(c->argv[i + 1]);
         int rc = kv_set(c->s->kv, c->ns, arg_s(c, i), arg_n(c, i), c->argv[i + 1], 0, 0, &done,
                         NULL);
+        if (rc == PL_ENOSPC)
+            return r_err(c, "OOM command not allowed when used memory > 'maxmemory'.");
         if (rc)
             return r_err(c, "ERR %s", pl_strerror(rc));
     }
