@@ -12,6 +12,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,16 @@
 
 enum seg { SEG_NONE, SEG_PROB, SEG_PROT, SEG_DEMOTING };
 
+/* An entry sits on up to three recency chains at once (its DRAM segment,
+ * the flash LRU, its namespace), each through a link of its own. */
+struct kv_ent;
+struct link {
+    struct kv_ent *prev, *next;
+};
+struct chain {
+    struct kv_ent *head, *tail;
+};
+
 struct kv_ent {
     uint64_t h, hhi;
     uint8_t *ikey; /* ns NUL key */
@@ -37,23 +48,25 @@ struct kv_ent {
     uint64_t flash_id; /* 0: no flash copy of this generation */
     int seg;
     struct kv_ent *hnext;
-    struct kv_ent *prev, *next;   /* segment list */
-    struct kv_ent *fprev, *fnext; /* flash LRU */
+    struct link seg_l, flash_l, ns_l;
     struct kv_ns *ns;
-    struct kv_ent *nprev, *nnext; /* its namespace's recency list */
 };
+
+#define SEG_L offsetof(struct kv_ent, seg_l)
+#define FLASH_L offsetof(struct kv_ent, flash_l)
+#define NS_L offsetof(struct kv_ent, ns_l)
 
 /* A namespace's share: its bytes in both tiers and its keys by recency, so
  * one tenant over its bound evicts its own least recent keys only. */
 struct kv_ns {
     char name[KV_NS_MAX + 1];
     uint64_t bytes;
-    struct kv_ent *head, *tail;
+    struct chain c;
     struct kv_ns *next;
 };
 
 struct list {
-    struct kv_ent *head, *tail;
+    struct chain c;
     uint64_t bytes;
 };
 
@@ -77,7 +90,7 @@ struct kv {
     struct kv_ent **tab;
     size_t nb, n;
     struct list seg[3]; /* SEG_PROB, SEG_PROT used */
-    struct kv_ent *fhead, *ftail;
+    struct chain flash;
     uint64_t flash_used, pending, dram_max, flash_max, ns_max, gen;
     struct kv_ns *nss;
     struct job *jhead, *jtail;
@@ -167,60 +180,51 @@ static void tab_grow(struct kv *kv)
 }
 
 /* ---- lists ---- */
+static struct link *lk(struct kv_ent *e, size_t off)
+{
+    return (struct link *)((char *)e + off);
+}
+
+static void chain_unlink(struct chain *c, struct kv_ent *e, size_t off)
+{
+    struct link *l = lk(e, off);
+    if (l->prev)
+        lk(l->prev, off)->next = l->next;
+    else if (c->head == e)
+        c->head = l->next;
+    if (l->next)
+        lk(l->next, off)->prev = l->prev;
+    else if (c->tail == e)
+        c->tail = l->prev;
+    l->prev = l->next = NULL;
+}
+
+static void chain_push(struct chain *c, struct kv_ent *e, size_t off)
+{
+    struct link *l = lk(e, off);
+    l->prev = NULL;
+    l->next = c->head;
+    if (c->head)
+        lk(c->head, off)->prev = e;
+    else
+        c->tail = e;
+    c->head = e;
+}
+
 static void seg_unlink(struct kv *kv, struct kv_ent *e)
 {
     if (e->seg != SEG_PROB && e->seg != SEG_PROT)
         return;
-    struct list *l = &kv->seg[e->seg];
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        l->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        l->tail = e->prev;
-    l->bytes -= ent_cost(e);
-    e->prev = e->next = NULL;
+    chain_unlink(&kv->seg[e->seg].c, e, SEG_L);
+    kv->seg[e->seg].bytes -= ent_cost(e);
     e->seg = SEG_NONE;
 }
 
 static void seg_push(struct kv *kv, struct kv_ent *e, int seg)
 {
-    struct list *l = &kv->seg[seg];
     e->seg = seg;
-    e->prev = NULL;
-    e->next = l->head;
-    if (l->head)
-        l->head->prev = e;
-    else
-        l->tail = e;
-    l->head = e;
-    l->bytes += ent_cost(e);
-}
-
-static void flash_unlink(struct kv *kv, struct kv_ent *e)
-{
-    if (e->fprev)
-        e->fprev->fnext = e->fnext;
-    else if (kv->fhead == e)
-        kv->fhead = e->fnext;
-    if (e->fnext)
-        e->fnext->fprev = e->fprev;
-    else if (kv->ftail == e)
-        kv->ftail = e->fprev;
-    e->fprev = e->fnext = NULL;
-}
-
-static void flash_push(struct kv *kv, struct kv_ent *e)
-{
-    e->fprev = NULL;
-    e->fnext = kv->fhead;
-    if (kv->fhead)
-        kv->fhead->fprev = e;
-    else
-        kv->ftail = e;
-    kv->fhead = e;
+    chain_push(&kv->seg[seg].c, e, SEG_L);
+    kv->seg[seg].bytes += ent_cost(e);
 }
 
 static struct kv_ns *ns_get(struct kv *kv, const uint8_t *ikey, size_t nsl)
@@ -239,32 +243,14 @@ static struct kv_ns *ns_get(struct kv *kv, const uint8_t *ikey, size_t nsl)
 
 static void ns_unlink(struct kv_ent *e)
 {
-    struct kv_ns *n = e->ns;
-    if (!n)
-        return;
-    if (e->nprev)
-        e->nprev->nnext = e->nnext;
-    else
-        n->head = e->nnext;
-    if (e->nnext)
-        e->nnext->nprev = e->nprev;
-    else
-        n->tail = e->nprev;
-    e->nprev = e->nnext = NULL;
+    if (e->ns)
+        chain_unlink(&e->ns->c, e, NS_L);
 }
 
 static void ns_push(struct kv_ent *e)
 {
-    struct kv_ns *n = e->ns;
-    if (!n)
-        return;
-    e->nprev = NULL;
-    e->nnext = n->head;
-    if (n->head)
-        n->head->nprev = e;
-    else
-        n->tail = e;
-    n->head = e;
+    if (e->ns)
+        chain_push(&e->ns->c, e, NS_L);
 }
 
 /* ---- the background writer ---- */
@@ -291,7 +277,7 @@ static void flash_drop(struct kv *kv, struct kv_ent *e)
         flash_name(e->ikey, e->ikn, j->name);
         job_push(kv, j);
     } /* else the file stays until the next open finds no entry wanting it */
-    flash_unlink(kv, e);
+    chain_unlink(&kv->flash, e, FLASH_L);
     kv->flash_used -= e->size;
     kv->st_.flash_keys--;
     e->flash_id = 0;
@@ -324,8 +310,8 @@ static void ent_drop(struct kv *kv, struct kv_ent *e)
 
 static void flash_enforce(struct kv *kv)
 {
-    while (kv->flash_used > kv->flash_max && kv->ftail) {
-        struct kv_ent *e = kv->ftail;
+    while (kv->flash_used > kv->flash_max && kv->flash.tail) {
+        struct kv_ent *e = kv->flash.tail;
         /* flash_drop takes e off the flash list: ftail never names a dropped entry */
         flash_drop(kv, e); // NOLINT(clang-analyzer-unix.Malloc)
         if (!e->val) {
@@ -344,7 +330,8 @@ static void dram_enforce(struct kv *kv)
         uint64_t used = kv->seg[SEG_PROB].bytes + kv->seg[SEG_PROT].bytes;
         if (used + kv->pending <= kv->dram_max)
             break;
-        struct kv_ent *e = kv->seg[SEG_PROB].tail ? kv->seg[SEG_PROB].tail : kv->seg[SEG_PROT].tail;
+        struct kv_ent *e = kv->seg[SEG_PROB].c.tail ? kv->seg[SEG_PROB].c.tail
+                                                     : kv->seg[SEG_PROT].c.tail;
         if (!e)
             break;
         /* an entry dropped below was unlinked first: the tails never name it */
@@ -374,8 +361,8 @@ static void dram_enforce(struct kv *kv)
     }
     /* protected keeps its share; its oldest go back to probation */
     uint64_t prot_max = kv->dram_max / 100 * PROTECTED_PCT;
-    while (kv->seg[SEG_PROT].bytes > prot_max && kv->seg[SEG_PROT].tail) {
-        struct kv_ent *e = kv->seg[SEG_PROT].tail;
+    while (kv->seg[SEG_PROT].bytes > prot_max && kv->seg[SEG_PROT].c.tail) {
+        struct kv_ent *e = kv->seg[SEG_PROT].c.tail;
         seg_unlink(kv, e); // NOLINT(clang-analyzer-unix.Malloc): see above
         seg_push(kv, e, SEG_PROB);
     }
@@ -417,7 +404,7 @@ static void job_done(struct kv *kv, struct job *j, int rc, uint64_t id)
     int current = e && e->gen == j->gen && e->seg == SEG_DEMOTING;
     if (current && !rc) {
         e->flash_id = id;
-        flash_push(kv, e);
+        chain_push(&kv->flash, e, FLASH_L);
         kv->flash_used += e->size;
         kv->st_.flash_keys++;
         kv->st_.demotions++;
@@ -516,8 +503,8 @@ static void touch(struct kv *kv, struct kv_ent *e)
         seg_push(kv, e, SEG_PROT); /* a second hit: protected */
     }
     if (e->flash_id) {
-        flash_unlink(kv, e);
-        flash_push(kv, e);
+        chain_unlink(&kv->flash, e, FLASH_L);
+        chain_push(&kv->flash, e, FLASH_L);
     }
     ns_unlink(e);
     ns_push(e);
@@ -695,9 +682,9 @@ int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
     ns_unlink(e);
     ns_push(e);
     /* a namespace over its bound gives up its own least recent keys */
-    while (kv->ns_max && e->ns && e->ns->bytes > kv->ns_max && e->ns->tail != e) {
+    while (kv->ns_max && e->ns && e->ns->bytes > kv->ns_max && e->ns->c.tail != e) {
         kv->st_.evictions++;
-        ent_drop(kv, e->ns->tail);
+        ent_drop(kv, e->ns->c.tail);
     }
     dram_enforce(kv);
 out:
@@ -1051,7 +1038,7 @@ static int load_one(struct kv *kv, const struct loaded *x, int64_t now)
     e->hnext = kv->tab[e->h & (kv->nb - 1)];
     kv->tab[e->h & (kv->nb - 1)] = e;
     kv->n++;
-    flash_push(kv, e);
+    chain_push(&kv->flash, e, FLASH_L);
     kv->flash_used += e->size;
     kv->st_.flash_keys++;
     return 0;

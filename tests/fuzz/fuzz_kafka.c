@@ -1,9 +1,9 @@
 /* libFuzzer: Kafka requests end to end through the head's dispatcher, on a
  * real store and broker in a temporary directory, and the RecordBatch
- * validator and record reader (every codec) on their own. Fetch and JoinGroup wait by design (max_wait, the
- * rebalance timeout), so the harness sets Fetch's max_wait to 0 and a
- * JoinGroup's timeouts to one second: a run must not sleep. */
-#include <ftw.h>
+ * validator and record reader (every codec) on their own. Fetch and
+ * JoinGroup wait by design (max_wait, the rebalance timeout), so the harness
+ * sets Fetch's max_wait to 0 and a JoinGroup's timeouts to one second: a run
+ * must not sleep. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,34 +11,16 @@
 
 #include "broker/batch.h"
 #include "broker/broker.h"
+#include "fuzz_store.h"
 #include "proto/kafka/kafka.h"
 #include "proto/kafka/kcodec.h"
 
 static struct kafka_server *srv;
-static char dir[] = "/tmp/plenum-fuzz-kafka-XXXXXX";
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* The data directory goes when the fuzzer exits (libFuzzer exits through exit()). */
-static void cleanup(void)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void setup(void)
 {
-    struct pl_store *st;
+    struct pl_store *st = fuzz_store_open("kafka");
     struct broker *b;
-    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
-    if (!mkdtemp(dir) || pl_store_open(dir, &o, &st))
-        abort();
-    atexit(cleanup);
     struct broker_opts bo = {0};
     if (broker_open(st, &bo, &b) || broker_topic_create(b, "t", 2, NULL) ||
         kafka_start(b, &(struct kafka_opts){"127.0.0.1", 0, 0}, &srv))

@@ -1,7 +1,6 @@
 /* libFuzzer: RESP requests through the decoder in arbitrary pieces, the glob
  * matcher, and whole conversations through the head's connection loop on a
  * real store and KV cache in a temporary directory (over a socketpair). */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,34 +8,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fuzz_store.h"
 #include "kv/kv.h"
 #include "proto/resp/rcodec.h"
 #include "proto/resp/resp.h"
 
 static struct resp_server *srv;
-static char dir[] = "/tmp/plenum-fuzz-resp-XXXXXX";
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void cleanup(void)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void setup(void)
 {
-    struct pl_store *st;
+    struct pl_store *st = fuzz_store_open("resp");
     struct kv *kv;
-    struct pl_store_opts o = {.zstd_level = -1, .create = 1};
-    if (!mkdtemp(dir) || pl_store_open(dir, &o, &st))
-        abort();
-    atexit(cleanup);
     /* a tiny DRAM tier: values go through demotion and promotion too */
     struct kv_opts ko = {1 << 20, 64 << 20};
     if (kv_open(st, &ko, &kv) || resp_start(st, kv, &(struct resp_opts){0}, &srv))

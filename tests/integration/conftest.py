@@ -117,6 +117,22 @@ class Server:
 
 
 @pytest.fixture
+def launch_with():
+    """launch_with(start, ...) runs start(...) for a server; every server
+    started so is gone after the test, pass or fail."""
+    started = []
+
+    def go(start, *args, **kw):
+        s = start(*args, **kw)
+        started.append(s)
+        return s
+    yield go
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
 def pl(tmp_path):
     return Plenum(tmp_path / "data")
 

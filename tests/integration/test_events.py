@@ -3,6 +3,7 @@ libnfs's nfs-cp, the FUSE mount) arrives once on $events.BUCKET, read with
 kcat; S3 bucket notifications (boto3) deliver matching events to a named
 topic; kill -9 neither loses an acknowledged change's event nor duplicates
 one."""
+import functools
 import json
 import os
 import shutil
@@ -68,17 +69,9 @@ def by_key(events):
 
 
 @pytest.fixture
-def launch():
-    started = []
-
-    def go(data, extra=()):
-        s = start(data, extra)
-        started.append(s)
-        return s
-    yield go
-    for s in started:
-        if s.proc.poll() is None:
-            s.stop(signal.SIGKILL)
+def launch(launch_with):
+    """start(), and every server it started is gone after the test, pass or fail."""
+    return functools.partial(launch_with, start)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which("nfs-cp") is None,

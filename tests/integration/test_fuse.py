@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN, BUILD, Mount, Plenum, Server, free_port, run, sha, wait_mounted
+from conftest import BUILD, Mount, Plenum, Server, free_port, run, sha
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,

@@ -1,6 +1,7 @@
 """The Kafka head with real clients: kcat (librdkafka), kafka-python and
 confluent-kafka against a real plenum server. Raw frames are used only to
 look at what is stored and to send what no client would."""
+import functools
 import json
 import shutil
 import signal
@@ -26,18 +27,9 @@ def start(data, extra=()):
 
 
 @pytest.fixture
-def launch():
+def launch(launch_with):
     """start(), and every server it started is gone after the test, pass or fail."""
-    started = []
-
-    def go(data, extra=()):
-        s = start(data, extra)
-        started.append(s)
-        return s
-    yield go
-    for s in started:
-        if s.proc.poll() is None:
-            s.stop(signal.SIGKILL)
+    return functools.partial(launch_with, start)
 
 
 @pytest.fixture

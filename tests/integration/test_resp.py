@@ -3,10 +3,10 @@
 Valkey's access patterns replayed with redis-py; tiers filled past DRAM and
 past flash, restarts, TTLs in both tiers, namespaces, and bad input on raw
 sockets."""
+import functools
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -33,17 +33,9 @@ def start(data, dram_mb=64, flash_mb=1024, extra=(), password=None, ns_max_mb=0)
 
 
 @pytest.fixture
-def launch():
-    started = []
-
-    def go(data, **kw):
-        s = start(data, **kw)
-        started.append(s)
-        return s
-    yield go
-    for s in started:
-        if s.proc.poll() is None:
-            s.stop(signal.SIGKILL)
+def launch(launch_with):
+    """start(), and every server it started is gone after the test, pass or fail."""
+    return functools.partial(launch_with, start)
 
 
 def cli(srv, *args, input=None, proto=None):

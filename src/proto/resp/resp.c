@@ -534,7 +534,7 @@ static void c_config(struct rconn *c)
           (int)PL_MIN(arg_n(c, 1), 128), arg_s(c, 1));
 }
 
-static void c_get(struct rconn *c)
+static void get_generic(struct rconn *c, int del)
 {
     struct kv_val *v;
     int rc = kv_get(c->s->kv, c->ns, arg_s(c, 1), arg_n(c, 1), &v);
@@ -542,21 +542,20 @@ static void c_get(struct rconn *c)
         return r_null(c);
     if (rc)
         return r_err(c, "ERR %s", pl_strerror(rc));
+    if (del)
+        (void)kv_del(c->s->kv, c->ns, arg_s(c, 1), arg_n(c, 1));
     out_val(c, v);
     kv_val_unref(v);
 }
 
+static void c_get(struct rconn *c)
+{
+    get_generic(c, 0);
+}
+
 static void c_getdel(struct rconn *c)
 {
-    struct kv_val *v;
-    int rc = kv_get(c->s->kv, c->ns, arg_s(c, 1), arg_n(c, 1), &v);
-    if (rc == PL_ENOENT)
-        return r_null(c);
-    if (rc)
-        return r_err(c, "ERR %s", pl_strerror(rc));
-    (void)kv_del(c->s->kv, c->ns, arg_s(c, 1), arg_n(c, 1));
-    out_val(c, v);
-    kv_val_unref(v);
+    get_generic(c, 1);
 }
 
 /* Parse SET's options from i on; *exp absolute ms (0 none). */
