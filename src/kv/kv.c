@@ -1115,7 +1115,11 @@ void kv_close(struct kv *kv)
         kv->dram_max = 0;
         dram_enforce(kv);
         kv->dram_max = keep;
+        uint64_t pending = kv->pending;
         pthread_mutex_unlock(&kv->lock);
+        if (pending)
+            pl_log(PL_LOG_INFO, "kv", "writing %" PRIu64 " MiB that only DRAM held to flash "
+                   "before stopping", pending >> 20);
         kv_settle(kv);
         pthread_mutex_lock(&kv->lock);
         kv->stopping = 1;
