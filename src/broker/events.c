@@ -153,8 +153,8 @@ static int ev_round_run(struct broker *b, struct ev_round *r, int *ret_n)
     *ret_n = r->n;
     if (rc || !r->n)
         goto out;
-    int nd = (int)(sizeof(d->names) / sizeof(d->names[0]));
-    if (!(pick = calloc((size_t)r->n * (size_t)nd, sizeof(*pick)))) {
+    int nd = (int)(sizeof(d->names) / sizeof(d->names[0])), stride = r->n;
+    if (!(pick = calloc((size_t)stride * (size_t)nd, sizeof(*pick)))) {
         rc = PL_ENOMEM;
         goto out;
     }
@@ -166,9 +166,9 @@ static int ev_round_run(struct broker *b, struct ev_round *r, int *ret_n)
         if (!e->seq)
             continue;
         snprintf(t, sizeof(t), BROKER_EV_TOPIC "%s", e->bucket);
-        int di = dest_index(d, t);
+        int di = dest_index(d, t), full = di < 0;
         if (di >= 0)
-            pick[di * r->n + i] = 1;
+            pick[di * stride + i] = 1;
         if (strcmp(cfg_bucket, e->bucket)) {
             free(cfg);
             cfg = NULL;
@@ -181,12 +181,20 @@ static int ev_round_run(struct broker *b, struct ev_round *r, int *ret_n)
                 continue;
             di = dest_index(d, cfg->rules[k].topic);
             if (di >= 0)
-                pick[di * r->n + i] = 1;
+                pick[di * stride + i] = 1;
+            full |= di < 0;
+        }
+        if (full) {
+            /* too many topics for one round: this event and the rest wait for the next */
+            for (int k = i; k < r->n; k++)
+                free(r->q[k].mem);
+            r->n = i;
+            break;
         }
     }
     free(cfg);
     for (int di = 0; di < d->n; di++) {
-        int drc = deliver(b, d->names[di], r, pick + di * r->n);
+        int drc = deliver(b, d->names[di], r, pick + di * stride);
         if (drc == PL_ENOTOPIC) {
             pl_log(PL_LOG_WARN, "events", "topic %s of a bucket notification does not exist; its "
                    "events are dropped (create it with: plenum topic create %s)",
@@ -197,7 +205,7 @@ static int ev_round_run(struct broker *b, struct ev_round *r, int *ret_n)
                    pl_strerror(drc));
         }
     }
-    if (!rc) {
+    if (!rc && r->n) {
         struct pl_svc_rec *del = malloc(sizeof(*del) * (size_t)r->n);
         if (!del) {
             rc = PL_ENOMEM;

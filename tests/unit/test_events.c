@@ -150,6 +150,44 @@ static void test_events_off(void **state)
     tu_rmrf(dir);
 }
 
+/* More buckets than one publishing round has room for: every bucket's event
+ * still arrives, once. */
+static void test_publish_many_buckets(void **state)
+{
+    struct fix *f = *state;
+    struct pl_store *st = f->st;
+    struct broker *b;
+    char name[32], topic[64];
+    for (int i = 0; i < 150; i++) {
+        snprintf(name, sizeof(name), "bkt-%03d", i);
+        assert_int_equal(pl_bucket_create(st, name), 0);
+        put_str(st, name, "k", "v");
+    }
+    struct broker_opts o = {.events = 1};
+    assert_int_equal(broker_open(st, &o, &b), 0);
+    int done = 0;
+    for (int tries = 0; tries < 600 && !done; tries++) {
+        done = 1;
+        for (int i = 0; i < 150 && done; i++) {
+            struct broker_part_info pi;
+            snprintf(topic, sizeof(topic), BROKER_EV_TOPIC "bkt-%03d", i);
+            done = broker_part_info(b, topic, 0, &pi) == 0 && pi.next == 1;
+        }
+        if (!done)
+            usleep(50000);
+    }
+    assert_true(done);
+    usleep(300000); /* nothing more follows */
+    for (int i = 0; i < 150; i++) {
+        struct broker_part_info pi;
+        snprintf(topic, sizeof(topic), BROKER_EV_TOPIC "bkt-%03d", i);
+        assert_int_equal(broker_part_info(b, topic, 0, &pi), 0);
+        assert_int_equal(pi.next, 1);
+    }
+    assert_int_equal(drain(st)->n, 0); /* the queue is empty */
+    broker_close(b);
+}
+
 static void test_batch_build(void **state)
 {
     (void)state;
@@ -201,6 +239,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_versioned_delete, setup, teardown),
         cmocka_unit_test(test_events_off),
+        cmocka_unit_test_setup_teardown(test_publish_many_buckets, setup, teardown),
         cmocka_unit_test(test_batch_build),
         cmocka_unit_test(test_notify_match),
     };
