@@ -1,8 +1,16 @@
-/* The FUSE mounts a server serves for `plenum mount` run beside it: the
- * mount lives in the server process, next to the store, and the command
- * only asks for it, watches it and asks for its end. */
+/* `plenum mount`, and the FUSE mounts a server serves for it: when a server
+ * holds the data directory the mount lives in the server process, next to
+ * the store, and the command only asks for it, watches it and asks for its
+ * end. */
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "cmd/cli.h"
 #include "proto/admin/ops.h"
@@ -109,4 +117,120 @@ void mounts_stop_all(void)
         mounts[i] = NULL;
     }
     pthread_mutex_unlock(&mounts_lock);
+}
+/* ---- mount ----
+ * With the data directory to itself, the command serves the mount; when a
+ * server holds it (or --server names one), the server does, and the command
+ * stays until the mount ends so that Ctrl-C or SIGTERM can end it. */
+static int mount_wait_signal(const sigset_t *sigs, int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    return sigtimedwait(sigs, NULL, &ts) > 0;
+}
+
+static int mount_remote(struct backend *b, const char *path, const char *mp, int readonly,
+                        const sigset_t *sigs)
+{
+    char what[PL_PATH_MAX * 2];
+    json_t *res;
+    snprintf(what, sizeof(what), "mount %s at %s", path, mp);
+    json_t *a = json_object();
+    json_object_set_new(a, "path", json_string(path));
+    json_object_set_new(a, "mountpoint", json_string(mp));
+    json_object_set_new(a, "readonly", json_boolean(readonly));
+    if (cli_call(b, "mount", a, NULL, &res, what))
+        return EXIT_FAIL;
+    json_decref(res);
+    printf("mounted pl:/%s at %s (served by %s; stop with Ctrl-C or fusermount3 -u %s)\n", path,
+           mp, b->url, mp);
+    fflush(stdout);
+    for (;;) {
+        if (mount_wait_signal(sigs, 1000)) {
+            a = json_object();
+            json_object_set_new(a, "mountpoint", json_string(mp));
+            int r = cli_call(b, "umount", a, NULL, &res, what);
+            if (!r)
+                json_decref(res);
+            return r;
+        }
+        char msg[256];
+        if (backend_call(b, "mount-list", json_object(), NULL, &res, msg, sizeof(msg))) {
+            fprintf(stderr, "plenum mount: lost the server (%s); %s is no longer served\n", msg,
+                    mp);
+            return EXIT_FAIL;
+        }
+        int found = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(res, "mounts"), i, e)
+        {
+            const char *p = json_string_value(json_object_get(e, "mountpoint"));
+            found |= p && !strcmp(p, mp);
+        }
+        json_decref(res);
+        if (!found)
+            return 0; /* unmounted with fusermount3 -u */
+    }
+}
+
+int cmd_mount(struct opts *o)
+{
+    char path[PL_PATH_MAX], mp[PATH_MAX], bucket[64];
+    struct backend b = {0};
+    struct stat sb;
+    if (o->npos != 2)
+        return cli_usage_error("%s", "expects BUCKET[/PATH] and MOUNTPOINT");
+    const char *src = o->pos[0];
+    if (!strncmp(src, "pl://", 5))
+        src += 5;
+    while (*src == '/')
+        src++;
+    size_t bl = strcspn(src, "/");
+    if (bl >= sizeof(bucket) || snprintf(path, sizeof(path), "/%s", src) >= (int)sizeof(path))
+        return cli_usage_error("'%s' is too long", o->pos[0]);
+    memcpy(bucket, src, bl);
+    bucket[bl] = 0;
+    if (pl_bucket_name_valid(bucket))
+        return cli_usage_error("'%s' does not start with a valid bucket name", o->pos[0]);
+    for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+        path[n - 1] = 0;
+    errno = 0;
+    if (!realpath(o->pos[1], mp) || stat(mp, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "plenum mount: mount point %s: %s; create the directory first (mkdir -p %s)\n",
+                o->pos[1], errno ? strerror(errno) : "not a directory", o->pos[1]);
+        return EXIT_FAIL;
+    }
+    /* signals are taken with sigtimedwait, in every thread started from here on */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (o->server) {
+        snprintf(b.url, sizeof(b.url), "http://%s", o->server);
+    } else if (backend_open(&b, o->data, BACKEND_BACKGROUND)) {
+        return EXIT_FAIL;
+    }
+    if (!b.st)
+        return mount_remote(&b, path, mp, o->readonly, &sigs);
+    struct fmount *m;
+    struct fmount_opts fo = {.readonly = o->readonly};
+    int rc = fmount_start(b.st, path, mp, &fo, &m);
+    if (rc) {
+        char what[PL_PATH_MAX * 2];
+        snprintf(what, sizeof(what), "mount %s at %s", path, mp);
+        backend_close(&b);
+        const char *why = rc == PL_EIO ? "the kernel refused the mount (is /dev/fuse there, "
+                                         "and is fusermount3 installed?)"
+                                       : NULL;
+        return cli_fail(rc, what, why);
+    }
+    printf("mounted pl:/%s at %s (stop with Ctrl-C or fusermount3 -u %s)\n", path, mp, mp);
+    fflush(stdout);
+    while (!fmount_ended(m) && !mount_wait_signal(&sigs, 200))
+        ;
+    fmount_stop(m);
+    backend_close(&b);
+    return 0;
 }

@@ -258,3 +258,176 @@ int topics_register(void)
         rc = ops_add(&topic_ops[i]);
     return rc;
 }
+
+/* ---- topic / group ----
+ * Through the server's broker when a server holds the data directory; else
+ * a broker opened here for the one call. */
+static int broker_backend(struct opts *o, struct backend *b, struct broker **ret)
+{
+    *ret = NULL;
+    if (topics_register())
+        return EXIT_FAIL; /* only when called twice in one process */
+    if (cli_backend_open(o, b))
+        return EXIT_FAIL;
+    if (!b->st)
+        return 0;
+    struct broker_opts bo = {0};
+    int rc = broker_open(b->st, &bo, ret);
+    if (rc) {
+        backend_close(b);
+        return cli_fail(rc, "open the broker", NULL);
+    }
+    topics_set_broker(*ret);
+    return 0;
+}
+
+static void broker_backend_close(struct backend *b, struct broker *br)
+{
+    topics_set_broker(NULL);
+    broker_close(br);
+    backend_close(b);
+}
+
+int cmd_topic(struct opts *o)
+{
+    static const char *const verbs[] = {"create", "list", "describe", "delete"};
+    static const int nargs[] = {1, 0, 1, 1};
+    int v = cli_pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
+                          "create NAME [--partitions N] [--config K=V]..., list, describe NAME or "
+                          "delete NAME");
+    if (v < 0)
+        return EXIT_USAGE;
+    json_t *a = json_object();
+    if (v != 1)
+        json_object_set_new(a, "name", json_string(o->pos[1]));
+    if (v == 0) {
+        char *end = NULL;
+        long parts = o->partitions ? strtol(o->partitions, &end, 10) : 1;
+        if (o->partitions && (*end || parts < 1 || parts > BROKER_PARTS_MAX)) {
+            json_decref(a);
+            return cli_usage_error("--partitions '%s': give 1..1024", o->partitions);
+        }
+        json_object_set_new(a, "partitions", json_integer(parts));
+        json_t *cfg = json_object();
+        for (int i = 0; i < o->nconfigs; i++) {
+            const char *eq = strchr(o->configs[i], '=');
+            if (!eq || eq == o->configs[i]) {
+                json_decref(cfg);
+                json_decref(a);
+                return cli_usage_error("--config '%s': write NAME=VALUE", o->configs[i]);
+            }
+            char k[128];
+            snprintf(k, sizeof(k), "%.*s", (int)(eq - o->configs[i]), o->configs[i]);
+            json_object_set_new(cfg, k, json_string(eq + 1));
+        }
+        json_object_set_new(a, "configs", cfg);
+    }
+    struct backend b;
+    struct broker *br;
+    if (broker_backend(o, &b, &br)) {
+        json_decref(a);
+        return EXIT_FAIL;
+    }
+    static const char *const ops[] = {"topic-create", "topic-list", "topic-describe",
+                                      "topic-delete"};
+    char what[400];
+    json_t *res = NULL;
+    snprintf(what, sizeof(what), "topic %s%s%s", verbs[v], v != 1 ? " " : "",
+             v != 1 ? o->pos[1] : "");
+    int r = cli_call(&b, ops[v], a, NULL, &res, what);
+    if (!r && o->json) {
+        cli_print_json(res);
+    } else if (!r && v == 1) {
+        json_t *e;
+        size_t i;
+        printf("%-40s %10s %14s\n", "TOPIC", "PARTITIONS", "RETENTION_MS");
+        json_array_foreach(json_object_get(res, "topics"), i, e)
+        printf("%-40s %10lld %14lld\n", json_string_value(json_object_get(e, "name")),
+               (long long)json_integer_value(json_object_get(e, "partitions")),
+               (long long)json_integer_value(json_object_get(e, "retention_ms")));
+    } else if (!r && v == 2) {
+        json_t *t = json_object_get(res, "topic"), *e;
+        size_t i;
+        printf("topic %s: %lld partitions, retention.ms %lld, retention.bytes %lld, "
+               "segment.bytes %lld\n",
+               json_string_value(json_object_get(t, "name")),
+               (long long)json_integer_value(json_object_get(t, "partitions")),
+               (long long)json_integer_value(json_object_get(t, "retention_ms")),
+               (long long)json_integer_value(json_object_get(t, "retention_bytes")),
+               (long long)json_integer_value(json_object_get(t, "segment_bytes")));
+        printf("%10s %14s %14s %14s %9s\n", "PARTITION", "LOG_START", "NEXT_OFFSET", "BYTES",
+               "SEGMENTS");
+        json_array_foreach(json_object_get(res, "partitions"), i, e)
+        printf("%10lld %14lld %14lld %14lld %9lld\n",
+               (long long)json_integer_value(json_object_get(e, "partition")),
+               (long long)json_integer_value(json_object_get(e, "log_start")),
+               (long long)json_integer_value(json_object_get(e, "next_offset")),
+               (long long)json_integer_value(json_object_get(e, "bytes")),
+               (long long)json_integer_value(json_object_get(e, "segments")));
+    } else if (!r) {
+        printf("%s: %s\n", v == 0 ? "created" : "deleted", o->pos[1]);
+    }
+    json_decref(res);
+    broker_backend_close(&b, br);
+    return r;
+}
+
+int cmd_group(struct opts *o)
+{
+    static const char *const verbs[] = {"list", "describe", "reset-offsets"};
+    static const int nargs[] = {0, 1, 2};
+    int v = cli_pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
+                          "list, describe GROUP or reset-offsets GROUP TOPIC --to "
+                          "earliest|latest|OFFSET");
+    if (v < 0)
+        return EXIT_USAGE;
+    if (v == 2 && !o->to)
+        return cli_usage_error("%s", "needs --to earliest, latest or an offset");
+    json_t *a = json_object();
+    if (v >= 1)
+        json_object_set_new(a, "group", json_string(o->pos[1]));
+    if (v == 2) {
+        json_object_set_new(a, "topic", json_string(o->pos[2]));
+        json_object_set_new(a, "to", json_string(o->to));
+    }
+    struct backend b;
+    struct broker *br;
+    if (broker_backend(o, &b, &br)) {
+        json_decref(a);
+        return EXIT_FAIL;
+    }
+    static const char *const ops[] = {"group-list", "group-describe", "group-reset"};
+    char what[400];
+    json_t *res = NULL, *e;
+    size_t i;
+    snprintf(what, sizeof(what), "group %s%s%s", verbs[v], v ? " " : "", v ? o->pos[1] : "");
+    int r = cli_call(&b, ops[v], a, NULL, &res, what);
+    if (!r && o->json) {
+        cli_print_json(res);
+    } else if (!r && v == 0) {
+        printf("%-40s %-20s %8s\n", "GROUP", "STATE", "MEMBERS");
+        json_array_foreach(json_object_get(res, "groups"), i, e)
+        printf("%-40s %-20s %8zu\n", json_string_value(json_object_get(e, "id")),
+               json_string_value(json_object_get(e, "state")),
+               json_array_size(json_object_get(e, "members")));
+    } else if (!r && v == 1) {
+        printf("group %s: %s, %zu members\n", json_string_value(json_object_get(res, "id")),
+               json_string_value(json_object_get(res, "state")),
+               json_array_size(json_object_get(res, "members")));
+        json_array_foreach(json_object_get(res, "members"), i, e)
+        printf("  member %s (%s, %s)\n", json_string_value(json_object_get(e, "id")),
+               json_string_value(json_object_get(e, "client_id")),
+               json_string_value(json_object_get(e, "host")));
+        printf("%-40s %10s %14s %10s\n", "TOPIC", "PARTITION", "OFFSET", "LAG");
+        json_array_foreach(json_object_get(res, "offsets"), i, e)
+        printf("%-40s %10lld %14lld %10lld\n", json_string_value(json_object_get(e, "topic")),
+               (long long)json_integer_value(json_object_get(e, "partition")),
+               (long long)json_integer_value(json_object_get(e, "offset")),
+               (long long)json_integer_value(json_object_get(e, "lag")));
+    } else if (!r) {
+        printf("reset: group %s on %s to %s\n", o->pos[1], o->pos[2], o->to);
+    }
+    json_decref(res);
+    broker_backend_close(&b, br);
+    return r;
+}

@@ -199,6 +199,7 @@ def test_fio_verify(nbd, tmp_path, rw, bs):
     job.write_text(f"[global]\nioengine=nbd\nuri={nbd.nbd_url}/fio\nrw={rw}\nbs={bs}\n"
                    "size=32M\niodepth=16\nverify=crc32c\ndo_verify=1\nverify_fatal=1\n"
                    "[job]\n")
-    out = run("fio", str(job))
+    # fio saves its verify state in the working directory: keep it in tmp_path
+    out = run("fio", str(job), cwd=tmp_path)
     assert "err= 0" in out
     assert nbd.pl.run("fsck").returncode == 0
