@@ -115,6 +115,15 @@ int data_sync(struct data_store *ds, uint64_t seg) PL_WUR;
  * PL_EINVAL for a delta chunk: read its reference, then data_delta_read. */
 int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], void *out) PL_WUR;
+/* Read n chunks stored back to back in one segment (locs[i + 1] starts where
+ * locs[i] ends; raw or zstd, no deltas) in one pass: a striped segment's
+ * cells are read and verified once, not once per chunk. Any failure, even of
+ * one block, fails the whole run (PL_EINVAL when the locations are not such a
+ * run): the caller then reads chunk by chunk, which tries every mirror and
+ * reports what is damaged. */
+#define DATA_RUN_MAX 64
+int data_run_read(struct data_store *ds, const struct data_loc *locs,
+                  const uint8_t (*fps)[DATA_FP_LEN], void *const *outs, size_t n) PL_WUR;
 /* Ask the kernel to start reading a block we will want soon. */
 void data_prefetch(struct data_store *ds, const struct data_loc *loc);
 /* Read the raw encoded block (header + payload) at loc into *ret (malloc'd). */

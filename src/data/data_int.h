@@ -75,6 +75,13 @@ int seg_get_rd(struct data_store *ds, uint64_t id, struct seg **ret) PL_WUR;
  * reconstructed from parity where a strip is missing or corrupt (map_lock
  * held for reading). */
 int stripe_read(struct data_store *ds, struct seg *s, uint64_t off, void *out, size_t n) PL_WUR;
+/* The same into niov vectors: each cell is read and verified once however
+ * the bytes are split. */
+struct iovec;
+/* Ask the kernel to start reading the cells that hold [off, off + n). */
+void stripe_prefetch(struct data_store *ds, struct seg *s, uint64_t off, size_t n);
+int stripe_readv(struct data_store *ds, struct seg *s, uint64_t off, const struct iovec *iov,
+                 int niov) PL_WUR;
 void stripe_free(struct stripe *sp);
 /* A segment's buffer files are about to go: stop counting their bytes. */
 void seg_forget_bytes(struct data_store *ds, uint64_t id);

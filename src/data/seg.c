@@ -433,15 +433,22 @@ int data_sync(struct data_store *ds, uint64_t id)
 }
 
 /* Check a block read from one mirror. */
-static int block_verify(const uint8_t *blk, const struct data_loc *loc, const uint8_t *fp)
+/* A block's header says what loc and fp say, and its sum holds. */
+static int block_check(const uint8_t *hdr, const uint8_t *payload, const struct data_loc *loc,
+                       const uint8_t *fp)
 {
-    if (memcmp(blk, "PLCK", 4) || blk[4] != 1 || blk[5] != loc->codec ||
-        pl_get_le32(blk + 8) != loc->raw_len || pl_get_le32(blk + 12) != loc->stored_len ||
-        (fp && memcmp(blk + 16, fp, DATA_FP_LEN)))
+    if (memcmp(hdr, "PLCK", 4) || hdr[4] != 1 || hdr[5] != loc->codec ||
+        pl_get_le32(hdr + 8) != loc->raw_len || pl_get_le32(hdr + 12) != loc->stored_len ||
+        (fp && memcmp(hdr + 16, fp, DATA_FP_LEN)))
         return PL_ECORRUPT;
-    if (pl_get_le64(blk + 48) != block_sum(blk, blk + DATA_BLOCK_HDR, loc->stored_len))
+    if (pl_get_le64(hdr + 48) != block_sum(hdr, payload, loc->stored_len))
         return PL_ECORRUPT;
     return 0;
+}
+
+static int block_verify(const uint8_t *blk, const struct data_loc *loc, const uint8_t *fp)
+{
+    return block_check(blk, blk + DATA_BLOCK_HDR, loc, fp);
 }
 
 static int block_read_verified(struct data_store *ds, const struct data_loc *loc,
@@ -488,15 +495,10 @@ static int raw_read_verified(struct data_store *ds, const struct data_loc *loc, 
     if (rc)
         return rc;
     if (s->sp) {
-        rc = stripe_read(ds, s, loc->off, hdr, DATA_BLOCK_HDR);
+        struct iovec iov[2] = {{hdr, DATA_BLOCK_HDR}, {out, loc->stored_len}};
+        rc = stripe_readv(ds, s, loc->off, iov, 2);
         if (!rc)
-            rc = stripe_read(ds, s, loc->off + DATA_BLOCK_HDR, out, loc->stored_len);
-        if (!rc && (memcmp(hdr, "PLCK", 4) || hdr[4] != 1 || hdr[5] != loc->codec ||
-                    pl_get_le32(hdr + 8) != loc->raw_len ||
-                    pl_get_le32(hdr + 12) != loc->stored_len ||
-                    memcmp(hdr + 16, fp, DATA_FP_LEN) ||
-                    pl_get_le64(hdr + 48) != block_sum(hdr, out, loc->stored_len)))
-            rc = PL_ECORRUPT;
+            rc = block_check(hdr, out, loc, fp);
         pthread_rwlock_unlock(&ds->map_lock);
         return rc;
     }
@@ -509,15 +511,8 @@ static int raw_read_verified(struct data_store *ds, const struct data_loc *loc, 
             r = preadv(s->fd[m], iov, 2, (off_t)loc->off);
         } while (r < 0 && errno == EINTR);
         int e = r < 0 ? -errno : (size_t)r != want ? PL_EIO : 0;
-        if (!e) {
-            e = memcmp(hdr, "PLCK", 4) || hdr[4] != 1 || hdr[5] != loc->codec ||
-                        pl_get_le32(hdr + 8) != loc->raw_len ||
-                        pl_get_le32(hdr + 12) != loc->stored_len ||
-                        memcmp(hdr + 16, fp, DATA_FP_LEN) ||
-                        pl_get_le64(hdr + 48) != block_sum(hdr, out, loc->stored_len)
-                    ? PL_ECORRUPT
-                    : 0;
-        }
+        if (!e)
+            e = block_check(hdr, out, loc, fp);
         if (!e) {
             rc = 0;
             break;
@@ -556,6 +551,67 @@ int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
         rc = PL_ECORRUPT;
 out:
     free(blk);
+    return rc;
+}
+
+int data_run_read(struct data_store *ds, const struct data_loc *locs,
+                  const uint8_t (*fps)[DATA_FP_LEN], void *const *outs, size_t n)
+{
+    uint8_t hdr[DATA_RUN_MAX][DATA_BLOCK_HDR];
+    struct iovec iov[2 * DATA_RUN_MAX];
+    uint8_t *zbuf[DATA_RUN_MAX] = {0};
+    size_t total = 0;
+    int rc = n && n <= DATA_RUN_MAX ? 0 : PL_EINVAL;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct data_loc *l = &locs[i];
+        int raw = (l->codec == DATA_CODEC_RAW || l->codec == DATA_CODEC_STAGED) &&
+                  l->stored_len == l->raw_len;
+        if (l->kind != locs[0].kind || l->seg != locs[0].seg || l->off != locs[0].off + total ||
+            (!raw && l->codec != DATA_CODEC_ZSTD)) {
+            rc = PL_EINVAL;
+            break;
+        }
+        if (!raw && !(zbuf[i] = malloc(l->stored_len))) {
+            rc = PL_ENOMEM;
+            break;
+        }
+        iov[2 * i] = (struct iovec){hdr[i], DATA_BLOCK_HDR};
+        iov[2 * i + 1] = (struct iovec){raw ? outs[i] : zbuf[i], l->stored_len};
+        total += DATA_BLOCK_HDR + l->stored_len;
+    }
+    struct seg *s;
+    if (!rc)
+        rc = seg_get_rd(ds, locs[0].seg, &s);
+    if (!rc) {
+        if (s->sp) {
+            rc = stripe_readv(ds, s, locs[0].off, iov, (int)(2 * n));
+        } else {
+            ssize_t r;
+            do {
+                r = preadv(s->fd[0], iov, (int)(2 * n), (off_t)locs[0].off);
+            } while (r < 0 && errno == EINTR);
+            rc = r < 0 ? -errno : (size_t)r != total ? PL_EIO : 0;
+        }
+        pthread_rwlock_unlock(&ds->map_lock);
+    }
+    ZSTD_DCtx *d = NULL;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct data_loc *l = &locs[i];
+        rc = block_check(hdr[i], iov[2 * i + 1].iov_base, l, fps[i]);
+        if (rc || !zbuf[i])
+            continue;
+        if (!d && !(d = dctx_get(ds))) {
+            rc = PL_ENOMEM;
+            break;
+        }
+        size_t z = ZSTD_decompressDCtx(d, outs[i], l->raw_len, zbuf[i], l->stored_len);
+        if (ZSTD_isError(z) || z != l->raw_len)
+            rc = PL_ECORRUPT;
+    }
+    if (d)
+        dctx_put(ds, d);
+    for (size_t i = 0; i < n && i < DATA_RUN_MAX; i++)
+        free(zbuf[i]);
     return rc;
 }
 
@@ -606,9 +662,11 @@ void data_prefetch(struct data_store *ds, const struct data_loc *loc)
     if (seg_get_rd(ds, loc->seg, &s))
         return;
     /* advice only: errors do not matter */
-    if (!s->sp)
+    if (s->sp)
+        stripe_prefetch(ds, s, loc->off, DATA_BLOCK_HDR + loc->stored_len);
+    else
         (void)posix_fadvise(s->fd[0], (off_t)loc->off, (off_t)(DATA_BLOCK_HDR + loc->stored_len),
-                        POSIX_FADV_WILLNEED);
+                            POSIX_FADV_WILLNEED);
     pthread_rwlock_unlock(&ds->map_lock);
 }
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -341,12 +342,35 @@ static int strip_reconstruct(struct data_store *ds, struct seg *s, int idx, uint
     return rc;
 }
 
-int stripe_read(struct data_store *ds, struct seg *s, uint64_t off, void *out, size_t n)
+/* Copies n bytes into the iovecs from where *at (vector index) and *in (bytes
+ * into it) point, and moves them on. */
+static void iov_fill(const struct iovec *iov, int niov, int *at, size_t *in, const uint8_t *src,
+                     size_t n)
+{
+    while (n && *at < niov) {
+        size_t take = PL_MIN(n, iov[*at].iov_len - *in);
+        memcpy((uint8_t *)iov[*at].iov_base + *in, src, take);
+        src += take;
+        n -= take;
+        *in += take;
+        if (*in == iov[*at].iov_len) {
+            (*at)++;
+            *in = 0;
+        }
+    }
+}
+
+int stripe_readv(struct data_store *ds, struct seg *s, uint64_t off, const struct iovec *iov,
+                 int niov)
 {
     const struct data_geom *g = &s->sp->g;
-    uint8_t *o = out;
+    size_t n = 0;
+    for (int i = 0; i < niov; i++)
+        n += iov[i].iov_len;
     if (off + n > g->len)
         return PL_EIO;
+    int at = 0;
+    size_t in = 0;
     while (n) {
         int idx = (int)(off / g->strip);
         uint64_t a = off % g->strip, take = PL_MIN((uint64_t)n, g->strip - a);
@@ -378,13 +402,34 @@ int stripe_read(struct data_store *ds, struct seg *s, uint64_t off, void *out, s
                 return rc == PL_ENOMEM ? rc : PL_ECORRUPT;
             }
         }
-        memcpy(o, buf + (a - c0 * g->cell), (size_t)take);
+        iov_fill(iov, niov, &at, &in, buf + (a - c0 * g->cell), (size_t)take);
         free(buf);
-        o += take;
         off += take;
         n -= (size_t)take;
     }
     return 0;
+}
+
+void stripe_prefetch(struct data_store *ds, struct seg *s, uint64_t off, size_t n)
+{
+    const struct data_geom *g = &s->sp->g;
+    n = (size_t)PL_MIN((uint64_t)n, g->len > off ? g->len - off : 0);
+    while (n) {
+        int fd, idx = (int)(off / g->strip);
+        uint64_t a = off % g->strip, take = PL_MIN((uint64_t)n, g->strip - a);
+        uint64_t c0 = a / g->cell, c1 = (a + take + g->cell - 1) / g->cell;
+        if (strip_fd(ds, s, idx, &fd) == 0)
+            (void)posix_fadvise(fd, (off_t)(payload_off(g) + c0 * g->cell),
+                                (off_t)((c1 - c0) * g->cell), POSIX_FADV_WILLNEED);
+        off += take;
+        n -= (size_t)take;
+    }
+}
+
+int stripe_read(struct data_store *ds, struct seg *s, uint64_t off, void *out, size_t n)
+{
+    struct iovec iov = {out, n};
+    return stripe_readv(ds, s, off, &iov, 1);
 }
 
 /* ---- writing strips ---- */

@@ -626,26 +626,86 @@ static int read_plan(struct pl_store *st, MDB_txn *txn, uint64_t id, uint64_t vi
     return rc == PL_ENOENT ? 0 : rc;
 }
 
+/* Read one piece on its own: a whole chunk wanted whole lands in place,
+ * parts go via scratch (*scratch allocated on first use, the caller frees). */
+static int read_piece(struct pl_store *st, const struct rpiece *x, uint8_t *out, uint8_t **scratch)
+{
+    if (x->choff == 0 && x->n == x->loc.raw_len)
+        return store_chunk_read(st, &x->loc, x->fp, out + x->dst);
+    if (!*scratch && !(*scratch = malloc(DATA_MAX_CHUNK)))
+        return PL_ENOMEM;
+    int rc = store_chunk_read(st, &x->loc, x->fp, *scratch);
+    if (!rc)
+        memcpy(out + x->dst, *scratch + x->choff, x->n);
+    return rc;
+}
+
+/* How many pieces from i on are stored back to back in one segment (a
+ * file written in order usually is), up to DATA_RUN_MAX and RUN_BYTES. */
+#define RUN_BYTES (4u << 20)
+static size_t run_len(const struct rplan *pl, size_t i, size_t last)
+{
+    const struct data_loc *l0 = &pl->p[i].loc;
+    uint64_t next = l0->off, bytes = 0;
+    size_t k = i;
+    while (k < last && k - i < DATA_RUN_MAX && bytes < RUN_BYTES) {
+        const struct data_loc *l = &pl->p[k].loc;
+        if (l->codec == DATA_CODEC_DELTA || l->kind != l0->kind || l->seg != l0->seg ||
+            l->off != next)
+            break;
+        next += DATA_BLOCK_HDR + l->stored_len;
+        bytes += l->raw_len;
+        k++;
+    }
+    return k - i;
+}
+
+/* Read a run of pieces in one pass; parts go through buffers of their own. */
+static int read_run(struct pl_store *st, const struct rplan *pl, size_t i, size_t n, uint8_t *out)
+{
+    struct data_loc locs[DATA_RUN_MAX];
+    uint8_t fps[DATA_RUN_MAX][DATA_FP_LEN];
+    void *outs[DATA_RUN_MAX];
+    uint8_t *parts[DATA_RUN_MAX] = {0};
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++) {
+        const struct rpiece *x = &pl->p[i + k];
+        locs[k] = x->loc;
+        memcpy(fps[k], x->fp, DATA_FP_LEN);
+        if (x->choff == 0 && x->n == x->loc.raw_len)
+            outs[k] = out + x->dst;
+        else if (!(outs[k] = parts[k] = malloc(x->loc.raw_len)))
+            rc = PL_ENOMEM;
+    }
+    if (!rc)
+        rc = data_run_read(st->data, locs, (const uint8_t(*)[DATA_FP_LEN])fps, outs, n);
+    for (size_t k = 0; k < n; k++) {
+        const struct rpiece *x = &pl->p[i + k];
+        if (!rc && parts[k])
+            memcpy(out + x->dst, parts[k] + x->choff, x->n);
+        free(parts[k]);
+    }
+    return rc;
+}
+
 /* Read pieces [first, last) of the plan into out. */
 static int read_pieces(struct pl_store *st, const struct rplan *pl, size_t first, size_t last,
                        uint8_t *out)
 {
     uint8_t *scratch = NULL;
     int rc = 0;
-    for (size_t i = first; i < last && !rc; i++) {
-        const struct rpiece *x = &pl->p[i];
-        /* a whole chunk wanted whole lands in place; pieces go via scratch */
-        if (x->choff == 0 && x->n == x->loc.raw_len) {
-            rc = store_chunk_read(st, &x->loc, x->fp, out + x->dst);
+    for (size_t i = first; i < last && !rc;) {
+        size_t n = run_len(pl, i, last);
+        /* a run that fails is read again piece by piece: that path tries
+         * every mirror, and says which chunk is damaged */
+        if (n > 1 && read_run(st, pl, i, n, out) == 0) {
+            i += n;
             continue;
         }
-        if (!scratch && !(scratch = malloc(DATA_MAX_CHUNK))) {
-            rc = PL_ENOMEM;
-            break;
-        }
-        rc = store_chunk_read(st, &x->loc, x->fp, scratch);
-        if (!rc)
-            memcpy(out + x->dst, scratch + x->choff, x->n);
+        n = PL_MAX(n, (size_t)1);
+        for (size_t k = i; k < i + n && !rc; k++)
+            rc = read_piece(st, &pl->p[k], out, &scratch);
+        i += n;
     }
     free(scratch);
     return rc;

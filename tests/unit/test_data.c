@@ -178,11 +178,27 @@ static void test_segment_roundtrip_mirrors(void **state)
     assert_int_equal(data_chunk_read(f->ds, &st, sfp, back), 0);
     assert_memory_equal(back, out, sizeof(out));
 
+    /* the three back to back as one run: zstd, raw and staged */
+    static uint8_t want[3][65536], got[3][65536];
+    tu_fill_text(want[0], sizeof(want[0]), 3);
+    memcpy(want[1], raw, sizeof(raw));
+    memcpy(want[2], out, sizeof(out));
+    struct data_loc run[3] = {text, rnd, st};
+    uint8_t runfp[3][32];
+    memcpy(runfp[0], fp, 32);
+    memcpy(runfp[1], rfp, 32);
+    memcpy(runfp[2], sfp, 32);
+    void *outs[3] = {got[0], got[1], got[2]};
+    assert_int_equal(data_run_read(f->ds, run, (const uint8_t(*)[32])runfp, outs, 3), 0);
+    assert_memory_equal(want, got, sizeof(want));
+
     /* a bad copy on one mirror is read around */
     corrupt_byte(f->m0, rnd.seg, rnd.off + DATA_BLOCK_HDR + 100);
     memset(out, 0, sizeof(out));
     assert_int_equal(data_chunk_read(f->ds, &rnd, rfp, out), 0);
     assert_memory_equal(raw, out, sizeof(raw));
+    /* a run reads the first mirror only: it fails, and the caller goes chunk by chunk */
+    assert_int_equal(data_run_read(f->ds, run, (const uint8_t(*)[32])runfp, outs, 3), PL_ECORRUPT);
     /* bad on every mirror: an error, never wrong bytes */
     corrupt_byte(f->m1, rnd.seg, rnd.off + DATA_BLOCK_HDR + 100);
     assert_int_equal(data_chunk_read(f->ds, &rnd, rfp, out), PL_ECORRUPT);
@@ -282,6 +298,33 @@ static void mkstripes(const char *dev)
     assert_int_equal(pl_mkdirs(p, 0700), 0);
 }
 
+/* Read chunks [i0, i0 + n) of a test's array as one run: the bytes must be
+ * identical whenever the read succeeds. Returns its status. */
+static int run_check(struct data_store *ds, const struct data_loc *loc, const uint8_t (*fp)[32],
+                     const uint8_t *raw, size_t each, int i0, int n)
+{
+    void *outs[DATA_RUN_MAX];
+    uint8_t *buf = malloc((size_t)n * each);
+    assert_non_null(buf);
+    for (int k = 0; k < n; k++)
+        outs[k] = buf + (size_t)k * each;
+    int rc = data_run_read(ds, loc + i0, fp + i0, outs, (size_t)n);
+    if (rc == 0)
+        assert_memory_equal(buf, raw + (size_t)i0 * each, (size_t)n * each);
+    free(buf);
+    return rc;
+}
+
+/* Runs of several lengths over all n chunks; every one must succeed. */
+static void runs_check(struct data_store *ds, const struct data_loc *loc, const uint8_t (*fp)[32],
+                       const uint8_t *raw, size_t each, int n)
+{
+    static const int lens[] = {1, 2, 7, 64};
+    for (size_t l = 0; l < PL_ARRAY_LEN(lens); l++)
+        for (int i0 = 0; i0 < n; i0 += lens[l])
+            assert_int_equal(run_check(ds, loc, fp, raw, each, i0, PL_MIN(lens[l], n - i0)), 0);
+}
+
 /* Destage a segment into a k+m stripe; lose and damage strips; read every
  * chunk back byte for byte; rebuild. */
 static void stripe_case(void **state, int k, int m)
@@ -325,6 +368,14 @@ static void stripe_case(void **state, int k, int m)
         assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
         assert_memory_equal(raw[i], out, sizeof(out));
     }
+    runs_check(f->ds, loc, (const uint8_t(*)[32])fp, &raw[0][0], sizeof(raw[0]), N);
+    /* only chunks back to back in one segment make a run */
+    struct data_loc gap[2] = {loc[0], loc[2]};
+    uint8_t gfp[2][32];
+    void *gout[2] = {out, out};
+    memcpy(gfp[0], fp[0], 32);
+    memcpy(gfp[1], fp[2], 32);
+    assert_int_equal(data_run_read(f->ds, gap, (const uint8_t(*)[32])gfp, gout, 2), PL_EINVAL);
     /* lose m strips (data strips first, the worst case), flip a byte in another */
     for (int i = 0; i < m; i++) {
         snprintf(p, sizeof(p), "%s/stripes/%016llx.%02d", dev[i], (unsigned long long)seg, i);
@@ -336,6 +387,7 @@ static void stripe_case(void **state, int k, int m)
         assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
         assert_memory_equal(raw[i], out, sizeof(out));
     }
+    runs_check(f->ds, loc, (const uint8_t(*)[32])fp, &raw[0][0], sizeof(raw[0]), N);
     struct data_counters c;
     data_counters_get(f->ds, &c);
     assert_true(c.degraded_reads > 0);
@@ -358,6 +410,9 @@ static void stripe_case(void **state, int k, int m)
             errors += rc != 0;
         }
     assert_true(errors > 0);
+    assert_int_equal(run_check(f->ds, loc, (const uint8_t(*)[32])fp, &raw[0][0], sizeof(raw[0]),
+                               0, N),
+                     PL_ECORRUPT);
     /* put the damaged one right first (it has enough others now? no: rebuild
      * a lost one only after restoring the junked strip from a rebuild order
      * that has k good strips) */
@@ -415,6 +470,7 @@ static void stripe_case_recoverable(void **state, int k, int m)
         assert_int_equal(data_chunk_read(f->ds, &loc[i], fp[i], out), 0);
         assert_memory_equal(raw[i], out, sizeof(out));
     }
+    runs_check(f->ds, loc, (const uint8_t(*)[32])fp, &raw[0][0], sizeof(raw[0]), N);
     assert_int_equal(data_strip_check(f->ds, seg, 1), PL_ECORRUPT);
     /* repair: the damaged strip in place, the lost ones onto a new device */
     assert_int_equal(data_strip_rebuild(f->ds, seg, 1, devs[1]), 0);
