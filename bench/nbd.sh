@@ -2,9 +2,10 @@
 # bench/nbd.sh [SIZE_MIB]: nbdcopy SIZE into and out of a volume, and fio's
 # nbd engine (bs 1M, iodepth 16, write then read), Plenum's NBD head vs
 # `nbdkit file` serving a plain file on the same disk, same clients, same
-# run. Ratios last (>1: Plenum faster).
+# run, and the disk itself (bench/disk.sh). Ratios last (>1: Plenum faster).
 set -eu
 cd "$(dirname "$0")/.."
+. bench/disk.sh
 SIZE=${1:-1024}
 BIN=$PWD/build/plenum
 [ -x "$BIN" ] || { echo "build first: make build"; exit 1; }
@@ -46,6 +47,10 @@ pfw=$(fio_mbps "nbd://127.0.0.1:$pp/fio" write)
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 pfr=$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)
 
+# Plenum's background destage must not run during the peer's turn
+"$BIN" --data "$WORK/pl" flush >/dev/null
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
 # nbdkit file
 kp=$(port)
 truncate -s "$bytes" "$WORK/kit.img"
@@ -68,3 +73,8 @@ printf '%-28s %12s %12s %6sx\n' "nbdcopy write ${SIZE} MiB" "$pw" "$kw" "$(awk -
 printf '%-28s %12s %12s %6sx\n' "nbdcopy read ${SIZE} MiB" "$pr" "$kr" "$(awk -v a="$pr" -v b="$kr" 'BEGIN{printf "%.2f", a/b}')"
 printf '%-28s %12s %12s %6sx\n' "fio nbd write bs1M qd16" "$pfw" "$kfw" "$(awk -v a="$pfw" -v b="$kfw" 'BEGIN{printf "%.2f", a/b}')"
 printf '%-28s %12s %12s %6sx\n' "fio nbd read bs1M qd16" "$pfr" "$kfr" "$(awk -v a="$pfr" -v b="$kfr" 'BEGIN{printf "%.2f", a/b}')"
+disk_limits "$WORK" "$SIZE"
+disk_print
+printf '%-28s %12s of the mirrored limit (nbdcopy), %s (fio)\n' "plenum write / (disk / 2)" \
+    "$(awk -v a="$pw" -v w="$DISK_W" 'BEGIN{printf "%.2fx", a / (w / 2)}')" \
+    "$(awk -v a="$pfw" -v w="$DISK_W" 'BEGIN{printf "%.2fx", a / (w / 2)}')"

@@ -919,7 +919,7 @@ int pl_store_scrub(struct pl_store *st, uint64_t rate, pl_progress_fn progress, 
 }
 
 /* ---- the background thread ---- */
-static void maint_pass(struct pl_store *st, int64_t *last_scrub)
+static void maint_pass(struct pl_store *st, int kicked, int64_t *last_scrub)
 {
     int rc;
     if (data_devs_probe(st->data) > 0) {
@@ -934,9 +934,16 @@ static void maint_pass(struct pl_store *st, int64_t *last_scrub)
             free(dl.d);
         }
     }
-    rc = destage(st, 0, NULL, NULL);
-    if (rc && rc != PL_ENODEVS)
-        pl_log(PL_LOG_WARN, "store", "destage: %s", pl_strerror(rc));
+    /* While writers are appending and the buffer has room, destage waits:
+     * a burst then costs the disk its two mirror copies only, and the stripes
+     * are written when the writers pause (or the buffer is half full). */
+    uint64_t buffered = data_buffer_bytes(st->data);
+    if (kicked || buffered <= st->pass_buffered || buffered > st->buffer_max / 2) {
+        rc = destage(st, 0, NULL, NULL);
+        if (rc && rc != PL_ENODEVS)
+            pl_log(PL_LOG_WARN, "store", "destage: %s", pl_strerror(rc));
+    }
+    st->pass_buffered = data_buffer_bytes(st->data);
     uint64_t seg;
     int idx;
     while (data_repair_next(st->data, &seg, &idx)) {
@@ -969,11 +976,12 @@ static void *maint_main(void *arg)
         ts.tv_sec += 1;
         if (!st->maint_kick)
             pthread_cond_timedwait(&st->maint_cond, &st->maint_lock, &ts);
+        int kicked = st->maint_kick;
         st->maint_kick = 0;
         if (st->maint_stop)
             break;
         pthread_mutex_unlock(&st->maint_lock);
-        maint_pass(st, &last_scrub);
+        maint_pass(st, kicked, &last_scrub);
         pthread_mutex_lock(&st->maint_lock);
     }
     pthread_mutex_unlock(&st->maint_lock);

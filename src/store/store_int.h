@@ -94,6 +94,7 @@ struct pl_store {
     int maint_kick;      /* run a pass now (a writer waits for destage) */
     int destage_stalled; /* the last destage failed: writers must not wait on it */
     uint64_t buffer_max; /* writers wait while more is buffered */
+    uint64_t pass_buffered; /* buffered bytes when the last maintenance pass ended */
     pthread_mutex_t maint_lock;
     pthread_cond_t maint_cond;
     pthread_cond_t drain_cond; /* broadcast after each destaged segment */
