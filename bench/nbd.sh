@@ -37,6 +37,8 @@ for _ in $(seq 50); do grep -q "nbd " "$WORK/pl.log" && break; sleep 0.1; done
 sync
 t0=$(now); nbdcopy "$WORK/src" "nbd://127.0.0.1:$pp/bench"; t1=$(now)
 pw=$(mbps "$bytes" "$t0" "$t1")
+# reads measure the read path, not a destage running beside them: settle first
+"$BIN" --data "$WORK/pl" flush >/dev/null
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 t0=$(now); nbdcopy "nbd://127.0.0.1:$pp/bench" "$WORK/out"; t1=$(now)
 pr=$(mbps "$bytes" "$t0" "$t1")
@@ -44,6 +46,7 @@ cmp -s "$WORK/src" "$WORK/out" || { echo "plenum: data differs"; exit 1; }
 rm -f "$WORK/out"
 "$BIN" --data "$WORK/pl" volume create fio --size "${SIZE}M" >/dev/null
 pfw=$(fio_mbps "nbd://127.0.0.1:$pp/fio" write)
+"$BIN" --data "$WORK/pl" flush >/dev/null
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 pfr=$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)
 

@@ -9,8 +9,9 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <xxhash.h>
 #include <zstd.h>
+
+#include "base/xxh.h"
 
 void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
 {

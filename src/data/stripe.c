@@ -19,7 +19,8 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <xxhash.h>
+
+#include "base/xxh.h"
 
 #define STRIP_HDR 4096u
 #define STRIP_MAGIC "PLSTRIP1"

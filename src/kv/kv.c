@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "base/base.h"
+#include "base/xxh.h"
 
 #define KV_DIR ".kv"
 #define ENT_OVERHEAD 128 /* bytes an entry costs beside its key and value */

@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
+#include "base/xxh.h"
 #include "store/store_int.h"
 
 #define VREC_FIXED 26

@@ -5,7 +5,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdlib.h>
-#include <xxhash.h>
+
+#include "base/xxh.h"
 
 /* ---- file handles ----
  * 0 version (1)   1 flags (bit 0: the ".snapshot" directory)   2..3 zero

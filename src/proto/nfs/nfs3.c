@@ -13,7 +13,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <xxhash.h>
+
+#include "base/xxh.h"
 
 #define ACCESS3_READ 0x01
 #define ACCESS3_LOOKUP 0x02
