@@ -6,9 +6,12 @@
 #
 # ganesha needs rpcbind while it starts and refuses 127.0.0.1 in a loopback-only
 # namespace, so everything runs inside `unshare -n` with 10.255.255.1 on lo
-# (PEERS.md). Page caches are dropped before each read.
+# (PEERS.md). Page caches are dropped before each read; Plenum's destage is
+# settled (plenum flush) before its reads and before ganesha's turn, so each
+# side runs alone. The disk's own limits come last (bench/disk.sh).
 set -eu
 cd "$(dirname "$0")/.."
+. bench/disk.sh
 SIZE=${1:-1024}
 if [ -z "${PL_BENCH_NS:-}" ]; then
     exec unshare -n env PL_BENCH_NS=1 "$0" "$@"
@@ -36,11 +39,12 @@ drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 bytes=$((SIZE * 1048576))
 head -c "$bytes" /dev/urandom > "$WORK/src"
 
-run_client() { # name url-of-file
+run_client() { # name url-of-file [command that settles the server]
     local w r c
     drop
     t0=$(now); nfs-cp "$WORK/src" "$2" >/dev/null; t1=$(now)
     w=$(mbps "$bytes" "$t0" "$t1")
+    [ -z "${3:-}" ] || $3
     drop
     t0=$(now); nfs-cp "$2" "$WORK/out" >/dev/null; t1=$(now)
     r=$(mbps "$bytes" "$t0" "$t1")
@@ -60,7 +64,10 @@ declare -A W R C
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "^  nfs " "$WORK/pl.log" && break; sleep 0.1; done
 "$BIN" --data "$WORK/pl" mb pl://bench >/dev/null
-run_client plenum "nfs://127.0.0.1/bench/f.bin?nfsport=12049&mountport=12048&version=3"
+settle() { "$BIN" --data "$WORK/pl" flush >/dev/null; }
+run_client plenum "nfs://127.0.0.1/bench/f.bin?nfsport=12049&mountport=12048&version=3" settle
+settle
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 # nfs-ganesha, VFS over a plain directory on the same disk
 mkdir -p "$WORK/export" "$WORK/ganesha"
@@ -91,3 +98,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "plenum / ganesha: write $(ratio "${W[plenum]}" "${W[ganesha]}")x," \
     "read $(ratio "${R[plenum]}" "${R[ganesha]}")x," \
     "nfs-cat $(ratio "${C[plenum]}" "${C[ganesha]}")x (>1: Plenum faster)"
+disk_limits "$WORK" "$SIZE"
+disk_print
+echo "plenum write / (disk / 2): $(awk -v a="${W[plenum]}" -v w="$DISK_W" 'BEGIN {printf "%.2f", a / (w / 2)}')x"
