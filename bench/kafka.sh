@@ -8,7 +8,6 @@
 # for the two internal headers it includes (bench/kafka/rd.h). Ratios last.
 set -eu
 cd "$(dirname "$0")/.."
-. bench/disk.sh
 N100=${1:-2000000}
 N1K=${2:-1000000}
 BIN=$PWD/build/plenum
@@ -70,9 +69,3 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "plenum / mock cluster produce (acks=-1, durable vs in memory): 100 B" \
     "$(ratio "$P100" "$M100")x, 1 KiB $(ratio "$P1K" "$M1K")x; consume 1 KiB" \
     "$(ratio "$CONS" 1000)x of 1 GB/s"
-kill "$SPID"; wait "$SPID" 2>/dev/null || true
-disk_limits "$WORK" 1024
-disk_print
-# a 1 KiB record takes about 1,100 bytes in its batch: what two mirrors allow
-LIM=$(awk -v w="$DISK_W" 'BEGIN {printf "%d", w / 2 * 1e6 / 1100}')
-echo "1 KiB produce at the mirrored disk limit: at most $LIM msg/s; plenum $(ratio "$P1K" "$LIM")x of it"
