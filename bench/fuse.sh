@@ -3,7 +3,8 @@
 # plain directory on the same disk, same run. libfuse's passthrough example is
 # not ours to ship, so the peer is the raw directory: the ratio says what the
 # FUSE head and the store cost on top of the disk (>1: Plenum faster).
-# Writes end with fsync (conv=fsync); caches are dropped before each read.
+# Writes end with fsync (conv=fsync); caches are dropped before each read, and
+# Plenum's destage is settled (unmount, plenum flush, mount) before its read.
 set -eu
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
@@ -25,25 +26,40 @@ bytes=$((SIZE * 1048576))
 head -c "$bytes" /dev/urandom > "$WORK/src"
 declare -A W R
 
-run_dd() { # name dir
+dd_write() { # name dir
     drop
     t0=$(now); dd if="$WORK/src" of="$2/f.bin" bs=1M conv=fsync status=none; t1=$(now)
     W[$1]=$(mbps "$bytes" "$t0" "$t1")
+}
+dd_read() { # name dir
     drop
     t0=$(now); dd if="$2/f.bin" of=/dev/null bs=1M status=none; t1=$(now)
     R[$1]=$(mbps "$bytes" "$t0" "$t1")
     cmp -s "$WORK/src" "$2/f.bin" || { echo "$1: data differs"; exit 1; }
     printf '%-8s dd write %8s MB/s   dd read %8s MB/s\n' "$1" "${W[$1]}" "${R[$1]}"
 }
+mount_start() {
+    "$BIN" --data "$WORK/pl" mount bench "$WORK/mnt" >"$WORK/mount.log" 2>&1 &
+    MPID=$!
+    for _ in $(seq 100); do mountpoint -q "$WORK/mnt" && break; sleep 0.1; done
+    mountpoint -q "$WORK/mnt" || { cat "$WORK/mount.log"; exit 1; }
+}
+mount_stop() {
+    kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=
+}
 
 "$BIN" --data "$WORK/pl" mb pl://bench >/dev/null
 mkdir -p "$WORK/mnt" "$WORK/raw"
-"$BIN" --data "$WORK/pl" mount bench "$WORK/mnt" >"$WORK/mount.log" 2>&1 &
-MPID=$!
-for _ in $(seq 100); do mountpoint -q "$WORK/mnt" && break; sleep 0.1; done
-mountpoint -q "$WORK/mnt" || { cat "$WORK/mount.log"; exit 1; }
-run_dd plenum "$WORK/mnt"
-run_dd raw "$WORK/raw"
+dd_write raw "$WORK/raw"
+dd_read raw "$WORK/raw"
+mount_start
+dd_write plenum "$WORK/mnt"
+# the read measures the read path, not a destage running beside it
+mount_stop
+"$BIN" --data "$WORK/pl" flush >/dev/null
+mount_start
+dd_read plenum "$WORK/mnt"
+mount_stop
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "plenum mount / raw directory: write $(ratio "${W[plenum]}" "${W[raw]}")x," \

@@ -161,6 +161,12 @@ struct pl_svc_rec;
  * and its cursor: both or neither). */
 int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                       const struct pl_svc_rec *recs, size_t nrecs) PL_WUR;
+/* The same with flags. PL_WRITE_RAW: the bytes do not compress (KV tensors,
+ * media): new chunks are stored raw, without similarity sketches or zstd at
+ * destage. Deduplication still applies. */
+#define PL_WRITE_RAW 1u
+int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        unsigned flags) PL_WUR;
 
 /* Make [off, off + len) a hole (reads as zeros, takes no space); the size
  * does not change. Durable on return. */

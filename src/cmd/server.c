@@ -54,7 +54,9 @@ void usage_server(void)
            "                    [events] enabled=on|off (default on: element events on\n"
            "                    $events.BUCKET);\n"
            "                    [kv] dram_mb=N (default 1024), flash_mb=N (default 16384),\n"
-           "                    ns_max_mb=N (what one user/db may hold; default no bound);\n"
+           "                    ns_max_mb=N (what one user/db may hold; default no bound),\n"
+           "                    compress=NS... (namespaces whose flash values are compressed:\n"
+           "                    USER/DB, USER/* or *; default none, tensors do not compress);\n"
            "                    [resp] requirepass=SECRET (the default user's password;\n"
            "                    unset: no AUTH needed);\n"
            "                    command-line flags win\n"
@@ -87,6 +89,7 @@ void usage_server(void)
 
 static struct broker_opts cfg_broker; /* [kafka] in the config file */
 static struct kv_opts cfg_kv;         /* [kv] */
+static char cfg_kv_compress[512];     /* [kv] compress */
 static char cfg_requirepass[256];     /* [resp] */
 static const char *resp_unix;
 static int cfg_kafka_sasl;
@@ -242,6 +245,9 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             cfg_kv.dram_max = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "kv") && !strcmp(k, "ns_max_mb")) {
             cfg_kv.ns_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "kv") && !strcmp(k, "compress")) {
+            snprintf(cfg_kv_compress, sizeof(cfg_kv_compress), "%s", v);
+            cfg_kv.compress = cfg_kv_compress;
         } else if (!strcmp(section, "kv") && !strcmp(k, "flash_mb")) {
             cfg_kv.flash_max = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "resp") && !strcmp(k, "requirepass")) {

@@ -30,13 +30,17 @@
 /* DELTA: the payload is the reference chunk's fingerprint, then a zstd frame
  * made with the reference's raw bytes as its prefix. STAGED: raw bytes whose
  * encoding (similarity, zstd) is still to be chosen: the acknowledgment path
- * only appends, destage encodes. */
+ * only appends, destage encodes. STAGED_RAW: staged by a writer that knows
+ * its bytes do not compress (KV tensors): destage stores them RAW without
+ * sketching or compressing them. */
 enum data_codec {
     DATA_CODEC_RAW = 0,
     DATA_CODEC_ZSTD = 1,
     DATA_CODEC_DELTA = 2,
     DATA_CODEC_STAGED = 3,
+    DATA_CODEC_STAGED_RAW = 4,
 };
+#define DATA_CODEC_IS_STAGED(c) ((c) == DATA_CODEC_STAGED || (c) == DATA_CODEC_STAGED_RAW)
 enum data_loc_kind { DATA_LOC_NONE = 0, DATA_LOC_BUFFER = 1 };
 
 struct data_loc {
@@ -85,17 +89,18 @@ struct data_store;
 int data_open(const struct data_opts *o, struct data_store **ret) PL_WUR;
 void data_close(struct data_store *ds);
 
-/* Append a chunk as it is (codec STAGED) to the active segment on every
- * mirror. Not durable until data_sync(). Fills *ret_loc. */
+/* Append a chunk as it is (codec STAGED, or STAGED_RAW with keep_raw) to the
+ * active segment on every mirror. Not durable until data_sync(). Fills
+ * *ret_loc. */
 int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                     size_t n, struct data_loc *ret_loc) PL_WUR;
+                     size_t n, int keep_raw, struct data_loc *ret_loc) PL_WUR;
 /* Encode a chunk into a block (header + payload) in memory: zstd when that
- * saves 1/32, else raw; with a reference (the raw bytes of the chunk ref_fp),
+ * saves 1/32 (and plain is not set), else raw; with a reference (the raw bytes of the chunk ref_fp),
  * a delta when that beats plain encoding by an eighth (or is under 1/16 of
  * the chunk: plain encoding is then not tried). *ret_blk is malloc'd. */
 int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                      size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
-                      uint8_t **ret_blk, size_t *ret_n) PL_WUR;
+                      size_t n, int plain, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
+                      size_t ref_n, uint8_t **ret_blk, size_t *ret_n) PL_WUR;
 /* The reference of a delta chunk. */
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;

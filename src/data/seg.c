@@ -25,7 +25,7 @@ void data_loc_encode(const struct data_loc *l, uint8_t out[DATA_LOC_ENC])
 
 int data_loc_decode(const uint8_t *p, size_t n, struct data_loc *ret)
 {
-    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_STAGED)
+    if (n < DATA_LOC_ENC || p[0] != DATA_LOC_BUFFER || p[1] > DATA_CODEC_STAGED_RAW)
         return PL_ECORRUPT;
     ret->kind = p[0];
     ret->codec = p[1];
@@ -350,12 +350,12 @@ static size_t compress_plain(struct data_store *ds, uint8_t *dst, size_t cap, co
 }
 
 int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                     size_t n, struct data_loc *ret_loc)
+                     size_t n, int keep_raw, struct data_loc *ret_loc)
 {
     uint8_t hdr[DATA_BLOCK_HDR];
     if (n > DATA_MAX_CHUNK)
         return PL_EINVAL;
-    block_seal(hdr, fp, DATA_CODEC_STAGED, n, raw, n);
+    block_seal(hdr, fp, keep_raw ? DATA_CODEC_STAGED_RAW : DATA_CODEC_STAGED, n, raw, n);
     return block_append(ds, hdr, raw, n, ret_loc);
 }
 
@@ -382,8 +382,8 @@ static size_t compress_delta(struct data_store *ds, uint8_t *dst, size_t cap, co
 }
 
 int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
-                      size_t n, const uint8_t ref_fp[DATA_FP_LEN], const void *ref, size_t ref_n,
-                      uint8_t **ret_blk, size_t *ret_n)
+                      size_t n, int plain, const uint8_t ref_fp[DATA_FP_LEN], const void *ref,
+                      size_t ref_n, uint8_t **ret_blk, size_t *ret_n)
 {
     if (n > DATA_MAX_CHUNK)
         return PL_EINVAL;
@@ -399,7 +399,7 @@ int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], cons
     if (d && DATA_FP_LEN + d < n / 16) {
         stored = 0; /* a near-copy: plain compression cannot come close, skip it */
     } else {
-        size_t z = compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
+        size_t z = plain ? 0 : compress_plain(ds, blk + DATA_BLOCK_HDR, cap - DATA_BLOCK_HDR, raw, n);
         stored = z ? z : n;
         codec = z ? DATA_CODEC_ZSTD : DATA_CODEC_RAW;
         if (!z)
@@ -530,7 +530,7 @@ int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
 {
     if (loc->codec == DATA_CODEC_DELTA)
         return PL_EINVAL; /* the caller reads its reference first */
-    if (loc->codec == DATA_CODEC_RAW || loc->codec == DATA_CODEC_STAGED)
+    if (loc->codec == DATA_CODEC_RAW || DATA_CODEC_IS_STAGED(loc->codec))
         return loc->stored_len == loc->raw_len ? raw_read_verified(ds, loc, fp, out)
                                                : PL_ECORRUPT;
     size_t n = DATA_BLOCK_HDR + loc->stored_len;
@@ -565,7 +565,7 @@ int data_run_read(struct data_store *ds, const struct data_loc *locs,
     int rc = n && n <= DATA_RUN_MAX ? 0 : PL_EINVAL;
     for (size_t i = 0; !rc && i < n; i++) {
         const struct data_loc *l = &locs[i];
-        int raw = (l->codec == DATA_CODEC_RAW || l->codec == DATA_CODEC_STAGED) &&
+        int raw = (l->codec == DATA_CODEC_RAW || DATA_CODEC_IS_STAGED(l->codec)) &&
                   l->stored_len == l->raw_len;
         if (l->kind != locs[0].kind || l->seg != locs[0].seg || l->off != locs[0].off + total ||
             (!raw && l->codec != DATA_CODEC_ZSTD)) {

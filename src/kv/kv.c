@@ -100,7 +100,24 @@ struct kv {
     int thr_started;
     uint64_t exp_cursor;
     struct kv_stats st_;
+    char *compress; /* kv_opts.compress */
 };
+
+/* Whether values of namespace ns (nsl bytes) are compressed in the flash tier. */
+static int ns_compressed(const struct kv *kv, const uint8_t *ns, size_t nsl)
+{
+    for (const char *p = kv->compress; p && *p;) {
+        p += strspn(p, " ,");
+        size_t n = strcspn(p, " ,");
+        if (n == 1 && p[0] == '*')
+            return 1;
+        if (n && p[n - 1] == '*' ? nsl >= n - 1 && !memcmp(ns, p, n - 1)
+                                 : n && n == nsl && !memcmp(ns, p, n))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
 
 /* ---- values ---- */
 struct kv_val *kv_val_new(size_t n)
@@ -378,9 +395,10 @@ static int write_flash(struct kv *kv, const struct job *j, uint64_t *ret_id)
         struct pl_attr z = {.size = 0};
         rc = pl_elem_setattr(kv->st, a.id, PL_SET_SIZE, &z, NULL);
     }
+    unsigned flags = ns_compressed(kv, j->ikey, strlen((const char *)j->ikey)) ? 0 : PL_WRITE_RAW;
     for (uint64_t off = 0; !rc && off < j->val->n; off += WRITE_STEP)
-        rc = pl_elem_write(kv->st, a.id, off, j->val->data + off,
-                           (size_t)PL_MIN((uint64_t)WRITE_STEP, j->val->n - off));
+        rc = pl_elem_write_flags(kv->st, a.id, off, j->val->data + off,
+                                 (size_t)PL_MIN((uint64_t)WRITE_STEP, j->val->n - off), flags);
     if (!rc)
         rc = pl_xattr_set(kv->st, a.id, "user.kv.key", j->ikey, j->ikn);
     snprintf(exp, sizeof(exp), "%" PRId64, j->expire);
@@ -1078,8 +1096,9 @@ int kv_open(struct pl_store *st, const struct kv_opts *o, struct kv **ret)
     kv->dram_max = o->dram_max ? o->dram_max : (uint64_t)1 << 30;
     kv->flash_max = o->flash_max ? o->flash_max : (uint64_t)16 << 30;
     kv->ns_max = o->ns_max;
+    kv->compress = o->compress ? strdup(o->compress) : NULL;
     kv->nb = 64;
-    kv->tab = calloc(kv->nb, sizeof(struct kv_ent *));
+    kv->tab = o->compress && !kv->compress ? NULL : calloc(kv->nb, sizeof(struct kv_ent *));
     pthread_mutex_init(&kv->lock, NULL);
     pthread_cond_init(&kv->work, NULL);
     pthread_cond_init(&kv->progress, NULL);
@@ -1142,5 +1161,6 @@ void kv_close(struct kv *kv)
     pthread_mutex_destroy(&kv->lock);
     pthread_cond_destroy(&kv->work);
     pthread_cond_destroy(&kv->progress);
+    free(kv->compress);
     free(kv);
 }

@@ -42,6 +42,11 @@ struct kv_opts {
     uint64_t dram_max;  /* bytes; 0 = 1 GiB */
     uint64_t flash_max; /* bytes; 0 = 16 GiB */
     uint64_t ns_max;    /* bytes one namespace may hold in both tiers; 0 = no bound */
+    /* Namespaces whose flash values the store compresses at destage, space
+     * separated: USER/DB, USER/ and a star for all of a user's, or a star
+     * alone. Others (the default: KV tensors do not compress) are stored
+     * raw, with no compression or similarity work spent on them. Copied. */
+    const char *compress;
 };
 
 int kv_open(struct pl_store *st, const struct kv_opts *o, struct kv **ret) PL_WUR;

@@ -34,6 +34,7 @@ struct dblock {
     uint8_t *enc; /* the encoded block, when staged */
     size_t enc_n;
     int staged, has_sketch;
+    int plain;      /* staged to stay raw (DATA_CODEC_STAGED_RAW) */
     uint64_t sf[DATA_SF];
     int ref_local;  /* 1 + index of the reference in this segment */
     int has_ref;    /* a reference was picked */
@@ -73,7 +74,8 @@ static int collect_block(void *arg, const struct data_loc *loc, const uint8_t fp
     b->from = cur;
     b->refs = refs;
     /* dead chunks move as they are: not worth encoding, never references */
-    b->staged = cur.codec == DATA_CODEC_STAGED && refs > 0;
+    b->staged = DATA_CODEC_IS_STAGED(cur.codec) && refs > 0;
+    b->plain = cur.codec == DATA_CODEC_STAGED_RAW;
     rc = data_block_read(d->st->data, &cur, &b->blk, &b->blk_n);
     if (rc)
         return rc; /* no good copy: leave the segment in the buffer for scrub/fsck */
@@ -97,7 +99,7 @@ static int similar_stored(struct pl_store *st, MDB_txn *txn, const struct dblock
             !memcmp(v.mv_data, b->fp, DATA_FP_LEN))
             continue;
         if (chunk_lookup(txn, st->meta, v.mv_data, &refs, ref_loc) || !refs ||
-            ref_loc->codec == DATA_CODEC_DELTA || ref_loc->codec == DATA_CODEC_STAGED)
+            ref_loc->codec == DATA_CODEC_DELTA || DATA_CODEC_IS_STAGED(ref_loc->codec))
             continue; /* gone, dead, or not whole: a stale index entry */
         memcpy(ref_fp, v.mv_data, DATA_FP_LEN);
         return 0;
@@ -148,8 +150,8 @@ static int encode_block(struct dseg *d, struct dblock *b)
             ref_n = b->ref_loc.raw_len;
         } /* else an unreadable reference: store this one whole */
     }
-    int rc = data_block_encode(d->st->data, b->fp, raw, b->from.raw_len, ref ? b->ref : NULL, ref,
-                               ref_n, &b->enc, &b->enc_n);
+    int rc = data_block_encode(d->st->data, b->fp, raw, b->from.raw_len, b->plain,
+                               ref ? b->ref : NULL, ref, ref_n, &b->enc, &b->enc_n);
     if (!rc)
         b->delta = b->enc[5] == DATA_CODEC_DELTA;
     free(stored_ref);
@@ -164,6 +166,8 @@ static void dpart_run(struct pl_job *j)
         if (!b->staged)
             continue;
         if (p->phase == 0) {
+            if (b->plain)
+                continue; /* the writer said it does not compress: no sketch, no delta */
             data_sketch(b->blk + DATA_BLOCK_HDR, b->from.raw_len, b->sf);
             b->has_sketch = 1;
         } else {

@@ -104,7 +104,7 @@ int chunk_account(struct meta_txn *t, const struct data_loc *l, int sign)
         if (!rc)
             rc = meta_sys_add(t, "delta_stored", sign * (int64_t)l->stored_len);
     }
-    if (!rc && l->codec == DATA_CODEC_STAGED)
+    if (!rc && DATA_CODEC_IS_STAGED(l->codec))
         rc = meta_sys_add(t, "staged_raw", sign * (int64_t)l->raw_len);
     if (!rc)
         rc = meta_sys_add(t, "chunks", sign);
@@ -526,7 +526,7 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
             }
         }
         if (!p->has_loc) {
-            rc = data_chunk_stage(st->data, p->fp, d, len, &p->loc);
+            rc = data_chunk_stage(st->data, p->fp, d, len, pr->keep_raw, &p->loc);
             if (!rc)
                 rc = segs_add(st, &pr->segs, p->loc.seg);
             if (rc)

@@ -845,6 +845,9 @@ static int apply_write(struct meta_txn *t, void *arg)
     return rc;
 }
 
+static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags);
+
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n)
 {
     return pl_elem_write_svc(st, id, off, buf, n, NULL, 0);
@@ -853,6 +856,18 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
 int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                       const struct pl_svc_rec *recs, size_t nrecs)
 {
+    return elem_write(st, id, off, buf, n, recs, nrecs, 0);
+}
+
+int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        unsigned flags)
+{
+    return elem_write(st, id, off, buf, n, NULL, 0, flags);
+}
+
+static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags)
+{
     int rc = svc_check(recs, nrecs);
     if (rc || n == 0)
         return rc;
@@ -860,7 +875,7 @@ int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void
         return PL_EFBIG;
     store_throttle(st);
     for (int attempt = 0; attempt < 4; attempt++) {
-        struct prep pr = {0};
+        struct prep pr = {.keep_raw = (flags & PL_WRITE_RAW) != 0};
         size_t used;
         pl_gate_enter(&st->purge);
         rc = store_prepare(st, off, buf, n, 1, &pr, &used);

@@ -240,6 +240,7 @@ struct prep {
     struct piece *p;
     size_t n, cap;
     struct seg_set segs;
+    int keep_raw; /* stage new chunks to be stored raw (PL_WRITE_RAW) */
 };
 /* Chunk buf (at file offset base), fingerprint, dedup against the index and
  * earlier pieces of pr, append new chunks; adds pieces to pr. Without final,

@@ -12,7 +12,7 @@ static int chunk_append_delta(struct data_store *ds, const uint8_t *fp, const vo
 {
     uint8_t *blk;
     size_t bn;
-    int rc = data_block_encode(ds, fp, raw, n, ref_fp, ref, ref_n, &blk, &bn);
+    int rc = data_block_encode(ds, fp, raw, n, 0, ref_fp, ref, ref_n, &blk, &bn);
     if (rc)
         return rc;
     rc = data_block_append(ds, blk, bn, loc);
@@ -170,7 +170,7 @@ static void test_segment_roundtrip_mirrors(void **state)
     tu_fill_text(out, sizeof(out), 5);
     uint8_t sfp[32];
     data_fingerprint(out, sizeof(out), sfp);
-    assert_int_equal(data_chunk_stage(f->ds, sfp, out, sizeof(out), &st), 0);
+    assert_int_equal(data_chunk_stage(f->ds, sfp, out, sizeof(out), 0, &st), 0);
     assert_int_equal(st.codec, DATA_CODEC_STAGED);
     assert_int_equal(st.stored_len, sizeof(out));
     uint8_t back[65536];

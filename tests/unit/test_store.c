@@ -714,6 +714,44 @@ static void test_destage_encodes(void **state)
     free(back);
 }
 
+/* PL_WRITE_RAW: text that would compress is kept raw at destage (no zstd,
+ * no sketch); the same text written plainly is compressed; both read back. */
+static void test_write_raw(void **state)
+{
+    struct fix *f = *state;
+    enum { N = 1 << 20 };
+    uint8_t *t = malloc(N), *u = malloc(N), *back = malloc(N);
+    tu_fill_text(t, N, 91);
+    tu_fill_text(u, N, 92);
+    struct pl_attr a, b;
+    struct pl_store_stats s0, s1, s2;
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "raw", 0600, 0, 0, 1, &a), 0);
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "plain", 0600, 0, 0, 1, &b), 0);
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(pl_elem_write_flags(f->st, a.id, 0, t, N, PL_WRITE_RAW), 0);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.staged_bytes - s0.staged_bytes, N); /* staged like any write */
+    assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.staged_bytes, 0);
+    assert_int_equal(s1.stored_bytes - s0.stored_bytes, N); /* raw: as many bytes as written */
+    assert_int_equal(pl_elem_write_flags(f->st, b.id, 0, u, N, 0), 0);
+    assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
+    assert_int_equal(pl_store_stats(f->st, &s2), 0);
+    assert_true(s2.stored_bytes - s1.stored_bytes < N / 2); /* the same kind of text, zstd */
+    read_all(f->st, a.id, PL_VIEW_LIVE, back, N);
+    assert_memory_equal(back, t, N);
+    read_all(f->st, b.id, PL_VIEW_LIVE, back, N);
+    assert_memory_equal(back, u, N);
+    reopen(f);
+    read_all(f->st, a.id, PL_VIEW_LIVE, back, N);
+    assert_memory_equal(back, t, N);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    free(t);
+    free(u);
+    free(back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -730,6 +768,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pin_keeps_unlinked_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_similarity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destage_encodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_raw, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
