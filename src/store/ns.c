@@ -779,12 +779,13 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
             len = (size_t)PL_MIN((uint64_t)n, e.a.size - off);
             rc = read_plan(st, txn, id, view, off, len, &pl);
         }
-        /* large reads are usually sequential: start the disk on the next two
-         * ranges now, so the next call does not wait for it */
-        if (!rc && len >= PARALLEL_MIN && off + len < e.a.size) {
+        /* large reads are usually sequential: start the disk on the range
+         * after the next now (a sequential reader's previous call asked for
+         * the next one), so later calls do not wait for it */
+        if (!rc && len >= PARALLEL_MIN && off + 2 * (uint64_t)len < e.a.size) {
             struct rplan ahead = {0};
-            size_t an = (size_t)PL_MIN((uint64_t)len * 2, e.a.size - off - len);
-            if (read_plan(st, txn, id, view, off + len, an, &ahead) == 0)
+            size_t an = (size_t)PL_MIN((uint64_t)len, e.a.size - off - 2 * len);
+            if (read_plan(st, txn, id, view, off + 2 * len, an, &ahead) == 0)
                 for (size_t i = 0; i < ahead.n; i++)
                     data_prefetch(st->data, &ahead.p[i].loc);
             free(ahead.p);
