@@ -10,6 +10,9 @@
 
 #define CLI_DEFAULT_DATA "./plenum-data"
 
+#define CLI_JOBS_DEFAULT 4 /* transfers at once in cp -r */
+#define CLI_JOBS_MAX 64
+
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
 
@@ -17,6 +20,7 @@
 struct opts {
     const char *data;
     int json, recursive, help, now;
+    int jobs; /* cp -r: transfers at once (0: CLI_JOBS_DEFAULT) */
     const char *snapshot, *content_type, *size;
     const char *clients, *options;
     const char *server;

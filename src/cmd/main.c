@@ -22,10 +22,11 @@ static const struct cmd cmds[] = {
      "Bucket names: 3-63 lowercase letters, digits, '-' and '.'.\n"
      "example: plenum mb pl://datasets"},
     {"rb", cmd_mb, "pl://BUCKET", "remove an empty bucket", "example: plenum rb pl://datasets"},
-    {"cp", cmd_cp, "[-r] [--content-type T] SRC DST",
+    {"cp", cmd_cp, "[-r] [-j N] [--content-type T] SRC DST",
      "copy files and objects (either side local or pl://, '-' is stdin/stdout)",
      "A DST ending in '/' keeps the source's name. -r copies a directory tree or every\n"
-     "object under a prefix. Downloads land in DST only when complete.\n"
+     "object under a prefix, -j N files at once (--jobs, default 4; 1 shows a progress\n"
+     "bar per file). Downloads land in DST only when complete.\n"
      "examples:\n  plenum cp train.csv pl://datasets/raw/\n  plenum cp -r ./images "
      "pl://datasets/images\n  plenum cp -r pl://datasets/images ./restore\n"
      "  plenum cp --snapshot nightly pl://datasets/raw/train.csv old.csv"},
@@ -234,6 +235,13 @@ int main(int argc, char **argv)
             o.recursive = 1;
         else if (!strcmp(a, "--now"))
             o.now = 1;
+        else if ((!strcmp(a, "-j") || !strcmp(a, "--jobs")) && i + 1 < argc) {
+            char *end;
+            long j = strtol(argv[++i], &end, 10);
+            if (*end || j < 1 || j > CLI_JOBS_MAX)
+                return cli_usage_error("--jobs takes a number from 1 to 64, not '%s'", argv[i]);
+            o.jobs = (int)j;
+        }
         else if (!strcmp(a, "--data") && i + 1 < argc)
             o.data = argv[++i];
         else if (!strcmp(a, "--snapshot") && i + 1 < argc)

@@ -1,8 +1,10 @@
 /* Objects and buckets from the command line: mb, rb, cp, cat, ls, rm, stat. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <curl/curl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,7 @@ int cmd_mb(struct opts *o)
 
 /* ---- cp ---- */
 static int put_file(struct backend *b, struct opts *o, const char *src, const char *bucket,
-                    const char *key)
+                    const char *key, int bars)
 {
     char what[PL_PATH_MAX + 128];
     json_t *res;
@@ -69,7 +71,7 @@ static int put_file(struct backend *b, struct opts *o, const char *src, const ch
         fprintf(stderr, "plenum cp: %s is a directory; use cp -r to copy a tree\n", src);
         return EXIT_FAIL;
     }
-    struct xfer x = {fd, -1, total, isatty(2) ? src : NULL};
+    struct xfer x = {fd, -1, total, bars && isatty(2) ? src : NULL};
     json_t *a = json_object();
     json_object_set_new(a, "bucket", json_string(bucket));
     json_object_set_new(a, "key", json_string(key));
@@ -98,7 +100,7 @@ static int mkparents(const char *path)
 
 /* Download to dst via a temporary file renamed into place: never half-written. */
 static int get_file(struct backend *b, struct opts *o, const char *bucket, const char *key,
-                    const char *dst)
+                    const char *dst, int bars)
 {
     char what[PL_PATH_MAX + 128], tmp[PL_PATH_MAX + 32];
     json_t *res;
@@ -118,7 +120,7 @@ static int get_file(struct backend *b, struct opts *o, const char *bucket, const
             return EXIT_FAIL;
         }
     }
-    struct xfer x = {-1, fd, -1, (!to_stdout && isatty(2)) ? key : NULL};
+    struct xfer x = {-1, fd, -1, (bars && !to_stdout && isatty(2)) ? key : NULL};
     json_t *a = json_object();
     json_object_set_new(a, "bucket", json_string(bucket));
     json_object_set_new(a, "key", json_string(key));
@@ -139,21 +141,133 @@ static int get_file(struct backend *b, struct opts *o, const char *bucket, const
     return r;
 }
 
-struct tree_ctx {
+/* A recursive copy runs o->jobs transfers at once: files are independent,
+ * and the server chunks and fingerprints each one on its own thread, so one
+ * stream at a time would leave cores idle. The walker fills a bounded queue;
+ * workers take from it. With one job, per-file progress bars as before. */
+#define CP_QUEUE 64
+
+struct cp_task {
+    char *from, *to; /* up: local path, key; down: key, local path */
+    int64_t size;
+};
+
+struct cp_pool {
     struct backend *b;
     struct opts *o;
     const char *bucket;
-    char prefix[PL_KEY_MAX + 1];
-    int failures, files;
+    int up, nthr;
+    pthread_t thr[CLI_JOBS_MAX];
+    pthread_mutex_t lock;
+    pthread_cond_t more, room;
+    struct cp_task q[CP_QUEUE];
+    size_t head, n;
+    int closed, files, failures;
+    uint64_t bytes, t0;
 };
 
-static int put_tree(struct tree_ctx *t, const char *dir, const char *rel)
+static void *cp_worker(void *arg)
+{
+    struct cp_pool *p = arg;
+    int bars = p->nthr == 1;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->n && !p->closed)
+            pthread_cond_wait(&p->more, &p->lock);
+        if (!p->n)
+            break;
+        struct cp_task t = p->q[p->head];
+        p->head = (p->head + 1) % CP_QUEUE;
+        p->n--;
+        pthread_cond_signal(&p->room);
+        pthread_mutex_unlock(&p->lock);
+        int r = p->up ? put_file(p->b, p->o, t.from, p->bucket, t.to, bars)
+                      : get_file(p->b, p->o, p->bucket, t.from, t.to, bars);
+        pthread_mutex_lock(&p->lock);
+        p->files++;
+        p->failures += r != 0;
+        p->bytes += t.size > 0 ? (uint64_t)t.size : 0;
+        if (!bars)
+            progress_update("copied", p->bytes, -1, p->t0); /* a terminal: one line for all */
+        free(t.from);
+        free(t.to);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static int cp_pool_start(struct cp_pool *p, struct backend *b, struct opts *o,
+                         const char *bucket, int up)
+{
+    memset(p, 0, sizeof(*p));
+    p->b = b;
+    p->o = o;
+    p->bucket = bucket;
+    p->up = up;
+    p->t0 = pl_mono_ns();
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->more, NULL);
+    pthread_cond_init(&p->room, NULL);
+    int jobs = o->jobs > 0 ? o->jobs : CLI_JOBS_DEFAULT;
+    if (jobs > 1) {
+        /* both are documented as unsafe to first run on several threads */
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        json_object_seed(0);
+    }
+    for (int i = 0; i < jobs; i++) {
+        if (pthread_create(&p->thr[i], NULL, cp_worker, p))
+            break;
+        p->nthr++;
+    }
+    return p->nthr ? 0 : PL_ENOMEM;
+}
+
+/* Queue one transfer (takes from and to); waits while the queue is full. */
+static void cp_pool_add(struct cp_pool *p, char *from, char *to, int64_t size)
+{
+    pthread_mutex_lock(&p->lock);
+    if (!from || !to) {
+        p->failures++;
+        p->files++;
+        free(from);
+        free(to);
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    while (p->n == CP_QUEUE)
+        pthread_cond_wait(&p->room, &p->lock);
+    p->q[(p->head + p->n) % CP_QUEUE] = (struct cp_task){from, to, size};
+    p->n++;
+    pthread_cond_signal(&p->more);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Wait for every queued transfer; prints the summary. The exit status. */
+static int cp_pool_finish(struct cp_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->closed = 1;
+    pthread_cond_broadcast(&p->more);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nthr; i++)
+        pthread_join(p->thr[i], NULL);
+    if (p->nthr > 1)
+        progress_end("copied", p->bytes, p->t0);
+    if (!p->o->json)
+        printf("%d files copied, %d failed\n", p->files - p->failures, p->failures);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->more);
+    pthread_cond_destroy(&p->room);
+    return p->failures ? EXIT_FAIL : 0;
+}
+
+static void put_tree(struct cp_pool *p, const char *prefix, const char *dir, const char *rel)
 {
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "plenum cp: cannot read directory %s: %s\n", dir, strerror(errno));
-        t->failures++;
-        return 0;
+        cp_pool_add(p, NULL, NULL, 0);
+        return;
     }
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -166,16 +280,13 @@ static int put_tree(struct tree_ctx *t, const char *dir, const char *rel)
         if (lstat(path, &sb) < 0)
             continue;
         if (S_ISDIR(sb.st_mode)) {
-            put_tree(t, path, r2);
+            put_tree(p, prefix, path, r2);
         } else if (S_ISREG(sb.st_mode)) {
-            snprintf(key, sizeof(key), "%s%s", t->prefix, r2);
-            if (put_file(t->b, t->o, path, t->bucket, key))
-                t->failures++;
-            t->files++;
+            snprintf(key, sizeof(key), "%s%s", prefix, r2);
+            cp_pool_add(p, strdup(path), strdup(key), sb.st_size);
         }
     }
     closedir(d);
-    return 0;
 }
 
 int cmd_cp(struct opts *o)
@@ -199,13 +310,16 @@ int cmd_cp(struct opts *o)
         struct stat st;
         int isdir = strcmp(o->pos[0], "-") && stat(o->pos[0], &st) == 0 && S_ISDIR(st.st_mode);
         if (isdir && o->recursive) {
-            struct tree_ctx t = {&b, o, db, "", 0, 0};
-            snprintf(t.prefix, sizeof(t.prefix), "%s%s", dk,
+            struct cp_pool p;
+            char prefix[PL_KEY_MAX + 2];
+            snprintf(prefix, sizeof(prefix), "%s%s", dk,
                      (*dk && dk[strlen(dk) - 1] != '/') ? "/" : "");
-            put_tree(&t, o->pos[0], "");
-            if (!o->json)
-                printf("%d files copied, %d failed\n", t.files - t.failures, t.failures);
-            r = t.failures ? EXIT_FAIL : 0;
+            if (cp_pool_start(&p, &b, o, db, 1)) {
+                backend_close(&b);
+                return cli_fail(PL_ENOMEM, "start the copy threads", NULL);
+            }
+            put_tree(&p, prefix, o->pos[0], "");
+            r = cp_pool_finish(&p);
         } else {
             char key[PL_KEY_MAX + 1], tmp[PL_PATH_MAX];
             if (!*dk || dk[strlen(dk) - 1] == '/') {
@@ -218,13 +332,17 @@ int cmd_cp(struct opts *o)
             } else {
                 snprintf(key, sizeof(key), "%s", dk);
             }
-            r = put_file(&b, o, o->pos[0], db, key);
+            r = put_file(&b, o, o->pos[0], db, key, 1);
         }
     } else if (!dp) {
         /* plenum -> local */
         if (o->recursive) {
             char after[PL_KEY_MAX + 2] = "";
-            int files = 0, failures = 0;
+            struct cp_pool p;
+            if (cp_pool_start(&p, &b, o, sb, 0)) {
+                backend_close(&b);
+                return cli_fail(PL_ENOMEM, "start the copy threads", NULL);
+            }
             for (;;) {
                 json_t *a = json_object(), *res;
                 json_object_set_new(a, "bucket", json_string(sb));
@@ -250,9 +368,8 @@ int cmd_cp(struct opts *o)
                         relk++;
                     char dst[PL_PATH_MAX];
                     snprintf(dst, sizeof(dst), "%s/%s", o->pos[1], relk);
-                    if (get_file(&b, o, sb, k, dst))
-                        failures++;
-                    files++;
+                    cp_pool_add(&p, strdup(k), strdup(dst),
+                                json_integer_value(json_object_get(e, "size")));
                 }
                 json_t *next = json_object_get(res, "next");
                 if (json_is_string(next))
@@ -262,10 +379,9 @@ int cmd_cp(struct opts *o)
                 if (!more)
                     break;
             }
-            if (!r && !o->json)
-                printf("%d files copied, %d failed\n", files - failures, failures);
-            if (!r && failures)
-                r = EXIT_FAIL;
+            int pr = cp_pool_finish(&p);
+            if (!r)
+                r = pr;
         } else {
             char dst[PL_PATH_MAX], tmp[PL_KEY_MAX + 1];
             struct stat st;
@@ -279,7 +395,7 @@ int cmd_cp(struct opts *o)
                 backend_close(&b);
                 return cli_usage_error("'%s' names a bucket; use -r to copy its objects", o->pos[0]);
             }
-            r = get_file(&b, o, sb, sk, dst);
+            r = get_file(&b, o, sb, sk, dst, 1);
         }
     } else {
         json_t *a = json_object(), *res;
@@ -315,7 +431,7 @@ int cmd_cat(struct opts *o)
         if (!r && !*key)
             r = cli_usage_error("'%s' has no key", o->pos[i]);
         if (!r)
-            r = get_file(&b, o, bucket, key, "-");
+            r = get_file(&b, o, bucket, key, "-", 1);
     }
     backend_close(&b);
     return r;
