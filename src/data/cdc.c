@@ -7,6 +7,10 @@
 
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 static uint64_t gear[256];
 static pthread_once_t gear_once = PTHREAD_ONCE_INIT;
@@ -98,30 +102,111 @@ int data_is_zero(const void *p, size_t n)
 /* Features: for each of the DATA_SF * DATA_SF_FEATURES transforms
  * t_i(h) = a_i * h + b_i, the maximum over positions where the rolling hash
  * has its low 5 bits zero (a 1/32 sample, so a sketch costs a fraction of a
- * pass). Fixed constants: sketches must agree across processes. */
-void data_sketch(const void *p, size_t n, uint64_t sf[DATA_SF])
+ * pass). Fixed constants: sketches must agree across processes.
+ *
+ * Speed: the rolling hash is one long dependency chain, so the chunk is
+ * hashed as two halves interleaved. A position's hash depends only on the 64
+ * bytes before it (older bytes are shifted out), so the second half starts
+ * 64 bytes early and its hashes are exactly the serial ones; the maximum does
+ * not care about order. Sampled hashes are batched and folded into the
+ * features with AVX-512 where the CPU has it. */
+enum { SK_NF = DATA_SF * DATA_SF_FEATURES, SK_BATCH = 256 };
+
+static const uint64_t sk_mul[SK_NF] = {
+    0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull, 0x2545f4914f6cdd1dull,
+    0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull,
+    0x589965cc75374cc3ull, 0x1d8e4e27c47d124full, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull};
+
+static uint64_t sk_add(int f)
 {
-    enum { NF = DATA_SF * DATA_SF_FEATURES };
-    static const uint64_t mul[NF] = {
-        0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull, 0x2545f4914f6cdd1dull,
-        0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull,
-        0x589965cc75374cc3ull, 0x1d8e4e27c47d124full, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull};
-    uint64_t feat[NF];
-    const uint8_t *b = p;
-    uint64_t h = 0;
-    pthread_once(&gear_once, gear_fill);
-    for (int i = 0; i < NF; i++)
-        feat[i] = 0;
-    for (size_t i = 0; i < n; i++) {
-        h = (h << 1) + gear[b[i]];
-        if (h & 31)
-            continue;
-        for (int f = 0; f < NF; f++) {
-            uint64_t t = h * mul[f] + (uint64_t)f * 0x632be59bd9b4e019ull;
+    return (uint64_t)f * 0x632be59bd9b4e019ull;
+}
+
+static void sk_fold_scalar(const uint64_t *hs, size_t n, uint64_t feat[SK_NF])
+{
+    for (size_t k = 0; k < n; k++)
+        for (int f = 0; f < SK_NF; f++) {
+            uint64_t t = hs[k] * sk_mul[f] + sk_add(f);
             if (t > feat[f])
                 feat[f] = t;
         }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+_Static_assert(SK_NF > 8 && SK_NF <= 16, "features fill two 8-lane vectors");
+
+__attribute__((target("avx512f,avx512dq"))) static void
+sk_fold_avx512(const uint64_t *hs, size_t n, uint64_t feat[SK_NF])
+{
+    uint64_t mul[16] = {0}, add[16] = {0}, out[16] = {0};
+    for (int f = 0; f < SK_NF; f++) {
+        mul[f] = sk_mul[f];
+        add[f] = sk_add(f);
+        out[f] = feat[f];
     }
+    __m512i ma = _mm512_loadu_si512(mul), mb = _mm512_loadu_si512(mul + 8);
+    __m512i aa = _mm512_loadu_si512(add), ab = _mm512_loadu_si512(add + 8);
+    __m512i fa = _mm512_loadu_si512(out), fb = _mm512_loadu_si512(out + 8);
+    for (size_t k = 0; k < n; k++) {
+        __m512i h = _mm512_set1_epi64((long long)hs[k]);
+        fa = _mm512_max_epu64(fa, _mm512_add_epi64(_mm512_mullo_epi64(h, ma), aa));
+        fb = _mm512_max_epu64(fb, _mm512_add_epi64(_mm512_mullo_epi64(h, mb), ab));
+    }
+    _mm512_storeu_si512(out, fa);
+    _mm512_storeu_si512(out + 8, fb);
+    memcpy(feat, out, sizeof(uint64_t) * SK_NF);
+}
+#endif
+
+static void (*sk_fold)(const uint64_t *, size_t, uint64_t *) = sk_fold_scalar;
+
+static void sk_pick(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+        sk_fold = sk_fold_avx512;
+#endif
+}
+
+static pthread_once_t sk_once = PTHREAD_ONCE_INIT;
+
+void data_sketch(const void *p, size_t n, uint64_t sf[DATA_SF])
+{
+    uint64_t feat[SK_NF] = {0}, hs[SK_BATCH + 2];
+    const uint8_t *b = p;
+    size_t ns = 0, half = n >= 256 ? n / 2 : 0, i = 0;
+    uint64_t h1 = 0, h2 = 0;
+    pthread_once(&gear_once, gear_fill);
+    pthread_once(&sk_once, sk_pick);
+    if (half) {
+        for (i = half - 64; i < half; i++)
+            h2 = (h2 << 1) + gear[b[i]];
+        for (i = 0; i < half; i++) {
+            h1 = (h1 << 1) + gear[b[i]];
+            h2 = (h2 << 1) + gear[b[half + i]];
+            hs[ns] = h1;
+            ns += !(h1 & 31);
+            hs[ns] = h2;
+            ns += !(h2 & 31);
+            if (ns >= SK_BATCH) {
+                sk_fold(hs, ns, feat);
+                ns = 0;
+            }
+        }
+        i = 2 * half; /* an odd length leaves one byte, which follows the second half */
+        h1 = h2;
+    }
+    for (; i < n; i++) {
+        h1 = (h1 << 1) + gear[b[i]];
+        hs[ns] = h1;
+        ns += !(h1 & 31);
+        if (ns >= SK_BATCH) {
+            sk_fold(hs, ns, feat);
+            ns = 0;
+        }
+    }
+    sk_fold(hs, ns, feat);
     for (int s = 0; s < DATA_SF; s++) {
         uint64_t x = 0x53696d4c6172ull + (uint64_t)s; /* "SimLar" */
         for (int f = 0; f < DATA_SF_FEATURES; f++) {

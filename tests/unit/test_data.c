@@ -241,6 +241,62 @@ static void test_segment_walk(void **state)
     assert_int_equal(count, 5);
 }
 
+/* The sketch as first defined, one byte after another: the fast two-lane
+ * version must give exactly these values (sketches in the similarity index
+ * are compared across releases). */
+static void sketch_serial(const uint8_t *b, size_t n, uint64_t sf[DATA_SF])
+{
+    enum { NF = DATA_SF * DATA_SF_FEATURES };
+    static const uint64_t mul[NF] = {
+        0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull,
+        0x2545f4914f6cdd1dull, 0xd6e8feb86659fd93ull, 0xa0761d6478bd642full,
+        0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull,
+        0x1d8e4e27c47d124full, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull};
+    uint64_t gear[256], feat[NF] = {0}, h = 0, seed = 0x506c656e756d4344ull;
+    for (int i = 0; i < 256; i++)
+        gear[i] = pl_splitmix64(&seed);
+    for (size_t i = 0; i < n; i++) {
+        h = (h << 1) + gear[b[i]];
+        if (h & 31)
+            continue;
+        for (int f = 0; f < NF; f++) {
+            uint64_t t = h * mul[f] + (uint64_t)f * 0x632be59bd9b4e019ull;
+            if (t > feat[f])
+                feat[f] = t;
+        }
+    }
+    for (int s = 0; s < DATA_SF; s++) {
+        uint64_t x = 0x53696d4c6172ull + (uint64_t)s;
+        for (int f = 0; f < DATA_SF_FEATURES; f++) {
+            x ^= feat[s * DATA_SF_FEATURES + f];
+            x = pl_splitmix64(&x);
+        }
+        sf[s] = x;
+    }
+}
+
+static void test_sketch_matches_serial(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {0, 1, 63, 64, 255, 256, 257, 4097, 65535, 65536, 262144};
+    static uint8_t buf[262144];
+    for (int kind = 0; kind < 3; kind++) {
+        if (kind == 0)
+            tu_fill(buf, sizeof(buf), 7);
+        else if (kind == 1)
+            memset(buf, 0, sizeof(buf)); /* a constant hash: every position or none sampled */
+        else
+            for (size_t i = 0; i < sizeof(buf); i++)
+                buf[i] = (uint8_t)"plenum sketch "[i % 14];
+        for (size_t k = 0; k < PL_ARRAY_LEN(sizes); k++) {
+            uint64_t want[DATA_SF], got[DATA_SF];
+            sketch_serial(buf, sizes[k], want);
+            data_sketch(buf, sizes[k], got);
+            assert_memory_equal(want, got, sizeof(want));
+        }
+    }
+}
+
 /* Similar chunks share a super-feature; unrelated ones do not; a delta
  * against the similar one is small and reads back exactly. */
 static void test_sketch_and_delta(void **state)
@@ -518,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_zero),
         cmocka_unit_test_setup_teardown(test_segment_roundtrip_mirrors, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_segment_walk, seg_setup, seg_teardown),
+        cmocka_unit_test(test_sketch_matches_serial),
         cmocka_unit_test_setup_teardown(test_sketch_and_delta, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_4_2, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_8_3, seg_setup, seg_teardown),
