@@ -782,21 +782,22 @@ int data_seg_truncate(struct data_store *ds, uint64_t id, uint64_t used)
     return 0;
 }
 
+/* The names go under the lock (nobody can open the segment again); the last
+ * close, which frees the files' cached pages (tens of milliseconds for a full
+ * segment), happens after it, so readers of other segments never wait for it. */
 int data_seg_delete(struct data_store *ds, uint64_t id)
 {
     int rc = 0;
+    struct seg *s = NULL;
     pthread_rwlock_wrlock(&ds->map_lock);
     struct seg **pp = &ds->table[id % SEG_HASH];
     while (*pp && (*pp)->id != id)
         pp = &(*pp)->next;
     if (*pp) {
-        struct seg *s = *pp;
+        s = *pp;
         *pp = s->next;
-        seg_close_fds(s, ds->nmirrors);
         if (s->sp)
             stripe_unlink(ds, id, &s->sp->g);
-        stripe_free(s->sp);
-        free(s);
     }
     seg_forget_bytes(ds, id);
     for (int m = 0; m < ds->nmirrors; m++) {
@@ -806,6 +807,11 @@ int data_seg_delete(struct data_store *ds, uint64_t id)
             rc = -errno;
     }
     pthread_rwlock_unlock(&ds->map_lock);
+    if (s) {
+        seg_close_fds(s, ds->nmirrors);
+        stripe_free(s->sp);
+        free(s);
+    }
     return rc;
 }
 

@@ -18,7 +18,8 @@
  * entries read here stay; a reference whose count drops to zero meanwhile is
  * revived by its new dependent.
  * Crash: before the commit the new strips are orphans (swept at open); after
- * it the old buffer files are (removed at open).
+ * it the old buffer files are (removed at open), so the caller may delete
+ * them later.
  */
 #include "store/store_int.h"
 
@@ -123,11 +124,15 @@ static int similar_local(const struct dseg *d, size_t i)
     return 0;
 }
 
-/* Work split over two threads: blocks [lo, hi) of d. */
+/* Work shared by two threads: each takes the next few blocks until none are
+ * left (chunks cost very different times: a near-copy's delta is quick,
+ * a unique chunk's zstd is not, so fixed halves leave one thread idle). */
+#define DPART_TAKE 4
+
 struct dpart {
     struct pl_job job;
     struct dseg *d;
-    size_t lo, hi;
+    size_t *next;
     int phase; /* 0 sketch, 1 encode */
     int rc;
 };
@@ -161,26 +166,32 @@ static int encode_block(struct dseg *d, struct dblock *b)
 static void dpart_run(struct pl_job *j)
 {
     struct dpart *p = (struct dpart *)j;
-    for (size_t i = p->lo; i < p->hi && !p->rc; i++) {
-        struct dblock *b = &p->d->b[i];
-        if (!b->staged)
-            continue;
-        if (p->phase == 0) {
-            if (b->plain)
-                continue; /* the writer said it does not compress: no sketch, no delta */
-            data_sketch(b->blk + DATA_BLOCK_HDR, b->from.raw_len, b->sf);
-            b->has_sketch = 1;
-        } else {
-            p->rc = encode_block(p->d, b);
+    for (;;) {
+        size_t lo = __atomic_fetch_add(p->next, DPART_TAKE, __ATOMIC_RELAXED);
+        for (size_t i = lo; i < lo + DPART_TAKE && i < p->d->n && !p->rc; i++) {
+            struct dblock *b = &p->d->b[i];
+            if (!b->staged)
+                continue;
+            if (p->phase == 0) {
+                if (b->plain)
+                    continue; /* the writer said it does not compress: no sketch, no delta */
+                data_sketch(b->blk + DATA_BLOCK_HDR, b->from.raw_len, b->sf);
+                b->has_sketch = 1;
+            } else {
+                p->rc = encode_block(p->d, b);
+            }
         }
+        if (lo + DPART_TAKE >= p->d->n || p->rc)
+            return;
     }
 }
 
-/* Run one phase over all blocks: half on the pool, half here. */
+/* Run one phase over all blocks: on the pool and here. */
 static int dphase(struct dseg *d, int phase)
 {
-    struct dpart a = {.d = d, .lo = 0, .hi = d->n / 2, .phase = phase};
-    struct dpart b = {.d = d, .lo = d->n / 2, .hi = d->n, .phase = phase};
+    size_t next = 0;
+    struct dpart a = {.d = d, .next = &next, .phase = phase};
+    struct dpart b = {.d = d, .next = &next, .phase = phase};
     a.job.fn = dpart_run;
     pl_pool_submit(d->st->pool, &a.job);
     dpart_run(&b.job);
@@ -334,10 +345,8 @@ int store_destage_encode(struct pl_store *st, uint64_t seg, uint64_t used, const
     if (rc && attached && data_seg_delete(st->data, d.nseg))
         pl_log(PL_LOG_WARN, "store", "leftover strips of segment %016" PRIx64
                " are removed at the next open", d.nseg);
-    if (!rc) {
-        *ret_done = 1;
-        rc = data_seg_delete(st->data, seg);
-    }
+    if (!rc)
+        *ret_done = 1; /* the caller deletes the buffer segment */
 out:
     free(out);
     dseg_free(&d);

@@ -417,7 +417,44 @@ static int buffer_segs(struct pl_store *st, struct cand_list *l, int with_active
     return rc;
 }
 
-static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used)
+/* Deleting a destaged buffer segment frees its cached pages (tens of
+ * milliseconds for a full one): a thread does it while the next segment is
+ * encoded. Safe at any time after the commit: leftovers are removed at open. */
+struct reaper {
+    pthread_t thr;
+    struct pl_store *st;
+    uint64_t seg;
+    int running;
+};
+
+static void *reaper_main(void *arg)
+{
+    struct reaper *r = arg;
+    int rc = data_seg_delete(r->st->data, r->seg);
+    if (rc)
+        pl_log(PL_LOG_WARN, "store", "removing destaged buffer segment %016" PRIx64 ": %s",
+               r->seg, pl_strerror(rc));
+    return NULL;
+}
+
+static void reaper_wait(struct reaper *r)
+{
+    if (r->running)
+        pthread_join(r->thr, NULL);
+    r->running = 0;
+}
+
+static void reaper_start(struct reaper *r, struct pl_store *st, uint64_t seg)
+{
+    reaper_wait(r);
+    r->st = st;
+    r->seg = seg;
+    r->running = pthread_create(&r->thr, NULL, reaper_main, r) == 0;
+    if (!r->running)
+        reaper_main(r);
+}
+
+static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used, struct reaper *r)
 {
     uint16_t ids[DATA_MAX_DEVS], devs[64 + 4];
     int n, w = st->ec_k + st->ec_m;
@@ -436,6 +473,8 @@ static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used)
         devs[i] = ids[(seg + (uint64_t)i) % (uint64_t)n];
     int done;
     rc = store_destage_encode(st, seg, used, devs, &done);
+    if (!rc && done)
+        reaper_start(r, st, seg);
     if (rc || done)
         return rc;
     struct data_geom g;
@@ -455,6 +494,7 @@ static int destage_one(struct pl_store *st, uint64_t seg, uint64_t used)
 static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void *arg)
 {
     struct cand_list l = {0};
+    struct reaper r = {0};
     int rc = 0;
     if (!seal) {
         /* the background pass: nothing sealed, nothing to do (and no barrier
@@ -486,7 +526,7 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
     if (!rc)
         rc = buffer_segs(st, &l, 0);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        rc = destage_one(st, l.c[i].seg, l.c[i].used);
+        rc = destage_one(st, l.c[i].seg, l.c[i].used, &r);
         if (progress)
             progress(arg, i + 1, l.n);
         if (st->maint_running) {
@@ -497,6 +537,7 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
             pthread_mutex_unlock(&st->maint_lock);
         }
     }
+    reaper_wait(&r);
     free(l.c);
     pthread_mutex_unlock(&st->gc_lock);
     return rc;
