@@ -28,11 +28,18 @@
 
 struct kv_val {
     int refs;
-    size_t n;
+    size_t n;   /* the value's length */
+    size_t cap; /* bytes data[] has room for (>= n once the value is complete) */
     uint8_t data[];
 };
 /* A value of n bytes (contents undefined), one reference; NULL when out of memory. */
 struct kv_val *kv_val_new(size_t n);
+/* The same from recycled memory only (already resident: no page faults, and
+ * nothing new committed for a client that stalls); NULL when none is free. */
+struct kv_val *kv_val_reuse(size_t n);
+/* Room for cap bytes in *v (one reference), keeping its first have bytes and
+ * its n; *v unchanged on failure. */
+int kv_val_grow(struct kv_val **v, size_t cap, size_t have) PL_WUR;
 void kv_val_ref(struct kv_val *v);
 void kv_val_unref(struct kv_val *v); /* accepts NULL */
 

@@ -61,18 +61,17 @@ static int arg_copy(struct resp_parser *p, const char *s, size_t n)
 }
 
 /* Bulks grow as their bytes arrive: a client that announces 512 MiB and
- * stalls holds only what it sent. */
+ * stalls holds only what it sent (or a recycled buffer, memory already in
+ * use by the process). */
 #define BULK_FIRST (1u << 20)
 
 static int bulk_grow(struct resp_parser *p)
 {
     size_t cap = PL_MIN(p->bulk_len, p->bulk_cap * 2);
-    struct kv_val *nv = realloc(p->bulk, sizeof(*nv) + cap);
-    if (!nv)
-        return PL_ENOMEM;
-    p->bulk = nv;
-    p->bulk_cap = cap;
-    return 0;
+    int rc = kv_val_grow(&p->bulk, cap, p->bulk_have);
+    if (!rc)
+        p->bulk_cap = PL_MIN(p->bulk->cap, p->bulk_len);
+    return rc;
 }
 
 static int fail(struct resp_parser *p, const char *msg)
@@ -219,11 +218,12 @@ int resp_feed(struct resp_parser *p, const uint8_t *buf, size_t n, size_t *used)
                 if (parse_num(p->line + 1, p->line_n - 1, &v) || v < 0 ||
                     (uint64_t)v > KV_VAL_MAX)
                     rc = fail(p, "Protocol error: invalid bulk length");
-                else if (!(p->bulk = kv_val_new(PL_MIN((size_t)v, (size_t)BULK_FIRST))))
+                else if (!(p->bulk = kv_val_reuse((size_t)v)) &&
+                         !(p->bulk = kv_val_new(PL_MIN((size_t)v, (size_t)BULK_FIRST))))
                     rc = PL_ENOMEM;
                 else {
                     p->bulk->n = (size_t)v;
-                    p->bulk_cap = PL_MIN((size_t)v, (size_t)BULK_FIRST);
+                    p->bulk_cap = PL_MIN((size_t)v, p->bulk->cap);
                     p->bulk_len = (size_t)v;
                     p->bulk_have = 0;
                     p->state = S_BULKDATA;
