@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RESULTS=$(mktemp -d)
 trap 'rm -rf "$RESULTS"' EXIT
-UNITS="base data meta store snap version ec events batch"
+UNITS="base data meta store snap version ec events batch kv"
 
 run_units() { # $1 build dir, $2 label
     for t in $UNITS; do
