@@ -30,8 +30,9 @@ for p in $PPORT $RPORT; do
     for _ in $(seq 100); do redis-cli -p $p ping >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-rps() { # port test size conns pipe n -> requests/s
-    redis-benchmark -p "$1" -t "$2" -d "$3" -c "$4" -P "$5" -n "$6" -r 1000 --csv -q 2>/dev/null |
+rps() { # port test size conns pipe n -> requests/s (CLIENT_THREADS: redis-benchmark --threads)
+    redis-benchmark -p "$1" -t "$2" -d "$3" -c "$4" -P "$5" -n "$6" -r 1000 --csv -q \
+        ${CLIENT_THREADS:+--threads $CLIENT_THREADS} 2>/dev/null |
         awk -F, -v t="$(echo "$2" | tr a-z A-Z)" '$1 ~ t {gsub(/"/, "", $2); print $2; exit}'
 }
 
@@ -76,6 +77,28 @@ for size in 1024 262144 1048576 4194304; do
                 RATIOS+=("$op ${size}B c$conns P$pipe: ${ratio}x")
             done
         done
+    done
+done
+
+# Unpipelined 1 MiB values again with a two-thread client: one redis-benchmark
+# thread is the limit above (a profile shows it using a whole core, memmove
+# and the kernel's copy to it, while the servers wait), so this is where the
+# servers' own costs show.
+echo
+echo "1 MiB values, pipeline 1, redis-benchmark --threads 2:"
+/usr/bin/python3 "$WORK/prefill.py" $PPORT 1048576
+/usr/bin/python3 "$WORK/prefill.py" $RPORT 1048576
+n=$((PER_MIB * 2))
+for conns in 8 32; do
+    for op in set get; do
+        a=$(CLIENT_THREADS=2 rps $PPORT $op 1048576 $conns 1 $n)
+        b=$(CLIENT_THREADS=2 rps $RPORT $op 1048576 $conns 1 $n)
+        ga=$(awk -v r="$a" 'BEGIN {printf "%.2f", r * 1048576 / 1e9}')
+        gb=$(awk -v r="$b" 'BEGIN {printf "%.2f", r * 1048576 / 1e9}')
+        ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+        printf '%-6s %-8s %5s %4s %12s %12s %10s %10s %5sx\n' "$op" 1048576 "$conns" 1 \
+            "$a" "$b" "$ga" "$gb" "$ratio"
+        RATIOS+=("$op 1048576B c$conns P1 client threads 2: ${ratio}x")
     done
 done
 
