@@ -1,7 +1,11 @@
 /* The NBD head: volumes as block devices (fixed newstyle handshake).
  *
- * One thread per connection (tsrv): a connection is a stream of requests a
- * client keeps in flight; we answer them in order.
+ * One thread per connection (tsrv) reads the client's requests and runs
+ * them in order, except READs: those go to the connection's reader threads
+ * (NBD_READERS), so the reads a client keeps in flight run at once and their
+ * replies go out as each completes (NBD allows any order; a send lock keeps
+ * each reply whole). A client that disconnects gets every queued read
+ * answered first.
  *
  * Writes are cached per volume (shared by every connection to it) and
  * written to the store in large runs at FLUSH, on FUA, when the cache holds
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "proto/nbd/nbdproto.h"
 #include "proto/tsrv/tsrv.h"
@@ -33,6 +38,7 @@ struct dirty {
 struct vcache {
     uint64_t id;
     int refs;
+    uint64_t gen; /* bumped whenever runs leave the cache (flushed or cut) */
     pthread_mutex_t lock;
     struct dirty *d; /* sorted by offset, disjoint */
     size_t n, cap, bytes;
@@ -46,6 +52,9 @@ struct nbd_server {
     struct vcache *caches;
 };
 
+#define NBD_READERS 4
+#define READ_QUEUE 64
+
 struct nconn {
     struct nbd_server *srv;
     struct pl_store *st;
@@ -55,6 +64,13 @@ struct nconn {
     int meta_alloc; /* base:allocation selected (context id 1) */
     struct pl_volume_info vol;
     uint8_t *buf;
+    /* reads in flight: a queue the reader threads take from */
+    pthread_mutex_t send_lock, qlock;
+    pthread_cond_t qmore, qroom;
+    struct nbd_req q[READ_QUEUE];
+    size_t qhead, qn;
+    int closing, nreaders;
+    pthread_t readers[NBD_READERS];
 };
 
 static uint32_t nbd_errno(int rc)
@@ -310,6 +326,8 @@ static int cache_flush_locked(struct pl_store *st, struct vcache *v)
     if (i && v->n > i)
         memmove(v->d, v->d + i, (v->n - i) * sizeof(*v->d));
     v->n -= i;
+    if (i)
+        v->gen++;
     return rc;
 }
 
@@ -350,6 +368,7 @@ static void cache_put(struct nbd_server *s, struct vcache *v)
 /* Drop [a, b) from the dirty runs (v->lock held). */
 static int cache_cut(struct vcache *v, uint64_t a, uint64_t b)
 {
+    v->gen++;
     for (size_t i = 0; i < v->n; i++) {
         struct dirty *r = &v->d[i];
         uint64_t e = r->off + r->len;
@@ -466,9 +485,11 @@ static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, 
     nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
     nbd_put32(h + 4, err);
     nbd_put64(h + 8, r->cookie);
+    pthread_mutex_lock(&c->send_lock);
     int rc = pl_write_all(c->fd, h, sizeof(h));
     if (!rc && n && !err)
         rc = pl_write_all(c->fd, data, n);
+    pthread_mutex_unlock(&c->send_lock);
     return rc;
 }
 
@@ -481,11 +502,13 @@ static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags,
     nbd_put16(h + 6, type);
     nbd_put64(h + 8, r->cookie);
     nbd_put32(h + 16, (uint32_t)(n + n2));
+    pthread_mutex_lock(&c->send_lock);
     int rc = pl_write_all(c->fd, h, sizeof(h));
     if (!rc && n)
         rc = pl_write_all(c->fd, data, n);
     if (!rc && n2)
         rc = pl_write_all(c->fd, data2, n2);
+    pthread_mutex_unlock(&c->send_lock);
     return rc;
 }
 
@@ -530,6 +553,119 @@ static int bs_cb(void *arg, uint64_t off, uint64_t len, int data)
 }
 
 /* One request; < 0 ends the connection. */
+/* ---- reads ---- */
+/* The store is read without the cache lock, so reads run beside each other
+ * and beside another connection's flush; cached runs, newer than the store,
+ * are laid over after. Runs that left the cache meanwhile (gen moved) may
+ * have been missed by both: then the store is read again under the lock. */
+static int read_range(struct nconn *c, uint64_t off, uint8_t *buf, size_t len)
+{
+    struct vcache *vc = c->vc;
+    uint64_t end = off + len;
+    size_t got = 0;
+    pthread_mutex_lock(&vc->lock);
+    uint64_t gen = vc->gen;
+    pthread_mutex_unlock(&vc->lock);
+    int rc = pl_elem_read(c->st, c->vol.id, PL_VIEW_LIVE, off, buf, len, &got);
+    pthread_mutex_lock(&vc->lock);
+    if (!rc && vc->gen != gen)
+        rc = pl_elem_read(c->st, c->vol.id, PL_VIEW_LIVE, off, buf, len, &got);
+    if (!rc && got < len)
+        memset(buf + got, 0, len - got); /* shrunk meanwhile: zeros */
+    for (size_t i = 0; !rc && i < vc->n; i++) {
+        const struct dirty *d = &vc->d[i];
+        uint64_t a = PL_MAX(d->off, off), b = PL_MIN(d->off + d->len, end);
+        if (a < b)
+            memcpy(buf + (a - off), d->buf + (a - d->off), (size_t)(b - a));
+    }
+    pthread_mutex_unlock(&vc->lock);
+    return rc;
+}
+
+static int read_serve(struct nconn *c, const struct nbd_req *r, uint8_t *buf)
+{
+    int rc = read_range(c, r->offset, buf, r->len);
+    if (rc) {
+        pl_log(PL_LOG_WARN, "nbd", "read %s at %llu: %s", c->vol.name,
+               (unsigned long long)r->offset, pl_strerror(rc));
+        return reply_err(c, r, nbd_errno(rc), pl_strerror(rc));
+    }
+    if (!c->structured)
+        return reply_simple(c, r, 0, buf, r->len);
+    uint8_t o[8];
+    nbd_put64(o, r->offset);
+    return reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, o, 8, buf, r->len);
+}
+
+static void *reader_main(void *arg)
+{
+    struct nconn *c = arg;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&c->qlock);
+    for (;;) {
+        while (!c->qn && !c->closing)
+            pthread_cond_wait(&c->qmore, &c->qlock);
+        if (!c->qn)
+            break;
+        struct nbd_req r = c->q[c->qhead];
+        c->qhead = (c->qhead + 1) % READ_QUEUE;
+        c->qn--;
+        pthread_cond_signal(&c->qroom);
+        pthread_mutex_unlock(&c->qlock);
+        size_t want = r.len ? r.len : 1;
+        if (want > cap) {
+            uint8_t *nb = realloc(buf, want);
+            if (nb) {
+                buf = nb;
+                cap = want;
+            }
+        }
+        int rc = !buf || want > cap ? reply_err(c, &r, NBD_ENOMEM, "out of memory")
+                                    : read_serve(c, &r, buf);
+        if (rc)
+            shutdown(c->fd, SHUT_RDWR); /* the client is gone: the request loop ends too */
+        pthread_mutex_lock(&c->qlock);
+    }
+    pthread_mutex_unlock(&c->qlock);
+    free(buf);
+    return NULL;
+}
+
+/* Hand a read to the reader threads (waits while READ_QUEUE are queued). */
+static int read_queue(struct nconn *c, const struct nbd_req *r)
+{
+    if (!c->nreaders)
+        return read_serve(c, r, c->buf); /* no threads could start: read here */
+    pthread_mutex_lock(&c->qlock);
+    while (c->qn == READ_QUEUE)
+        pthread_cond_wait(&c->qroom, &c->qlock);
+    c->q[(c->qhead + c->qn) % READ_QUEUE] = *r;
+    c->qn++;
+    pthread_cond_signal(&c->qmore);
+    pthread_mutex_unlock(&c->qlock);
+    return 0;
+}
+
+static void readers_start(struct nconn *c)
+{
+    for (int i = 0; i < NBD_READERS; i++)
+        if (pthread_create(&c->readers[c->nreaders], NULL, reader_main, c) == 0)
+            c->nreaders++;
+}
+
+/* Every queued read is answered, then the threads end. */
+static void readers_stop(struct nconn *c)
+{
+    pthread_mutex_lock(&c->qlock);
+    c->closing = 1;
+    pthread_cond_broadcast(&c->qmore);
+    pthread_mutex_unlock(&c->qlock);
+    for (int i = 0; i < c->nreaders; i++)
+        pthread_join(c->readers[i], NULL);
+    c->nreaders = 0;
+}
+
 static int serve(struct nconn *c, const struct nbd_req *r)
 {
     const struct pl_volume_info *v = &c->vol;
@@ -537,36 +673,12 @@ static int serve(struct nconn *c, const struct nbd_req *r)
     uint64_t end = r->offset + r->len;
     int bad = end < r->offset || end > v->size;
     switch (r->type) {
-    case NBD_CMD_READ: {
+    case NBD_CMD_READ:
         if (r->len > NBD_REQ_MAX)
             return PL_EPROTO;
         if (bad)
             return reply_err(c, r, NBD_EINVAL, "read past the end of the volume");
-        size_t got = 0;
-        pthread_mutex_lock(&c->vc->lock);
-        rc = pl_elem_read(c->st, v->id, PL_VIEW_LIVE, r->offset, c->buf, r->len, &got);
-        if (!rc && got < r->len)
-            memset(c->buf + got, 0, r->len - got); /* shrunk meanwhile: zeros */
-        for (size_t i = 0; !rc && i < c->vc->n; i++) {
-            /* cached writes are newer than the store */
-            const struct dirty *d = &c->vc->d[i];
-            uint64_t a = PL_MAX(d->off, r->offset), b = PL_MIN(d->off + d->len, end);
-            if (a < b)
-                memcpy(c->buf + (a - r->offset), d->buf + (a - d->off), (size_t)(b - a));
-        }
-        pthread_mutex_unlock(&c->vc->lock);
-        if (rc) {
-            pl_log(PL_LOG_WARN, "nbd", "read %s at %llu: %s", v->name,
-                   (unsigned long long)r->offset, pl_strerror(rc));
-            return reply_err(c, r, nbd_errno(rc), pl_strerror(rc));
-        }
-        if (!c->structured)
-            return reply_simple(c, r, 0, c->buf, r->len);
-        uint8_t o[8];
-        nbd_put64(o, r->offset);
-        return reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, o, 8, c->buf,
-                           r->len);
-    }
+        return read_queue(c, r);
     case NBD_CMD_WRITE: {
         if (r->len > NBD_REQ_MAX)
             return PL_EPROTO; /* cannot skip what we will not read */
@@ -631,6 +743,10 @@ static void conn_main(void *ctx, int fd)
 {
     struct nbd_server *s = ctx;
     struct nconn c = {.srv = s, .st = s->st, .fd = fd};
+    pthread_mutex_init(&c.send_lock, NULL);
+    pthread_mutex_init(&c.qlock, NULL);
+    pthread_cond_init(&c.qmore, NULL);
+    pthread_cond_init(&c.qroom, NULL);
     int rc = handshake(&c);
     if (rc != 1)
         goto out;
@@ -638,6 +754,7 @@ static void conn_main(void *ctx, int fd)
     c.vc = cache_get(s, c.vol.id);
     if (!c.buf || !c.vc)
         goto out;
+    readers_start(&c);
     for (;;) {
         uint8_t h[28];
         struct nbd_req r;
@@ -659,8 +776,13 @@ static void conn_main(void *ctx, int fd)
         }
     }
 out:
+    readers_stop(&c);
     cache_put(s, c.vc); /* the last connection writes what is cached */
     free(c.buf);
+    pthread_mutex_destroy(&c.send_lock);
+    pthread_mutex_destroy(&c.qlock);
+    pthread_cond_destroy(&c.qmore);
+    pthread_cond_destroy(&c.qroom);
 }
 
 int nbd_start(struct pl_store *st, const char *host, int port, struct nbd_server **ret)
