@@ -552,7 +552,6 @@ static int bs_cb(void *arg, uint64_t off, uint64_t len, int data)
     return 0;
 }
 
-/* One request; < 0 ends the connection. */
 /* ---- reads ---- */
 /* The store is read without the cache lock, so reads run beside each other
  * and beside another connection's flush; cached runs, newer than the store,
@@ -666,6 +665,7 @@ static void readers_stop(struct nconn *c)
     c->nreaders = 0;
 }
 
+/* One request; < 0 ends the connection. */
 static int serve(struct nconn *c, const struct nbd_req *r)
 {
     const struct pl_volume_info *v = &c->vol;
