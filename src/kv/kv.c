@@ -147,10 +147,11 @@ static struct kv_val **vr_next(struct kv_val *v)
 static struct kv_val *vr_take(size_t n, size_t *total)
 {
     struct kv_val *v = NULL;
-    *total = sizeof(struct kv_val) + (n ? n : 1);
-    if (n >= VR_MIN && *total / VR_GRAIN < VR_CLASSES) {
-        *total = (*total + VR_GRAIN - 1) / VR_GRAIN * VR_GRAIN;
-        size_t c = *total / VR_GRAIN;
+    size_t want = sizeof(struct kv_val) + (n ? n : 1);
+    size_t c = (want + VR_GRAIN - 1) / VR_GRAIN; /* the class: rounded up */
+    *total = want;
+    if (n >= VR_MIN && c < VR_CLASSES) {
+        *total = c * VR_GRAIN;
         pthread_mutex_lock(&vr.lock);
         if ((v = vr.head[c])) {
             vr.head[c] = *vr_next(v);

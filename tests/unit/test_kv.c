@@ -16,8 +16,12 @@ static void fill_check(struct kv_val *v, uint8_t tag)
 static void test_recycled_sizes(void **state)
 {
     (void)state;
-    static const size_t sizes[] = {0, 1, 4095, 65535, 65536, 65537, 1 << 20, (1 << 20) + 7,
-                                   3 << 20, 4 << 20, (16 << 20) + 1, 40 << 20};
+    /* around every edge: the smallest recycled size, a class boundary, the
+     * largest class (32 MiB, header included) and just past it */
+    static const size_t sizes[] = {0,         1,          4095,           65535,
+                                   65536,     65537,      1 << 20,        (1 << 20) + 7,
+                                   3 << 20,   4 << 20,    (16 << 20) + 1, (32 << 20) - 64,
+                                   32 << 20,  (32 << 20) - 65536, 40 << 20};
     struct kv_val *live[64] = {0};
     uint64_t seed = 42;
     for (int round = 0; round < 2000; round++) {
