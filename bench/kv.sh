@@ -40,15 +40,17 @@ rps() { # port test size conns pipe n -> requests/s (CLIENT_THREADS: redis-bench
 # both servers get all 1000 keys redis-benchmark's -r 1000 names, at that size
 # (a SET run alone writes only about 60 % of them, and a miss is a tiny reply).
 cat > "$WORK/prefill.py" <<'EOF'
+import os
 import sys
 import redis
 port, size = int(sys.argv[1]), int(sys.argv[2])
+distinct = len(sys.argv) > 3  # each value its own bytes (nothing deduplicates)
 r = redis.Redis(port=port, socket_timeout=300)
 r.flushall()
-blob = b"x" * size
+blob = os.urandom(size) if distinct else b"x" * size
 p = r.pipeline(transaction=False)
-for i in range(1000):
-    p.set("key:%012d" % i, blob)
+for i in range(1000):  # redis-benchmark -r 1000 names key:000000000000 .. key:000000000999
+    p.set("key:%012d" % i, blob[:-8] + i.to_bytes(8, "little") if distinct else blob)
     if i % 16 == 15:
         p.execute()
 p.execute()
@@ -146,20 +148,7 @@ redis-cli -p $PPORT info plenum | grep -E 'kv_(hits|demotions|promotions|evictio
 # The flash tier with a faster client: 1000 distinct 1 MiB values through a
 # 64 MiB DRAM tier (so they are on flash), page cache dropped, then
 # redis-benchmark GETs them (8 connections); every GET must hit.
-redis-cli -p $PPORT flushall >/dev/null
-cat > "$WORK/fill.py" <<'EOF'
-import os, sys
-import redis
-r = redis.Redis(port=int(sys.argv[1]), socket_timeout=300)
-blob = os.urandom(1 << 20)
-p = r.pipeline(transaction=False)
-for i in range(1000):  # redis-benchmark -r 1000 names key:000000000000 .. key:000000000999
-    p.set("key:%012d" % i, blob[:-8] + i.to_bytes(8, "little"))
-    if i % 50 == 49:
-        p.execute()
-p.execute()
-EOF
-/usr/bin/python3 "$WORK/fill.py" $PPORT
+/usr/bin/python3 "$WORK/prefill.py" $PPORT 1048576 distinct
 for _ in $(seq 100); do
     redis-cli -p $PPORT info plenum | grep -q '^kv_demote_pending_bytes:0' && break; sleep 0.1
 done

@@ -193,6 +193,9 @@ struct pl_pool;
 int pl_pool_new(int nthreads, struct pl_pool **ret) PL_WUR;
 void pl_pool_free(struct pl_pool *p); /* finishes queued jobs first; accepts NULL */
 void pl_pool_submit(struct pl_pool *p, struct pl_job *j);
+/* The same, first waiting while max_queued jobs wait for a worker: a producer
+ * faster than the workers holds only that many. */
+void pl_pool_submit_bounded(struct pl_pool *p, struct pl_job *j, int max_queued);
 void pl_job_wait(struct pl_pool *p, struct pl_job *j);
 
 #endif

@@ -53,8 +53,9 @@ void pl_gate_unlock(struct pl_gate *g)
 
 struct pl_pool {
     pthread_mutex_t lock;
-    pthread_cond_t work, done;
+    pthread_cond_t work, done, room;
     struct pl_job *head, *tail;
+    int queued; /* jobs waiting for a worker */
     int stopping;
     int n;
     pthread_t thr[];
@@ -73,6 +74,8 @@ static void *pool_main(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
+        p->queued--;
+        pthread_cond_signal(&p->room);
         int detached = j->detached;
         pthread_mutex_unlock(&p->lock);
         j->fn(j); /* a detached job may be gone after this */
@@ -94,6 +97,7 @@ int pl_pool_new(int nthreads, struct pl_pool **ret)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->room, NULL);
     for (; p->n < nthreads; p->n++)
         if (pthread_create(&p->thr[p->n], NULL, pool_main, p))
             break;
@@ -118,20 +122,36 @@ void pl_pool_free(struct pl_pool *p)
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->room);
     free(p);
 }
 
-void pl_pool_submit(struct pl_pool *p, struct pl_job *j)
+static void submit_locked(struct pl_pool *p, struct pl_job *j)
 {
     j->done = 0; /* detached is the caller's to set */
     j->next = NULL;
-    pthread_mutex_lock(&p->lock);
     if (p->tail)
         p->tail->next = j;
     else
         p->head = j;
     p->tail = j;
+    p->queued++;
     pthread_cond_signal(&p->work);
+}
+
+void pl_pool_submit(struct pl_pool *p, struct pl_job *j)
+{
+    pthread_mutex_lock(&p->lock);
+    submit_locked(p, j);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pl_pool_submit_bounded(struct pl_pool *p, struct pl_job *j, int max_queued)
+{
+    pthread_mutex_lock(&p->lock);
+    while (p->queued >= max_queued)
+        pthread_cond_wait(&p->room, &p->lock);
+    submit_locked(p, j);
     pthread_mutex_unlock(&p->lock);
 }
 

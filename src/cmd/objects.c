@@ -141,123 +141,96 @@ static int get_file(struct backend *b, struct opts *o, const char *bucket, const
     return r;
 }
 
-/* A recursive copy runs o->jobs transfers at once: files are independent,
- * and the server chunks and fingerprints each one on its own thread, so one
- * stream at a time would leave cores idle. The walker fills a bounded queue;
- * workers take from it. With one job, per-file progress bars as before. */
+/* A recursive copy runs o->jobs transfers at once on a pl_pool: files are
+ * independent, and the server chunks and fingerprints each one on its own
+ * thread, so one stream at a time would leave cores idle. The walker waits
+ * while CP_QUEUE transfers wait for a worker. With one job, per-file progress
+ * bars as before. */
 #define CP_QUEUE 64
 
+struct cp_pool {
+    struct pl_pool *pool;
+    struct backend *b;
+    struct opts *o;
+    const char *bucket;
+    int up, bars;
+    pthread_mutex_t lock; /* the counts */
+    int files, failures;
+    uint64_t bytes, t0;
+};
+
 struct cp_task {
+    struct pl_job job;
+    struct cp_pool *p;
     char *from, *to; /* up: local path, key; down: key, local path */
     int64_t size;
 };
 
-struct cp_pool {
-    struct backend *b;
-    struct opts *o;
-    const char *bucket;
-    int up, nthr;
-    pthread_t thr[CLI_JOBS_MAX];
-    pthread_mutex_t lock;
-    pthread_cond_t more, room;
-    struct cp_task q[CP_QUEUE];
-    size_t head, n;
-    int closed, files, failures;
-    uint64_t bytes, t0;
-};
-
-static void *cp_worker(void *arg)
+static void cp_task_done(struct cp_pool *p, int failed, int64_t size)
 {
-    struct cp_pool *p = arg;
-    int bars = p->nthr == 1;
     pthread_mutex_lock(&p->lock);
-    for (;;) {
-        while (!p->n && !p->closed)
-            pthread_cond_wait(&p->more, &p->lock);
-        if (!p->n)
-            break;
-        struct cp_task t = p->q[p->head];
-        p->head = (p->head + 1) % CP_QUEUE;
-        p->n--;
-        pthread_cond_signal(&p->room);
-        pthread_mutex_unlock(&p->lock);
-        int r = p->up ? put_file(p->b, p->o, t.from, p->bucket, t.to, bars)
-                      : get_file(p->b, p->o, p->bucket, t.from, t.to, bars);
-        pthread_mutex_lock(&p->lock);
-        p->files++;
-        p->failures += r != 0;
-        p->bytes += t.size > 0 ? (uint64_t)t.size : 0;
-        if (!bars)
-            progress_update("copied", p->bytes, -1, p->t0); /* a terminal: one line for all */
-        free(t.from);
-        free(t.to);
-    }
+    p->files++;
+    p->failures += failed;
+    p->bytes += size > 0 ? (uint64_t)size : 0;
+    if (!p->bars)
+        progress_update("copied", p->bytes, -1, p->t0); /* a terminal: one line for all */
     pthread_mutex_unlock(&p->lock);
-    return NULL;
+}
+
+static void cp_task_run(struct pl_job *j)
+{
+    struct cp_task *t = (struct cp_task *)j;
+    struct cp_pool *p = t->p;
+    int r = p->up ? put_file(p->b, p->o, t->from, p->bucket, t->to, p->bars)
+                  : get_file(p->b, p->o, p->bucket, t->from, t->to, p->bars);
+    cp_task_done(p, r != 0, t->size);
+    free(t->from);
+    free(t->to);
+    free(t);
 }
 
 static int cp_pool_start(struct cp_pool *p, struct backend *b, struct opts *o,
                          const char *bucket, int up)
 {
-    memset(p, 0, sizeof(*p));
-    p->b = b;
-    p->o = o;
-    p->bucket = bucket;
-    p->up = up;
-    p->t0 = pl_mono_ns();
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->more, NULL);
-    pthread_cond_init(&p->room, NULL);
     int jobs = o->jobs > 0 ? o->jobs : CLI_JOBS_DEFAULT;
+    *p = (struct cp_pool){.b = b, .o = o, .bucket = bucket, .up = up, .bars = jobs == 1,
+                          .t0 = pl_mono_ns()};
     if (jobs > 1) {
         /* both are documented as unsafe to first run on several threads */
         curl_global_init(CURL_GLOBAL_DEFAULT);
         json_object_seed(0);
     }
-    for (int i = 0; i < jobs; i++) {
-        if (pthread_create(&p->thr[i], NULL, cp_worker, p))
-            break;
-        p->nthr++;
-    }
-    return p->nthr ? 0 : PL_ENOMEM;
+    pthread_mutex_init(&p->lock, NULL);
+    int rc = pl_pool_new(jobs, &p->pool);
+    if (rc)
+        pthread_mutex_destroy(&p->lock);
+    return rc;
 }
 
-/* Queue one transfer (takes from and to); waits while the queue is full. */
+/* Queue one transfer (takes from and to; NULL counts as a failure). */
 static void cp_pool_add(struct cp_pool *p, char *from, char *to, int64_t size)
 {
-    pthread_mutex_lock(&p->lock);
-    if (!from || !to) {
-        p->failures++;
-        p->files++;
+    struct cp_task *t = from && to ? malloc(sizeof(*t)) : NULL;
+    if (!t) {
+        cp_task_done(p, 1, 0);
         free(from);
         free(to);
-        pthread_mutex_unlock(&p->lock);
         return;
     }
-    while (p->n == CP_QUEUE)
-        pthread_cond_wait(&p->room, &p->lock);
-    p->q[(p->head + p->n) % CP_QUEUE] = (struct cp_task){from, to, size};
-    p->n++;
-    pthread_cond_signal(&p->more);
-    pthread_mutex_unlock(&p->lock);
+    *t = (struct cp_task){.job = {.fn = cp_task_run, .detached = 1}, .p = p, .from = from,
+                          .to = to, .size = size};
+    pl_pool_submit_bounded(p->pool, &t->job, CP_QUEUE);
 }
 
 /* Wait for every queued transfer; prints the summary. The exit status. */
 static int cp_pool_finish(struct cp_pool *p)
 {
-    pthread_mutex_lock(&p->lock);
-    p->closed = 1;
-    pthread_cond_broadcast(&p->more);
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 0; i < p->nthr; i++)
-        pthread_join(p->thr[i], NULL);
-    if (p->nthr > 1)
+    pl_pool_free(p->pool); /* runs what is queued, then the workers end */
+    if (!p->bars)
         progress_end("copied", p->bytes, p->t0);
     if (!p->o->json)
         printf("%d files copied, %d failed\n", p->files - p->failures, p->failures);
     pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->more);
-    pthread_cond_destroy(&p->room);
     return p->failures ? EXIT_FAIL : 0;
 }
 

@@ -1,3 +1,5 @@
+#include <pthread.h>
+
 #include "testutil.h"
 
 #include "base/base.h"
@@ -61,12 +63,75 @@ static void test_hex_and_errors(void **state)
     assert_string_equal(f, "1.5 KiB");
 }
 
+/* A bounded submit holds the producer while max jobs wait: with both
+ * workers busy and 3 waiting, the sixth submit blocks until work drains. */
+struct gated {
+    struct pl_job job;
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond;
+    int *open, *ran;
+};
+
+static void gated_run(struct pl_job *j)
+{
+    struct gated *g = (struct gated *)j;
+    pthread_mutex_lock(g->lock);
+    while (!*g->open)
+        pthread_cond_wait(g->cond, g->lock);
+    (*g->ran)++;
+    pthread_mutex_unlock(g->lock);
+}
+
+struct producer {
+    struct pl_pool *pool;
+    struct gated jobs[20];
+    int submitted;
+};
+
+static void *produce(void *arg)
+{
+    struct producer *pr = arg;
+    for (int i = 0; i < 20; i++) {
+        pl_pool_submit_bounded(pr->pool, &pr->jobs[i].job, 3);
+        __atomic_add_fetch(&pr->submitted, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static void test_pool_bounded_submit(void **state)
+{
+    (void)state;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    int open = 0, ran = 0;
+    static struct producer pr;
+    memset(&pr, 0, sizeof(pr));
+    assert_int_equal(pl_pool_new(2, &pr.pool), 0);
+    for (int i = 0; i < 20; i++)
+        pr.jobs[i] = (struct gated){{gated_run, NULL, 0, 1}, &lock, &cond, &open, &ran};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, produce, &pr), 0);
+    /* 2 running + 3 waiting: it stops at 5 and stays there */
+    for (int i = 0; i < 500 && __atomic_load_n(&pr.submitted, __ATOMIC_SEQ_CST) < 5; i++)
+        usleep(10000);
+    usleep(200000);
+    assert_int_equal(__atomic_load_n(&pr.submitted, __ATOMIC_SEQ_CST), 5);
+    pthread_mutex_lock(&lock);
+    open = 1;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    pthread_join(t, NULL);
+    pl_pool_free(pr.pool); /* finishes what is queued */
+    assert_int_equal(ran, 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_endian),
         cmocka_unit_test(test_hex_and_errors),
+        cmocka_unit_test(test_pool_bounded_submit),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

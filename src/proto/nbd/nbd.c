@@ -53,7 +53,7 @@ struct nbd_server {
 };
 
 #define NBD_READERS 4
-#define READ_QUEUE 64
+#define READ_QUEUE 64 /* reads waiting for a reader before the request loop waits */
 
 struct nconn {
     struct nbd_server *srv;
@@ -64,13 +64,24 @@ struct nconn {
     int meta_alloc; /* base:allocation selected (context id 1) */
     struct pl_volume_info vol;
     uint8_t *buf;
-    /* reads in flight: a queue the reader threads take from */
-    pthread_mutex_t send_lock, qlock;
-    pthread_cond_t qmore, qroom;
-    struct nbd_req q[READ_QUEUE];
-    size_t qhead, qn;
-    int closing, nreaders;
-    pthread_t readers[NBD_READERS];
+    pthread_mutex_t send_lock; /* one reply at a time on the socket */
+    struct pl_pool *readers;   /* NBD_READERS threads running READs */
+    pthread_mutex_t buf_lock;  /* read buffers not in use, kept for the next read */
+    struct rbuf *free_bufs;
+};
+
+/* A read buffer; readers take one while they run, so there are at most
+ * NBD_READERS, each as large as the largest read it served. */
+struct rbuf {
+    struct rbuf *next;
+    size_t cap;
+    uint8_t data[];
+};
+
+struct rjob {
+    struct pl_job job;
+    struct nconn *c;
+    struct nbd_req r;
 };
 
 static uint32_t nbd_errno(int rc)
@@ -596,73 +607,68 @@ static int read_serve(struct nconn *c, const struct nbd_req *r, uint8_t *buf)
     return reply_chunk(c, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, o, 8, buf, r->len);
 }
 
-static void *reader_main(void *arg)
+static struct rbuf *rbuf_take(struct nconn *c, size_t n)
 {
-    struct nconn *c = arg;
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    pthread_mutex_lock(&c->qlock);
-    for (;;) {
-        while (!c->qn && !c->closing)
-            pthread_cond_wait(&c->qmore, &c->qlock);
-        if (!c->qn)
-            break;
-        struct nbd_req r = c->q[c->qhead];
-        c->qhead = (c->qhead + 1) % READ_QUEUE;
-        c->qn--;
-        pthread_cond_signal(&c->qroom);
-        pthread_mutex_unlock(&c->qlock);
-        size_t want = r.len ? r.len : 1;
-        if (want > cap) {
-            uint8_t *nb = realloc(buf, want);
-            if (nb) {
-                buf = nb;
-                cap = want;
-            }
-        }
-        int rc = !buf || want > cap ? reply_err(c, &r, NBD_ENOMEM, "out of memory")
-                                    : read_serve(c, &r, buf);
-        if (rc)
-            shutdown(c->fd, SHUT_RDWR); /* the client is gone: the request loop ends too */
-        pthread_mutex_lock(&c->qlock);
+    pthread_mutex_lock(&c->buf_lock);
+    struct rbuf *b = c->free_bufs;
+    if (b)
+        c->free_bufs = b->next;
+    pthread_mutex_unlock(&c->buf_lock);
+    if (b && b->cap >= n)
+        return b;
+    struct rbuf *nb = realloc(b, sizeof(*nb) + (n ? n : 1));
+    if (!nb) {
+        free(b);
+        return NULL;
     }
-    pthread_mutex_unlock(&c->qlock);
-    free(buf);
-    return NULL;
+    nb->cap = n ? n : 1;
+    return nb;
 }
 
-/* Hand a read to the reader threads (waits while READ_QUEUE are queued). */
+static void rbuf_give(struct nconn *c, struct rbuf *b)
+{
+    pthread_mutex_lock(&c->buf_lock);
+    b->next = c->free_bufs;
+    c->free_bufs = b;
+    pthread_mutex_unlock(&c->buf_lock);
+}
+
+static void rjob_run(struct pl_job *j)
+{
+    struct rjob *rj = (struct rjob *)j;
+    struct nconn *c = rj->c;
+    struct rbuf *b = rbuf_take(c, rj->r.len);
+    int rc = b ? read_serve(c, &rj->r, b->data)
+               : reply_err(c, &rj->r, NBD_ENOMEM, "out of memory");
+    if (rc)
+        shutdown(c->fd, SHUT_RDWR); /* the client is gone: the request loop ends too */
+    if (b)
+        rbuf_give(c, b);
+    free(rj);
+}
+
+/* Hand a read to the reader threads (the request loop waits while
+ * READ_QUEUE reads wait for one). */
 static int read_queue(struct nconn *c, const struct nbd_req *r)
 {
-    if (!c->nreaders)
-        return read_serve(c, r, c->buf); /* no threads could start: read here */
-    pthread_mutex_lock(&c->qlock);
-    while (c->qn == READ_QUEUE)
-        pthread_cond_wait(&c->qroom, &c->qlock);
-    c->q[(c->qhead + c->qn) % READ_QUEUE] = *r;
-    c->qn++;
-    pthread_cond_signal(&c->qmore);
-    pthread_mutex_unlock(&c->qlock);
+    struct rjob *rj = c->readers ? malloc(sizeof(*rj)) : NULL;
+    if (!rj)
+        return read_serve(c, r, c->buf); /* no threads or no memory: read here */
+    *rj = (struct rjob){.job = {.fn = rjob_run, .detached = 1}, .c = c, .r = *r};
+    pl_pool_submit_bounded(c->readers, &rj->job, READ_QUEUE);
     return 0;
-}
-
-static void readers_start(struct nconn *c)
-{
-    for (int i = 0; i < NBD_READERS; i++)
-        if (pthread_create(&c->readers[c->nreaders], NULL, reader_main, c) == 0)
-            c->nreaders++;
 }
 
 /* Every queued read is answered, then the threads end. */
 static void readers_stop(struct nconn *c)
 {
-    pthread_mutex_lock(&c->qlock);
-    c->closing = 1;
-    pthread_cond_broadcast(&c->qmore);
-    pthread_mutex_unlock(&c->qlock);
-    for (int i = 0; i < c->nreaders; i++)
-        pthread_join(c->readers[i], NULL);
-    c->nreaders = 0;
+    pl_pool_free(c->readers);
+    c->readers = NULL;
+    while (c->free_bufs) {
+        struct rbuf *b = c->free_bufs;
+        c->free_bufs = b->next;
+        free(b);
+    }
 }
 
 /* One request; < 0 ends the connection. */
@@ -744,9 +750,7 @@ static void conn_main(void *ctx, int fd)
     struct nbd_server *s = ctx;
     struct nconn c = {.srv = s, .st = s->st, .fd = fd};
     pthread_mutex_init(&c.send_lock, NULL);
-    pthread_mutex_init(&c.qlock, NULL);
-    pthread_cond_init(&c.qmore, NULL);
-    pthread_cond_init(&c.qroom, NULL);
+    pthread_mutex_init(&c.buf_lock, NULL);
     int rc = handshake(&c);
     if (rc != 1)
         goto out;
@@ -754,7 +758,8 @@ static void conn_main(void *ctx, int fd)
     c.vc = cache_get(s, c.vol.id);
     if (!c.buf || !c.vc)
         goto out;
-    readers_start(&c);
+    if (pl_pool_new(NBD_READERS, &c.readers))
+        c.readers = NULL; /* reads run on this thread */
     for (;;) {
         uint8_t h[28];
         struct nbd_req r;
@@ -780,9 +785,7 @@ out:
     cache_put(s, c.vc); /* the last connection writes what is cached */
     free(c.buf);
     pthread_mutex_destroy(&c.send_lock);
-    pthread_mutex_destroy(&c.qlock);
-    pthread_cond_destroy(&c.qmore);
-    pthread_cond_destroy(&c.qroom);
+    pthread_mutex_destroy(&c.buf_lock);
 }
 
 int nbd_start(struct pl_store *st, const char *host, int port, struct nbd_server **ret)
