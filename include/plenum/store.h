@@ -168,6 +168,18 @@ int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void
 int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                         unsigned flags) PL_WUR;
 
+/* A write in two phases, so the caller can prepare the next while this one
+ * syncs: stage chunks, fingerprints and appends buf (not durable, not
+ * visible; buf must stay unchanged until commit or drop); commit syncs and
+ * applies it with service records in one transaction, durable on return,
+ * and frees it whatever it returns; drop forgets it. Commits of stages to
+ * one element apply in the order the caller calls commit. */
+struct pl_wstage;
+int pl_elem_write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        struct pl_wstage **ret) PL_WUR;
+int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, size_t nrecs) PL_WUR;
+void pl_elem_write_drop(struct pl_wstage *ws); /* accepts NULL */
+
 /* Make [off, off + len) a hole (reads as zeros, takes no space); the size
  * does not change. Durable on return. */
 int pl_elem_punch(struct pl_store *st, uint64_t id, uint64_t off, uint64_t len) PL_WUR;

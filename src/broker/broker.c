@@ -108,7 +108,7 @@ static int part_seg_add(struct part *p, int64_t base, uint64_t id, uint64_t size
     if (!ns)
         return PL_ENOMEM;
     p->segs = ns;
-    p->segs[p->nseg++] = (struct bseg){base, id, size};
+    p->segs[p->nseg++] = (struct bseg){base, id, size, size, 0};
     return 0;
 }
 
@@ -212,6 +212,7 @@ static void topic_free(struct topic *t)
         struct part *p = &t->parts[i];
         pthread_mutex_destroy(&p->lock);
         pthread_mutex_destroy(&p->append_lock);
+        pthread_cond_destroy(&p->turn);
         free(p->ents);
         free(p->segs);
     }
@@ -286,12 +287,14 @@ static int topic_build(struct broker *b, const struct broker_topic *info, struct
         char pn[16];
         pthread_mutex_init(&p->lock, NULL);
         pthread_mutex_init(&p->append_lock, NULL);
+        pthread_cond_init(&p->turn, NULL);
         p->topic = t->info.name;
         p->index = i;
         snprintf(pn, sizeof(pn), "%d", i);
         rc = mkdir_or_get(b, tdir, pn, &p->dir);
         if (!rc)
             rc = part_load(b, p);
+        p->stage_next = p->next;
     }
     if (rc) {
         topic_free(t);
@@ -412,10 +415,15 @@ int broker_topic_delete(struct broker *b, const char *name)
         rc = pl_svc_write(b->st, r, 2);
     }
     if (!rc) {
-        /* an appender holding the partition finishes first */
+        /* appends staged before the delete finish first */
         for (int i = 0; i < t->info.partitions; i++) {
-            pthread_mutex_lock(&t->parts[i].append_lock);
-            pthread_mutex_unlock(&t->parts[i].append_lock);
+            struct part *p = &t->parts[i];
+            pthread_mutex_lock(&p->append_lock);
+            pthread_mutex_lock(&p->lock);
+            while (p->commit_seq != p->stage_seq)
+                pthread_cond_wait(&p->turn, &p->lock);
+            pthread_mutex_unlock(&p->lock);
+            pthread_mutex_unlock(&p->append_lock);
         }
         rc = kafka_dir(b, &root);
         if (!rc)
@@ -501,32 +509,65 @@ int broker_part_info(struct broker *b, const char *topic, int part, struct broke
 }
 
 /* ---- append ---- */
+struct broker_append {
+    struct broker *b;
+    struct topic *t;
+    struct part *p;
+    uint64_t seq;
+    uint64_t seg_id, pos; /* where it went */
+    int64_t next;         /* the offset after its last */
+    uint8_t *all;         /* the buffers joined, when more than one */
+    const uint8_t *data;
+    size_t total;
+    struct pl_wstage *ws;
+};
+
+/* A new segment named by the next offset to stage. Under append_lock. */
 static int part_roll(struct broker *b, struct part *p)
 {
     char name[32];
     struct pl_attr a;
-    snprintf(name, sizeof(name), "%020lld", (long long)p->next);
+    snprintf(name, sizeof(name), "%020lld", (long long)p->stage_next);
     int rc = pl_elem_create(b->st, p->dir, name, 0600, 0, 0, 1, &a);
     if (rc)
         return rc;
     pthread_mutex_lock(&p->lock);
-    rc = part_seg_add(p, p->next, a.id, 0);
+    rc = part_seg_add(p, p->stage_next, a.id, 0);
     if (!rc && p->nseg == 1)
         p->log_start = p->next;
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
 
-/* Append the valid ones of n buffers in one write; svc records commit with it. */
-static void part_append(struct broker *b, const char *topic, int part, uint8_t *const *recs,
-                        const size_t *lens, int n, int *rcs, int64_t *bases,
-                        const struct pl_svc_rec *svc, size_t nsvc)
+static void append_free(struct broker_append *ba)
 {
-    struct topic *t;
-    struct part *p;
-    uint8_t *all = NULL;
-    size_t total = 0, at = 0;
-    int valid = 0;
+    if (!ba)
+        return;
+    pl_elem_write_drop(ba->ws);
+    if (ba->t)
+        topic_put(ba->b, ba->t);
+    free(ba->all);
+    free(ba);
+}
+
+/* Set every staged (rcs[i] == 0) buffer's result to rc. */
+static void append_fail(int n, int *rcs, int64_t *bases, int rc)
+{
+    for (int i = 0; i < n; i++)
+        if (!rcs[i]) {
+            rcs[i] = rc;
+            bases[i] = -1;
+        }
+}
+
+void broker_append_stage(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                         const size_t *lens, int n, int *rcs, int64_t *bases,
+                         struct broker_append **ret)
+{
+    struct broker_append *ba = NULL;
+    int valid = 0, rc = 0;
+    size_t total = 0;
+    *ret = NULL;
     for (int i = 0; i < n; i++) {
         int nbatch;
         int64_t nrec;
@@ -539,21 +580,31 @@ static void part_append(struct broker *b, const char *topic, int part, uint8_t *
     }
     if (!valid)
         return;
-    int rc = part_get(b, topic, part, &t, &p);
-    if (rc) {
-        for (int i = 0; i < n; i++)
-            rcs[i] = rcs[i] ? rcs[i] : rc;
+    ba = calloc(1, sizeof(*ba));
+    if (!ba) {
+        append_fail(n, rcs, bases, PL_ENOMEM);
         return;
     }
+    ba->b = b;
+    ba->total = total;
+    rc = part_get(b, topic, part, &ba->t, &ba->p);
+    if (rc) {
+        append_fail(n, rcs, bases, rc);
+        free(ba);
+        return;
+    }
+    struct part *p = ba->p;
     pthread_mutex_lock(&p->append_lock);
-    if (t->deleted)
-        rc = PL_ENOENT;
-    if (!rc && (!p->nseg || (int64_t)p->segs[p->nseg - 1].size >= t->info.segment_bytes))
+    pthread_mutex_lock(&p->lock);
+    rc = ba->t->deleted ? PL_ENOENT : p->broken;
+    pthread_mutex_unlock(&p->lock);
+    if (!rc && (!p->nseg || (int64_t)p->segs[p->nseg - 1].staged >= ba->t->info.segment_bytes))
         rc = part_roll(b, p);
-    /* one buffer, one write: offsets consecutive from next, buffer by buffer */
-    if (!rc && valid > 1 && !(all = malloc(total)))
+    /* one buffer, one write: offsets consecutive from stage_next, buffer by buffer */
+    if (!rc && valid > 1 && !(ba->all = malloc(total)))
         rc = PL_ENOMEM;
-    int64_t off = p->next;
+    int64_t off = p->stage_next;
+    size_t at = 0;
     for (int i = 0; i < n && !rc; i++) {
         if (rcs[i])
             continue;
@@ -569,61 +620,134 @@ static void part_append(struct broker *b, const char *topic, int part, uint8_t *
             off += h.last_offset_delta + 1;
             k += len;
         }
-        if (all) {
-            memcpy(all + at, recs[i], lens[i]);
+        if (ba->all) {
+            memcpy(ba->all + at, recs[i], lens[i]);
             at += lens[i];
+        } else {
+            ba->data = recs[i];
         }
     }
+    if (ba->all)
+        ba->data = ba->all;
     struct bseg *s = rc ? NULL : &p->segs[p->nseg - 1];
     if (!rc) {
-        const uint8_t *one = all;
-        for (int i = 0; !one && i < n; i++)
-            if (!rcs[i])
-                one = recs[i];
-        rc = pl_elem_write_svc(b->st, s->id, s->size, one, total, svc, nsvc);
+        ba->seg_id = s->id;
+        ba->pos = s->staged;
+        ba->next = off;
+        rc = pl_elem_write_stage(b->st, s->id, s->staged, ba->data, total, &ba->ws);
     }
     if (!rc) {
         pthread_mutex_lock(&p->lock);
-        uint64_t pos = s->size;
-        off = p->next;
-        for (int i = 0; i < n && !rc; i++) {
-            if (rcs[i])
-                continue;
-            for (size_t k = 0; k < lens[i] && !rc;) {
-                struct batch_hdr h;
-                size_t len;
-                if (batch_parse(recs[i] + k, lens[i] - k, &h, &len))
-                    break;
-                struct bentry e = {off, off + h.last_offset_delta, h.max_ts,
-                                   (uint32_t)(p->nseg - 1), pos, (uint32_t)len};
-                rc = part_index_add(p, &e);
-                off = e.last + 1;
-                pos += len;
-                k += len;
-            }
-        }
-        if (!rc) {
-            s->size += total;
-            p->bytes += total;
-            p->next = off;
-        }
+        s->staged += total;
+        s->inflight++;
+        p->stage_next = off;
+        ba->seq = p->stage_seq++;
         pthread_mutex_unlock(&p->lock);
     }
+    pthread_mutex_unlock(&p->append_lock);
     if (rc) {
-        for (int i = 0; i < n; i++)
-            if (!rcs[i]) {
-                rcs[i] = rc;
-                bases[i] = -1;
-            }
+        append_fail(n, rcs, bases, rc);
+        append_free(ba);
+        return;
+    }
+    *ret = ba;
+}
+
+/* The segment holding id, from the newest (appends go to the last ones). */
+static struct bseg *part_seg_find(struct part *p, uint64_t id, uint32_t *ret_idx)
+{
+    for (size_t i = p->nseg; i-- > 0;)
+        if (p->segs[i].id == id) {
+            *ret_idx = (uint32_t)i;
+            return &p->segs[i];
+        }
+    return NULL;
+}
+
+/* Index the committed batches of ba. Under p->lock. */
+static int append_index(struct part *p, const struct broker_append *ba)
+{
+    uint32_t si;
+    struct bseg *s = part_seg_find(p, ba->seg_id, &si);
+    if (!s || s->size != ba->pos)
+        return PL_EINTERNAL; /* in-order commits keep each segment whole */
+    int rc = 0;
+    uint64_t pos = ba->pos;
+    for (size_t k = 0; k < ba->total && !rc;) {
+        struct batch_hdr h;
+        size_t len;
+        if (batch_parse(ba->data + k, ba->total - k, &h, &len))
+            break; /* validated: never */
+        struct bentry e = {h.base_offset, h.base_offset + h.last_offset_delta, h.max_ts, si,
+                           pos, (uint32_t)len};
+        rc = part_index_add(p, &e);
+        pos += len;
+        k += len;
+    }
+    if (!rc) {
+        s->size += ba->total;
+        p->bytes += ba->total;
+        p->next = ba->next;
+    }
+    return rc;
+}
+
+void broker_append_commit(struct broker_append *ba, const struct pl_svc_rec *svc, size_t nsvc,
+                          int n, int *rcs, int64_t *bases)
+{
+    if (!ba)
+        return;
+    struct part *p = ba->p;
+    struct broker *b = ba->b;
+    pthread_mutex_lock(&p->lock);
+    while (p->commit_seq != ba->seq)
+        pthread_cond_wait(&p->turn, &p->lock);
+    int rc = p->broken;
+    pthread_mutex_unlock(&p->lock);
+    if (!rc)
+        rc = pl_elem_write_commit(ba->ws, svc, nsvc);
+    else
+        pl_elem_write_drop(ba->ws);
+    ba->ws = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (!rc)
+        rc = append_index(p, ba);
+    uint32_t si;
+    struct bseg *s = part_seg_find(p, ba->seg_id, &si);
+    if (s)
+        s->inflight--;
+    if (rc && !p->broken)
+        p->broken = rc;
+    p->commit_seq++;
+    if (p->broken && p->commit_seq == p->stage_seq) {
+        /* the last of the failed ones: later writes start where the committed
+         * data ends; their offsets go on past the failed ones (a gap, as
+         * compaction leaves) so no segment name runs ahead of its batches */
+        for (size_t i = 0; i < p->nseg; i++)
+            p->segs[i].staged = p->segs[i].size;
+        p->broken = 0;
+    }
+    pthread_cond_broadcast(&p->turn);
+    pthread_mutex_unlock(&p->lock);
+    if (rc) {
+        append_fail(n, rcs, bases, rc);
     } else {
         pthread_mutex_lock(&b->lock);
         b->appends++;
         pthread_cond_broadcast(&b->appended);
         pthread_mutex_unlock(&b->lock);
     }
-    free(all);
-    pthread_mutex_unlock(&p->append_lock);
-    topic_put(b, t);
+    append_free(ba);
+}
+
+/* Stage and commit at once. */
+static void part_append(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                        const size_t *lens, int n, int *rcs, int64_t *bases,
+                        const struct pl_svc_rec *svc, size_t nsvc)
+{
+    struct broker_append *ba;
+    broker_append_stage(b, topic, part, recs, lens, n, rcs, bases, &ba);
+    broker_append_commit(ba, svc, nsvc, n, rcs, bases);
 }
 
 void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
@@ -780,7 +904,7 @@ static int part_retain(struct broker *b, struct topic *t, struct part *p, int64_
     pthread_mutex_lock(&p->append_lock);
     pthread_mutex_lock(&p->lock);
     int drop = 0;
-    if (p->nseg > 1) {
+    if (p->nseg > 1 && !p->segs[0].inflight) {
         struct bseg *s = &p->segs[0];
         int64_t newest = INT64_MIN;
         size_t n = 0;

@@ -71,6 +71,20 @@ int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs,
  * buffer that fails validation fails alone. */
 void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
                          const size_t *lens, int n, int *rcs, int64_t *bases);
+/* The same in two steps, so a connection can prepare its next requests
+ * while these sync. Stage validates (rcs[i] per buffer), gives offsets
+ * (bases[i]) and writes the valid buffers, which must stay unchanged until
+ * the commit; *ret is NULL when nothing was staged (rcs say why). Commit
+ * makes them durable and readable, in the order of staging per partition
+ * (it waits for earlier stages' commits), sets rcs/bases of the staged
+ * buffers on failure and frees ba (NULL is a no-op). Every stage must be
+ * committed: later stages of the partition wait for it. */
+struct broker_append;
+void broker_append_stage(struct broker *b, const char *topic, int part, uint8_t *const *recs,
+                         const size_t *lens, int n, int *rcs, int64_t *bases,
+                         struct broker_append **ret);
+void broker_append_commit(struct broker_append *ba, const struct pl_svc_rec *svc, size_t nsvc,
+                          int n, int *rcs, int64_t *bases);
 /* One producer's batches with service records committed in the same
  * transaction (the event publisher's cursor). */
 int broker_append_svc(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,

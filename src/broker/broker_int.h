@@ -15,14 +15,21 @@ struct bentry {        /* one batch */
 };
 
 struct bseg {
-    int64_t base; /* first offset, also the file name */
-    uint64_t id;  /* element */
-    uint64_t size;
+    int64_t base;       /* first offset, also the file name */
+    uint64_t id;        /* element */
+    uint64_t size;      /* committed */
+    uint64_t staged;    /* end of what is written, committed or not */
+    uint32_t inflight;  /* staged appends not yet committed */
 };
 
+/* An append goes in two steps (broker_append_stage, _commit): staged under
+ * append_lock, which gives it offsets and a place in the segment; committed
+ * in the order staged (seq), so the log never has a durable batch after one
+ * that is not. A failed commit fails every append staged after it. */
 struct part {
-    pthread_mutex_t lock;        /* index, segments, offsets */
-    pthread_mutex_t append_lock; /* one append (or retention step) at a time */
+    pthread_mutex_t lock;        /* index, segments, offsets, commit turns */
+    pthread_mutex_t append_lock; /* one stage (or roll, or retention step) at a time */
+    pthread_cond_t turn;         /* with lock: commit_seq moved */
     const char *topic;
     int index;
     uint64_t dir;
@@ -30,8 +37,11 @@ struct part {
     size_t nseg;
     struct bentry *ents;
     size_t nent, cap;
-    int64_t log_start, next;
+    int64_t log_start, next; /* next: after the last committed batch */
     uint64_t bytes;
+    int64_t stage_next;          /* the offset the next stage gets */
+    uint64_t stage_seq, commit_seq;
+    int broken;                  /* a failed commit's error, while stages after it wait */
 };
 
 struct topic {

@@ -426,6 +426,10 @@ int data_sync(struct data_store *ds, uint64_t id)
     int rc = seg_get_rd(ds, id, &s);
     if (rc)
         return rc;
+    /* start every mirror's writeback before waiting on any: the copies go
+     * to their devices at once instead of one after the other */
+    for (int m = 0; m < ds->nmirrors && !s->sp && ds->nmirrors > 1; m++)
+        (void)sync_file_range(s->fd[m], 0, 0, SYNC_FILE_RANGE_WRITE);
     for (int m = 0; m < ds->nmirrors && !rc && !s->sp; m++)
         if (fdatasync(s->fd[m]) < 0)
             rc = -errno;

@@ -866,32 +866,90 @@ int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const vo
     return elem_write(st, id, off, buf, n, NULL, 0, flags);
 }
 
-static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags)
+/* A write between its two phases: the chunks are appended to the buffer
+ * (not yet synced), the purge gate is held so no chunk it deduplicated
+ * against can be purged, and buf is the caller's until commit. */
+struct pl_wstage {
+    struct pl_store *st;
+    uint64_t id, off;
+    const uint8_t *buf;
+    size_t n;
+    struct prep pr;
+};
+
+static int write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                       unsigned flags, struct pl_wstage **ret)
 {
-    int rc = svc_check(recs, nrecs);
-    if (rc || n == 0)
-        return rc;
+    *ret = NULL;
+    if (n == 0)
+        return PL_EINVAL;
     if (off + n < off || off + n > ((uint64_t)1 << 60))
         return PL_EFBIG;
+    struct pl_wstage *ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        return PL_ENOMEM;
+    *ws = (struct pl_wstage){st, id, off, buf, n, {.keep_raw = (flags & PL_WRITE_RAW) != 0}};
     store_throttle(st);
-    for (int attempt = 0; attempt < 4; attempt++) {
-        struct prep pr = {.keep_raw = (flags & PL_WRITE_RAW) != 0};
-        size_t used;
-        pl_gate_enter(&st->purge);
-        rc = store_prepare(st, off, buf, n, 1, &pr, &used);
-        if (!rc)
-            rc = store_sync_segs(st, &pr.segs);
+    pl_gate_enter(&st->purge);
+    size_t used;
+    int rc = store_prepare(st, off, buf, n, 1, &ws->pr, &used);
+    if (rc) {
+        pl_elem_write_drop(ws);
+        return rc;
+    }
+    *ret = ws;
+    return 0;
+}
+
+int pl_elem_write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        struct pl_wstage **ret)
+{
+    return write_stage(st, id, off, buf, n, 0, ret);
+}
+
+int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, size_t nrecs)
+{
+    struct pl_store *st = ws->st;
+    int rc = svc_check(recs, nrecs);
+    for (int attempt = 0; !rc && attempt < 4; attempt++) {
+        if (attempt) {
+            /* a chunk it deduplicated against was purged meanwhile: again */
+            size_t used;
+            prep_release(&ws->pr);
+            rc = store_prepare(st, ws->off, ws->buf, ws->n, 1, &ws->pr, &used);
+            if (rc)
+                break;
+        }
+        rc = store_sync_segs(st, &ws->pr.segs);
         if (!rc) {
-            struct wr_args a = {id, off, n, &pr, recs, nrecs};
+            struct wr_args a = {ws->id, ws->off, ws->n, &ws->pr, recs, nrecs};
             rc = meta_submit(st->meta, apply_write, &a);
         }
-        pl_gate_leave(&st->purge);
-        prep_release(&pr);
         if (rc != PL_EAGAIN)
             break;
     }
+    pl_elem_write_drop(ws);
     return rc;
+}
+
+void pl_elem_write_drop(struct pl_wstage *ws)
+{
+    if (!ws)
+        return;
+    pl_gate_leave(&ws->st->purge);
+    prep_release(&ws->pr);
+    free(ws);
+}
+
+static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags)
+{
+    struct pl_wstage *ws;
+    int rc = svc_check(recs, nrecs);
+    if (rc || n == 0)
+        return rc;
+    rc = write_stage(st, id, off, buf, n, flags, &ws);
+    return rc ? rc : pl_elem_write_commit(ws, recs, nrecs);
 }
 
 /* ---- directory listing ---- */

@@ -2,6 +2,9 @@
  * paths outside buckets, one event per run of writes; the batches the
  * publisher builds pass the broker's own validation; notification rules
  * match as S3's do. */
+#include <pthread.h>
+#include <unistd.h>
+
 #include "base/base.h"
 #include "broker/batch.h"
 #include "broker/broker.h"
@@ -188,6 +191,137 @@ static void test_publish_many_buckets(void **state)
     broker_close(b);
 }
 
+/* ---- appends in two steps ---- */
+struct committing {
+    pthread_t th;
+    struct broker_append *ba;
+    int rc;
+    int64_t base;
+};
+
+static void *commit_main(void *arg)
+{
+    struct committing *c = arg;
+    broker_append_commit(c->ba, NULL, 0, 1, &c->rc, &c->base);
+    return NULL;
+}
+
+/* One batch of nrec records of vn bytes each, in b. */
+static void batch_of(struct pl_buf *b, int nrec, size_t vn)
+{
+    static char val[4096];
+    struct batch_rec r[8];
+    memset(val, 'v', sizeof(val));
+    for (int i = 0; i < nrec; i++)
+        r[i] = (struct batch_rec){"k", val, 1, vn};
+    pl_buf_init(b);
+    assert_int_equal(batch_build(b, r, nrec, 1700000000000), 0);
+}
+
+static void stage_one(struct broker *b, struct pl_buf *buf, int64_t want_base,
+                      struct broker_append **ret)
+{
+    uint8_t *recs = (uint8_t *)buf->data;
+    size_t len = buf->len;
+    int rc;
+    int64_t base;
+    broker_append_stage(b, "t", 0, &recs, &len, 1, &rc, &base, ret);
+    assert_int_equal(rc, 0);
+    assert_int_equal(base, want_base);
+    assert_non_null(*ret);
+}
+
+static int64_t next_of(struct broker *b)
+{
+    struct broker_part_info pi;
+    assert_int_equal(broker_part_info(b, "t", 0, &pi), 0);
+    return pi.next;
+}
+
+/* Later stages commit only after earlier ones (the log has no durable batch
+ * after one that is not); a roll between stages keeps each segment whole; a
+ * failed commit fails the stages after it, and writing goes on after them. */
+static void test_append_stages(void **state)
+{
+    struct fix *f = *state;
+    struct pl_store *st = f->st;
+    struct broker *b;
+    struct broker_opts o = {0};
+    const char *cfg[] = {"segment.bytes", "4096", NULL};
+    struct pl_buf bufs[5];
+    struct broker_append *ba[5];
+    struct committing c[5];
+    assert_int_equal(broker_open(st, &o, &b), 0);
+    assert_int_equal(broker_topic_create(b, "t", 1, cfg), 0);
+    batch_of(&bufs[0], 2, 1400);
+    batch_of(&bufs[1], 1, 1400);
+    batch_of(&bufs[2], 3, 1400); /* past 4096: the next stage rolls */
+    stage_one(b, &bufs[0], 0, &ba[0]);
+    stage_one(b, &bufs[1], 2, &ba[1]);
+    stage_one(b, &bufs[2], 3, &ba[2]);
+    batch_of(&bufs[3], 1, 100);
+    stage_one(b, &bufs[3], 6, &ba[3]); /* in a new segment, named 6 */
+    for (int i = 3; i >= 1; i--) {
+        c[i] = (struct committing){.ba = ba[i]};
+        assert_int_equal(pthread_create(&c[i].th, NULL, commit_main, &c[i]), 0);
+    }
+    usleep(100000);
+    assert_int_equal(next_of(b), 0); /* all wait for the first */
+    c[0] = (struct committing){.ba = ba[0]};
+    commit_main(&c[0]);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(pthread_join(c[i].th, NULL), 0);
+    for (int i = 0; i <= 3; i++)
+        assert_int_equal(c[i].rc, 0);
+    assert_int_equal(next_of(b), 7);
+
+    /* the segment the next stage lands in vanishes before its commit */
+    struct pl_attr seg;
+    assert_int_equal(pl_path_lookup(st, "/.kafka/t/0/00000000000000000006", PL_VIEW_LIVE, &seg),
+                     0);
+    batch_of(&bufs[4], 1, 100);
+    stage_one(b, &bufs[4], 7, &ba[4]);
+    struct broker_append *after;
+    struct pl_buf more;
+    batch_of(&more, 2, 100);
+    stage_one(b, &more, 8, &after);
+    uint64_t parent = seg.parent;
+    assert_int_equal(pl_elem_unlink(st, parent, "00000000000000000006"), 0);
+    c[4] = (struct committing){.ba = ba[4]};
+    commit_main(&c[4]);
+    assert_int_not_equal(c[4].rc, 0);
+    c[0] = (struct committing){.ba = after};
+    commit_main(&c[0]);
+    assert_int_equal(c[0].rc, c[4].rc); /* after a failed one: failed too */
+    assert_int_equal(next_of(b), 7);
+    broker_close(b);
+
+    /* a new start sees the committed batches in both segments */
+    assert_int_equal(broker_open(st, &o, &b), 0);
+    assert_int_equal(next_of(b), 6); /* the second segment is gone */
+    uint8_t *got;
+    size_t n;
+    struct broker_part_info pi;
+    assert_int_equal(broker_fetch(b, "t", 0, 0, 1 << 20, &got, &n, &pi), 0);
+    assert_int_equal(n, bufs[0].len + bufs[1].len + bufs[2].len);
+    int nb;
+    int64_t nr;
+    assert_int_equal(batch_validate(got, n, &nb, &nr), 0);
+    assert_int_equal(nb, 3);
+    assert_int_equal(nr, 6);
+    free(got);
+    /* and writing goes on */
+    stage_one(b, &more, 6, &after);
+    c[0] = (struct committing){.ba = after};
+    commit_main(&c[0]);
+    assert_int_equal(c[0].rc, 0);
+    assert_int_equal(next_of(b), 8);
+    broker_close(b);
+    for (int i = 0; i < 5; i++)
+        pl_buf_release(&bufs[i]);
+    pl_buf_release(&more);
+}
+
 static void test_batch_build(void **state)
 {
     (void)state;
@@ -240,6 +374,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_versioned_delete, setup, teardown),
         cmocka_unit_test(test_events_off),
         cmocka_unit_test_setup_teardown(test_publish_many_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_stages, setup, teardown),
         cmocka_unit_test(test_batch_build),
         cmocka_unit_test(test_notify_match),
     };

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/base.h"
 #include "proto/kafka/kapi.h"
 #include "proto/tsrv/tsrv.h"
 
@@ -265,19 +266,51 @@ static int send_reply(int fd, struct kconn *k, struct kw *w)
     return 0;
 }
 
-/* After a Produce request: take the Produce requests already waiting on the
- * socket too, write their records together and answer each in order.
- * Returns 1 when it answered everything, 0 when there was nothing more to
- * take (the caller handles the one request), -1 when the connection ends. */
-static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uint8_t *first,
-                            size_t first_n, struct kw *w)
-{
+/* Produce requests read together (the first and those already waiting on
+ * the socket), staged, committed on the connection's committer thread while
+ * the connection reads and stages the next round, then answered in order.
+ * The round owns its requests and their share of the memory budget. */
+struct round {
+    struct pl_job job;
     uint8_t *reqs[PIPE_MAX];
-    size_t lens[PIPE_MAX], total = first_n;
-    int nreq = 1, avail = 0, ret = 1;
-    reqs[0] = first;
-    lens[0] = first_n;
-    while (nreq < PIPE_MAX && total < PIPE_BYTES && ioctl(fd, FIONREAD, &avail) == 0 &&
+    size_t lens[PIPE_MAX];
+    int nreq, ok_upto; /* requests from ok_upto on were malformed: answered alone */
+    struct pbatch pb;
+};
+
+static void round_free(struct kafka_server *s, struct round *r)
+{
+    for (int i = 0; i < r->nreq; i++) {
+        free(r->reqs[i]);
+        mem_give(s, r->lens[i]);
+    }
+    free(r->pb.items);
+    free(r);
+}
+
+static void round_commit(struct pl_job *j)
+{
+    struct round *r = (struct round *)j;
+    kapi_produce_commit(&r->pb);
+}
+
+/* Take first (owned, its memory taken) and the Produce requests already
+ * waiting; collect and stage them. NULL when the connection must end. */
+static struct round *round_stage(struct kafka_server *s, struct kconn *k, int fd, uint8_t *first,
+                                 size_t first_n, struct kw *w)
+{
+    struct round *r = calloc(1, sizeof(*r));
+    size_t total = first_n;
+    int avail = 0;
+    if (!r) {
+        free(first);
+        mem_give(s, first_n);
+        return NULL;
+    }
+    r->reqs[0] = first;
+    r->lens[0] = first_n;
+    r->nreq = 1;
+    while (r->nreq < PIPE_MAX && total < PIPE_BYTES && ioctl(fd, FIONREAD, &avail) == 0 &&
            avail >= 6) {
         uint8_t hdr[6];
         if (recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(hdr))
@@ -289,49 +322,64 @@ static int produce_pipeline(struct kafka_server *s, struct kconn *k, int fd, uin
             break;
         if (mem_take(s, n, 0))
             break; /* over the budget: these wait for the next round */
-        uint8_t *r = malloc(n);
-        if (!r || tsrv_read(fd, hdr, 4) || tsrv_read(fd, r, n)) {
-            free(r);
+        uint8_t *q = malloc(n);
+        if (!q || tsrv_read(fd, hdr, 4) || tsrv_read(fd, q, n)) {
+            free(q);
             mem_give(s, n);
-            ret = -1;
-            goto out;
+            round_free(s, r);
+            return NULL;
         }
-        reqs[nreq] = r;
-        lens[nreq++] = n;
+        r->reqs[r->nreq] = q;
+        r->lens[r->nreq++] = n;
         total += n;
     }
-    if (nreq == 1)
-        return 0;
-    struct pbatch pb = {PB_COLLECT, NULL, 0, 0, 0};
-    int ok_upto = nreq; /* requests before a malformed one are batched */
-    k->pb = &pb;
-    for (int i = 0; i < nreq; i++) {
-        int before = pb.n, close_it;
-        kafka_handle(s, k, reqs[i], lens[i], w, &close_it);
+    r->pb.phase = PB_COLLECT;
+    r->ok_upto = r->nreq; /* requests before a malformed one are batched */
+    k->pb = &r->pb;
+    for (int i = 0; i < r->nreq; i++) {
+        int before = r->pb.n, close_it;
+        kafka_handle(s, k, r->reqs[i], r->lens[i], w, &close_it);
         if (close_it) {
-            pb.n = before;
-            ok_upto = i;
+            r->pb.n = before;
+            r->ok_upto = i;
             break;
         }
     }
-    kapi_produce_exec(s, &pb);
-    pb.phase = PB_RESPOND;
-    for (int i = 0; i < nreq && ret > 0; i++) {
+    k->pb = NULL;
+    kapi_produce_stage(s, &r->pb);
+    return r;
+}
+
+/* Wait for the round's commit, answer its requests in order, free it.
+ * -1 when the connection must end. */
+static int round_finish(struct kafka_server *s, struct kconn *k, int fd, struct pl_pool *committer,
+                        struct round *r, struct kw *w)
+{
+    int ret = 0;
+    if (committer)
+        pl_job_wait(committer, &r->job);
+    else
+        kapi_produce_commit(&r->pb);
+    r->pb.phase = PB_RESPOND;
+    k->pb = &r->pb;
+    for (int i = 0; i < r->nreq && !ret; i++) {
         int close_it;
-        if (i == ok_upto)
+        if (i == r->ok_upto)
             k->pb = NULL; /* the malformed one: as if alone (it ends the connection) */
-        kafka_handle(s, k, reqs[i], lens[i], w, &close_it);
+        kafka_handle(s, k, r->reqs[i], r->lens[i], w, &close_it);
         if (close_it || send_reply(fd, k, w) || k->close_after_reply)
             ret = -1;
     }
     k->pb = NULL;
-    free(pb.items);
-out:
-    for (int i = 1; i < nreq; i++) {
-        free(reqs[i]);
-        mem_give(s, lens[i]);
-    }
+    round_free(s, r);
     return ret;
+}
+
+/* Is a request (or part of one) waiting to be read? */
+static int readable_now(int fd)
+{
+    int avail = 0;
+    return ioctl(fd, FIONREAD, &avail) == 0 && avail > 0;
 }
 
 static void conn_main(void *ctx, int fd)
@@ -341,6 +389,8 @@ static void conn_main(void *ctx, int fd)
     uint8_t *req = NULL;
     size_t req_cap = 0, held = 0;
     struct kconn *k = calloc(1, sizeof(*k));
+    struct pl_pool *committer = NULL; /* made at the first pipelined Produce */
+    struct round *pending = NULL;     /* staged, committing */
     struct sockaddr_in sa = {0};
     socklen_t sl = sizeof(sa);
     if (!k)
@@ -352,6 +402,13 @@ static void conn_main(void *ctx, int fd)
     }
     for (;;) {
         uint8_t sz[4];
+        /* nothing more to overlap with: answer what is committing */
+        if (pending && !readable_now(fd)) {
+            struct round *r = pending;
+            pending = NULL;
+            if (round_finish(s, k, fd, committer, r, &w))
+                break;
+        }
         if (tsrv_read(fd, sz, 4))
             break;
         uint32_t n = pl_get_be32(sz);
@@ -360,10 +417,17 @@ static void conn_main(void *ctx, int fd)
                    n);
             break;
         }
-        if (mem_take(s, n, 1)) {
-            pl_log(PL_LOG_WARN, "kafka", "%s: no memory for a %u-byte request within %d s; "
-                   "closing the connection", k->peer, n, MEM_WAIT_MS / 1000);
-            break;
+        if (mem_take(s, n, 0)) {
+            /* what this connection holds goes back before it waits for more */
+            struct round *r = pending;
+            pending = NULL;
+            if (r && round_finish(s, k, fd, committer, r, &w))
+                break;
+            if (mem_take(s, n, 1)) {
+                pl_log(PL_LOG_WARN, "kafka", "%s: no memory for a %u-byte request within %d s; "
+                       "closing the connection", k->peer, n, MEM_WAIT_MS / 1000);
+                break;
+            }
         }
         held = n;
         if (n > req_cap) {
@@ -374,18 +438,41 @@ static void conn_main(void *ctx, int fd)
         }
         if (!req || tsrv_read(fd, req, n))
             break;
-        int close_it = 0, answered = 0;
         if (n >= 2 && pl_get_be16(req) == K_PRODUCE && !k->raw_sasl) {
-            int r2 = produce_pipeline(s, k, fd, req, n, &w);
-            if (r2 < 0)
+            /* the round takes the request and its memory */
+            struct round *r = round_stage(s, k, fd, req, n, &w);
+            req = NULL;
+            req_cap = 0;
+            held = 0;
+            if (!r)
                 break;
-            answered = r2 > 0;
-        }
-        if (!answered) {
-            kafka_handle(s, k, req, n, &w, &close_it);
-            if (close_it || send_reply(fd, k, &w) || k->close_after_reply)
+            struct round *prev = pending;
+            pending = NULL;
+            if (prev && round_finish(s, k, fd, committer, prev, &w)) {
+                kapi_produce_commit(&r->pb); /* staged appends are always committed */
+                round_free(s, r);
                 break;
+            }
+            if (!committer && pl_pool_new(1, &committer))
+                committer = NULL; /* no thread: commit inline */
+            if (committer && r->ok_upto == r->nreq) {
+                r->job.fn = round_commit;
+                pl_pool_submit(committer, &r->job);
+                pending = r;
+                continue;
+            }
+            if (round_finish(s, k, fd, NULL, r, &w))
+                break;
+            continue;
         }
+        struct round *r = pending;
+        pending = NULL;
+        if (r && round_finish(s, k, fd, committer, r, &w))
+            break;
+        int close_it = 0;
+        kafka_handle(s, k, req, n, &w, &close_it);
+        if (close_it || send_reply(fd, k, &w) || k->close_after_reply)
+            break;
         if (w.cap > (8u << 20))
             kw_free(&w); /* do not keep a big fetch's buffer per idle connection */
         if (req_cap > (1u << 20)) {
@@ -396,6 +483,12 @@ static void conn_main(void *ctx, int fd)
         mem_give(s, held);
         held = 0;
     }
+    if (pending) {
+        /* the connection is gone, but what was staged is committed */
+        pl_job_wait(committer, &pending->job);
+        round_free(s, pending);
+    }
+    pl_pool_free(committer);
     mem_give(s, held);
     kw_free(&w);
     free(req);

@@ -69,8 +69,10 @@ struct topic_list {
 int kapi_topic_list_cb(void *arg, const struct broker_topic *t);
 
 /* Produce requests pipelined on one connection: the connection loop (kafka.c)
- * runs them once collecting, kapi_produce_exec (kdata.c) writes what they
- * carry, then they run again answering from the results. */
+ * runs them once collecting, kapi_produce_stage (kdata.c) writes what they
+ * carry, kapi_produce_commit makes it durable (on another thread, while the
+ * connection reads and stages the next ones), then they run again answering
+ * from the results. */
 enum { PB_OFF, PB_COLLECT, PB_RESPOND };
 
 struct pitem {
@@ -82,13 +84,25 @@ struct pitem {
     int64_t base;
 };
 
+/* One partition's items of a batch, staged as one append. */
+struct pstage {
+    struct broker_append *ba;
+    int first, m; /* its items: order[first .. first + m) */
+};
+
 struct pbatch {
     int phase;
     struct pitem *items;
     int n, cap, next;
+    struct pstage *stages;
+    int nstages;
+    int *order, *rcs; /* n each, by position in order */
+    int64_t *bases;
 };
-/* Write what a collecting pass gathered: one durable append per partition. */
-void kapi_produce_exec(struct kafka_server *s, struct pbatch *pb);
+/* Stage what a collecting pass gathered, one append per partition; commit
+ * the stages (in order) and give each item its result. */
+void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb);
+void kapi_produce_commit(struct pbatch *pb);
 
 /* The handlers: read c->r, write the response body to c->w. */
 void kapi_metadata(struct call *c); /* kdata.c */

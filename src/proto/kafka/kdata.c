@@ -148,49 +148,72 @@ static int pb_push(struct pbatch *pb, const char *topic, int32_t part, uint8_t *
 }
 
 /* The collected items, partition by partition, each partition's in order. */
-void kapi_produce_exec(struct kafka_server *s, struct pbatch *pb)
+void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb)
 {
-    uint8_t **recs = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*recs));
-    size_t *lens = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*lens));
-    int *rcs = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*rcs));
-    int *idx = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*idx));
-    int64_t *bases = malloc((size_t)PL_MAX(pb->n, 1) * sizeof(*bases));
-    char *done = calloc((size_t)PL_MAX(pb->n, 1), 1);
+    size_t n = (size_t)PL_MAX(pb->n, 1);
+    uint8_t **recs = malloc(n * sizeof(*recs));
+    size_t *lens = malloc(n * sizeof(*lens));
+    char *done = calloc(n, 1);
+    pb->order = malloc(n * sizeof(*pb->order));
+    pb->rcs = malloc(n * sizeof(*pb->rcs));
+    pb->bases = malloc(n * sizeof(*pb->bases));
+    pb->stages = malloc(n * sizeof(*pb->stages));
+    pb->nstages = 0;
+    int at = 0;
     for (int i = 0; i < pb->n; i++) {
         struct pitem *it = &pb->items[i];
         if (it->rc || (done && done[i]))
             continue;
-        if (!recs || !lens || !rcs || !idx || !bases || !done) {
+        if (!recs || !lens || !done || !pb->order || !pb->rcs || !pb->bases || !pb->stages) {
             it->rc = PL_ENOMEM;
             continue;
         }
-        int m = 0;
+        struct pstage *ps = &pb->stages[pb->nstages++];
+        ps->first = at;
+        ps->m = 0;
         for (int j = i; j < pb->n; j++)
             if (!pb->items[j].rc && !done[j] && pb->items[j].part == it->part &&
                 !strcmp(pb->items[j].topic, it->topic)) {
-                idx[m] = j;
-                recs[m] = pb->items[j].recs;
-                lens[m++] = pb->items[j].len;
+                pb->order[at + ps->m] = j;
+                recs[ps->m] = pb->items[j].recs;
+                lens[ps->m++] = pb->items[j].len;
                 done[j] = 1;
             }
-        broker_produce_many(s->b, it->topic, it->part, recs, lens, m, rcs, bases);
-        if (rcs[0] == PL_ENOENT && broker_auto_create(s->b) &&
+        int *rcs = pb->rcs + at;
+        int64_t *bases = pb->bases + at;
+        broker_append_stage(s->b, it->topic, it->part, recs, lens, ps->m, rcs, bases, &ps->ba);
+        if (!ps->ba && rcs[0] == PL_ENOENT && broker_auto_create(s->b) &&
             broker_topic_name_valid(it->topic) == 0 && it->part == 0) {
             int rc = broker_topic_create(s->b, it->topic, 1, NULL);
             if (rc == 0 || rc == PL_EEXIST)
-                broker_produce_many(s->b, it->topic, it->part, recs, lens, m, rcs, bases);
+                broker_append_stage(s->b, it->topic, it->part, recs, lens, ps->m, rcs, bases,
+                                    &ps->ba);
         }
-        for (int k = 0; k < m; k++) {
-            pb->items[idx[k]].rc = rcs[k];
-            pb->items[idx[k]].base = bases[k];
-        }
+        at += ps->m;
     }
     free(recs);
     free(lens);
-    free(rcs);
-    free(idx);
-    free(bases);
     free(done);
+}
+
+void kapi_produce_commit(struct pbatch *pb)
+{
+    for (int i = 0; i < pb->nstages; i++) {
+        const struct pstage *ps = &pb->stages[i];
+        broker_append_commit(ps->ba, NULL, 0, ps->m, pb->rcs + ps->first, pb->bases + ps->first);
+        for (int k = ps->first; k < ps->first + ps->m; k++) {
+            pb->items[pb->order[k]].rc = pb->rcs[k];
+            pb->items[pb->order[k]].base = pb->bases[k];
+        }
+    }
+    free(pb->stages);
+    free(pb->order);
+    free(pb->rcs);
+    free(pb->bases);
+    pb->stages = NULL;
+    pb->order = pb->rcs = NULL;
+    pb->bases = NULL;
+    pb->nstages = 0;
 }
 
 void kapi_produce(struct call *c, int *no_reply)
