@@ -197,5 +197,10 @@ void pl_pool_submit(struct pl_pool *p, struct pl_job *j);
  * faster than the workers holds only that many. */
 void pl_pool_submit_bounded(struct pl_pool *p, struct pl_job *j, int max_queued);
 void pl_job_wait(struct pl_pool *p, struct pl_job *j);
+/* Run fn(arg, i) for every i in [0, n): the caller works through them and up
+ * to helpers workers of the pool join in when they are free. Returns when
+ * all n are done; a helper that starts late finds nothing left and does not
+ * hold the caller up. */
+void pl_pool_share(struct pl_pool *p, int helpers, int n, void (*fn)(void *arg, int i), void *arg);
 
 #endif

@@ -162,3 +162,79 @@ void pl_job_wait(struct pl_pool *p, struct pl_job *j)
         pthread_cond_wait(&p->done, &p->lock);
     pthread_mutex_unlock(&p->lock);
 }
+
+/* One pl_pool_share: its items, and the helpers' jobs. Freed by whoever
+ * drops the last reference, caller or helper. */
+struct share {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int n, next, done, refs;
+    void (*fn)(void *arg, int i);
+    void *arg;
+    struct share_job {
+        struct pl_job job;
+        struct share *s;
+    } jobs[];
+};
+
+static void share_put(struct share *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last) {
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->cond);
+        free(s);
+    }
+}
+
+static void share_work(struct share *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (s->next < s->n) {
+        int i = s->next++;
+        pthread_mutex_unlock(&s->lock);
+        s->fn(s->arg, i);
+        pthread_mutex_lock(&s->lock);
+        if (++s->done == s->n)
+            pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void share_job_run(struct pl_job *j)
+{
+    struct share *s = ((struct share_job *)j)->s;
+    share_work(s);
+    share_put(s);
+}
+
+void pl_pool_share(struct pl_pool *p, int helpers, int n, void (*fn)(void *arg, int i), void *arg)
+{
+    helpers = PL_MAX(0, PL_MIN(helpers, n - 1));
+    struct share *s = helpers ? calloc(1, sizeof(*s) + (size_t)helpers * sizeof(s->jobs[0])) : NULL;
+    if (!s) {
+        for (int i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->n = n;
+    s->fn = fn;
+    s->arg = arg;
+    s->refs = 1 + helpers;
+    for (int h = 0; h < helpers; h++) {
+        s->jobs[h].s = s;
+        s->jobs[h].job.fn = share_job_run;
+        s->jobs[h].job.detached = 1;
+        pl_pool_submit(p, &s->jobs[h].job);
+    }
+    share_work(s);
+    pthread_mutex_lock(&s->lock);
+    while (s->done < s->n)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    share_put(s);
+}

@@ -474,14 +474,33 @@ int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint
     return rc;
 }
 
+/* Fingerprinting runs on the caller and a pool worker when there is this
+ * much: SHA-256 is the largest cost of an acknowledgment, and on a small
+ * machine the other core is often idle while a connection prepares. */
+#define PREP_SHARE_MIN (512u << 10)
+
+struct fp_share {
+    struct piece *p;
+    const uint8_t *buf;
+    uint64_t base;
+};
+
+static void piece_fingerprint(void *arg, int i)
+{
+    struct fp_share *f = arg;
+    struct piece *p = &f->p[i];
+    const uint8_t *d = f->buf + (p->off - f->base);
+    p->zero = data_is_zero(d, p->len); /* a hole: no chunk, reads back as zeros */
+    if (!p->zero)
+        data_fingerprint(d, p->len, p->fp);
+}
+
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
                   struct prep *pr, size_t *ret_used)
 {
     MDB_txn *txn = NULL;
-    size_t used = 0;
-    int rc = meta_rtxn_begin(st->meta, &txn);
-    if (rc)
-        return rc;
+    size_t used = 0, first = pr->n;
+    int rc = 0;
     /* cut, fingerprint, dedup, append what is new as it is: encoding waits
      * for destage, off the acknowledgment path */
     while (used < n) {
@@ -491,34 +510,34 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (pr->n == pr->cap) {
             size_t cap = pr->cap ? pr->cap * 2 : 64;
             struct piece *np = realloc(pr->p, cap * sizeof(*np));
-            if (!np) {
-                rc = PL_ENOMEM;
-                break;
-            }
+            if (!np)
+                return PL_ENOMEM;
             pr->p = np;
             pr->cap = cap;
         }
-        struct piece *p = &pr->p[pr->n];
+        struct piece *p = &pr->p[pr->n++];
         memset(p, 0, sizeof(*p));
         p->off = base + used;
         p->len = (uint32_t)len;
-        const uint8_t *d = buf + used;
         used += len;
-        if (data_is_zero(d, len)) {
-            p->zero = 1; /* a hole: no chunk, reads back as zeros */
-            pr->n++;
+    }
+    struct fp_share f = {pr->p + first, buf, base};
+    int np = (int)(pr->n - first);
+    pl_pool_share(st->pool, used >= PREP_SHARE_MIN ? 1 : 0, np, piece_fingerprint, &f);
+    rc = meta_rtxn_begin(st->meta, &txn);
+    if (rc)
+        return rc;
+    for (size_t k = first; k < pr->n; k++) {
+        struct piece *p = &pr->p[k];
+        if (p->zero)
             continue;
-        }
-        data_fingerprint(d, len, p->fp);
         rc = chunk_lookup(txn, st->meta, p->fp, NULL, NULL);
-        if (rc == 0) {
-            pr->n++;
+        if (rc == 0)
             continue;
-        }
         if (rc != PL_ENOENT)
             break;
         rc = 0;
-        for (size_t i = 0; i < pr->n && !p->has_loc; i++) {
+        for (size_t i = 0; i < k && !p->has_loc; i++) {
             const struct piece *q = &pr->p[i];
             if (q->has_loc && !memcmp(q->fp, p->fp, DATA_FP_LEN)) {
                 p->loc = q->loc; /* a duplicate inside this write: share the copy */
@@ -526,14 +545,14 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
             }
         }
         if (!p->has_loc) {
-            rc = data_chunk_stage(st->data, p->fp, d, len, pr->keep_raw, &p->loc);
+            rc = data_chunk_stage(st->data, p->fp, buf + (p->off - base), p->len, pr->keep_raw,
+                                  &p->loc);
             if (!rc)
                 rc = segs_add(st, &pr->segs, p->loc.seg);
             if (rc)
                 break;
             p->has_loc = 1;
         }
-        pr->n++;
     }
     meta_rtxn_end(txn);
     if (!rc)

@@ -125,6 +125,60 @@ static void test_pool_bounded_submit(void **state)
     assert_int_equal(ran, 20);
 }
 
+/* pl_pool_share: every item exactly once, with or without helpers, and
+ * done by the caller alone when every worker is busy. */
+struct marks {
+    int hits[300];
+    pthread_t who[300];
+};
+
+static void mark(void *arg, int i)
+{
+    struct marks *m = arg;
+    __atomic_add_fetch(&m->hits[i], 1, __ATOMIC_SEQ_CST);
+    m->who[i] = pthread_self();
+    usleep(100);
+}
+
+static void test_pool_share(void **state)
+{
+    (void)state;
+    struct pl_pool *pool;
+    static struct marks m;
+    assert_int_equal(pl_pool_new(2, &pool), 0);
+    for (int helpers = 0; helpers <= 3; helpers++) {
+        for (int n = 0; n <= 300; n += 100) {
+            memset(&m, 0, sizeof(m));
+            pl_pool_share(pool, helpers, n, mark, &m);
+            for (int i = 0; i < n; i++)
+                assert_int_equal(m.hits[i], 1);
+        }
+    }
+    /* both workers held: the caller does everything, without waiting */
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    int open = 0, ran = 0;
+    struct gated g[2];
+    for (int i = 0; i < 2; i++) {
+        g[i] = (struct gated){{gated_run, NULL, 0, 0}, &lock, &cond, &open, &ran};
+        pl_pool_submit(pool, &g[i].job);
+    }
+    memset(&m, 0, sizeof(m));
+    pl_pool_share(pool, 2, 50, mark, &m);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(m.hits[i], 1);
+        assert_true(pthread_equal(m.who[i], pthread_self()));
+    }
+    pthread_mutex_lock(&lock);
+    open = 1;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < 2; i++)
+        pl_job_wait(pool, &g[i].job);
+    assert_int_equal(ran, 2);
+    pl_pool_free(pool); /* the late helpers find nothing and go */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_endian),
         cmocka_unit_test(test_hex_and_errors),
         cmocka_unit_test(test_pool_bounded_submit),
+        cmocka_unit_test(test_pool_share),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
