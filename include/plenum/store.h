@@ -169,11 +169,17 @@ int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const vo
                         unsigned flags) PL_WUR;
 
 /* A write in two phases, so the caller can prepare the next while this one
- * syncs: stage chunks, fingerprints and appends buf (not durable, not
+ * syncs. Hold first: it waits while the write buffer is over its bound, then
+ * keeps purge and destage from passing until released; stage and commit
+ * only inside a hold, and release it after the commits (or drops) of every
+ * stage made in it. Never wait for a hold while holding a lock a committer
+ * needs. Stage chunks, fingerprints and appends buf (not durable, not
  * visible; buf must stay unchanged until commit or drop); commit syncs and
  * applies it with service records in one transaction, durable on return,
  * and frees it whatever it returns; drop forgets it. Commits of stages to
  * one element apply in the order the caller calls commit. */
+void pl_write_hold(struct pl_store *st);
+void pl_write_release(struct pl_store *st);
 struct pl_wstage;
 int pl_elem_write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                         struct pl_wstage **ret) PL_WUR;

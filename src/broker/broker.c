@@ -740,14 +740,26 @@ void broker_append_commit(struct broker_append *ba, const struct pl_svc_rec *svc
     append_free(ba);
 }
 
+void broker_write_hold(struct broker *b)
+{
+    pl_write_hold(b->st);
+}
+
+void broker_write_release(struct broker *b)
+{
+    pl_write_release(b->st);
+}
+
 /* Stage and commit at once. */
 static void part_append(struct broker *b, const char *topic, int part, uint8_t *const *recs,
                         const size_t *lens, int n, int *rcs, int64_t *bases,
                         const struct pl_svc_rec *svc, size_t nsvc)
 {
     struct broker_append *ba;
+    pl_write_hold(b->st);
     broker_append_stage(b, topic, part, recs, lens, n, rcs, bases, &ba);
     broker_append_commit(ba, svc, nsvc, n, rcs, bases);
+    pl_write_release(b->st);
 }
 
 void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,

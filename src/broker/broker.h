@@ -72,7 +72,8 @@ int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs,
 void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
                          const size_t *lens, int n, int *rcs, int64_t *bases);
 /* The same in two steps, so a connection can prepare its next requests
- * while these sync. Stage validates (rcs[i] per buffer), gives offsets
+ * while these sync. Stage only inside a write hold (pl_write_hold: taken
+ * before any stage, released after their commits; see store.h). Stage validates (rcs[i] per buffer), gives offsets
  * (bases[i]) and writes the valid buffers, which must stay unchanged until
  * the commit; *ret is NULL when nothing was staged (rcs say why). Commit
  * makes them durable and readable, in the order of staging per partition
@@ -80,6 +81,8 @@ void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t 
  * buffers on failure and frees ba (NULL is a no-op). Every stage must be
  * committed: later stages of the partition wait for it. */
 struct broker_append;
+void broker_write_hold(struct broker *b);
+void broker_write_release(struct broker *b);
 void broker_append_stage(struct broker *b, const char *topic, int part, uint8_t *const *recs,
                          const size_t *lens, int n, int *rcs, int64_t *bases,
                          struct broker_append **ret);

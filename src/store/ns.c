@@ -866,9 +866,20 @@ int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const vo
     return elem_write(st, id, off, buf, n, NULL, 0, flags);
 }
 
+void pl_write_hold(struct pl_store *st)
+{
+    store_throttle(st);
+    pl_gate_enter(&st->purge);
+}
+
+void pl_write_release(struct pl_store *st)
+{
+    pl_gate_leave(&st->purge);
+}
+
 /* A write between its two phases: the chunks are appended to the buffer
- * (not yet synced), the purge gate is held so no chunk it deduplicated
- * against can be purged, and buf is the caller's until commit. */
+ * (not yet synced) and buf is the caller's until commit. The caller's hold
+ * keeps every chunk it deduplicated against from being purged. */
 struct pl_wstage {
     struct pl_store *st;
     uint64_t id, off;
@@ -889,8 +900,6 @@ static int write_stage(struct pl_store *st, uint64_t id, uint64_t off, const voi
     if (!ws)
         return PL_ENOMEM;
     *ws = (struct pl_wstage){st, id, off, buf, n, {.keep_raw = (flags & PL_WRITE_RAW) != 0}};
-    store_throttle(st);
-    pl_gate_enter(&st->purge);
     size_t used;
     int rc = store_prepare(st, off, buf, n, 1, &ws->pr, &used);
     if (rc) {
@@ -936,7 +945,6 @@ void pl_elem_write_drop(struct pl_wstage *ws)
 {
     if (!ws)
         return;
-    pl_gate_leave(&ws->st->purge);
     prep_release(&ws->pr);
     free(ws);
 }
@@ -948,8 +956,12 @@ static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void
     int rc = svc_check(recs, nrecs);
     if (rc || n == 0)
         return rc;
+    pl_write_hold(st);
     rc = write_stage(st, id, off, buf, n, flags, &ws);
-    return rc ? rc : pl_elem_write_commit(ws, recs, nrecs);
+    if (!rc)
+        rc = pl_elem_write_commit(ws, recs, nrecs);
+    pl_write_release(st);
+    return rc;
 }
 
 /* ---- directory listing ---- */

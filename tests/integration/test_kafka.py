@@ -288,6 +288,50 @@ def test_kill9_loses_no_acknowledged_message(tmp_path, launch):
     assert srv.stop() == 0
 
 
+def test_many_partitions_produce_while_the_buffer_destages(tmp_path, launch):
+    """librdkafka puts every partition's batch in one Produce request and
+    keeps many requests in flight: the broker stages a round of them while
+    the last one syncs. With a write buffer bounded at 64 MiB, destage and
+    back-pressure run all the time; every message is acknowledged once, in
+    order per partition, and reads back."""
+    from confluent_kafka import Producer
+    cfg = tmp_path / "plenum.ini"
+    cfg.write_text("[store]\nbuffer_max_mb=64\n")
+    srv = launch(tmp_path / "data", extra=["--config", str(cfg)])
+    create_topic(srv.bootstrap, "wide", partitions=6)
+    done = {p: [] for p in range(6)}
+    errors = []
+    p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 5,
+                  "message.timeout.ms": 120000, "queue.buffering.max.kbytes": 65536})
+
+    def cb(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            done[msg.partition()].append((msg.offset(), msg.value()[:8]))
+
+    payload = bytes(range(256)) * 16
+    n = 48000  # 4 KiB each: about 200 MB, three times the buffer bound
+    for i in range(n):
+        while True:
+            try:
+                p.produce("wide", value=b"%07d:" % i + payload, partition=i % 6, on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(180) == 0, "messages still unacknowledged"
+    assert errors == []
+    for part in range(6):
+        offs = [o for o, _ in done[part]]
+        assert offs == list(range(n // 6)), part
+        assert [v for _, v in done[part]] == [b"%07d:" % i for i in range(part, n, 6)]
+    out = kcat("-b", srv.bootstrap, "-C", "-t", "wide", "-p", "5", "-o", "-3", "-e", "-q",
+               "-f", "%o\n", timeout=120).splitlines()
+    assert [int(l) for l in out] == [n // 6 - 3, n // 6 - 2, n // 6 - 1], out
+    assert srv.stop() == 0
+
+
 def test_admin_clients(kafka):
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
     from kafka.admin import KafkaAdminClient

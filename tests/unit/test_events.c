@@ -253,6 +253,7 @@ static void test_append_stages(void **state)
     struct committing c[5];
     assert_int_equal(broker_open(st, &o, &b), 0);
     assert_int_equal(broker_topic_create(b, "t", 1, cfg), 0);
+    broker_write_hold(b);
     batch_of(&bufs[0], 2, 1400);
     batch_of(&bufs[1], 1, 1400);
     batch_of(&bufs[2], 3, 1400); /* past 4096: the next stage rolls */
@@ -274,11 +275,13 @@ static void test_append_stages(void **state)
     for (int i = 0; i <= 3; i++)
         assert_int_equal(c[i].rc, 0);
     assert_int_equal(next_of(b), 7);
+    broker_write_release(b);
 
     /* the segment the next stage lands in vanishes before its commit */
     struct pl_attr seg;
     assert_int_equal(pl_path_lookup(st, "/.kafka/t/0/00000000000000000006", PL_VIEW_LIVE, &seg),
                      0);
+    broker_write_hold(b);
     batch_of(&bufs[4], 1, 100);
     stage_one(b, &bufs[4], 7, &ba[4]);
     struct broker_append *after;
@@ -294,6 +297,7 @@ static void test_append_stages(void **state)
     commit_main(&c[0]);
     assert_int_equal(c[0].rc, c[4].rc); /* after a failed one: failed too */
     assert_int_equal(next_of(b), 7);
+    broker_write_release(b);
     broker_close(b);
 
     /* a new start sees the committed batches in both segments */
@@ -311,9 +315,11 @@ static void test_append_stages(void **state)
     assert_int_equal(nr, 6);
     free(got);
     /* and writing goes on */
+    broker_write_hold(b);
     stage_one(b, &more, 6, &after);
     c[0] = (struct committing){.ba = after};
     commit_main(&c[0]);
+    broker_write_release(b);
     assert_int_equal(c[0].rc, 0);
     assert_int_equal(next_of(b), 8);
     broker_close(b);

@@ -98,9 +98,11 @@ struct pbatch {
     int nstages;
     int *order, *rcs; /* n each, by position in order */
     int64_t *bases;
+    struct broker *held; /* the write hold the stages were made in */
 };
-/* Stage what a collecting pass gathered, one append per partition; commit
- * the stages (in order) and give each item its result. */
+/* Stage what a collecting pass gathered, one append per partition, inside
+ * one write hold; commit the stages (in order), give each item its result
+ * and release the hold. Every stage call is followed by one commit call. */
 void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb);
 void kapi_produce_commit(struct pbatch *pb);
 

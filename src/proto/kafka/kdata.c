@@ -159,6 +159,9 @@ void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb)
     pb->bases = malloc(n * sizeof(*pb->bases));
     pb->stages = malloc(n * sizeof(*pb->stages));
     pb->nstages = 0;
+    /* before any partition's append lock: waiting here holds up nobody */
+    broker_write_hold(s->b);
+    pb->held = s->b;
     int at = 0;
     for (int i = 0; i < pb->n; i++) {
         struct pitem *it = &pb->items[i];
@@ -206,6 +209,9 @@ void kapi_produce_commit(struct pbatch *pb)
             pb->items[pb->order[k]].base = pb->bases[k];
         }
     }
+    if (pb->held)
+        broker_write_release(pb->held);
+    pb->held = NULL;
     free(pb->stages);
     free(pb->order);
     free(pb->rcs);
