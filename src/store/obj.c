@@ -545,7 +545,7 @@ int pl_obj_delete(struct pl_store *st, const char *bucket, const char *key)
  * (CPU); a pool job then hashes it into the ETag, syncs its chunks and
  * commits its extents (I/O) while the caller fills the next window. At most
  * one job per writer is in flight, so ETag updates and commits stay in order.
- * The job owns the purge gate entry its window took. */
+ * The job owns the write hold its window took. */
 struct wjob {
     struct pl_job job;
     struct pl_writer *w;
@@ -647,7 +647,7 @@ static int apply_window(struct meta_txn *t, void *arg)
 }
 
 /* Sync and commit a prepared window; re-prepares from the same bytes when a
- * deduplicated chunk vanished meanwhile. Caller has entered the purge gate. */
+ * deduplicated chunk vanished meanwhile. Caller holds a write hold. */
 static int window_commit(struct pl_writer *w, const uint8_t *buf, size_t n, uint64_t off,
                          int final, struct prep *pr, size_t used)
 {
@@ -678,7 +678,7 @@ static void wjob_run(struct pl_job *j)
     if (!wj->rc)
         wj->rc = window_commit(w, wj->buf, wj->used, wj->off, 0, &wj->pr, wj->used);
     prep_release(&wj->pr);
-    pl_gate_leave(&w->st->purge);
+    pl_write_release(w->st);
 }
 
 static int writer_wait(struct pl_writer *w)
@@ -698,12 +698,11 @@ static int writer_flush(struct pl_writer *w)
     int rc = writer_wait(w);
     if (rc)
         return rc;
-    store_throttle(w->st);
-    pl_gate_enter(&w->st->purge);
+    pl_write_hold(w->st);
     rc = store_prepare(w->st, w->off, w->buf, w->n, 0, &pr, &used);
     if (rc) {
         prep_release(&pr);
-        pl_gate_leave(&w->st->purge);
+        pl_write_release(w->st);
         return rc;
     }
     /* only the consumed bytes go to the job: its re-prepare must cut the same */
@@ -731,12 +730,11 @@ static int writer_finish(struct pl_writer *w)
         return PL_EINTERNAL;
     if (!w->n)
         return 0;
-    store_throttle(w->st);
-    pl_gate_enter(&w->st->purge);
+    pl_write_hold(w->st);
     rc = store_prepare(w->st, w->off, w->buf, w->n, 1, &pr, &used);
     if (!rc)
         rc = window_commit(w, w->buf, w->n, w->off, 1, &pr, used);
-    pl_gate_leave(&w->st->purge);
+    pl_write_release(w->st);
     prep_release(&pr);
     if (!rc) {
         w->off += used;

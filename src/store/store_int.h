@@ -245,7 +245,7 @@ struct prep {
 /* Chunk buf (at file offset base), fingerprint, dedup against the index and
  * earlier pieces of pr, append new chunks; adds pieces to pr. Without final,
  * stops before a tail that needs more input to cut: *ret_used says how much
- * was consumed. Caller holds the purge gate shared until its commit. */
+ * was consumed. Caller holds a write hold (pl_write_hold) until its commit. */
 int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t n, int final,
                   struct prep *pr, size_t *ret_used) PL_WUR;
 void prep_release(struct prep *pr);
