@@ -332,6 +332,45 @@ def test_many_partitions_produce_while_the_buffer_destages(tmp_path, launch):
     assert srv.stop() == 0
 
 
+def test_produce_auto_creates_topics_only_when_configured(tmp_path, launch):
+    """[kafka] auto_create=on: a Produce to an unknown topic's partition 0
+    creates the topic, in a round together with a known topic's batch; off
+    (the default): UNKNOWN_TOPIC_OR_PARTITION (3), nothing created."""
+    def produce(port, topics):
+        body = struct.pack(">h", -1) + struct.pack(">hi", -1, 10000)
+        body += struct.pack(">i", len(topics))
+        for t in topics:
+            batch = make_batch([b"a1", b"a2"])
+            body += kstr(t) + struct.pack(">i", 1) + struct.pack(">ii", 0, len(batch)) + batch
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(frame(0, 3, 7, body))
+            r = recv_frame(s)
+        out, at = {}, 8
+        for _ in topics:
+            tl = struct.unpack_from(">h", r, at)[0]
+            name = r[at + 2:at + 2 + tl].decode()
+            at += 2 + tl + 4
+            part, err, base = struct.unpack_from(">ihq", r, at)
+            at += 4 + 2 + 8 + 8  # v3: log append time
+            out[name] = (err, base)
+        return out
+
+    off = launch(tmp_path / "off")
+    create_topic(off.bootstrap, "known")
+    assert produce(off.kport, ["known", "fresh"]) == {"known": (0, 0), "fresh": (3, -1)}
+    assert b"fresh" not in kcat("-b", off.bootstrap, "-L")
+    assert off.stop() == 0
+
+    cfg = tmp_path / "plenum.ini"
+    cfg.write_text("[kafka]\nauto_create=on\n")
+    on = launch(tmp_path / "on", extra=["--config", str(cfg)])
+    create_topic(on.bootstrap, "known")
+    assert produce(on.kport, ["known", "fresh"]) == {"known": (0, 0), "fresh": (0, 0)}
+    vals = kcat("-b", on.bootstrap, "-C", "-t", "fresh", "-o", "beginning", "-e", "-q").split()
+    assert vals == [b"a1", b"a2"]
+    assert on.stop() == 0
+
+
 def test_admin_clients(kafka):
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
     from kafka.admin import KafkaAdminClient

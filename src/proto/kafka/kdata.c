@@ -159,6 +159,19 @@ void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb)
     pb->bases = malloc(n * sizeof(*pb->bases));
     pb->stages = malloc(n * sizeof(*pb->stages));
     pb->nstages = 0;
+    /* topics to create first: a create waits for a delete, which waits for
+     * the appends already staged, and this round's would not be committed */
+    for (int i = 0; i < pb->n && broker_auto_create(s->b); i++) {
+        struct broker_topic t;
+        const struct pitem *it = &pb->items[i];
+        if (it->rc || it->part != 0 || broker_topic_name_valid(it->topic) ||
+            broker_topic_get(s->b, it->topic, &t) != PL_ENOENT)
+            continue;
+        int rc = broker_topic_create(s->b, it->topic, 1, NULL);
+        if (rc && rc != PL_EEXIST) /* its produce then answers UNKNOWN_TOPIC */
+            pl_log(PL_LOG_WARN, "kafka", "auto-creating topic %s: %s", it->topic,
+                   pl_strerror(rc));
+    }
     /* before any partition's append lock: waiting here holds up nobody */
     broker_write_hold(s->b);
     pb->held = s->b;
@@ -185,13 +198,6 @@ void kapi_produce_stage(struct kafka_server *s, struct pbatch *pb)
         int *rcs = pb->rcs + at;
         int64_t *bases = pb->bases + at;
         broker_append_stage(s->b, it->topic, it->part, recs, lens, ps->m, rcs, bases, &ps->ba);
-        if (!ps->ba && rcs[0] == PL_ENOENT && broker_auto_create(s->b) &&
-            broker_topic_name_valid(it->topic) == 0 && it->part == 0) {
-            int rc = broker_topic_create(s->b, it->topic, 1, NULL);
-            if (rc == 0 || rc == PL_EEXIST)
-                broker_append_stage(s->b, it->topic, it->part, recs, lens, ps->m, rcs, bases,
-                                    &ps->ba);
-        }
         at += ps->m;
     }
     free(recs);
