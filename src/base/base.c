@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -176,6 +177,20 @@ int pl_pwrite_all(int fd, const void *buf, size_t n, off_t off)
     return 0;
 }
 
+/* Step *iov, *n past w bytes written. */
+static void iov_advance(struct iovec **iov, int *n, size_t w)
+{
+    while (*n > 0 && w >= (*iov)->iov_len) {
+        w -= (*iov)->iov_len;
+        (*iov)++;
+        (*n)--;
+    }
+    if (*n > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + w;
+        (*iov)->iov_len -= w;
+    }
+}
+
 int pl_pwritev_all(int fd, struct iovec *iov, int n, off_t off)
 {
     while (n > 0) {
@@ -186,15 +201,21 @@ int pl_pwritev_all(int fd, struct iovec *iov, int n, off_t off)
             return -errno;
         }
         off += w;
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
+        iov_advance(&iov, &n, (size_t)w);
+    }
+    return 0;
+}
+
+int pl_writev_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, PL_MIN(n, IOV_MAX));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
         }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        iov_advance(&iov, &n, (size_t)w);
     }
     return 0;
 }

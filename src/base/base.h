@@ -123,6 +123,8 @@ int pl_pwritev_all(int fd, struct iovec *iov, int n, off_t off) PL_WUR;
 /* Read exactly n bytes at off; PL_EIO on short read (file ended). */
 int pl_pread_all(int fd, void *buf, size_t n, off_t off) PL_WUR;
 int pl_write_all(int fd, const void *buf, size_t n) PL_WUR;
+/* Write every byte the n iovecs hold (it steps through iov as it goes). */
+int pl_writev_all(int fd, struct iovec *iov, int n) PL_WUR;
 /* mkdir -p */
 int pl_mkdirs(const char *path, unsigned mode) PL_WUR;
 /* fsync a directory so a create/rename/unlink inside it is durable. */

@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -106,7 +107,7 @@ void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t 
     struct call c = {s, k, k->peer, {0}, &r, w, 0};
     int no_reply = 0, close_after = 0;
     *ret_close = 0;
-    w->n = 0;
+    kw_reset(w);
     k->send_empty = 0;
     if (k->raw_sasl) {
         /* SaslHandshake v0: this frame is a bare token, and so is the answer */
@@ -139,14 +140,14 @@ void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t 
         pl_log(PL_LOG_INFO, "kafka", "client %s from %s sent api %d before authenticating; "
                "closing the connection", c.h.client_id, k->peer, c.h.api_key);
         *ret_close = 1;
-        w->n = 0;
+        kw_reset(w);
         return;
     }
     if (!a || c.v < a->min || c.v > a->max) {
         pl_log(PL_LOG_INFO, "kafka", "client %s sent api %d v%d, which this broker does not "
                "serve; closing the connection", c.h.client_id, c.h.api_key, c.v);
         *ret_close = 1;
-        w->n = 0;
+        kw_reset(w);
         return;
     }
     switch (c.h.api_key) {
@@ -217,9 +218,9 @@ void kafka_handle(struct kafka_server *s, struct kconn *k, uint8_t *req, size_t 
         pl_log(PL_LOG_INFO, "kafka", "client %s: malformed api %d v%d request; closing the "
                "connection", c.h.client_id, c.h.api_key, c.v);
         *ret_close = 1;
-        w->n = 0;
+        kw_reset(w);
     } else if (no_reply) {
-        w->n = 0; /* acks=0: the producer expects no answer */
+        kw_reset(w); /* acks=0: the producer expects no answer */
     }
     /* a failed authentication is answered, then the connection ends */
     if (close_after)
@@ -257,13 +258,25 @@ static void mem_give(struct kafka_server *s, size_t n)
 
 static int send_reply(int fd, struct kconn *k, struct kw *w)
 {
-    if (!w->n && !k->send_empty)
+    size_t total = w->n + w->ref_bytes;
+    if (!total && !k->send_empty)
         return 0;
     uint8_t hdr[4];
-    pl_put_be32(hdr, (uint32_t)w->n);
-    if (pl_write_all(fd, hdr, 4) || (w->n && pl_write_all(fd, w->p, w->n)))
-        return -1;
-    return 0;
+    struct iovec few[16], *iov = few;
+    int max = 2 * w->nrefs + 2, rc = -1;
+    if (max > (int)PL_ARRAY_LEN(few) && !(iov = malloc((size_t)max * sizeof(*iov))))
+        goto out;
+    pl_put_be32(hdr, (uint32_t)total);
+    iov[0] = (struct iovec){hdr, 4};
+    int n = kw_iov(w, iov + 1, max - 1);
+    /* a fetch's batches go from where they were read, not copied in */
+    if (n >= 0 && pl_writev_all(fd, iov, n + 1) == 0)
+        rc = 0;
+out:
+    if (iov != few)
+        free(iov);
+    kw_reset(w); /* what it held is sent */
+    return rc;
 }
 
 /* Produce requests read together (the first and those already waiting on

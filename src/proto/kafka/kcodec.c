@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "base/base.h"
 
@@ -189,8 +190,62 @@ void kw_put_i32_at(struct kw *w, size_t at, int32_t v)
         pl_put_be32(w->p + at, (uint32_t)v);
 }
 
+void kw_bytes_own(struct kw *w, uint8_t *p, size_t n)
+{
+    kw_i32(w, (int32_t)n);
+    if (!n || w->err) {
+        free(p);
+        return;
+    }
+    if (w->nrefs == w->refcap) {
+        int cap = w->refcap ? w->refcap * 2 : 16;
+        struct kw_ref *r = realloc(w->refs, (size_t)cap * sizeof(*r));
+        if (!r) {
+            kw_raw(w, p, n); /* no room to note it: copy it in */
+            free(p);
+            return;
+        }
+        w->refs = r;
+        w->refcap = cap;
+    }
+    w->refs[w->nrefs++] = (struct kw_ref){w->n, p, n};
+    w->ref_bytes += n;
+}
+
+int kw_iov(const struct kw *w, struct iovec *iov, int max)
+{
+    int k = 0;
+    size_t at = 0;
+    for (int i = 0; i <= w->nrefs; i++) {
+        size_t upto = i < w->nrefs ? w->refs[i].at : w->n;
+        if (upto > at) {
+            if (k == max)
+                return -1;
+            iov[k++] = (struct iovec){w->p + at, upto - at};
+            at = upto;
+        }
+        if (i < w->nrefs) {
+            if (k == max)
+                return -1;
+            iov[k++] = (struct iovec){w->refs[i].p, w->refs[i].n};
+        }
+    }
+    return k;
+}
+
+void kw_reset(struct kw *w)
+{
+    for (int i = 0; i < w->nrefs; i++)
+        free(w->refs[i].p);
+    w->nrefs = 0;
+    w->ref_bytes = 0;
+    w->n = 0;
+}
+
 void kw_free(struct kw *w)
 {
+    kw_reset(w);
+    free(w->refs);
     free(w->p);
     memset(w, 0, sizeof(*w));
 }

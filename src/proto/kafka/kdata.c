@@ -435,7 +435,12 @@ void kapi_fetch(struct call *c)
             kw_i32(w, 0); /* aborted transactions: none */
             if (c->v >= 11)
                 kw_i32(w, -1); /* preferred read replica */
-            kw_bytes(w, f->data ? f->data : (const uint8_t *)"", (int32_t)f->n);
+            if (f->data) {
+                kw_bytes_own(w, f->data, f->n); /* sent from here, not copied */
+                f->data = NULL;
+            } else {
+                kw_bytes(w, "", 0);
+            }
         }
         ntopics++;
         i = j;
