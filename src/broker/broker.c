@@ -762,12 +762,6 @@ static void part_append(struct broker *b, const char *topic, int part, uint8_t *
     pl_write_release(b->st);
 }
 
-void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
-                         const size_t *lens, int n, int *rcs, int64_t *bases)
-{
-    part_append(b, topic, part, recs, lens, n, rcs, bases, NULL, 0);
-}
-
 int broker_append_svc(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
                       const struct pl_svc_rec *svc, size_t nsvc, int64_t *ret_base)
 {
@@ -780,7 +774,7 @@ int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs,
                    int64_t *ret_base)
 {
     int rc;
-    broker_produce_many(b, topic, part, &recs, &n, 1, &rc, ret_base);
+    part_append(b, topic, part, &recs, &n, 1, &rc, ret_base, NULL, 0);
     return rc;
 }
 

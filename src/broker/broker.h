@@ -66,14 +66,12 @@ int broker_part_info(struct broker *b, const char *topic, int part,
  * return. *ret_base: the first offset given. */
 int broker_produce(struct broker *b, const char *topic, int part, uint8_t *recs, size_t n,
                    int64_t *ret_base) PL_WUR;
-/* Several producers' records for one partition in one durable write (the
- * group commit of pipelined requests): rcs[i] and bases[i] per buffer; a
- * buffer that fails validation fails alone. */
-void broker_produce_many(struct broker *b, const char *topic, int part, uint8_t *const *recs,
-                         const size_t *lens, int n, int *rcs, int64_t *bases);
-/* The same in two steps, so a connection can prepare its next requests
- * while these sync. Stage only inside a write hold (pl_write_hold: taken
- * before any stage, released after their commits; see store.h). Stage validates (rcs[i] per buffer), gives offsets
+/* Several producers' records for one partition in one write (the group
+ * commit of pipelined requests; rcs[i] and bases[i] per buffer, a buffer
+ * that fails validation fails alone), in two steps, so a connection can
+ * prepare its next requests while these sync. Stage only inside a write
+ * hold (broker_write_hold, taken before any stage and released after their
+ * commits; see pl_write_hold in store.h). Stage validates, gives offsets
  * (bases[i]) and writes the valid buffers, which must stay unchanged until
  * the commit; *ret is NULL when nothing was staged (rcs say why). Commit
  * makes them durable and readable, in the order of staging per partition
