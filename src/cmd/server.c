@@ -58,7 +58,9 @@ void usage_server(void)
            "                    compress=NS... (namespaces whose flash values are compressed:\n"
            "                    USER/DB, USER/* or *; default none, tensors do not compress);\n"
            "                    [resp] requirepass=SECRET (the default user's password;\n"
-           "                    unset: no AUTH needed);\n"
+           "                    unset: no AUTH needed), loops=N (event loop threads serving\n"
+           "                    small requests; default 1, large values move to worker\n"
+           "                    threads);\n"
            "                    command-line flags win\n"
            "  --buffer-copies N  mirrors of the write buffer of a new data directory (2, 3)\n"
            "  --ec K+M          stripe layout of a new data directory (K<=64, M<=4;\n"
@@ -91,6 +93,7 @@ static struct broker_opts cfg_broker; /* [kafka] in the config file */
 static struct kv_opts cfg_kv;         /* [kv] */
 static char cfg_kv_compress[512];     /* [kv] compress */
 static char cfg_requirepass[256];     /* [resp] */
+static int cfg_resp_loops = 1;        /* [resp] */
 static const char *resp_unix;
 static int cfg_kafka_sasl;
 
@@ -250,6 +253,13 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             cfg_kv.compress = cfg_kv_compress;
         } else if (!strcmp(section, "kv") && !strcmp(k, "flash_mb")) {
             cfg_kv.flash_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "resp") && !strcmp(k, "loops")) {
+            cfg_resp_loops = atoi(v);
+            if (cfg_resp_loops < 1 || cfg_resp_loops > 64) {
+                fprintf(stderr, "plenum server: %s:%d: [resp] loops must be 1..64\n", path, lineno);
+                rc = -1;
+                break;
+            }
         } else if (!strcmp(section, "resp") && !strcmp(k, "requirepass")) {
             snprintf(cfg_requirepass, sizeof(cfg_requirepass), "%s", v);
         } else if (!strcmp(section, "events") && !strcmp(k, "enabled")) {
@@ -562,7 +572,8 @@ int cmd_server(int argc, char **argv)
             goto out;
         rc = kv_open(st, &cfg_kv, &kv);
         if (!rc) {
-            struct resp_opts ro = {host[0] ? host : NULL, port, resp_unix, cfg_requirepass};
+            struct resp_opts ro = {host[0] ? host : NULL, port, resp_unix, cfg_requirepass,
+                                  cfg_resp_loops};
             rc = resp_start(st, kv, &ro, &resp);
         }
         if (rc) {

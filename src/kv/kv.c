@@ -78,6 +78,7 @@ struct job {
     size_t ikn;
     struct kv_val *val;
     uint64_t gen;
+    uint64_t id; /* J_UNLINK: the element meant (the name may hold a newer one by then) */
     int64_t expire;
     struct job *next;
 };
@@ -394,6 +395,7 @@ static void flash_drop(struct kv *kv, struct kv_ent *e)
     struct job *j = calloc(1, sizeof(*j));
     if (j) {
         j->kind = J_UNLINK;
+        j->id = e->flash_id;
         flash_name(e->ikey, e->ikn, j->name);
         job_push(kv, j);
     } /* else the file stays until the next open finds no entry wanting it */
@@ -544,6 +546,7 @@ static void job_done(struct kv *kv, struct job *j, int rc, uint64_t id)
         struct job *u = calloc(1, sizeof(*u));
         if (u) {
             u->kind = J_UNLINK;
+            u->id = id;
             memcpy(u->name, j->name, sizeof(u->name));
             job_push(kv, u);
         }
@@ -563,6 +566,21 @@ static void expire_some(struct kv *kv, int64_t now)
             }
         }
     }
+}
+
+/* Remove j's flash copy if the name still holds it: a stale copy's removal
+ * queued behind a newer demotion of the same key must not take the newer
+ * one (only this thread renames and removes in the directory, so nothing
+ * moves between the look and the unlink). */
+static int flash_unlink(struct kv *kv, const struct job *j)
+{
+    struct pl_attr a;
+    int rc = pl_elem_lookup(kv->st, kv->dir, j->name, PL_VIEW_LIVE, &a);
+    if (rc)
+        return rc;
+    if (j->id && a.id != j->id)
+        return 0;
+    return pl_elem_unlink(kv->st, kv->dir, j->name);
 }
 
 static void *bg_main(void *arg)
@@ -587,7 +605,7 @@ static void *bg_main(void *arg)
         if (j->kind == J_DEMOTE) {
             rc = write_flash(kv, j, &id);
         } else {
-            rc = pl_elem_unlink(kv->st, kv->dir, j->name);
+            rc = flash_unlink(kv, j);
             if (rc && rc != PL_ENOENT)
                 pl_log(PL_LOG_WARN, "kv", "cannot remove flash value %s: %s", j->name,
                        pl_strerror(rc));
@@ -717,6 +735,19 @@ int kv_get(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
     return rc;
 }
 
+static int set_must_wait(struct kv *kv)
+{
+    return kv->pending > PL_MAX(kv->dram_max / 2, (uint64_t)64 << 20) && !kv->stopping;
+}
+
+int kv_set_waits(struct kv *kv)
+{
+    pthread_mutex_lock(&kv->lock);
+    int r = set_must_wait(kv);
+    pthread_mutex_unlock(&kv->lock);
+    return r;
+}
+
 int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_val *v,
            int64_t expire_ms, int flags, int *ret_set, struct kv_val **ret_old)
 {
@@ -739,8 +770,7 @@ int kv_set(struct kv *kv, const char *ns, const void *key, size_t kn, struct kv_
     }
     pthread_mutex_lock(&kv->lock);
     /* writers wait while demotion is far behind: memory stays bounded */
-    uint64_t slack = PL_MAX(kv->dram_max / 2, (uint64_t)64 << 20);
-    while (kv->pending > slack && !kv->stopping)
+    while (set_must_wait(kv))
         pthread_cond_wait(&kv->progress, &kv->lock);
     int64_t now = pl_now_ns() / 1000000;
     struct kv_ent *e = lookup(kv, ik, ikn, now);
@@ -867,6 +897,20 @@ static int strlen_fn(struct kv *kv, struct kv_ent *e, void *arg)
 int kv_strlen(struct kv *kv, const char *ns, const void *key, size_t kn, uint64_t *ret)
 {
     return with_ent(kv, ns, key, kn, strlen_fn, ret);
+}
+
+static int peek_fn(struct kv *kv, struct kv_ent *e, void *arg)
+{
+    (void)kv;
+    uint64_t *size = arg;
+    *size = e->size;
+    return e->val ? 0 : 1;
+}
+
+int kv_peek(struct kv *kv, const char *ns, const void *key, size_t kn, uint64_t *ret_size)
+{
+    *ret_size = 0;
+    return with_ent(kv, ns, key, kn, peek_fn, ret_size);
 }
 
 struct range_arg {

@@ -79,6 +79,13 @@ int kv_strlen(struct kv *kv, const char *ns, const void *key, size_t kn, uint64_
  * place, not whole); *ret_n may be short at the end. */
 int kv_getrange(struct kv *kv, const char *ns, const void *key, size_t kn, uint64_t off,
                 void *buf, size_t n, size_t *ret_n) PL_WUR;
+/* Where a read of (ns, key) would be served from, without touching its
+ * recency: 0 from DRAM, 1 from flash (the caller may block), PL_ENOENT
+ * missing; *ret_size the value's length. */
+int kv_peek(struct kv *kv, const char *ns, const void *key, size_t kn, uint64_t *ret_size);
+/* Would kv_set wait now for demotion to catch up? (Callers that must not
+ * block hand the write to a thread that may.) */
+int kv_set_waits(struct kv *kv);
 enum { KV_EXP_NX = 1, KV_EXP_XX = 2, KV_EXP_GT = 4, KV_EXP_LT = 8 };
 /* Set (expire_ms > 0) or remove (0) the expiry; 1 when done, 0 when the key
  * is missing or cond said no. An expiry in the past deletes the key. */

@@ -21,15 +21,20 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None,
                                 reason="redis-tools is installed by scripts/deps.sh")
 
 
-def start(data, dram_mb=64, flash_mb=1024, extra=(), password=None, ns_max_mb=0, compress=None):
+def start(data, dram_mb=64, flash_mb=1024, extra=(), password=None, ns_max_mb=0, compress=None,
+          loops=None):
     port = free_port()
     cfg = os.path.join(os.path.dirname(str(data)), "plenum.ini")
     with open(cfg, "w") as f:
         f.write(f"[kv]\ndram_mb = {dram_mb}\nflash_mb = {flash_mb}\nns_max_mb = {ns_max_mb}\n")
         if compress:
             f.write(f"compress = {compress}\n")
+        if password or loops:
+            f.write("[resp]\n")
         if password:
-            f.write(f"[resp]\nrequirepass = {password}\n")
+            f.write(f"requirepass = {password}\n")
+        if loops:
+            f.write(f"loops = {loops}\n")
     srv = Server(data, extra=["--config", cfg, "--resp", f"127.0.0.1:{port}", *extra])
     srv.rport = port
     return srv
@@ -329,6 +334,112 @@ def test_bad_input(tmp_path, launch):
         s.close()
     time.sleep(0.5)
     assert r.get("k") is None and r.dbsize() == 1
+    assert srv.stop() == 0
+
+
+def read_reply(f):
+    """One RESP2 reply from a socket's file object: bytes, int, str, None or list."""
+    line = f.readline()
+    assert line.endswith(b"\r\n"), line
+    kind, body = line[:1], line[1:-2]
+    if kind == b"$":
+        n = int(body)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        assert data[-2:] == b"\r\n"
+        return data[:-2]
+    if kind == b":":
+        return int(body)
+    if kind == b"*":
+        return [read_reply(f) for _ in range(int(body))]
+    return body.decode()  # + and -
+
+
+def command(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+def test_event_loops_and_workers_share_connections(tmp_path, launch, loops):
+    """Small requests are answered on the event loops, large values and
+    flash reads on workers: many clients at once, each checking its own
+    bytes; a reader that stops reading a large reply holds up nobody; one
+    connection's pipeline mixing both kinds is answered in order."""
+    srv = launch(tmp_path / "data", dram_mb=64, flash_mb=2048, loops=loops)
+    # a stalled reader: its 48 MiB reply fills the socket and waits
+    big = os.urandom(48 << 20)
+    client(srv).set("stalled", big)
+    stalled = socket.create_connection(("127.0.0.1", srv.rport))  # more than both socket buffers
+    stalled.sendall(command("GET", "stalled") + command("PING"))
+    errors = []
+
+    def small(n):
+        try:
+            r = client(srv)
+            rnd = random.Random(n)
+            mine = {}
+            for i in range(400):
+                k = f"small:{n}:{rnd.randrange(50)}"
+                if rnd.random() < 0.5:
+                    v = os.urandom(rnd.randrange(0, 4096))
+                    assert r.set(k, v)
+                    mine[k] = v
+                else:
+                    assert r.get(k) == mine.get(k)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(f"small {n}: {e!r}")
+
+    def large(n):
+        try:
+            r = client(srv)
+            for i in range(6):
+                v = os.urandom((2 + (n + i) % 7) << 20)
+                k = f"large:{n}:{i}"
+                assert r.set(k, v)
+                assert r.get(k) == v
+            # the oldest have been pushed to flash by now: read back from there
+            for i in range(6):
+                got = r.get(f"large:{n}:{i}")
+                assert got is not None and len(got) == (2 + (n + i) % 7) << 20
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"large {n}: {e!r}")
+
+    threads = [threading.Thread(target=small, args=(n,)) for n in range(48)]
+    threads += [threading.Thread(target=large, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors[:5]
+    st = info(client(srv))
+    assert st["kv_hits_flash"] > 0 and st["kv_demotions"] > 0
+    # the stalled reader gets every byte, then its PING's answer
+    f = stalled.makefile("rb")
+    assert read_reply(f) == big
+    assert read_reply(f) == "PONG"
+    stalled.close()
+    # one pipeline, small and large and SET ... GET mixed: answers in order
+    r = client(srv)
+    r.set("s1", b"one")
+    r.set("L1", big[:1 << 20])
+    pipe = socket.create_connection(("127.0.0.1", srv.rport))
+    pipe.sendall(command("GET", "s1") + command("GET", "L1") + command("SET", "s2", "two", "GET")
+                 + command("SET", "s1", "uno", "GET") + command("MGET", "s1", "L1", "none")
+                 + command("GET", "stalled") + command("DBSIZE"))
+    f = pipe.makefile("rb")
+    assert read_reply(f) == b"one"
+    assert read_reply(f) == big[:1 << 20]
+    assert read_reply(f) is None
+    assert read_reply(f) == b"one"
+    assert read_reply(f) == [b"uno", big[:1 << 20], None]
+    assert read_reply(f) == big
+    assert read_reply(f) == r.dbsize()
+    pipe.close()
     assert srv.stop() == 0
 
 

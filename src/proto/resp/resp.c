@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,18 +19,24 @@
 
 #include "base/base.h"
 #include "proto/resp/rcodec.h"
-#include "proto/tsrv/tsrv.h"
+#include "proto/tsrv/esrv.h"
 
 #define IN_BUF (256 * 1024)
 #define DIRECT_MIN (64 * 1024) /* bulks this large are received straight into place */
 #define OUT_FLUSH (4u << 20)
 #define DBS 16
 #define SEGS_MAX 1024
+/* A reply carrying this many value bytes is sent by a worker thread, not
+ * the event loop: the loop's other connections never wait behind a copy. */
+#define LOOP_BYTES (64 * 1024)
+/* A worker keeps a connection this long after its last request: a client
+ * streaming large values does not bounce between loop and worker. */
+#define LINGER_MS 20
 
 struct resp_server {
     struct pl_store *st;
     struct kv *kv;
-    struct tsrv *tcp, *unx;
+    struct esrv *tcp, *unx;
     char requirepass[256];
     int has_pass;
     int port;
@@ -49,8 +56,12 @@ struct rconn {
     struct resp_parser p;
     uint8_t *in;
     struct pl_buf out;
+    size_t have, at; /* input read into in[], and how far it is parsed */
     struct oseg *segs;
     size_t nseg, segcap, pending;
+    size_t sent_seg, sent_off; /* how much of segs went out (a loop's partial send) */
+    int may_block;             /* on a worker (or resp_serve_fd), not a loop */
+    int held;                  /* a parsed command waits for a worker */
     int proto, authed, db, closing, write_failed;
     uint64_t id;
     char user[64], name[256], ns[KV_NS_MAX + 1];
@@ -101,7 +112,7 @@ static void out_fmt(struct rconn *c, const char *fmt, ...)
     out_bytes(c, buf, (size_t)PL_MIN(n, (int)sizeof(buf) - 1));
 }
 
-static void flush_out(struct rconn *c);
+static int flush_out(struct rconn *c);
 
 static void out_val(struct rconn *c, struct kv_val *v)
 {
@@ -114,7 +125,7 @@ static void out_val(struct rconn *c, struct kv_val *v)
     c->pending += v->n;
     out_bytes(c, "\r\n", 2);
     if (c->pending >= OUT_FLUSH || c->nseg >= SEGS_MAX - 4)
-        flush_out(c);
+        (void)flush_out(c); /* a loop leaves the rest queued */
 }
 
 static void r_ok(struct rconn *c)
@@ -179,46 +190,60 @@ static void r_map(struct rconn *c, size_t n)
         out_fmt(c, "*%zu\r\n", n * 2);
 }
 
-static void flush_out(struct rconn *c)
+/* Send what is queued: 0 when all of it went (or the connection failed), 1
+ * when the socket is full and this thread must not wait (a loop: the rest
+ * stays queued, sent_seg/sent_off saying where it starts, for a worker). */
+static int flush_out(struct rconn *c)
 {
     struct iovec iov[SEGS_MAX];
-    size_t i = 0;
-    while (i < c->nseg && !c->write_failed) {
-        int n = 0;
-        for (; i + (size_t)n < c->nseg && n < SEGS_MAX; n++) {
-            struct oseg *g = &c->segs[i + (size_t)n];
-            iov[n].iov_base = g->v ? (void *)g->v->data : (void *)(c->out.data + g->off);
-            iov[n].iov_len = g->n;
+    while (!c->write_failed) {
+        while (c->sent_seg < c->nseg && c->segs[c->sent_seg].n == c->sent_off) {
+            c->sent_seg++;
+            c->sent_off = 0;
         }
-        struct iovec *v = iov;
-        int left = n;
-        while (left && !c->write_failed) {
-            struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)left};
-            ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
+        if (c->sent_seg == c->nseg)
+            break;
+        int n = 0;
+        for (size_t i = c->sent_seg; i < c->nseg && n < SEGS_MAX; i++, n++) {
+            struct oseg *g = &c->segs[i];
+            uint8_t *base = g->v ? g->v->data : (uint8_t *)c->out.data + g->off;
+            size_t skip = i == c->sent_seg ? c->sent_off : 0;
+            iov[n].iov_base = base + skip;
+            iov[n].iov_len = g->n - skip;
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->may_block)
+                return 1;
+            if (esrv_wait(c->fd, POLLOUT, -1) < 0)
                 c->write_failed = 1;
+            continue;
+        }
+        if (w < 0) {
+            c->write_failed = 1;
+            break;
+        }
+        for (size_t done = (size_t)w; done;) {
+            size_t left = c->segs[c->sent_seg].n - c->sent_off;
+            if (done < left) {
+                c->sent_off += done;
                 break;
             }
-            size_t done = (size_t)w;
-            while (left && done >= v->iov_len) {
-                done -= v->iov_len;
-                v++;
-                left--;
-            }
-            if (left) {
-                v->iov_base = (uint8_t *)v->iov_base + done;
-                v->iov_len -= done;
-            }
+            done -= left;
+            c->sent_seg++;
+            c->sent_off = 0;
         }
-        i += (size_t)n;
     }
     for (size_t k = 0; k < c->nseg; k++)
         kv_val_unref(c->segs[k].v);
     c->nseg = 0;
     c->pending = 0;
+    c->sent_seg = c->sent_off = 0;
     pl_buf_reset(&c->out);
+    return 0;
 }
 
 /* ---- arguments ---- */
@@ -277,11 +302,21 @@ static void ns_update(struct rconn *c)
 }
 
 /* ---- commands ---- */
+/* Where a command may run: what cannot block runs on the event loop. */
+enum {
+    RUN_LOOP,   /* in memory, small reply */
+    RUN_WORKER, /* may block (logins, flushes) */
+    RUN_READ1,  /* reads the key at 1: a worker when it is on flash or large */
+    RUN_READN,  /* reads the keys from 1 on: the same for any of them */
+    RUN_WRITE,  /* a worker while writers must wait for demotion */
+};
+
 struct cmd {
     const char *name;
     void (*fn)(struct rconn *c);
     int arity;  /* Redis's: n exact, -n at least n (the name counts) */
     int noauth; /* allowed before AUTH */
+    int run;    /* RUN_* */
 };
 
 static void c_ping(struct rconn *c)
@@ -1013,23 +1048,40 @@ static void c_info(struct rconn *c)
 }
 
 static const struct cmd commands[] = {
-    {"ping", c_ping, -1, 0},         {"echo", c_echo, 2, 0},
-    {"quit", c_quit, -1, 1},         {"auth", c_auth, -2, 1},
-    {"hello", c_hello, -1, 1},       {"select", c_select, 2, 0},
-    {"client", c_client, -2, 0},     {"command", c_command, -1, 0},
-    {"config", c_config, -2, 0},     {"info", c_info, -1, 0},
-    {"dbsize", c_dbsize, 1, 0},      {"get", c_get, 2, 0},
-    {"set", c_set, -3, 0},           {"mget", c_mget, -2, 0},
-    {"mset", c_mset, -3, 0},         {"msetnx", c_msetnx, -3, 0},
-    {"getdel", c_getdel, 2, 0},      {"getrange", c_getrange, 4, 0},
-    {"strlen", c_strlen, 2, 0},      {"exists", c_exists, -2, 0},
-    {"del", c_del, -2, 0},           {"unlink", c_del, -2, 0},
-    {"expire", c_expire, -3, 0},     {"pexpire", c_pexpire, -3, 0},
-    {"expireat", c_expireat, -3, 0}, {"pexpireat", c_pexpireat, -3, 0},
-    {"ttl", c_ttl, 2, 0},            {"pttl", c_pttl, 2, 0},
-    {"persist", c_persist, 2, 0},    {"type", c_type, 2, 0},
-    {"scan", c_scan, -2, 0},         {"keys", c_keys, 2, 0},
-    {"flushdb", c_flushdb, -1, 0},   {"flushall", c_flushdb, -1, 0},
+    {"get", c_get, 2, 0, RUN_READ1},
+    {"set", c_set, -3, 0, RUN_WRITE},
+    {"ping", c_ping, -1, 0, RUN_LOOP},
+    {"echo", c_echo, 2, 0, RUN_LOOP},
+    {"quit", c_quit, -1, 1, RUN_LOOP},
+    {"auth", c_auth, -2, 1, RUN_WORKER},
+    {"hello", c_hello, -1, 1, RUN_WORKER},
+    {"select", c_select, 2, 0, RUN_LOOP},
+    {"client", c_client, -2, 0, RUN_LOOP},
+    {"command", c_command, -1, 0, RUN_LOOP},
+    {"config", c_config, -2, 0, RUN_LOOP},
+    {"info", c_info, -1, 0, RUN_LOOP},
+    {"dbsize", c_dbsize, 1, 0, RUN_LOOP},
+    {"mget", c_mget, -2, 0, RUN_READN},
+    {"mset", c_mset, -3, 0, RUN_WRITE},
+    {"msetnx", c_msetnx, -3, 0, RUN_WRITE},
+    {"getdel", c_getdel, 2, 0, RUN_READ1},
+    {"getrange", c_getrange, 4, 0, RUN_READ1},
+    {"strlen", c_strlen, 2, 0, RUN_LOOP},
+    {"exists", c_exists, -2, 0, RUN_LOOP},
+    {"del", c_del, -2, 0, RUN_LOOP},
+    {"unlink", c_del, -2, 0, RUN_LOOP},
+    {"expire", c_expire, -3, 0, RUN_LOOP},
+    {"pexpire", c_pexpire, -3, 0, RUN_LOOP},
+    {"expireat", c_expireat, -3, 0, RUN_LOOP},
+    {"pexpireat", c_pexpireat, -3, 0, RUN_LOOP},
+    {"ttl", c_ttl, 2, 0, RUN_LOOP},
+    {"pttl", c_pttl, 2, 0, RUN_LOOP},
+    {"persist", c_persist, 2, 0, RUN_LOOP},
+    {"type", c_type, 2, 0, RUN_LOOP},
+    {"scan", c_scan, -2, 0, RUN_LOOP},
+    {"keys", c_keys, 2, 0, RUN_LOOP},
+    {"flushdb", c_flushdb, -1, 0, RUN_WORKER},
+    {"flushall", c_flushdb, -1, 0, RUN_WORKER},
 };
 
 static const struct cmd *cmd_table(size_t *n)
@@ -1054,34 +1106,81 @@ static void unknown(struct rconn *c)
           (int)PL_MIN(arg_n(c, 0), 128), arg_s(c, 0), args);
 }
 
-static void dispatch(struct rconn *c)
+static const struct cmd *cmd_find(struct rconn *c)
 {
-    const struct cmd *m = NULL;
-    for (size_t i = 0; i < PL_ARRAY_LEN(commands) && !m; i++)
+    for (size_t i = 0; i < PL_ARRAY_LEN(commands); i++)
         if (arg_is(c, 0, commands[i].name))
-            m = &commands[i];
+            return &commands[i];
+    return NULL;
+}
+
+static int arity_ok(struct rconn *c, const struct cmd *m)
+{
+    return !((m->arity > 0 && c->argc != (size_t)m->arity) ||
+             (m->arity < 0 && c->argc < (size_t)-m->arity));
+}
+
+/* May m run on the event loop now: nothing it does waits, and its reply
+ * carries few value bytes? (A value demoted between this look and the read
+ * is read from flash on the loop: correct, only slower for that moment.) */
+static int loop_may_run(struct rconn *c, const struct cmd *m)
+{
+    if (!m || (!c->authed && !m->noauth) || !arity_ok(c, m))
+        return 1; /* an error reply */
+    switch (m->run) {
+    case RUN_LOOP:
+        return 1;
+    case RUN_READ1:
+    case RUN_READN: {
+        uint64_t total = 0, size;
+        size_t last = m->run == RUN_READ1 ? 1 : c->argc - 1;
+        for (size_t i = 1; i <= last; i++) {
+            int rc = kv_peek(c->s->kv, c->ns, arg_s(c, i), arg_n(c, i), &size);
+            if (rc == 1)
+                return 0;
+            if (rc == 0 && (total += size) >= LOOP_BYTES)
+                return 0;
+        }
+        return 1;
+    }
+    case RUN_WRITE:
+        /* SET ... GET answers the old value, which may be on flash */
+        for (size_t i = 3; m->fn == c_set && i < c->argc; i++)
+            if (arg_is(c, i, "GET"))
+                return 0;
+        return !kv_set_waits(c->s->kv);
+    default:
+        return 0;
+    }
+}
+
+static void dispatch(struct rconn *c, const struct cmd *m)
+{
     /* every command counts: no lock on the hot path */
     __atomic_fetch_add(&c->s->commands, 1, __ATOMIC_RELAXED);
     if (!m)
         return unknown(c);
     if (!c->authed && !m->noauth)
         return r_err(c, "NOAUTH Authentication required.");
-    if ((m->arity > 0 && c->argc != (size_t)m->arity) ||
-        (m->arity < 0 && c->argc < (size_t)-m->arity))
+    if (!arity_ok(c, m))
         return err_arity(c, m->name);
     m->fn(c);
 }
 
 /* ---- the connection ---- */
-void resp_serve_fd(struct resp_server *s, int fd)
+static struct rconn *conn_new(struct resp_server *s, int fd)
 {
     struct rconn *c = calloc(1, sizeof(*c));
     if (!c)
-        return;
+        return NULL;
+    c->in = malloc(IN_BUF);
+    if (!c->in) {
+        free(c);
+        return NULL;
+    }
     c->s = s;
     c->fd = fd;
     c->proto = 2;
-    c->in = malloc(IN_BUF);
     resp_parser_init(&c->p);
     pl_buf_init(&c->out);
     snprintf(c->user, sizeof(c->user), "default");
@@ -1092,53 +1191,12 @@ void resp_serve_fd(struct resp_server *s, int fd)
     s->conns++;
     s->total_conns++;
     pthread_mutex_unlock(&s->lock);
-    size_t have = 0, at = 0;
-    while (c->in && !c->closing && !c->write_failed) {
-        while (at < have && !c->closing && !c->write_failed) {
-            size_t used;
-            int rc = resp_feed(&c->p, c->in + at, have - at, &used);
-            at += used;
-            if (rc == 1) {
-                c->argv = c->p.args;
-                c->argc = c->p.argc;
-                dispatch(c);
-                resp_next(&c->p, 0);
-                if (c->pending >= OUT_FLUSH)
-                    flush_out(c);
-            } else if (rc < 0) {
-                pl_log(PL_LOG_INFO, "resp", "client %" PRIu64 ": %s; closing its connection",
-                       c->id, rc == PL_EPROTO ? c->p.err : pl_strerror(rc));
-                r_err(c, "ERR %s", rc == PL_EPROTO ? c->p.err : "out of memory");
-                c->closing = 1;
-            }
-        }
-        at = have = 0;
-        if (c->nseg)
-            flush_out(c); /* everything this read produced: pipelined replies go together */
-        if (c->closing || c->write_failed)
-            break;
-        uint8_t *dst;
-        size_t dn;
-        resp_direct(&c->p, &dst, &dn);
-        ssize_t r;
-        if (dn >= DIRECT_MIN) {
-            r = recv(fd, dst, dn, 0); /* a large value lands where it will be cached */
-            if (r > 0) {
-                resp_direct_done(&c->p, (size_t)r);
-                continue;
-            }
-        } else {
-            r = recv(fd, c->in, IN_BUF, 0);
-            if (r > 0)
-                have = (size_t)r;
-        }
-        if (r == 0)
-            break;
-        if (r < 0 && errno != EINTR)
-            break;
-    }
-    if (c->nseg)
-        flush_out(c);
+    return c;
+}
+
+static void conn_free(struct rconn *c)
+{
+    struct resp_server *s = c->s;
     pthread_mutex_lock(&s->lock);
     s->conns--;
     pthread_mutex_unlock(&s->lock);
@@ -1151,10 +1209,140 @@ void resp_serve_fd(struct resp_server *s, int fd)
     free(c);
 }
 
-static void conn_main(void *ctx, int fd)
+/* Run the commands in[] holds from at on, replies queued. On a loop, stop
+ * before one that may not run there (it stays parsed, held, for a worker)
+ * or when replies back up: 1 then, 0 when the input is used up. */
+static int conn_run(struct rconn *c)
 {
-    resp_serve_fd(ctx, fd);
+    while (!c->closing && !c->write_failed) {
+        if (!c->held) {
+            if (c->at >= c->have)
+                return 0;
+            size_t used;
+            int rc = resp_feed(&c->p, c->in + c->at, c->have - c->at, &used);
+            c->at += used;
+            if (rc == 0)
+                continue;
+            if (rc < 0) {
+                pl_log(PL_LOG_INFO, "resp", "client %" PRIu64 ": %s; closing its connection",
+                       c->id, rc == PL_EPROTO ? c->p.err : pl_strerror(rc));
+                r_err(c, "ERR %s", rc == PL_EPROTO ? c->p.err : "out of memory");
+                c->closing = 1;
+                return 0;
+            }
+            c->argv = c->p.args;
+            c->argc = c->p.argc;
+            c->held = 1;
+        }
+        const struct cmd *m = cmd_find(c);
+        if (!c->may_block && !loop_may_run(c, m))
+            return 1;
+        dispatch(c, m);
+        resp_next(&c->p, 0);
+        c->held = 0;
+        if (c->pending >= OUT_FLUSH && flush_out(c))
+            return 1;
+    }
+    return 0;
 }
+
+/* The loop's turn: read what is waiting, answer what can be answered here. */
+static int conn_readable(void *arg)
+{
+    struct rconn *c = arg;
+    c->may_block = 0;
+    ssize_t r = recv(c->fd, c->in, IN_BUF, 0);
+    if (r == 0)
+        return ESRV_CLOSE;
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? ESRV_KEEP : ESRV_CLOSE;
+    c->have = (size_t)r;
+    c->at = 0;
+    /* everything this read produced goes out together: pipelined replies share a send */
+    if (conn_run(c) || (c->nseg && flush_out(c)))
+        return ESRV_HANDOFF;
+    if (c->closing || c->write_failed)
+        return ESRV_CLOSE;
+    uint8_t *dst;
+    size_t dn;
+    resp_direct(&c->p, &dst, &dn);
+    return dn >= DIRECT_MIN ? ESRV_HANDOFF : ESRV_KEEP; /* a large value streams in on a worker */
+}
+
+/* A worker's turn (or resp_serve_fd's): run until the connection ends, or
+ * has had nothing to do for linger_ms (-1: never give it back). */
+static int conn_work(struct rconn *c, int linger_ms)
+{
+    c->may_block = 1;
+    for (;;) {
+        conn_run(c);
+        if (c->nseg)
+            flush_out(c);
+        if (c->closing || c->write_failed)
+            return ESRV_CLOSE;
+        uint8_t *dst;
+        size_t dn;
+        resp_direct(&c->p, &dst, &dn);
+        int direct = dn >= DIRECT_MIN;
+        ssize_t r = direct ? recv(c->fd, dst, dn, MSG_DONTWAIT)
+                           : recv(c->fd, c->in, IN_BUF, MSG_DONTWAIT);
+        if (r > 0 && direct) {
+            resp_direct_done(&c->p, (size_t)r); /* a large value lands where it will be cached */
+            continue;
+        }
+        if (r > 0) {
+            c->have = (size_t)r;
+            c->at = 0;
+            continue;
+        }
+        if (r == 0)
+            return ESRV_CLOSE;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return ESRV_CLOSE;
+        /* a value half received keeps its worker: the loop only starts commands */
+        int w = esrv_wait(c->fd, POLLIN, direct ? -1 : linger_ms);
+        if (w < 0)
+            return ESRV_CLOSE;
+        if (w == 0)
+            return ESRV_KEEP;
+    }
+}
+
+void resp_serve_fd(struct resp_server *s, int fd)
+{
+    struct rconn *c = conn_new(s, fd);
+    if (!c)
+        return;
+    (void)conn_work(c, -1);
+    conn_free(c);
+}
+
+static int conn_open(void *ctx, int fd, void **ret)
+{
+    struct rconn *c = conn_new(ctx, fd);
+    *ret = c;
+    return c ? 0 : PL_ENOMEM;
+}
+
+static int conn_worker(void *arg)
+{
+    return conn_work(arg, LINGER_MS);
+}
+
+static void conn_close(void *arg)
+{
+    struct rconn *c = arg;
+    if (c->nseg) {
+        /* the last replies (an error before closing) if the socket takes them now */
+        c->may_block = 0;
+        (void)flush_out(c);
+    }
+    conn_free(c);
+}
+
+static const struct esrv_ops conn_ops = {conn_open, conn_readable, conn_worker, conn_close};
 
 int resp_start(struct pl_store *st, struct kv *kv, const struct resp_opts *o,
                struct resp_server **ret)
@@ -1172,14 +1360,14 @@ int resp_start(struct pl_store *st, struct kv *kv, const struct resp_opts *o,
     }
     int rc = 0;
     if (o->host) {
-        struct tsrv_opts t = {o->host, o->port, 10000, "resp", 0, NULL, NULL};
-        rc = tsrv_start(&t, conn_main, s, &s->tcp);
+        struct esrv_opts t = {o->host, o->port, NULL, 10000, o->loops, "resp"};
+        rc = esrv_start(&t, &conn_ops, s, &s->tcp);
         if (!rc)
-            s->port = tsrv_port(s->tcp);
+            s->port = esrv_port(s->tcp);
     }
     if (!rc && o->unix_path) {
-        struct tsrv_opts u = {NULL, 0, 10000, "resp", 0, NULL, o->unix_path};
-        rc = tsrv_start(&u, conn_main, s, &s->unx);
+        struct esrv_opts u = {NULL, 0, o->unix_path, 10000, o->loops, "resp"};
+        rc = esrv_start(&u, &conn_ops, s, &s->unx);
     }
     if (rc) {
         resp_stop(s);
@@ -1199,9 +1387,9 @@ void resp_stop(struct resp_server *s)
     if (!s)
         return;
     if (s->tcp)
-        tsrv_stop(s->tcp);
+        esrv_stop(s->tcp);
     if (s->unx)
-        tsrv_stop(s->unx);
+        esrv_stop(s->unx);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

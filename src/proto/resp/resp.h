@@ -1,7 +1,9 @@
 /* The RESP head: the Redis protocol (RESP2 and RESP3) over the KV cache
  * service, on TCP and on a Unix socket for engines on the same host. A
- * thread per connection: a large GET or SET never holds up other clients,
- * and replies go out with writev straight from the cached buffers. */
+ * Event loops answer what is in memory and small; a connection moves to a
+ * worker thread while a large value streams in or out or a value is read
+ * from flash, so a large GET or SET never holds up other clients. Replies
+ * go out with sendmsg straight from the cached buffers. */
 #ifndef PL_RESP_H
 #define PL_RESP_H
 
@@ -14,6 +16,7 @@ struct resp_opts {
     int port;
     const char *unix_path;   /* also listen here (NULL: not) */
     const char *requirepass; /* the default user's password (NULL: no password) */
+    int loops;               /* event loop threads (0: one) */
 };
 int resp_start(struct pl_store *st, struct kv *kv, const struct resp_opts *o,
                struct resp_server **ret) PL_WUR;

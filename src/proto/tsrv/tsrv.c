@@ -171,8 +171,7 @@ int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port)
     return 0;
 }
 
-/* A Unix socket at path (a stale socket file from a crash is replaced). */
-static int unix_listen(const char *path, int *ret_fd)
+int tsrv_listen_unix(const char *path, int *ret_fd)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct stat sb;
@@ -210,7 +209,7 @@ int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsr
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     if (o->unix_path)
-        rc = unix_listen(o->unix_path, &s->fd);
+        rc = tsrv_listen_unix(o->unix_path, &s->fd);
     else
         rc = tsrv_listen(o->host, o->port, &s->fd, &s->port);
     if (!rc && pipe2(s->stop_pipe, O_CLOEXEC) < 0)

@@ -32,6 +32,10 @@ uint64_t tsrv_rejected(struct tsrv *s);
 /* A listening socket on host:port (0: any free port); *ret_port gets the port. */
 int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port) PL_WUR;
 
+/* A listening Unix socket at path (a stale socket file from a crash is
+ * replaced). */
+int tsrv_listen_unix(const char *path, int *ret_fd) PL_WUR;
+
 /* Read exactly n bytes: 0, PL_EPROTO on EOF before n bytes, or -errno.
  * (Writes use pl_write_all: servers ignore SIGPIPE.) */
 int tsrv_read(int fd, void *buf, size_t n) PL_WUR;
