@@ -212,13 +212,15 @@ static int flush_out(struct rconn *c)
             iov[n].iov_len = g->n - skip;
         }
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* a worker's send waits in the kernel until all of it went (one call
+         * for a large value); a loop's takes what the socket has room for */
+        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL | (c->may_block ? 0 : MSG_DONTWAIT));
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (!c->may_block)
                 return 1;
-            if (esrv_wait(c->fd, POLLOUT, -1) < 0)
+            if (esrv_wait(c->fd, POLLOUT, -1) < 0) /* a non-blocking fd from resp_serve_fd's caller */
                 c->write_failed = 1;
             continue;
         }
@@ -1251,7 +1253,7 @@ static int conn_readable(void *arg)
 {
     struct rconn *c = arg;
     c->may_block = 0;
-    ssize_t r = recv(c->fd, c->in, IN_BUF, 0);
+    ssize_t r = recv(c->fd, c->in, IN_BUF, MSG_DONTWAIT);
     if (r == 0)
         return ESRV_CLOSE;
     if (r < 0)
@@ -1284,8 +1286,9 @@ static int conn_work(struct rconn *c, int linger_ms)
         size_t dn;
         resp_direct(&c->p, &dst, &dn);
         int direct = dn >= DIRECT_MIN;
-        ssize_t r = direct ? recv(c->fd, dst, dn, MSG_DONTWAIT)
-                           : recv(c->fd, c->in, IN_BUF, MSG_DONTWAIT);
+        /* a large value's rest: wait in recv (the loop only starts commands);
+         * otherwise see what is there, and wait at most linger_ms below */
+        ssize_t r = direct ? recv(c->fd, dst, dn, 0) : recv(c->fd, c->in, IN_BUF, MSG_DONTWAIT);
         if (r > 0 && direct) {
             resp_direct_done(&c->p, (size_t)r); /* a large value lands where it will be cached */
             continue;
@@ -1301,7 +1304,6 @@ static int conn_work(struct rconn *c, int linger_ms)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return ESRV_CLOSE;
-        /* a value half received keeps its worker: the loop only starts commands */
         int w = esrv_wait(c->fd, POLLIN, direct ? -1 : linger_ms);
         if (w < 0)
             return ESRV_CLOSE;

@@ -233,7 +233,7 @@ static void *accept_main(void *arg)
         }
         if (pf[1].revents)
             break;
-        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0)
             accept_one(s, fd);
     }

@@ -6,7 +6,8 @@
  * all the connections that are ready.
  *
  * A connection belongs to one thread at a time: its loop, or one worker.
- * Sockets are non-blocking; a worker waits with poll. */
+ * Sockets stay blocking, so a worker's large send or receive is one system
+ * call that waits in the kernel; a loop passes MSG_DONTWAIT on every call. */
 #ifndef PL_ESRV_H
 #define PL_ESRV_H
 
@@ -22,7 +23,8 @@ struct esrv_ops {
     /* A new connection on fd: *ret is the head's state for it (0 or the
      * connection is refused). */
     int (*open)(void *ctx, int fd, void **ret);
-    /* fd is readable (or hung up), on a loop thread: must not block. */
+    /* fd is readable (or hung up), on a loop thread: must not block
+     * (MSG_DONTWAIT on every recv and send). */
     int (*readable)(void *conn);
     /* On a worker thread, may block: ESRV_KEEP gives the connection back to
      * its loop (nothing left to do without new input), ESRV_CLOSE ends it. */
