@@ -7,7 +7,7 @@
 # DRAM tier and from the flash tier. Ratios (Plenum / redis-server) last.
 set -eu
 cd "$(dirname "$0")/.."
-PER_MIB=${1:-600} # requests of a 1 MiB case; smaller values scale up, capped
+PER_MIB=${1:-1500} # requests of a 1 MiB case; smaller values scale up, capped
 BIN=$PWD/build/plenum
 [ -x "$BIN" ] || { echo "build first: make build"; exit 1; }
 command -v redis-benchmark >/dev/null || { echo "needs redis-tools (scripts/deps.sh)"; exit 1; }
@@ -92,7 +92,7 @@ echo
 echo "1 MiB values, pipeline 1, redis-benchmark --threads 2:"
 /usr/bin/python3 "$WORK/prefill.py" $PPORT 1048576
 /usr/bin/python3 "$WORK/prefill.py" $RPORT 1048576
-n=$((PER_MIB * 2))
+n=$((PER_MIB * 4)) # redis-benchmark --threads times in coarse steps: runs of seconds
 for conns in 8 32; do
     for op in set get; do
         a=$(CLIENT_THREADS=2 rps $PPORT $op 1048576 $conns 1 $n)

@@ -14,10 +14,21 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# Node.js for the client libraries only npm has (node-redis: RESP3 from a
+# library client); Debian's when the machine has none of its own.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
+    echo "deps: installing$missing"
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# The pinned packages of tests/integration/node (npm ls fails when one is
+# missing or another version).
+node_dir="$(dirname "$0")/../tests/integration/node"
+if ! (cd "$node_dir" && npm ls --depth=0 >/dev/null 2>&1); then
+    echo "deps: npm install in tests/integration/node"
+    (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi

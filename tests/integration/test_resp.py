@@ -443,6 +443,37 @@ def test_event_loops_and_workers_share_connections(tmp_path, launch, loops):
     assert srv.stop() == 0
 
 
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is installed by scripts/deps.sh")
+def test_node_redis_resp3(tmp_path, launch):
+    """node-redis, the Redis project's Node.js client, with RESP: 3 (it
+    sends HELLO 3 and parses RESP3 maps, nulls and pushes): commands, binary
+    values, pipelining and the unknown-command error, as an application sees
+    them. (Debian's redis-py 4.3 predates RESP3.)"""
+    assert os.path.exists(os.path.join(NODE_DIR, "node_modules", "redis")), \
+        "run scripts/deps.sh: it installs tests/integration/node's packages"
+    srv = launch(tmp_path / "data")
+    p = subprocess.run(["node", os.path.join(NODE_DIR, "resp3.mjs"), str(srv.rport)],
+                       capture_output=True, timeout=120, cwd=NODE_DIR)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    import json
+    out = json.loads(p.stdout)
+    assert out["helloProto"] == 3 and out["helloServer"] == "redis"  # a RESP3 map
+    assert out["ping"] == "PONG" and out["set"] == "OK" and out["setNx"] is None
+    assert out["get"] == "alpha" and out["missing"] is None
+    assert out["setEx"] == "OK" and 95 <= out["ttl"] <= 100
+    assert out["mset"] == "OK" and out["mget"] == ["alpha", "beta", None, "gamma"]
+    assert out["exists"] == 2 and out["strlen"] == 5 and out["getrange"] == "amm"
+    assert out["type"] == "string" and out["del"] == 1 and out["getdel"] == "gamma"
+    assert out["clientId"] > 0 and out["clientName"] == "resp3-test"
+    assert out["scan"] == ["n:a", "n:ttl"] and out["dbsize"] == 2 and out["info"]
+    assert out["big"] and out["pipelined"] and out["pipelinedGet"]
+    assert out["unknown"].startswith("ERR unknown command 'NOSUCHCMD'"), out["unknown"]
+    assert srv.stop() == 0
+
+
 def test_redis_benchmark_and_unix_socket(tmp_path, launch):
     sock = str(tmp_path / "resp.sock")
     srv = launch(tmp_path / "data", extra=["--resp-unix", sock])

@@ -21,7 +21,7 @@
 #include "proto/resp/rcodec.h"
 #include "proto/tsrv/esrv.h"
 
-#define IN_BUF (256 * 1024)
+#define IN_BUF (64 * 1024) /* a large value beyond its first 64 KiB is received in place, not copied */
 #define DIRECT_MIN (64 * 1024) /* bulks this large are received straight into place */
 #define OUT_FLUSH (4u << 20)
 #define DBS 16
