@@ -46,7 +46,7 @@ struct esrv {
     pthread_cond_t changed; /* a connection ended, a worker exited */
     pthread_cond_t queued;  /* a connection waits for a worker */
     struct econn *conns, *qhead, *qtail;
-    int nconns, nworkers, idle_workers, workers_stop;
+    int nconns, nqueued, nworkers, idle_workers, workers_stop;
 };
 
 int esrv_wait(int fd, short events, int timeout_ms)
@@ -90,7 +90,9 @@ static int conn_arm(struct econn *c)
 
 static void *worker_main(void *arg);
 
-/* Queue c for a worker, starting one when none is idle. */
+/* Queue c for a worker, starting one unless an idle one is left for it (a
+ * worker may keep a connection for long: one whose client stalls halfway
+ * through a value must not hold up another in the queue). */
 static void conn_handoff(struct econn *c)
 {
     struct esrv *s = c->s;
@@ -101,7 +103,8 @@ static void conn_handoff(struct econn *c)
     else
         s->qhead = c;
     s->qtail = c;
-    int start = s->idle_workers == 0;
+    s->nqueued++;
+    int start = s->nqueued > s->idle_workers;
     if (start)
         s->nworkers++;
     pthread_cond_signal(&s->queued);
@@ -142,6 +145,7 @@ static void *worker_main(void *arg)
         s->qhead = c->qnext;
         if (!s->qhead)
             s->qtail = NULL;
+        s->nqueued--;
         pthread_mutex_unlock(&s->lock);
         if (s->ops->work(c->h) != ESRV_KEEP || conn_arm(c))
             conn_end(c);
