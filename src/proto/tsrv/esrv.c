@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -190,10 +188,9 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-static void accept_one(struct esrv *s, int fd)
+static void accept_one(void *arg, int fd)
 {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on Unix sockets */
+    struct esrv *s = arg;
     pthread_mutex_lock(&s->lock);
     int full = s->nconns >= s->max_conns;
     pthread_mutex_unlock(&s->lock);
@@ -228,19 +225,7 @@ static void accept_one(struct esrv *s, int fd)
 static void *accept_main(void *arg)
 {
     struct esrv *s = arg;
-    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
-    for (;;) {
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (pf[1].revents)
-            break;
-        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-            accept_one(s, fd);
-    }
+    tsrv_accept_loop(s->fd, s->stop_pipe[0], accept_one, s);
     return NULL;
 }
 

@@ -75,10 +75,9 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
-static void *accept_main(void *arg)
+void tsrv_accept_loop(int lfd, int stop_fd, void (*on_conn)(void *arg, int fd), void *arg)
 {
-    struct tsrv *s = arg;
-    struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
+    struct pollfd pf[2] = {{lfd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
     for (;;) {
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR)
@@ -87,53 +86,64 @@ static void *accept_main(void *arg)
         }
         if (pf[1].revents)
             break;
-        int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on Unix sockets */
-        if (s->idle_s > 0) {
-            struct timeval tv = {s->idle_s, 0};
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        }
-        pthread_mutex_lock(&s->lock);
-        if (s->nconns >= s->max_conns) {
-            s->rejected++;
-            pthread_mutex_unlock(&s->lock);
-            pl_log(PL_LOG_WARN, s->name, "connection limit (%d) reached: refusing one",
-                   s->max_conns);
-            if (s->busy_reply)
-                (void)!send(fd, s->busy_reply, strlen(s->busy_reply), MSG_NOSIGNAL);
-            close(fd);
-            continue;
-        }
-        struct tconn *c = calloc(1, sizeof(*c));
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pthread_t t;
-        if (c) {
-            c->s = s;
-            c->fd = fd;
-            c->next = s->conns;
-            if (s->conns)
-                s->conns->prev = c;
-            s->conns = c;
-            s->nconns++;
-        }
-        if (!c || pthread_create(&t, &at, conn_main, c)) {
-            if (c) {
-                s->conns = c->next;
-                if (s->conns)
-                    s->conns->prev = NULL;
-                s->nconns--;
-            }
-            free(c);
-            close(fd);
-        }
-        pthread_attr_destroy(&at);
-        pthread_mutex_unlock(&s->lock);
+        on_conn(arg, fd);
     }
+}
+
+static void accept_one(void *arg, int fd)
+{
+    struct tsrv *s = arg;
+    if (s->idle_s > 0) {
+        struct timeval tv = {s->idle_s, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->nconns >= s->max_conns) {
+        s->rejected++;
+        pthread_mutex_unlock(&s->lock);
+        pl_log(PL_LOG_WARN, s->name, "connection limit (%d) reached: refusing one", s->max_conns);
+        if (s->busy_reply)
+            (void)!send(fd, s->busy_reply, strlen(s->busy_reply), MSG_NOSIGNAL);
+        close(fd);
+        return;
+    }
+    struct tconn *c = calloc(1, sizeof(*c));
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    if (c) {
+        c->s = s;
+        c->fd = fd;
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+    }
+    if (!c || pthread_create(&t, &at, conn_main, c)) {
+        if (c) {
+            s->conns = c->next;
+            if (s->conns)
+                s->conns->prev = NULL;
+            s->nconns--;
+        }
+        free(c);
+        close(fd);
+    }
+    pthread_attr_destroy(&at);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *accept_main(void *arg)
+{
+    struct tsrv *s = arg;
+    tsrv_accept_loop(s->fd, s->stop_pipe[0], accept_one, s);
     return NULL;
 }
 

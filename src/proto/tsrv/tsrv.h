@@ -36,6 +36,10 @@ int tsrv_listen(const char *host, int port, int *ret_fd, int *ret_port) PL_WUR;
  * replaced). */
 int tsrv_listen_unix(const char *path, int *ret_fd) PL_WUR;
 
+/* Accept connections on lfd until stop_fd turns readable: on_conn gets each
+ * (TCP_NODELAY set) and owns it. */
+void tsrv_accept_loop(int lfd, int stop_fd, void (*on_conn)(void *arg, int fd), void *arg);
+
 /* Read exactly n bytes: 0, PL_EPROTO on EOF before n bytes, or -errno.
  * (Writes use pl_write_all: servers ignore SIGPIPE.) */
 int tsrv_read(int fd, void *buf, size_t n) PL_WUR;
