@@ -7,6 +7,11 @@
 
 #include "cmd/cli.h"
 
+static const char *plural(long long n)
+{
+    return n == 1 ? "" : "s";
+}
+
 static void print_bytes_line(json_t *res, const char *name, const char *label)
 {
     char v[32];
@@ -61,12 +66,12 @@ int cmd_stats(struct opts *o)
             printf("%-32s %lld\n%-32s %lld\n", "elements",
                    (long long)json_integer_value(json_object_get(res, "elements")), "chunks",
                    (long long)json_integer_value(json_object_get(res, "chunks")));
-            printf("%-32s %lld+%lld, %lld stripes, %lld buffer segments\n"
+            long long ns = (long long)json_integer_value(json_object_get(res, "stripes"));
+            printf("%-32s %lld+%lld, %lld stripe%s, %lld buffer segments\n"
                    "%-32s %lld degraded reads, %lld strips repaired\n"
                    "%-32s %lld checked, %lld repaired, %lld unrecoverable\n",
                    "erasure coding", (long long)json_integer_value(json_object_get(ec, "k")),
-                   (long long)json_integer_value(json_object_get(ec, "m")),
-                   (long long)json_integer_value(json_object_get(res, "stripes")),
+                   (long long)json_integer_value(json_object_get(ec, "m")), ns, plural(ns),
                    (long long)json_integer_value(json_object_get(res, "buffer_segments")),
                    "self-healing",
                    (long long)json_integer_value(json_object_get(res, "degraded_reads")),
@@ -193,9 +198,10 @@ int cmd_flush(struct opts *o)
     if (!r) {
         if (o->json)
             cli_print_json(res);
-        else
-            printf("flush: everything is on stripes (%lld stripes)\n",
-                   (long long)json_integer_value(json_object_get(res, "stripes")));
+        else {
+            long long n = (long long)json_integer_value(json_object_get(res, "stripes"));
+            printf("flush: everything is on stripes (%lld stripe%s)\n", n, plural(n));
+        }
         json_decref(res);
     }
     backend_close(&b);
@@ -255,6 +261,70 @@ static void device_print(json_t *d, int status)
     }
 }
 
+/* What a failed device verb means for that verb, and what to do next. */
+static const char *device_err(int v, int rc)
+{
+    switch (rc) {
+    case PL_ENOENT:
+        return v == 3 ? NULL : "no such device; 'plenum device list' shows the ids";
+    case PL_EPERM:
+        return "this is a buffer mirror: only capacity devices can be failed, replaced or "
+               "removed";
+    case PL_EINVAL:
+        return v == 3 ? "the path is empty or too long"
+                      : "the device id is a number from 'plenum device list'";
+    case PL_EEXIST:
+        return "that path is a device already ('plenum device list')";
+    case PL_ENOSPC:
+        return v == 3 ? "no more device ids are free; remove failed devices first" : NULL;
+    case PL_ENOTDIR:
+        return "the path is not a directory";
+    case PL_ENODEVS:
+        return v == 5 ? "the other working capacity devices would be fewer than the stripe width "
+                        "(K+M); add one first (plenum device add PATH) or replace the failed "
+                        "ones (plenum device replace ID PATH)"
+                      : NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* One device verb (fail, add, replace, remove). In-process, replace and
+ * remove run here with progress: they move every strip of the device. */
+static int device_call(struct backend *b, int v, const char *op, json_t *a, json_t **res,
+                       const char *what, const char *arg)
+{
+    char msg[512] = "";
+    int rc;
+    if (b->st && (v == 4 || v == 5)) {
+        char *end;
+        long id = strtol(arg, &end, 10);
+        const char *path = json_string_value(json_object_get(a, "path"));
+        if (!*arg || *end || id < 0 || id > 65535) {
+            rc = PL_EINVAL;
+        } else if (v == 4) {
+            rc = pl_device_replace(b->st, (int)id, path);
+            if (!rc)
+                rc = pl_store_rebuild(b->st, isatty(2) ? step_progress : NULL, "rebuild");
+        } else {
+            rc = pl_device_remove(b->st, (int)id, isatty(2) ? step_progress : NULL,
+                                  "move strips");
+        }
+        if (isatty(2))
+            fprintf(stderr, "\n");
+        *res = rc ? NULL : json_object();
+    } else {
+        rc = backend_call(b, op, a, NULL, res, msg, sizeof(msg));
+    }
+    if (!rc)
+        return 0;
+    const char *why = device_err(v, rc);
+    if (!why)
+        return cli_fail(rc, what, msg);
+    fprintf(stderr, "plenum device: %s: %s\n", what, why);
+    return EXIT_FAIL;
+}
+
 int cmd_device(struct opts *o)
 {
     struct backend b;
@@ -285,7 +355,7 @@ int cmd_device(struct opts *o)
                 device_print(d, v == 1);
             if (v == 1) {
                 json_t *l = json_object_get(res, "layout");
-                printf("\nstripes: %lld+%lld, %lld stripes, %lld segments in the buffer\n"
+                printf("\nlayout: %lld+%lld, stripes: %lld, segments in the buffer: %lld\n"
                        "degraded reads: %lld, unrecoverable reads: %lld, strips repaired: %lld\n",
                        (long long)json_integer_value(json_object_get(l, "k")),
                        (long long)json_integer_value(json_object_get(l, "m")),
@@ -308,7 +378,7 @@ int cmd_device(struct opts *o)
         }
         if (v == 4 && b.st)
             json_object_set_new(a, "wait", json_true()); /* no server to rebuild later */
-        r = cli_call(&b, ops[v], a, NULL, &res, what);
+        r = device_call(&b, v, ops[v], a, &res, what, o->pos[1]);
         if (!r && o->json) {
             cli_print_json(res);
         } else if (!r) {

@@ -916,22 +916,34 @@ int pl_store_scrub(struct pl_store *st, uint64_t rate, pl_progress_fn progress, 
     }
     for (size_t i = 0; !rc && i < sl.n; i++) {
         const struct data_geom *g = &sl.e[i].g;
+        int bad[PL_ARRAY_LEN(g->dev)], nbad = 0, gone = 0;
         for (int j = 0; !rc && j < g->k + g->m; j++) {
             int c = data_strip_check(st->data, sl.e[i].seg, j);
-            if (c == PL_EINVAL)
-                break; /* compacted meanwhile */
-            r.checked++;
-            if (c == PL_ENOMEM) {
-                rc = c;
+            if (c == PL_EINVAL) {
+                gone = 1; /* compacted meanwhile */
                 break;
             }
-            if (c == 0)
-                continue;
-            if (data_dev_state(st->data, g->dev[j]) == DATA_DEV_FAILED) {
+            r.checked++;
+            if (c == PL_ENOMEM)
+                rc = c;
+            else if (c)
+                bad[nbad++] = j;
+        }
+        if (!rc && !gone && nbad > g->m) {
+            /* beyond parity: nothing to rebuild from; fsck names the objects */
+            r.unrecoverable += (uint64_t)nbad;
+            pl_log(PL_LOG_ERROR, "store",
+                   "scrub: segment %016" PRIx64 " has %d of %d strips missing or corrupt (parity "
+                   "covers %d); its data cannot be read, 'plenum fsck' lists the objects",
+                   sl.e[i].seg, nbad, g->k + g->m, g->m);
+            nbad = 0;
+        }
+        for (int b = 0; !rc && !gone && b < nbad; b++) {
+            int j = bad[b];
+            if (data_dev_state(st->data, g->dev[j]) == DATA_DEV_FAILED)
                 continue; /* rebuilt when the device is replaced */
-            }
-            pl_log(PL_LOG_WARN, "store", "scrub: strip %d of segment %016" PRIx64 " is %s",
-                   j, sl.e[i].seg, c == PL_ENOENT ? "missing" : "corrupt");
+            pl_log(PL_LOG_WARN, "store", "scrub: strip %d of segment %016" PRIx64 " is damaged",
+                   j, sl.e[i].seg);
             int rr = data_strip_rebuild(st->data, sl.e[i].seg, j, g->dev[j]);
             if (rr == 0)
                 r.repaired++;

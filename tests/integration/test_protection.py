@@ -4,6 +4,7 @@ destage and rebuild. Objects go in and come out through S3 (boto3) and the
 CLI; devices are broken by removing and scribbling on their directories."""
 import glob
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -183,12 +184,72 @@ def test_scrub_repairs_flipped_bytes_and_m_plus_1_fails_cleanly(tmp_path):
                     botocore.exceptions.IncompleteReadError):
                 failures += 1
         assert failures > 0
+        r = pl.run("scrub", "--now", "--json")
+        assert r.returncode == 1 and json.loads(r.stdout)["unrecoverable"] > 0
         assert s3.get_object(Bucket="scrub", Key="buffered")["Body"].read() == b"in the buffer " * 1000
         s3.put_object(Bucket="scrub", Key="after", Body=b"still serving")
         assert s3.get_object(Bucket="scrub", Key="after")["Body"].read() == b"still serving"
         cat = pl.run("cat", "pl://scrub/" + next(iter(bodies)))
         if cat.returncode:
             assert b"fsck" in cat.stderr  # says what to do next
+    finally:
+        assert srv.stop() == 0
+
+
+def test_device_fail_add_remove_and_their_errors(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data, s3=True)
+    pl = Plenum(data)
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket="devs")
+        bodies = put_many(s3, "devs", 12, 3)
+        pl.ok("flush")
+        listed = pl.json("device", "list")["devices"]
+        assert all({"id", "role", "path", "state"} <= set(d) for d in listed)
+        assert [d["role"] for d in listed].count("buffer") == 2
+        caps = sorted(d["id"] for d in listed if d["role"] == "capacity")
+        assert len(caps) == 6 and all(d["state"] == "ok" for d in listed)
+
+        def fails(*args, says):
+            r = pl.run("device", *args)
+            assert r.returncode == 1, (args, r.stdout, r.stderr)
+            assert says in r.stderr.decode(), (args, r.stderr)
+
+        fails("fail", "0", says="buffer mirror")
+        fails("remove", "1", says="buffer mirror")
+        fails("fail", "999", says="no such device")
+        fails("fail", "seven", says="is a number")
+        fails("remove", str(caps[0]), says="add one first")  # 5 would be left for 4+2
+        fails("add", devices(pl)[caps[0]]["path"], says="a device already")
+
+        # failed by request: parity serves the reads
+        pl.ok("device", "fail", str(caps[2]))
+        assert devices(pl)[caps[2]]["state"] == "failed"
+        check_all(s3, "devs", bodies)
+        assert pl.json("stats")["degraded_reads"] > 0
+
+        # two new devices; then the failed one is removed: its strips are
+        # rebuilt from parity onto a device the stripe does not use yet
+        added = []
+        for i in range(2):
+            out = pl.ok("device", "add", str(tmp_path / f"extra{i}")).stdout.decode()
+            added.append(int(out.split()[1]))
+            assert "added" in out
+        assert all(devices(pl)[d]["state"] == "ok" for d in added)
+        pl.ok("device", "remove", str(caps[2]))
+        assert caps[2] not in devices(pl)
+        assert sum(devices(pl)[d]["strips"] for d in added) > 0
+        check_all(s3, "devs", bodies)
+        # a working device goes the same way, its strips copied
+        pl.ok("device", "remove", str(caps[3]))
+        assert caps[3] not in devices(pl)
+        more = put_many(s3, "devs", 6, 4)
+        pl.ok("flush")
+        assert pl.run("fsck").returncode == 0
+        check_all(s3, "devs", bodies)
+        check_all(s3, "devs", more)
+        fails("remove", str(caps[0]), says="add one first")  # six left: the stripe width
     finally:
         assert srv.stop() == 0
 
