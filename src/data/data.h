@@ -89,9 +89,19 @@ struct data_store;
 int data_open(const struct data_opts *o, struct data_store **ret) PL_WUR;
 void data_close(struct data_store *ds);
 
-/* Append a chunk as it is (codec STAGED, or STAGED_RAW with keep_raw) to the
- * active segment on every mirror. Not durable until data_sync(). Fills
- * *ret_loc. */
+/* Append chunks as they are (codec STAGED, or STAGED_RAW with keep_raw) to
+ * the active segment on every mirror, back to back (one write's chunks stay
+ * together for its readers, whatever other writers append meanwhile) and
+ * with one pwritev per mirror for as many as fit in the segment. Not
+ * durable until data_sync(). Fills locs[0..n). */
+struct data_stage_in {
+    const uint8_t *fp; /* DATA_FP_LEN bytes */
+    const void *raw;
+    size_t n;
+};
+int data_chunks_stage(struct data_store *ds, const struct data_stage_in *in, size_t n,
+                      int keep_raw, struct data_loc *locs) PL_WUR;
+/* One chunk: data_chunks_stage of one. */
 int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
                      size_t n, int keep_raw, struct data_loc *ret_loc) PL_WUR;
 /* Encode a chunk into a block (header + payload) in memory: zstd when that
@@ -129,8 +139,9 @@ int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
 #define DATA_RUN_MAX 64
 int data_run_read(struct data_store *ds, const struct data_loc *locs,
                   const uint8_t (*fps)[DATA_FP_LEN], void *const *outs, size_t n) PL_WUR;
-/* Ask the kernel to start reading a block we will want soon. */
-void data_prefetch(struct data_store *ds, const struct data_loc *loc);
+/* Ask the kernel to start reading span bytes of loc's segment from loc's
+ * block on (the blocks stored back to back after it), wanted soon. */
+void data_prefetch(struct data_store *ds, const struct data_loc *loc, uint64_t span);
 /* Read the raw encoded block (header + payload) at loc into *ret (malloc'd). */
 int data_block_read(struct data_store *ds, const struct data_loc *loc, uint8_t **ret,
                     size_t *ret_n) PL_WUR;

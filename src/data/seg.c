@@ -349,14 +349,79 @@ static size_t compress_plain(struct data_store *ds, uint8_t *dst, size_t cap, co
     return !ZSTD_isError(z) && z < n - n / 32 ? z : 0;
 }
 
+/* Blocks per pwritev: two iovecs each, under IOV_MAX. */
+#define STAGE_GROUP 256
+
+int data_chunks_stage(struct data_store *ds, const struct data_stage_in *in, size_t n,
+                      int keep_raw, struct data_loc *locs)
+{
+    uint8_t codec = keep_raw ? DATA_CODEC_STAGED_RAW : DATA_CODEC_STAGED;
+    uint8_t(*hdr)[DATA_BLOCK_HDR] = NULL;
+    struct iovec *iov = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++)
+        if (in[i].n > DATA_MAX_CHUNK)
+            return PL_EINVAL;
+    if (n == 0)
+        return 0;
+    hdr = malloc(n * sizeof(*hdr));
+    iov = malloc(2 * PL_MIN(n, (size_t)STAGE_GROUP) * sizeof(*iov));
+    if (!hdr || !iov) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        block_seal(hdr[i], in[i].fp, codec, in[i].n, in[i].raw, in[i].n);
+    for (size_t i = 0; i < n && !rc;) {
+        /* reserve as many as fit in the active segment (at least one) */
+        pthread_mutex_lock(&ds->append_lock);
+        uint64_t first = DATA_BLOCK_HDR + in[i].n;
+        if (ds->fault_enospc_after && ds->appended + first > ds->fault_enospc_after)
+            rc = PL_ENOSPC;
+        else if (!ds->active || (ds->active->end > 0 && ds->active->end + first > ds->seg_max))
+            rc = new_active(ds);
+        if (rc) {
+            pthread_mutex_unlock(&ds->append_lock);
+            break;
+        }
+        struct seg *s = ds->active;
+        uint64_t off = s->end, total = first;
+        size_t k = i + 1;
+        while (k < n && k - i < STAGE_GROUP && s->end + total + DATA_BLOCK_HDR + in[k].n <= ds->seg_max &&
+               !(ds->fault_enospc_after &&
+                 ds->appended + total + DATA_BLOCK_HDR + in[k].n > ds->fault_enospc_after))
+            total += DATA_BLOCK_HDR + in[k++].n;
+        s->end += total;
+        ds->appended += total;
+        pthread_mutex_unlock(&ds->append_lock);
+        __atomic_add_fetch(&ds->buffered, total, __ATOMIC_RELAXED);
+        /* the segment cannot be deleted while it may still be active */
+        for (int m = 0; m < ds->nmirrors && !rc; m++) {
+            for (size_t j = i; j < k; j++) {
+                iov[2 * (j - i)] = (struct iovec){hdr[j], DATA_BLOCK_HDR};
+                iov[2 * (j - i) + 1] = (struct iovec){(void *)in[j].raw, in[j].n};
+            }
+            rc = pl_pwritev_all(s->fd[m], iov, 2 * (int)(k - i), (off_t)off);
+        }
+        for (size_t j = i; j < k && !rc; j++) {
+            locs[j] = (struct data_loc){.kind = DATA_LOC_BUFFER, .codec = codec, .seg = s->id,
+                                        .off = off, .raw_len = (uint32_t)in[j].n,
+                                        .stored_len = (uint32_t)in[j].n};
+            off += DATA_BLOCK_HDR + in[j].n;
+        }
+        i = k;
+    }
+out:
+    free(hdr);
+    free(iov);
+    return rc;
+}
+
 int data_chunk_stage(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], const void *raw,
                      size_t n, int keep_raw, struct data_loc *ret_loc)
 {
-    uint8_t hdr[DATA_BLOCK_HDR];
-    if (n > DATA_MAX_CHUNK)
-        return PL_EINVAL;
-    block_seal(hdr, fp, keep_raw ? DATA_CODEC_STAGED_RAW : DATA_CODEC_STAGED, n, raw, n);
-    return block_append(ds, hdr, raw, n, ret_loc);
+    struct data_stage_in in = {fp, raw, n};
+    return data_chunks_stage(ds, &in, 1, keep_raw, ret_loc);
 }
 
 /* zstd-compress raw with ref as history into dst; 0 on failure. The frame
@@ -661,17 +726,16 @@ int data_delta_read(struct data_store *ds, const struct data_loc *loc,
     return rc;
 }
 
-void data_prefetch(struct data_store *ds, const struct data_loc *loc)
+void data_prefetch(struct data_store *ds, const struct data_loc *loc, uint64_t span)
 {
     struct seg *s;
     if (seg_get_rd(ds, loc->seg, &s))
         return;
     /* advice only: errors do not matter */
     if (s->sp)
-        stripe_prefetch(ds, s, loc->off, DATA_BLOCK_HDR + loc->stored_len);
+        stripe_prefetch(ds, s, loc->off, (size_t)span);
     else
-        (void)posix_fadvise(s->fd[0], (off_t)loc->off, (off_t)(DATA_BLOCK_HDR + loc->stored_len),
-                            POSIX_FADV_WILLNEED);
+        (void)posix_fadvise(s->fd[0], (off_t)loc->off, (off_t)span, POSIX_FADV_WILLNEED);
     pthread_rwlock_unlock(&ds->map_lock);
 }
 

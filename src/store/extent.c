@@ -524,9 +524,19 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
     struct fp_share f = {pr->p + first, buf, base};
     int np = (int)(pr->n - first);
     pl_pool_share(st->pool, used >= PREP_SHARE_MIN ? 1 : 0, np, piece_fingerprint, &f);
+    /* which pieces are new: not stored yet, nor earlier in this write
+     * (dup[k] - 1 names that earlier piece of this call) */
+    size_t *dup = calloc((size_t)np + 1, sizeof(*dup)), nnew = 0;
+    uint8_t *isnew = calloc((size_t)np + 1, 1);
+    struct data_stage_in *in = malloc(((size_t)np + 1) * sizeof(*in));
+    struct data_loc *locs = malloc(((size_t)np + 1) * sizeof(*locs));
+    if (!dup || !isnew || !in || !locs) {
+        rc = PL_ENOMEM;
+        goto out;
+    }
     rc = meta_rtxn_begin(st->meta, &txn);
     if (rc)
-        return rc;
+        goto out;
     for (size_t k = first; k < pr->n; k++) {
         struct piece *p = &pr->p[k];
         if (p->zero)
@@ -537,26 +547,47 @@ int store_prepare(struct pl_store *st, uint64_t base, const uint8_t *buf, size_t
         if (rc != PL_ENOENT)
             break;
         rc = 0;
-        for (size_t i = 0; i < k && !p->has_loc; i++) {
+        for (size_t i = 0; i < k && !p->has_loc && !dup[k - first]; i++) {
             const struct piece *q = &pr->p[i];
-            if (q->has_loc && !memcmp(q->fp, p->fp, DATA_FP_LEN)) {
-                p->loc = q->loc; /* a duplicate inside this write: share the copy */
+            if (memcmp(q->fp, p->fp, DATA_FP_LEN))
+                continue;
+            if (q->has_loc) {
+                p->loc = q->loc; /* staged by an earlier call of this write */
                 p->has_loc = 1;
+            } else if (i >= first && isnew[i - first]) {
+                dup[k - first] = i + 1;
             }
         }
-        if (!p->has_loc) {
-            rc = data_chunk_stage(st->data, p->fp, buf + (p->off - base), p->len, pr->keep_raw,
-                                  &p->loc);
-            if (!rc)
-                rc = segs_add(st, &pr->segs, p->loc.seg);
-            if (rc)
-                break;
-            p->has_loc = 1;
+        if (!p->has_loc && !dup[k - first]) {
+            isnew[k - first] = 1;
+            in[nnew++] = (struct data_stage_in){p->fp, buf + (p->off - base), p->len};
         }
     }
     meta_rtxn_end(txn);
+    if (rc)
+        goto out;
+    /* the new chunks back to back in the buffer, then their places */
+    rc = data_chunks_stage(st->data, in, nnew, pr->keep_raw, locs);
+    for (size_t k = first, j = 0; !rc && k < pr->n; k++) {
+        struct piece *p = &pr->p[k];
+        if (isnew[k - first]) {
+            p->loc = locs[j++];
+            p->has_loc = 1;
+            rc = segs_add(st, &pr->segs, p->loc.seg);
+        }
+    }
+    for (size_t k = first; !rc && k < pr->n; k++)
+        if (dup[k - first]) {
+            pr->p[k].loc = pr->p[dup[k - first] - 1].loc; /* share the one copy */
+            pr->p[k].has_loc = 1;
+        }
     if (!rc)
         *ret_used = used;
+out:
+    free(dup);
+    free(isnew);
+    free(in);
+    free(locs);
     return rc;
 }
 
