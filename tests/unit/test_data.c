@@ -218,6 +218,65 @@ static void test_segment_roundtrip_mirrors(void **state)
     free(ids);
 }
 
+/* One call stages many chunks: back to back in the buffer, rolling to a new
+ * segment only between chunks, more than one pwritev's worth of them; each
+ * reads back, and the run of them in one segment reads as one. */
+static void test_stage_batch(void **state)
+{
+    struct segfix *f = *state;
+    enum { N = 300 };
+    static uint8_t raw[N][6000], back[N][6000], fps[N][32];
+    struct data_stage_in in[N];
+    struct data_loc locs[N];
+    for (int i = 0; i < N; i++) {
+        size_t len = 1000 + (size_t)(i * 37 % 5000); /* 300 chunks, ~1 MiB: one roll */
+        tu_fill(raw[i], len, 100 + (unsigned)i);
+        data_fingerprint(raw[i], len, fps[i]);
+        in[i] = (struct data_stage_in){fps[i], raw[i], len};
+    }
+    /* fill most of the first segment so the batch must roll */
+    struct data_loc pad;
+    static uint8_t big[100000]; /* then more than 256 fit: two pwritevs, then a roll */
+    uint8_t bfp[32];
+    tu_fill(big, sizeof(big), 7);
+    data_fingerprint(big, sizeof(big), bfp);
+    assert_int_equal(data_chunk_stage(f->ds, bfp, big, sizeof(big), 0, &pad), 0);
+    assert_int_equal(data_chunks_stage(f->ds, in, N, 0, locs), 0);
+    int rolls = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(locs[i].codec, DATA_CODEC_STAGED);
+        assert_int_equal(locs[i].raw_len, in[i].n);
+        assert_int_equal(locs[i].stored_len, in[i].n);
+        if (i == 0) {
+            assert_int_equal(locs[0].seg, pad.seg);
+            assert_int_equal(locs[0].off, pad.off + DATA_BLOCK_HDR + sizeof(big));
+        } else if (locs[i].seg != locs[i - 1].seg) {
+            rolls++;
+            assert_int_equal(locs[i].off, 0);
+        } else {
+            assert_int_equal(locs[i].off, locs[i - 1].off + DATA_BLOCK_HDR + in[i - 1].n);
+        }
+    }
+    assert_int_equal(rolls, 1);
+    assert_int_equal(data_sync(f->ds, locs[0].seg), 0);
+    assert_int_equal(data_sync(f->ds, locs[N - 1].seg), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(data_chunk_read(f->ds, &locs[i], fps[i], back[i]), 0);
+        assert_memory_equal(back[i], raw[i], in[i].n);
+    }
+    void *outs[DATA_RUN_MAX];
+    for (int i = 0; i < DATA_RUN_MAX; i++)
+        outs[i] = back[i];
+    memset(back, 0, sizeof(back));
+    assert_int_equal(data_run_read(f->ds, locs, (const uint8_t(*)[32])fps, outs, DATA_RUN_MAX), 0);
+    for (int i = 0; i < DATA_RUN_MAX; i++)
+        assert_memory_equal(back[i], raw[i], in[i].n);
+    /* nothing to stage is no work, and an oversized chunk stages nothing */
+    assert_int_equal(data_chunks_stage(f->ds, in, 0, 0, locs), 0);
+    struct data_stage_in huge = {bfp, big, DATA_MAX_CHUNK + 1};
+    assert_int_equal(data_chunks_stage(f->ds, &huge, 1, 0, locs), PL_EINVAL);
+}
+
 static int walk_count(void *arg, const struct data_loc *loc, const uint8_t fp[32])
 {
     (void)loc, (void)fp;
@@ -574,6 +633,7 @@ int main(void)
         cmocka_unit_test(test_zero),
         cmocka_unit_test_setup_teardown(test_segment_roundtrip_mirrors, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_segment_walk, seg_setup, seg_teardown),
+        cmocka_unit_test_setup_teardown(test_stage_batch, seg_setup, seg_teardown),
         cmocka_unit_test(test_sketch_matches_serial),
         cmocka_unit_test_setup_teardown(test_sketch_and_delta, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_4_2, seg_setup, seg_teardown),
