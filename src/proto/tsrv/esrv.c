@@ -243,6 +243,33 @@ static int loop_start(struct esrv *s, struct eloop *l)
     return 0;
 }
 
+/* Stop the loops (no connection is left on them) and free what start made. */
+static void esrv_free(struct esrv *s)
+{
+    for (int i = 0; i < s->nloops; i++) {
+        struct eloop *l = &s->loops[i];
+        if (l->running) {
+            uint64_t one = 1;
+            (void)!write(l->wake, &one, sizeof(one));
+            pthread_join(l->thr, NULL);
+        }
+        if (l->ep >= 0)
+            close(l->ep);
+        if (l->wake >= 0)
+            close(l->wake);
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->stop_pipe[0] >= 0) {
+        close(s->stop_pipe[0]);
+        close(s->stop_pipe[1]);
+    }
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->changed);
+    pthread_cond_destroy(&s->queued);
+    free(s);
+}
+
 int esrv_start(const struct esrv_opts *o, const struct esrv_ops *ops, void *ctx,
                struct esrv **ret)
 {
@@ -276,28 +303,7 @@ int esrv_start(const struct esrv_opts *o, const struct esrv_ops *ops, void *ctx,
         *ret = s;
         return 0;
     }
-    for (int i = 0; i < s->nloops; i++) {
-        struct eloop *l = &s->loops[i];
-        if (l->running) {
-            uint64_t one = 1;
-            (void)!write(l->wake, &one, sizeof(one));
-            pthread_join(l->thr, NULL);
-        }
-        if (l->ep >= 0)
-            close(l->ep);
-        if (l->wake >= 0)
-            close(l->wake);
-    }
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->stop_pipe[0] >= 0) {
-        close(s->stop_pipe[0]);
-        close(s->stop_pipe[1]);
-    }
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->changed);
-    pthread_cond_destroy(&s->queued);
-    free(s);
+    esrv_free(s);
     return rc;
 }
 
@@ -313,6 +319,7 @@ void esrv_stop(struct esrv *s)
     (void)!write(s->stop_pipe[1], "x", 1);
     pthread_join(s->accept_thr, NULL);
     close(s->fd);
+    s->fd = -1;
     pthread_mutex_lock(&s->lock);
     for (struct econn *c = s->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD); /* its loop or worker sees EOF */
@@ -323,17 +330,5 @@ void esrv_stop(struct esrv *s)
     while (s->nworkers > 0)
         pthread_cond_wait(&s->changed, &s->lock);
     pthread_mutex_unlock(&s->lock);
-    for (int i = 0; i < s->nloops; i++) {
-        uint64_t one = 1;
-        (void)!write(s->loops[i].wake, &one, sizeof(one));
-        pthread_join(s->loops[i].thr, NULL);
-        close(s->loops[i].ep);
-        close(s->loops[i].wake);
-    }
-    close(s->stop_pipe[0]);
-    close(s->stop_pipe[1]);
-    pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->changed);
-    pthread_cond_destroy(&s->queued);
-    free(s);
+    esrv_free(s);
 }
