@@ -499,6 +499,24 @@ def test_redis_benchmark_and_unix_socket(tmp_path, launch):
     assert srv.stop() == 0
 
 
+def test_stop_while_a_client_stopped_reading(tmp_path, launch):
+    """A clean stop lets replies going out finish for a while, then cuts a
+    client that stopped reading, instead of waiting on it for good."""
+    srv = launch(tmp_path / "data")
+    client(srv).set("big", os.urandom(48 << 20))
+    s = socket.create_connection(("127.0.0.1", srv.rport))
+    try:
+        s.sendall(b"GET big\r\n")
+        s.recv(1024)  # the reply has started, and is never read further
+        t0 = time.time()
+        assert srv.stop(timeout=60) == 0
+        assert time.time() - t0 < 50
+        with open(srv.log_path) as f:
+            assert "still sending" in f.read()
+    finally:
+        s.close()
+
+
 def test_kv_cli(tmp_path, launch):
     data = tmp_path / "data"
     srv = launch(data)

@@ -323,6 +323,15 @@ void esrv_stop(struct esrv *s)
     pthread_mutex_lock(&s->lock);
     for (struct econn *c = s->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD); /* its loop or worker sees EOF */
+    struct timespec grace = pl_deadline_ms(TSRV_STOP_GRACE_MS);
+    while (s->nconns > 0 && pthread_cond_timedwait(&s->changed, &s->lock, &grace) != ETIMEDOUT)
+        ;
+    if (s->nconns > 0) {
+        pl_log(PL_LOG_WARN, s->name, "stopping: %d connection(s) still sending after %d s; "
+               "closing them", s->nconns, TSRV_STOP_GRACE_MS / 1000);
+        for (struct econn *c = s->conns; c; c = c->next)
+            shutdown(c->fd, SHUT_RDWR); /* a send blocked on a stalled client fails */
+    }
     while (s->nconns > 0)
         pthread_cond_wait(&s->changed, &s->lock);
     s->workers_stop = 1;

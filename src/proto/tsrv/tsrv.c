@@ -274,6 +274,15 @@ void tsrv_stop(struct tsrv *s)
     s->stopping = 1;
     for (struct tconn *c = s->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD);
+    struct timespec grace = pl_deadline_ms(TSRV_STOP_GRACE_MS);
+    while (s->nconns > 0 && pthread_cond_timedwait(&s->idle, &s->lock, &grace) != ETIMEDOUT)
+        ;
+    if (s->nconns > 0) {
+        pl_log(PL_LOG_WARN, s->name, "stopping: %d connection(s) still sending after %d s; "
+               "closing them", s->nconns, TSRV_STOP_GRACE_MS / 1000);
+        for (struct tconn *c = s->conns; c; c = c->next)
+            shutdown(c->fd, SHUT_RDWR); /* a send blocked on a stalled client fails */
+    }
     while (s->nconns > 0)
         pthread_cond_wait(&s->idle, &s->lock);
     pthread_mutex_unlock(&s->lock);

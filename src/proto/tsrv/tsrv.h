@@ -24,6 +24,9 @@ int tsrv_port(const struct tsrv *s);
 /* Stop accepting, wake every connection (reads see EOF; a response being
  * written still goes out), wait for them. */
 void tsrv_stop(struct tsrv *s);
+/* How long a stop lets replies already going out finish before it cuts the
+ * connections left: a client that stopped reading must not hold it for good. */
+#define TSRV_STOP_GRACE_MS 5000
 /* Has tsrv_stop begun? (Keep-alive protocols stop offering it.) */
 int tsrv_stopping(struct tsrv *s);
 /* Connections refused over max_conns since start. */
