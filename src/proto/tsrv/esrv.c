@@ -258,12 +258,7 @@ static void esrv_free(struct esrv *s)
         if (l->wake >= 0)
             close(l->wake);
     }
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->stop_pipe[0] >= 0) {
-        close(s->stop_pipe[0]);
-        close(s->stop_pipe[1]);
-    }
+    tsrv_listener_close(s->fd, s->stop_pipe);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->changed);
     pthread_cond_destroy(&s->queued);
@@ -312,6 +307,14 @@ int esrv_port(const struct esrv *s)
     return s->port;
 }
 
+/* tsrv_wait_conns's cut: a send blocked on a stalled client fails. */
+static void conns_cut(void *arg)
+{
+    struct esrv *s = arg;
+    for (struct econn *c = s->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
 void esrv_stop(struct esrv *s)
 {
     if (!s)
@@ -323,17 +326,7 @@ void esrv_stop(struct esrv *s)
     pthread_mutex_lock(&s->lock);
     for (struct econn *c = s->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD); /* its loop or worker sees EOF */
-    struct timespec grace = pl_deadline_ms(TSRV_STOP_GRACE_MS);
-    while (s->nconns > 0 && pthread_cond_timedwait(&s->changed, &s->lock, &grace) != ETIMEDOUT)
-        ;
-    if (s->nconns > 0) {
-        pl_log(PL_LOG_WARN, s->name, "stopping: %d connection(s) still sending after %d s; "
-               "closing them", s->nconns, TSRV_STOP_GRACE_MS / 1000);
-        for (struct econn *c = s->conns; c; c = c->next)
-            shutdown(c->fd, SHUT_RDWR); /* a send blocked on a stalled client fails */
-    }
-    while (s->nconns > 0)
-        pthread_cond_wait(&s->changed, &s->lock);
+    tsrv_wait_conns(&s->lock, &s->changed, &s->nconns, s->name, conns_cut, s);
     s->workers_stop = 1;
     pthread_cond_broadcast(&s->queued);
     while (s->nworkers > 0)

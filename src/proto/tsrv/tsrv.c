@@ -230,12 +230,7 @@ int tsrv_start(const struct tsrv_opts *o, tsrv_conn_fn fn, void *ctx, struct tsr
         *ret = s;
         return 0;
     }
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->stop_pipe[0] >= 0) {
-        close(s->stop_pipe[0]);
-        close(s->stop_pipe[1]);
-    }
+    tsrv_listener_close(s->fd, s->stop_pipe);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     free(s);
@@ -263,6 +258,39 @@ uint64_t tsrv_rejected(struct tsrv *s)
     return v;
 }
 
+void tsrv_wait_conns(pthread_mutex_t *lock, pthread_cond_t *cond, const int *nconns,
+                     const char *name, void (*cut)(void *arg), void *arg)
+{
+    struct timespec grace = pl_deadline_ms(TSRV_STOP_GRACE_MS);
+    while (*nconns > 0 && pthread_cond_timedwait(cond, lock, &grace) != ETIMEDOUT)
+        ;
+    if (*nconns > 0) {
+        pl_log(PL_LOG_WARN, name, "stopping: %d connection(s) still sending after %d s; "
+               "closing them", *nconns, TSRV_STOP_GRACE_MS / 1000);
+        cut(arg);
+    }
+    while (*nconns > 0)
+        pthread_cond_wait(cond, lock);
+}
+
+void tsrv_listener_close(int fd, const int stop_pipe[2])
+{
+    if (fd >= 0)
+        close(fd);
+    if (stop_pipe[0] >= 0) {
+        close(stop_pipe[0]);
+        close(stop_pipe[1]);
+    }
+}
+
+/* tsrv_wait_conns's cut: a send blocked on a stalled client fails. */
+static void conns_cut(void *arg)
+{
+    struct tsrv *s = arg;
+    for (struct tconn *c = s->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
 void tsrv_stop(struct tsrv *s)
 {
     if (!s)
@@ -274,20 +302,9 @@ void tsrv_stop(struct tsrv *s)
     s->stopping = 1;
     for (struct tconn *c = s->conns; c; c = c->next)
         shutdown(c->fd, SHUT_RD);
-    struct timespec grace = pl_deadline_ms(TSRV_STOP_GRACE_MS);
-    while (s->nconns > 0 && pthread_cond_timedwait(&s->idle, &s->lock, &grace) != ETIMEDOUT)
-        ;
-    if (s->nconns > 0) {
-        pl_log(PL_LOG_WARN, s->name, "stopping: %d connection(s) still sending after %d s; "
-               "closing them", s->nconns, TSRV_STOP_GRACE_MS / 1000);
-        for (struct tconn *c = s->conns; c; c = c->next)
-            shutdown(c->fd, SHUT_RDWR); /* a send blocked on a stalled client fails */
-    }
-    while (s->nconns > 0)
-        pthread_cond_wait(&s->idle, &s->lock);
+    tsrv_wait_conns(&s->lock, &s->idle, &s->nconns, s->name, conns_cut, s);
     pthread_mutex_unlock(&s->lock);
-    close(s->stop_pipe[0]);
-    close(s->stop_pipe[1]);
+    tsrv_listener_close(-1, s->stop_pipe);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->idle);
     free(s);

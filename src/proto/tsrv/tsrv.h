@@ -3,6 +3,8 @@
 #ifndef PL_TSRV_H
 #define PL_TSRV_H
 
+#include <pthread.h>
+
 #include "base/base.h"
 
 struct tsrv;
@@ -24,9 +26,15 @@ int tsrv_port(const struct tsrv *s);
 /* Stop accepting, wake every connection (reads see EOF; a response being
  * written still goes out), wait for them. */
 void tsrv_stop(struct tsrv *s);
-/* How long a stop lets replies already going out finish before it cuts the
- * connections left: a client that stopped reading must not hold it for good. */
+/* With lock held and every connection's reads shut: wait on cond until
+ * *nconns is 0. Replies already going out get TSRV_STOP_GRACE_MS; then
+ * cut(arg) shuts the connections left down for good (a client that stopped
+ * reading must not hold a stop forever), said once in the log as name. */
 #define TSRV_STOP_GRACE_MS 5000
+void tsrv_wait_conns(pthread_mutex_t *lock, pthread_cond_t *cond, const int *nconns,
+                     const char *name, void (*cut)(void *arg), void *arg);
+/* Close a listening socket and its stop pipe (-1s are skipped). */
+void tsrv_listener_close(int fd, const int stop_pipe[2]);
 /* Has tsrv_stop begun? (Keep-alive protocols stop offering it.) */
 int tsrv_stopping(struct tsrv *s);
 /* Connections refused over max_conns since start. */
