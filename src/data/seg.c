@@ -387,10 +387,14 @@ int data_chunks_stage(struct data_store *ds, const struct data_stage_in *in, siz
         struct seg *s = ds->active;
         uint64_t off = s->end, total = first;
         size_t k = i + 1;
-        while (k < n && k - i < STAGE_GROUP && s->end + total + DATA_BLOCK_HDR + in[k].n <= ds->seg_max &&
-               !(ds->fault_enospc_after &&
-                 ds->appended + total + DATA_BLOCK_HDR + in[k].n > ds->fault_enospc_after))
-            total += DATA_BLOCK_HDR + in[k++].n;
+        while (k < n && k - i < STAGE_GROUP) {
+            uint64_t next = total + DATA_BLOCK_HDR + in[k].n;
+            if (s->end + next > ds->seg_max ||
+                (ds->fault_enospc_after && ds->appended + next > ds->fault_enospc_after))
+                break;
+            total = next;
+            k++;
+        }
         s->end += total;
         ds->appended += total;
         pthread_mutex_unlock(&ds->append_lock);
