@@ -376,8 +376,6 @@ int cmd_device(struct opts *o)
             if (v == 4)
                 json_object_set_new(a, "path", json_string(o->pos[2]));
         }
-        if (v == 4 && b.st)
-            json_object_set_new(a, "wait", json_true()); /* no server to rebuild later */
         r = device_call(&b, v, ops[v], a, &res, what, o->pos[1]);
         if (!r && o->json) {
             cli_print_json(res);

@@ -45,6 +45,22 @@ def put_many(s3, bucket, n, seed, size_max=3 << 20):
     return bodies
 
 
+def protected_server(tmp_path, bucket, n, seed, extra=()):
+    """A server on a new data directory, a bucket of n objects, all on stripes."""
+    data = tmp_path / "data"
+    srv = Server(data, s3=True, extra=list(extra))
+    pl = Plenum(data)
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket=bucket)
+        bodies = put_many(s3, bucket, n, seed)
+        pl.ok("flush")
+    except BaseException:
+        srv.stop()
+        raise
+    return data, srv, pl, s3, bodies
+
+
 def check_all(s3, bucket, bodies):
     for key, digest in bodies.items():
         got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -69,14 +85,8 @@ def flip_bytes(path_glob, seed, per_file=3):
 @pytest.mark.parametrize("layout", ["4+2", "8+3"])
 def test_lose_m_devices_under_load_then_rebuild(tmp_path, layout):
     k, m = map(int, layout.split("+"))
-    data = tmp_path / "data"
-    srv = Server(data, s3=True, extra=["--ec", layout])
-    pl = Plenum(data)
+    _, srv, pl, s3, bodies = protected_server(tmp_path, "prot", 30, 1, ["--ec", layout])
     try:
-        s3 = client(srv.s3_url)
-        s3.create_bucket(Bucket="prot")
-        bodies = put_many(s3, "prot", 30, 1)
-        pl.ok("flush")
         assert pl.json("stats")["stripes"] >= 1
         caps = sorted(i for i, d in devices(pl).items() if d["role"] == "capacity")
         assert len(caps) == k + m
@@ -136,14 +146,8 @@ def test_lose_m_devices_under_load_then_rebuild(tmp_path, layout):
 
 
 def test_scrub_repairs_flipped_bytes_and_m_plus_1_fails_cleanly(tmp_path):
-    data = tmp_path / "data"
-    srv = Server(data, s3=True)
-    pl = Plenum(data)
+    data, srv, pl, s3, bodies = protected_server(tmp_path, "scrub", 25, 2)
     try:
-        s3 = client(srv.s3_url)
-        s3.create_bucket(Bucket="scrub")
-        bodies = put_many(s3, "scrub", 25, 2)
-        pl.ok("flush")
         devs = devices(pl)
         caps = sorted(i for i, d in devs.items() if d["role"] == "capacity")
         # flipped bytes in every strip of two devices: reads right, scrub repairs
@@ -197,14 +201,8 @@ def test_scrub_repairs_flipped_bytes_and_m_plus_1_fails_cleanly(tmp_path):
 
 
 def test_device_fail_add_remove_and_their_errors(tmp_path):
-    data = tmp_path / "data"
-    srv = Server(data, s3=True)
-    pl = Plenum(data)
+    _, srv, pl, s3, bodies = protected_server(tmp_path, "devs", 12, 3)
     try:
-        s3 = client(srv.s3_url)
-        s3.create_bucket(Bucket="devs")
-        bodies = put_many(s3, "devs", 12, 3)
-        pl.ok("flush")
         listed = pl.json("device", "list")["devices"]
         assert all({"id", "role", "path", "state"} <= set(d) for d in listed)
         assert [d["role"] for d in listed].count("buffer") == 2

@@ -518,9 +518,7 @@ static int op_device_replace(struct pl_store *st, json_t *args, json_t *res, str
     int id, rc = dev_id_arg(args, &id);
     if (!rc)
         rc = p ? pl_device_replace(st, id, p) : PL_EINVAL;
-    if (!rc && barg(args, "wait"))
-        rc = pl_store_rebuild(st, NULL, NULL);
-    return rc;
+    return rc; /* the server rebuilds in the background */
 }
 
 static int op_device_remove(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
