@@ -142,6 +142,16 @@ int data_run_read(struct data_store *ds, const struct data_loc *locs,
 /* Ask the kernel to start reading span bytes of loc's segment from loc's
  * block on (the blocks stored back to back after it), wanted soon. */
 void data_prefetch(struct data_store *ds, const struct data_loc *loc, uint64_t span);
+/* Read [off, off + len) of a striped segment ahead of a sequential reader
+ * and throw the bytes away, skipping what the page cache holds or is
+ * reading already: the reader then finds them in memory. Waits for the
+ * disk: run it on a thread of its own. */
+void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t len);
+/* Who runs data_read_ahead for sequential readers of striped segments:
+ * fn(arg, seg, off, len) should have it run soon on another thread. Without
+ * one, readers are left to the kernel's readahead. */
+typedef void data_lead_fn(void *arg, uint64_t seg, uint64_t off, uint64_t len);
+void data_set_lead(struct data_store *ds, data_lead_fn *fn, void *arg);
 /* Read the raw encoded block (header + payload) at loc into *ret (malloc'd). */
 int data_block_read(struct data_store *ds, const struct data_loc *loc, uint8_t **ret,
                     size_t *ret_n) PL_WUR;

@@ -19,6 +19,7 @@ struct stripe {
     struct data_geom g;
     int fd[EC_MAX_K + EC_MAX_M]; /* opened lazily under fd_lock; -1 closed */
     pthread_mutex_t fd_lock;
+    uint64_t read_end; /* where the last read ended (atomic): tells sequential readers */
 };
 
 struct seg {
@@ -66,6 +67,8 @@ struct data_store {
     struct repair repairs[REPAIR_QUEUE];
     int nrepairs;
     struct data_counters cnt;
+    data_lead_fn *lead; /* set once before readers start */
+    void *lead_arg;
 };
 
 /* ---- shared between seg.c and stripe.c ---- */

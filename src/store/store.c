@@ -95,6 +95,41 @@ static int apply_root(struct meta_txn *t, void *arg)
     return rc;
 }
 
+/* Reading ahead of sequential readers runs off their path, on threads of
+ * its own (jobs that wait for the disk must not hold up commits); a few
+ * jobs at a time: a reader that outruns them is better left to the kernel
+ * than queued behind them. */
+#define AHEAD_THREADS 2
+#define LEADS_MAX 4
+struct lead_job {
+    struct pl_job job;
+    struct pl_store *st;
+    uint64_t seg, off, len;
+};
+
+static void lead_run(struct pl_job *j)
+{
+    struct lead_job *l = (struct lead_job *)j;
+    if (!__atomic_load_n(&l->st->ahead_stop, __ATOMIC_RELAXED))
+        data_read_ahead(l->st->data, l->seg, l->off, l->len);
+    __atomic_sub_fetch(&l->st->leads, 1, __ATOMIC_RELAXED);
+    free(l);
+}
+
+static void store_lead(void *arg, uint64_t seg, uint64_t off, uint64_t len)
+{
+    struct pl_store *st = arg;
+    struct lead_job *l = NULL;
+    if (__atomic_add_fetch(&st->leads, 1, __ATOMIC_RELAXED) > LEADS_MAX ||
+        !(l = malloc(sizeof(*l)))) {
+        __atomic_sub_fetch(&st->leads, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    *l = (struct lead_job){.job = {.fn = lead_run, .detached = 1}, .st = st, .seg = seg,
+                           .off = off, .len = len};
+    pl_pool_submit(st->ahead, &l->job);
+}
+
 /* Recover the segment log: forget files no committed record names (appends
  * that never got acknowledged), cut recorded ones back to their committed
  * length, and pick the next segment id. */
@@ -139,6 +174,8 @@ static int segs_recover(struct pl_store *st, const struct data_opts *dopts_in)
         next = PL_MAX(next, pl_get_be64(k.mv_data) + 1);
     o.first_seg = next;
     rc = data_open(&o, &st->data);
+    if (!rc)
+        data_set_lead(st->data, store_lead, st);
 out:
     if (c)
         mdb_cursor_close(c);
@@ -255,7 +292,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     pthread_mutex_init(&st->dev_lock, NULL);
     pthread_mutex_init(&st->watch_lock, NULL);
     st->dir = strdup(dir);
-    if (!st->dir || pl_pool_new(4, &st->pool)) {
+    if (!st->dir || pl_pool_new(4, &st->pool) || pl_pool_new(AHEAD_THREADS, &st->ahead)) {
         rc = PL_ENOMEM;
         goto fail;
     }
@@ -328,6 +365,9 @@ void pl_store_close(struct pl_store *st)
         store_devices_close(st);
     pl_pool_free(st->pool); /* no writer job may outlive the metadata */
     st->pool = NULL;
+    __atomic_store_n(&st->ahead_stop, 1, __ATOMIC_RELAXED);
+    pl_pool_free(st->ahead); /* nor a read-ahead the data store */
+    st->ahead = NULL;
     meta_close(st->meta);
     data_close(st->data);
     if (st->lock_fd >= 0)

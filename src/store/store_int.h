@@ -69,6 +69,9 @@ struct pl_store {
      * compaction takes it exclusive to purge dead chunks and delete segments */
     struct pl_gate purge;
     struct pl_pool *pool; /* background work: pipelined commits */
+    struct pl_pool *ahead; /* reading ahead of sequential readers */
+    int leads;             /* read-ahead jobs queued there (atomic) */
+    int ahead_stop;        /* closing: queued read-aheads return at once (atomic) */
     pthread_mutex_t gc_lock;
     pthread_mutex_t key_lock; /* guards the cached master key */
     pthread_mutex_t pin_lock; /* guards pins */

@@ -2,6 +2,8 @@
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "data/data.h"
 
@@ -625,6 +627,135 @@ static void test_stripe_20_4(void **state)
     stripe_case_recoverable(state, 20, 4);
 }
 
+struct lead_log {
+    int n;
+    uint64_t seg[64], off[64], len[64];
+};
+
+static void lead_record(void *arg, uint64_t seg, uint64_t off, uint64_t len)
+{
+    struct lead_log *l = arg;
+    if (l->n < 64) {
+        l->seg[l->n] = seg;
+        l->off[l->n] = off;
+        l->len[l->n++] = len;
+    }
+}
+
+/* Pages of a file in the page cache, as a count. */
+static size_t cached_pages(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), np = ((size_t)sb.st_size + pg - 1) / pg, n = 0;
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    unsigned char *vec = malloc(np);
+    assert_true(map != MAP_FAILED && vec);
+    assert_int_equal(mincore(map, (size_t)sb.st_size, vec), 0);
+    for (size_t i = 0; i < np; i++)
+        n += vec[i] & 1;
+    free(vec);
+    munmap(map, (size_t)sb.st_size);
+    close(fd);
+    return n;
+}
+
+/* A sequential reader of a striped segment asks for read-ahead once per
+ * strip (the rest of it and the next two, the next segment past the last);
+ * a reader that jumps around does not; the read-ahead fills the page cache
+ * and copes with segments that are not there. */
+static void test_read_ahead(void **state)
+{
+    (void)state;
+    char dir[256], m0[300], m1[300], dev[6][300], p[400];
+    tu_tmpdir(dir, sizeof(dir));
+    snprintf(m0, sizeof(m0), "%s/m0", dir);
+    snprintf(m1, sizeof(m1), "%s/m1", dir);
+    const char *m[] = {m0, m1};
+    struct data_opts o = {m, 2, 64u << 20, 0, 1};
+    struct data_store *ds;
+    assert_int_equal(data_open(&o, &ds), 0);
+    struct lead_log log = {0};
+    data_set_lead(ds, lead_record, &log);
+    uint16_t devs[6];
+    for (int i = 0; i < 6; i++) {
+        snprintf(dev[i], sizeof(dev[i]), "%s/cap%d", dir, i);
+        mkstripes(dev[i]);
+        devs[i] = (uint16_t)(10 + i);
+        assert_int_equal(data_dev_set(ds, devs[i], dev[i], DATA_DEV_OK), 0);
+    }
+    enum { N = 600, EACH = 20000 }; /* 12 MB: 4 strips of about 3 MiB */
+    uint8_t *raw = malloc((size_t)N * EACH), (*fp)[32] = malloc((size_t)N * 32);
+    struct data_loc *loc = malloc(N * sizeof(*loc));
+    assert_true(raw && fp && loc);
+    for (int i = 0; i < N; i++) {
+        tu_fill(raw + (size_t)i * EACH, EACH, (uint64_t)i + 77);
+        data_fingerprint(raw + (size_t)i * EACH, EACH, fp[i]);
+        assert_int_equal(chunk_append(ds, fp[i], raw + (size_t)i * EACH, EACH, &loc[i]), 0);
+        assert_int_equal(loc[i].seg, loc[0].seg);
+    }
+    uint64_t seg = loc[0].seg, used = loc[N - 1].off + DATA_BLOCK_HDR + loc[N - 1].stored_len;
+    assert_int_equal(data_sync(ds, seg), 0);
+    assert_int_equal(data_seal_active(ds), 0);
+    struct data_geom g;
+    assert_int_equal(data_stripe_build(ds, seg, used, 4, 2, devs, &g), 0);
+    assert_int_equal(data_stripe_attach(ds, seg, &g), 0);
+    assert_true(g.strip > (2u << 20) && g.len == used);
+
+    /* jumping around: no read-ahead */
+    static const int jumps[] = {500, 20, 300, 60, 450};
+    for (size_t j = 0; j < PL_ARRAY_LEN(jumps); j++)
+        assert_int_equal(run_check(ds, loc, (const uint8_t(*)[32])fp, raw, EACH, jumps[j], 50), 0);
+    assert_int_equal(log.n, 0);
+    /* front to back in runs of about a megabyte: one request per strip */
+    for (int i = 0; i < N; i += 50)
+        assert_int_equal(run_check(ds, loc, (const uint8_t(*)[32])fp, raw, EACH, i, PL_MIN(50, N - i)), 0);
+    uint64_t nstrips = (g.len + g.strip - 1) / g.strip, j = 0;
+    assert_int_equal(nstrips, 4);
+    for (int i = 0; i < log.n; i++) {
+        if (log.seg[i] == seg + 1) {
+            /* strips 2 and 3: the two after them are the next segment's */
+            assert_true(j == 3 || j == 4);
+            assert_int_equal(log.off[i], 0);
+            assert_int_equal(log.len[i], (j + 2 - nstrips) * g.strip);
+            continue;
+        }
+        assert_int_equal(log.seg[i], seg);
+        assert_int_equal(log.off[i], j * g.strip + (2u << 20));
+        assert_int_equal(log.off[i] + log.len[i], PL_MIN((j + 3) * g.strip, g.len));
+        j++;
+    }
+    assert_int_equal(j, nstrips);
+    assert_int_equal(log.n, (int)nstrips + 2);
+
+    /* the read-ahead itself: strip 1 dropped from the cache comes back */
+    snprintf(p, sizeof(p), "%s/stripes/%016llx.%02d", dev[1], (unsigned long long)seg, 1);
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(fdatasync(fd), 0);
+    assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+    size_t before = cached_pages(p);
+    data_read_ahead(ds, seg, g.strip, g.strip);
+    assert_true(cached_pages(p) >= before + (size_t)(g.strip / 2 / (uint64_t)sysconf(_SC_PAGESIZE)));
+    /* segments that are not there or not striped, ranges past the end, a
+     * failed device: nothing read, nothing broken */
+    data_read_ahead(ds, seg + 1, 0, g.strip);
+    data_read_ahead(ds, seg + 1000, 0, g.strip);
+    data_read_ahead(ds, seg, g.len + 1, g.strip);
+    assert_int_equal(data_dev_set(ds, devs[2], dev[2], DATA_DEV_FAILED), 0);
+    data_read_ahead(ds, seg, 2 * g.strip, 2 * g.strip);
+    assert_int_equal(run_check(ds, loc, (const uint8_t(*)[32])fp, raw, EACH, 0, 64), 0);
+
+    data_close(ds);
+    tu_rmrf(dir);
+    free(raw);
+    free(fp);
+    free(loc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -639,6 +770,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stripe_4_2, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_8_3, seg_setup, seg_teardown),
         cmocka_unit_test_setup_teardown(test_stripe_20_4, seg_setup, seg_teardown),
+        cmocka_unit_test(test_read_ahead),
     };
     return cmocka_run_group_tests_name("data", tests, NULL, NULL);
 }
