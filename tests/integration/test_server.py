@@ -113,11 +113,17 @@ def test_second_instance_and_sigterm(tmp_path):
         assert s2.stop() == 0
 
 
+# every head off: the credentials come before any of them, and a default port
+# some other program holds must not fail the test
+HEADS_OFF = [a for h in ("s3", "nfs", "mountd", "portmap", "nbd", "kafka", "pg", "resp")
+             for a in (f"--{h}", "off")]
+
+
 def test_root_credentials(tmp_path):
     env = dict(os.environ, PLENUM_ROOT_ACCESS_KEY="ROOTKEYEXAMPLE", PLENUM_ROOT_SECRET_KEY="s3cr3t-value-1")
     data = tmp_path / "data"
     p = subprocess.Popen([BIN, "server", "--data", str(data), "--admin", f"127.0.0.1:{free_port()}",
-                          "--s3", "off"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          *HEADS_OFF], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=30)
@@ -130,8 +136,8 @@ def test_root_credentials(tmp_path):
     env2 = {k: v for k, v in os.environ.items() if not k.startswith("PLENUM_ROOT")}
     for i in range(2):
         p = subprocess.Popen([BIN, "server", "--data", str(data2), "--admin",
-                              f"127.0.0.1:{free_port()}"], env=env2, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+                              f"127.0.0.1:{free_port()}", *HEADS_OFF], env=env2,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(0.5)
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=30)
