@@ -38,8 +38,10 @@ def fs(tmp_path):
         assert m.stop() == 0
         assert not os.path.ismount(m.mp)
     finally:
+        # a clean stop after tar and rsync of thousands of files measured
+        # 18-24 s under ASan: more than stop()'s default on a busy machine
         if srv.proc.poll() is None:
-            assert srv.stop() == 0
+            assert srv.stop(timeout=180) == 0
 
 
 def test_posix_semantics(fs):
