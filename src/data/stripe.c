@@ -272,24 +272,27 @@ void stripe_free(struct stripe *sp)
     free(sp);
 }
 
+/* Open strip idx of s for reading (a new open file each call); PL_EIO when
+ * its device has failed. */
+static int strip_open(struct data_store *ds, struct seg *s, int idx, int *ret_fd)
+{
+    uint16_t dev = s->sp->g.dev[idx];
+    char path[4200];
+    int rc = data_dev_state(ds, dev) == DATA_DEV_FAILED ? PL_EIO : 0;
+    if (!rc)
+        rc = strip_path(ds, dev, s->id, idx, 0, path, sizeof(path));
+    if (!rc && (*ret_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        rc = -errno;
+    return rc;
+}
+
 static int strip_fd(struct data_store *ds, struct seg *s, int idx, int *ret_fd)
 {
     struct stripe *sp = s->sp;
-    char path[4200];
     int rc = 0;
     pthread_mutex_lock(&sp->fd_lock);
-    if (sp->fd[idx] < 0) {
-        uint16_t dev = sp->g.dev[idx];
-        if (data_dev_state(ds, dev) == DATA_DEV_FAILED)
-            rc = PL_EIO;
-        if (!rc)
-            rc = strip_path(ds, dev, s->id, idx, 0, path, sizeof(path));
-        if (!rc) {
-            sp->fd[idx] = open(path, O_RDONLY | O_CLOEXEC);
-            if (sp->fd[idx] < 0)
-                rc = -errno;
-        }
-    }
+    if (sp->fd[idx] < 0)
+        rc = strip_open(ds, s, idx, &sp->fd[idx]);
     *ret_fd = sp->fd[idx];
     pthread_mutex_unlock(&sp->fd_lock);
     return rc;
@@ -605,17 +608,14 @@ void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t
          * file, and one shared with the reader behind would take these
          * reads for random ones and read no more than asked */
         struct seg *s;
-        char path[4200];
         int fd = -1;
         if (seg_get_rd(ds, seg, &s))
             break;
         const struct data_geom *g = s->sp && off < s->sp->g.len ? &s->sp->g : NULL;
         uint64_t a = g ? off % g->strip : 0, take = g ? PL_MIN(len, g->strip - a) : 0;
         uint64_t start = g ? payload_off(g) + a : 0, end = start + take;
-        int idx = g ? (int)(off / g->strip) : 0;
-        if (g && data_dev_state(ds, g->dev[idx]) != DATA_DEV_FAILED &&
-            strip_path(ds, g->dev[idx], seg, idx, 0, path, sizeof(path)) == 0)
-            fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (g && strip_open(ds, s, (int)(off / g->strip), &fd))
+            fd = -1;
         pthread_rwlock_unlock(&ds->map_lock);
         if (fd >= 0)
             (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
