@@ -462,6 +462,7 @@ struct pl_store_stats {
     uint64_t stripes, buffer_segments;
     uint64_t degraded_reads, unrecoverable_reads, strips_repaired;
     uint64_t scrub_checked, scrub_repaired, scrub_unrecoverable;
+    uint64_t read_ahead_bytes; /* bytes readers took from the stripes' read-ahead */
 };
 int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret) PL_WUR;
 

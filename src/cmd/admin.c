@@ -80,6 +80,10 @@ int cmd_stats(struct opts *o)
                    (long long)json_integer_value(json_object_get(sc, "checked")),
                    (long long)json_integer_value(json_object_get(sc, "repaired")),
                    (long long)json_integer_value(json_object_get(sc, "unrecoverable")));
+            char ra[32];
+            pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, "read_ahead_bytes")),
+                         ra, sizeof(ra));
+            printf("%-32s %s served from read-ahead (since start)\n", "sequential reads", ra);
         }
         json_decref(res);
     }

@@ -143,9 +143,9 @@ int data_run_read(struct data_store *ds, const struct data_loc *locs,
  * block on (the blocks stored back to back after it), wanted soon. */
 void data_prefetch(struct data_store *ds, const struct data_loc *loc, uint64_t span);
 /* Read [off, off + len) of a striped segment ahead of a sequential reader
- * and throw the bytes away, skipping what the page cache holds or is
- * reading already: the reader then finds them in memory. Waits for the
- * disk: run it on a thread of its own. */
+ * into the store's read-ahead pieces, skipping what the page cache holds
+ * or is reading already: the reader then finds the bytes in memory. Waits
+ * for the disk: run it on a thread of its own. */
 void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t len);
 /* Who runs data_read_ahead for sequential readers of striped segments:
  * fn(arg, seg, off, len) should have it run soon on another thread. Without
@@ -186,6 +186,7 @@ struct data_counters {
     uint64_t degraded_reads;  /* reads that needed parity */
     uint64_t unrecoverable;   /* reads that failed even with parity */
     uint64_t strips_repaired;
+    uint64_t read_ahead_bytes; /* bytes readers took from the read-ahead */
 };
 void data_counters_get(struct data_store *ds, struct data_counters *ret);
 

@@ -37,6 +37,33 @@ struct dev {
     uint64_t io_errors;
 };
 
+/* A piece of a strip file read ahead (ahead.c). */
+#define AHEAD_PIECE (4u << 20)
+#define AHEAD_SLOTS 16
+#define AHEAD_SEEN 4096 /* strips remembered as read ahead once */
+struct ahead_slot {
+    uint64_t seg, foff; /* strip (seg, idx), file offset a multiple of AHEAD_PIECE */
+    int idx;
+    int state; /* empty, loading, ready */
+    int pins;  /* readers copying from buf */
+    int done;  /* a reader read it to its end */
+    int dead;  /* dropped while loading or pinned: empty once let go */
+    size_t len;
+    uint64_t touched; /* ms, monotonic */
+    uint8_t *buf;
+};
+
+struct ahead_cache {
+    pthread_mutex_t lock;
+    pthread_cond_t cv; /* a slot stopped loading */
+    int used;          /* any piece was ever read ahead (atomic) */
+    uint8_t *map;      /* the slots' memory, mapped on first use */
+    size_t map_len;
+    struct ahead_slot slot[AHEAD_SLOTS];
+    uint64_t seen[AHEAD_SEEN]; /* ring of strips read ahead past the page cache */
+    unsigned seen_next;
+};
+
 struct repair {
     uint64_t seg;
     int idx;
@@ -67,6 +94,7 @@ struct data_store {
     struct repair repairs[REPAIR_QUEUE];
     int nrepairs;
     struct data_counters cnt;
+    struct ahead_cache ahead;
     data_lead_fn *lead; /* set once before readers start */
     void *lead_arg;
 };
@@ -91,5 +119,23 @@ void seg_forget_bytes(struct data_store *ds, uint64_t id);
 /* Delete a stripe's strip files (map_lock held for writing). */
 void stripe_unlink(struct data_store *ds, uint64_t seg, const struct data_geom *g);
 uint64_t stripe_disk_bytes(struct data_store *ds);
+/* Open strip idx of s for reading with extra open flags (a new open file
+ * each call); PL_EIO when its device has failed (map_lock held). */
+int stripe_strip_open(struct data_store *ds, struct seg *s, int idx, int flags, int *ret_fd) PL_WUR;
+/* Where a strip file's payload starts. */
+uint64_t stripe_payload_off(const struct data_geom *g);
+
+/* ---- read-ahead pieces (ahead.c) ---- */
+void ahead_init(struct ahead_cache *c);
+void ahead_free(struct ahead_cache *c);
+/* Might a piece of strip (seg, idx) be read ahead or coming? */
+int ahead_any(struct data_store *ds, uint64_t seg, int idx);
+/* The ready piece at file offset foff of strip (seg, idx), pinned (waits
+ * while it is being read); NULL when there is none. */
+struct ahead_slot *ahead_pin(struct data_store *ds, uint64_t seg, int idx, uint64_t foff);
+/* Let a pinned piece go; read_to: the file offset the reader read up to. */
+void ahead_unpin(struct data_store *ds, struct ahead_slot *s, uint64_t read_to);
+/* Forget the pieces of strip (seg, idx), of every strip of seg when idx < 0. */
+void ahead_drop(struct data_store *ds, uint64_t seg, int idx);
 
 #endif

@@ -151,6 +151,7 @@ int data_open(const struct data_opts *o, struct data_store **ret)
     pthread_mutex_init(&ds->append_lock, NULL);
     pthread_mutex_init(&ds->pool_lock, NULL);
     pthread_mutex_init(&ds->dev_lock, NULL);
+    ahead_init(&ds->ahead);
     ds->nmirrors = o->nmirrors;
     ds->seg_max = o->seg_max ? o->seg_max : (64u << 20);
     ds->zstd_level = o->zstd_level;
@@ -222,6 +223,7 @@ void data_close(struct data_store *ds)
     pthread_mutex_destroy(&ds->append_lock);
     pthread_mutex_destroy(&ds->pool_lock);
     pthread_mutex_destroy(&ds->dev_lock);
+    ahead_free(&ds->ahead);
     free(ds);
 }
 

@@ -63,7 +63,7 @@ int data_geom_decode(const uint8_t *p, size_t n, struct data_geom *g)
     return 0;
 }
 
-static uint64_t payload_off(const struct data_geom *g)
+uint64_t stripe_payload_off(const struct data_geom *g)
 {
     uint64_t sums = (g->strip / g->cell) * 8;
     return STRIP_HDR + (sums + 4095) / 4096 * 4096;
@@ -79,6 +79,7 @@ void data_counters_get(struct data_store *ds, struct data_counters *ret)
     pthread_mutex_lock(&ds->dev_lock);
     *ret = ds->cnt;
     pthread_mutex_unlock(&ds->dev_lock);
+    ret->read_ahead_bytes = __atomic_load_n(&ds->cnt.read_ahead_bytes, __ATOMIC_RELAXED);
 }
 
 /* ---- devices ---- */
@@ -272,16 +273,14 @@ void stripe_free(struct stripe *sp)
     free(sp);
 }
 
-/* Open strip idx of s for reading (a new open file each call); PL_EIO when
- * its device has failed. */
-static int strip_open(struct data_store *ds, struct seg *s, int idx, int *ret_fd)
+int stripe_strip_open(struct data_store *ds, struct seg *s, int idx, int flags, int *ret_fd)
 {
     uint16_t dev = s->sp->g.dev[idx];
     char path[4200];
     int rc = data_dev_state(ds, dev) == DATA_DEV_FAILED ? PL_EIO : 0;
     if (!rc)
         rc = strip_path(ds, dev, s->id, idx, 0, path, sizeof(path));
-    if (!rc && (*ret_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    if (!rc && (*ret_fd = open(path, O_RDONLY | O_CLOEXEC | flags)) < 0)
         rc = -errno;
     return rc;
 }
@@ -292,7 +291,7 @@ static int strip_fd(struct data_store *ds, struct seg *s, int idx, int *ret_fd)
     int rc = 0;
     pthread_mutex_lock(&sp->fd_lock);
     if (sp->fd[idx] < 0)
-        rc = strip_open(ds, s, idx, &sp->fd[idx]);
+        rc = stripe_strip_open(ds, s, idx, 0, &sp->fd[idx]);
     *ret_fd = sp->fd[idx];
     pthread_mutex_unlock(&sp->fd_lock);
     return rc;
@@ -309,7 +308,7 @@ static int strip_cells(struct data_store *ds, struct seg *s, int idx, uint64_t c
     if (!rc)
         rc = pl_pread_all(fd, sums, nc * 8, (off_t)(STRIP_HDR + c0 * 8));
     if (!rc)
-        rc = pl_pread_all(fd, buf, nc * g->cell, (off_t)(payload_off(g) + c0 * g->cell));
+        rc = pl_pread_all(fd, buf, nc * g->cell, (off_t)(stripe_payload_off(g) + c0 * g->cell));
     for (size_t i = 0; !rc && i < nc; i++)
         if (cell_sum(buf + i * g->cell, g->cell, s->id, idx, c0 + i) != pl_get_le64((uint8_t *)&sums[i]))
             rc = PL_ECORRUPT;
@@ -413,6 +412,40 @@ static int preadv_all(int fd, struct iovec *v, int n, off_t off)
 
 #define DIRECT_IOV 160
 
+/* Read strip idx's file bytes at off (cell sums or payload) into the
+ * vectors v (nv of them, which this may change): from pieces read ahead
+ * where there are any, the rest from the file. */
+static int strip_payload_read(struct data_store *ds, struct seg *s, int idx, int fd,
+                              struct iovec *v, int nv, off_t off)
+{
+    if (!ahead_any(ds, s->id, idx))
+        return preadv_all(fd, v, nv, off);
+    size_t n = 0, in = 0, from_ahead = 0;
+    for (int i = 0; i < nv; i++)
+        n += v[i].iov_len;
+    int at = 0, rc = 0;
+    while (n && !rc) {
+        uint64_t foff = (uint64_t)off / AHEAD_PIECE * AHEAD_PIECE;
+        size_t take = (size_t)PL_MIN((uint64_t)n, foff + AHEAD_PIECE - (uint64_t)off);
+        struct ahead_slot *sl = ahead_pin(ds, s->id, idx, foff);
+        if (sl && (uint64_t)off + take <= foff + sl->len) {
+            iov_fill(v, nv, &at, &in, sl->buf + ((uint64_t)off - foff), take);
+            ahead_unpin(ds, sl, (uint64_t)off + take);
+            from_ahead += take;
+        } else {
+            if (sl)
+                ahead_unpin(ds, sl, 0);
+            struct iovec part[DIRECT_IOV];
+            int np = iov_take(v, nv, &at, &in, take, part, DIRECT_IOV);
+            rc = np < 0 ? PL_EINVAL : preadv_all(fd, part, np, off);
+        }
+        off += (off_t)take;
+        n -= take;
+    }
+    __atomic_fetch_add(&ds->cnt.read_ahead_bytes, (uint64_t)from_ahead, __ATOMIC_RELAXED);
+    return rc;
+}
+
 /* Read cells [c0, c1) of strip idx straight into the vectors v (which cover
  * exactly those cells) and verify each cell across them. Any failure is
  * returned; the caller then takes the bounce path, which repairs. */
@@ -424,11 +457,13 @@ static int strip_cells_direct(struct data_store *ds, struct seg *s, int idx, uin
     uint64_t stack_sums[32], *sums = nc <= 32 ? stack_sums : malloc(nc * 8);
     struct iovec rv[DIRECT_IOV];
     int fd, rc = sums ? strip_fd(ds, s, idx, &fd) : PL_ENOMEM;
-    if (!rc)
-        rc = pl_pread_all(fd, sums, nc * 8, (off_t)(STRIP_HDR + c0 * 8));
     if (!rc) {
-        memcpy(rv, v, (size_t)nv * sizeof(*v)); /* preadv_all moves along its copy */
-        rc = preadv_all(fd, rv, nv, (off_t)(payload_off(g) + c0 * g->cell));
+        struct iovec sv = {sums, nc * 8};
+        rc = strip_payload_read(ds, s, idx, fd, &sv, 1, (off_t)(STRIP_HDR + c0 * 8));
+    }
+    if (!rc) {
+        memcpy(rv, v, (size_t)nv * sizeof(*v)); /* the read moves along its copy */
+        rc = strip_payload_read(ds, s, idx, fd, rv, nv, (off_t)(stripe_payload_off(g) + c0 * g->cell));
     }
     XXH3_state_t *h = NULL;
     int at = 0;
@@ -454,6 +489,8 @@ static int strip_cells_direct(struct data_store *ds, struct seg *s, int idx, uin
     XXH3_freeState(h);
     if (sums != stack_sums)
         free(sums);
+    if (rc == PL_ECORRUPT)
+        ahead_drop(ds, s->id, idx); /* the bounce path reads the file again */
     return rc;
 }
 
@@ -573,68 +610,11 @@ void stripe_prefetch(struct data_store *ds, struct seg *s, uint64_t off, size_t 
         uint64_t a = off % g->strip, take = PL_MIN((uint64_t)n, g->strip - a);
         uint64_t c0 = a / g->cell, c1 = (a + take + g->cell - 1) / g->cell;
         if (strip_fd(ds, s, idx, &fd) == 0)
-            (void)posix_fadvise(fd, (off_t)(payload_off(g) + c0 * g->cell),
+            (void)posix_fadvise(fd, (off_t)(stripe_payload_off(g) + c0 * g->cell),
                                 (off_t)((c1 - c0) * g->cell), POSIX_FADV_WILLNEED);
         off += take;
         n -= (size_t)take;
     }
-}
-
-/* Are all pages of [off, off + n) of the mapped file in the page cache
- * (read or being read)? mincore looks without side effects; a probing read
- * (RWF_NOWAIT) would start readahead of its own there. */
-static int ahead_cached(const uint8_t *map, uint64_t off, size_t n, size_t pg, unsigned char *vec)
-{
-    size_t first = (size_t)(off / pg), np = (size_t)((off + n + pg - 1) / pg) - first;
-    if (mincore((void *)(map + first * pg), np * pg, vec))
-        return 0;
-    for (size_t i = 0; i < np; i++)
-        if (!(vec[i] & 1))
-            return 0;
-    return 1;
-}
-
-/* The bytes are read into a scratch buffer and dropped: sendfile to
- * /dev/null, which would save the copy, measured slower (the splice path
- * reads ahead less). */
-#define AHEAD_PIECE (1u << 20)
-void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t len)
-{
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    uint8_t *buf = malloc(AHEAD_PIECE);
-    unsigned char *vec = malloc(AHEAD_PIECE / pg + 2);
-    while (buf && vec && len) {
-        /* a file of its own: the kernel keeps readahead state per open
-         * file, and one shared with the reader behind would take these
-         * reads for random ones and read no more than asked */
-        struct seg *s;
-        int fd = -1;
-        if (seg_get_rd(ds, seg, &s))
-            break;
-        const struct data_geom *g = s->sp && off < s->sp->g.len ? &s->sp->g : NULL;
-        uint64_t a = g ? off % g->strip : 0, take = g ? PL_MIN(len, g->strip - a) : 0;
-        uint64_t start = g ? payload_off(g) + a : 0, end = start + take;
-        if (g && strip_open(ds, s, (int)(off / g->strip), &fd))
-            fd = -1;
-        pthread_rwlock_unlock(&ds->map_lock);
-        if (fd >= 0)
-            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        uint8_t *map = fd >= 0 ? mmap(NULL, end, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
-        for (uint64_t o = start; map != MAP_FAILED && o < end; o += AHEAD_PIECE) {
-            size_t piece = (size_t)PL_MIN((uint64_t)AHEAD_PIECE, end - o);
-            if (!ahead_cached(map, o, piece, pg, vec) && pread(fd, buf, piece, (off_t)o) <= 0)
-                break;
-        }
-        if (map != MAP_FAILED)
-            munmap(map, end);
-        if (fd < 0)
-            break;
-        close(fd);
-        off += take;
-        len -= take;
-    }
-    free(vec);
-    free(buf);
 }
 
 void data_set_lead(struct data_store *ds, data_lead_fn *fn, void *arg)
@@ -656,7 +636,7 @@ static int strip_write(struct data_store *ds, uint64_t seg, int idx, uint16_t de
                        const struct data_geom *g, const uint8_t *payload)
 {
     char tmp[4200], fin[4200], dir[4200];
-    uint64_t ncells = g->strip / g->cell, po = payload_off(g);
+    uint64_t ncells = g->strip / g->cell, po = stripe_payload_off(g);
     uint8_t *head = calloc(1, (size_t)po);
     int rc = head ? 0 : PL_ENOMEM;
     if (!rc)
@@ -852,6 +832,7 @@ int data_stripe_attach(struct data_store *ds, uint64_t seg, const struct data_ge
         stripe_free(s->sp);
         s->sp = sp;
         sp = NULL;
+        ahead_drop(ds, seg, -1);
         /* the buffer copy is not needed any more */
         seg_forget_bytes(ds, seg);
         for (int m = 0; m < ds->nmirrors; m++) {
@@ -868,6 +849,7 @@ int data_stripe_attach(struct data_store *ds, uint64_t seg, const struct data_ge
 
 void stripe_unlink(struct data_store *ds, uint64_t seg, const struct data_geom *g)
 {
+    ahead_drop(ds, seg, -1);
     for (int i = 0; i < g->k + g->m; i++) {
         char p[4200];
         if (!strip_path(ds, g->dev[i], seg, i, 0, p, sizeof(p)))
@@ -916,6 +898,7 @@ int data_strip_rebuild(struct data_store *ds, uint64_t seg, int idx, uint16_t de
     if (rc)
         return rc;
     /* readers pick the new file (and device) up from here on */
+    ahead_drop(ds, seg, idx);
     pthread_rwlock_wrlock(&ds->map_lock);
     for (s = ds->table[seg % SEG_HASH]; s && s->id != seg; s = s->next)
         ;

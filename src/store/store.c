@@ -464,6 +464,7 @@ int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret)
     ret->degraded_reads = dc.degraded_reads;
     ret->unrecoverable_reads = dc.unrecoverable;
     ret->strips_repaired = dc.strips_repaired;
+    ret->read_ahead_bytes = dc.read_ahead_bytes;
     pthread_mutex_lock(&st->dev_lock);
     ret->scrub_checked = st->scrub_total.checked;
     ret->scrub_repaired = st->scrub_total.repaired;

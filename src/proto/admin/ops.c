@@ -397,6 +397,7 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
     json_object_set_new(res, "ec", json_pack("{s:i, s:i}", "k", s.ec_k, "m", s.ec_m));
     json_object_set_new(res, "degraded_reads", json_integer((json_int_t)s.degraded_reads));
     json_object_set_new(res, "strips_repaired", json_integer((json_int_t)s.strips_repaired));
+    json_object_set_new(res, "read_ahead_bytes", json_integer((json_int_t)s.read_ahead_bytes));
     json_object_set_new(res, "scrub", json_pack("{s:I, s:I, s:I}", "checked",
                                                 (json_int_t)s.scrub_checked, "repaired",
                                                 (json_int_t)s.scrub_repaired, "unrecoverable",
