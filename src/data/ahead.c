@@ -17,13 +17,14 @@
  * AHEAD_STALE_MS; a job that finds no slot to give up stops, and readers
  * read the disk themselves.
  *
- * Reading past the page cache keeps a one-time scan from pushing hot data
- * out of it, but a file read again would go to the disk every time; so a
- * strip read ahead a second time (remembered in a ring of the last
- * AHEAD_SEEN) is read through the page cache, and after that the readers
- * find it there. Strips are written once: a piece is dropped
- * when its strip is rebuilt, its segment deleted, or a cell read from it
- * fails its checksum. */
+ * Sequential reads of stripes thus bypass the page cache, as a database's
+ * direct I/O does: a one-time scan of a large file does not push hot data
+ * out of it, and a file read again is read from the disk again, at this
+ * speed. Reads that are not sequential, and what the page cache holds
+ * already, go through the page cache.
+ *
+ * Strips are written once: a piece is dropped when its strip is rebuilt,
+ * its segment deleted, or a cell read from it fails its checksum. */
 #include "data/data_int.h"
 
 #include <errno.h>
@@ -104,6 +105,17 @@ int ahead_any(struct data_store *ds, uint64_t seg, int idx)
     return any;
 }
 
+int ahead_has(struct data_store *ds, uint64_t seg, int idx, uint64_t foff)
+{
+    struct ahead_cache *c = &ds->ahead;
+    if (!__atomic_load_n(&c->used, __ATOMIC_RELAXED))
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    int has = slot_find(c, seg, idx, foff) != NULL;
+    pthread_mutex_unlock(&c->lock);
+    return has;
+}
+
 struct ahead_slot *ahead_pin(struct data_store *ds, uint64_t seg, int idx, uint64_t foff)
 {
     struct ahead_cache *c = &ds->ahead;
@@ -123,14 +135,8 @@ void ahead_unpin(struct data_store *ds, struct ahead_slot *s, uint64_t read_to)
     pthread_mutex_lock(&c->lock);
     s->pins--;
     s->touched = now_ms();
-    if (read_to >= s->foff + s->len && !s->done) {
-        /* a strip is remembered when its reader got through a piece: later
-         * leads of the same pass come before that */
+    if (read_to >= s->foff + s->len)
         s->done = 1;
-        uint64_t key = (s->seg << 8 | (uint64_t)s->idx) + 1;
-        if (c->seen[(c->seen_next + AHEAD_SEEN - 1) % AHEAD_SEEN] != key)
-            c->seen[c->seen_next++ % AHEAD_SEEN] = key;
-    }
     if (s->dead && !s->pins)
         s->state = SLOT_EMPTY;
     pthread_mutex_unlock(&c->lock);
@@ -166,12 +172,9 @@ static struct ahead_slot *slot_claim(struct ahead_cache *c, uint64_t seg, int id
         *busy = 1;
         goto out;
     }
-    /* a piece some reader has read through is read again for the next */
-    if (f && f->state == SLOT_READY && f->done && !f->pins)
-        v = f;
-    else if (f)
+    if (f)
         goto out;
-    for (int i = 0; !v && i < AHEAD_SLOTS; i++) {
+    for (int i = 0; i < AHEAD_SLOTS; i++) {
         struct ahead_slot *s = &c->slot[i];
         int empty = s->state == SLOT_EMPTY;
         if (!empty && (s->state != SLOT_READY || s->pins ||
@@ -182,7 +185,7 @@ static struct ahead_slot *slot_claim(struct ahead_cache *c, uint64_t seg, int id
             (!empty && best->state != SLOT_EMPTY && s->touched < best->touched))
             best = s;
     }
-    v = v ? v : best;
+    v = best;
     if (!v) {
         *busy = 1;
         goto out;
@@ -211,9 +214,9 @@ static void slot_fill(struct ahead_cache *c, struct ahead_slot *s, ssize_t got)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Are all pages of [off, off + n) of the mapped file in the page cache
- * (read or being read)? mincore looks without side effects; a probing read
- * (RWF_NOWAIT) would start readahead of its own there. */
+/* Are all pages of [off, off + n) of the mapped file in the page cache?
+ * mincore looks without side effects; a probing read (RWF_NOWAIT) would
+ * start readahead of its own there. */
 static int page_cached(const uint8_t *map, uint64_t off, size_t n, size_t pg, unsigned char *vec)
 {
     size_t first = (size_t)(off / pg), np = (size_t)((off + n + pg - 1) / pg) - first;
@@ -243,8 +246,8 @@ static ssize_t pread_full(int fd, uint8_t *buf, size_t n, off_t off)
 
 /* Read the pieces of one strip's file range [start, end); 1 when the job
  * should stop (no slot free). */
-static int strip_ahead(struct data_store *ds, uint64_t seg, int idx, int fd, int dfd, uint64_t start,
-                       uint64_t end)
+static int strip_ahead(struct data_store *ds, uint64_t seg, int idx, int fd, int dfd,
+                       uint64_t start, uint64_t end)
 {
     struct ahead_cache *c = &ds->ahead;
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
@@ -273,18 +276,6 @@ static int strip_ahead(struct data_store *ds, uint64_t seg, int idx, int fd, int
     return stop;
 }
 
-/* Was a piece of strip (seg, idx) read ahead and read to its end? */
-static int strip_seen(struct ahead_cache *c, uint64_t seg, int idx)
-{
-    uint64_t key = (seg << 8 | (uint64_t)idx) + 1;
-    int seen = 0;
-    pthread_mutex_lock(&c->lock);
-    for (int i = 0; i < AHEAD_SEEN && !seen; i++)
-        seen = c->seen[i] == key;
-    pthread_mutex_unlock(&c->lock);
-    return seen;
-}
-
 void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t len)
 {
     while (len) {
@@ -298,10 +289,8 @@ void data_read_ahead(struct data_store *ds, uint64_t seg, uint64_t off, uint64_t
         uint64_t start = g ? stripe_payload_off(g) + a : 0, end = start + take;
         if (g && stripe_strip_open(ds, s, idx, 0, &fd))
             fd = -1;
-        /* a strip read before, or a file system without O_DIRECT (tmpfs),
-         * is read through the page cache */
-        if (fd >= 0 && (strip_seen(&ds->ahead, seg, idx) ||
-                        stripe_strip_open(ds, s, idx, O_DIRECT, &dfd)))
+        /* a file system without O_DIRECT (tmpfs) is read through the cache */
+        if (fd >= 0 && stripe_strip_open(ds, s, idx, O_DIRECT, &dfd))
             dfd = fd;
         pthread_rwlock_unlock(&ds->map_lock);
         if (!g)

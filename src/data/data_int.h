@@ -40,7 +40,6 @@ struct dev {
 /* A piece of a strip file read ahead (ahead.c). */
 #define AHEAD_PIECE (4u << 20)
 #define AHEAD_SLOTS 16
-#define AHEAD_SEEN 4096 /* strips remembered as read ahead once */
 struct ahead_slot {
     uint64_t seg, foff; /* strip (seg, idx), file offset a multiple of AHEAD_PIECE */
     int idx;
@@ -60,8 +59,6 @@ struct ahead_cache {
     uint8_t *map;      /* the slots' memory, mapped on first use */
     size_t map_len;
     struct ahead_slot slot[AHEAD_SLOTS];
-    uint64_t seen[AHEAD_SEEN]; /* ring of strips read ahead past the page cache */
-    unsigned seen_next;
 };
 
 struct repair {
@@ -130,6 +127,8 @@ void ahead_init(struct ahead_cache *c);
 void ahead_free(struct ahead_cache *c);
 /* Might a piece of strip (seg, idx) be read ahead or coming? */
 int ahead_any(struct data_store *ds, uint64_t seg, int idx);
+/* Is the piece at file offset foff of strip (seg, idx) read ahead or coming? */
+int ahead_has(struct data_store *ds, uint64_t seg, int idx, uint64_t foff);
 /* The ready piece at file offset foff of strip (seg, idx), pinned (waits
  * while it is being read); NULL when there is none. */
 struct ahead_slot *ahead_pin(struct data_store *ds, uint64_t seg, int idx, uint64_t foff);

@@ -463,7 +463,8 @@ static int strip_cells_direct(struct data_store *ds, struct seg *s, int idx, uin
     }
     if (!rc) {
         memcpy(rv, v, (size_t)nv * sizeof(*v)); /* the read moves along its copy */
-        rc = strip_payload_read(ds, s, idx, fd, rv, nv, (off_t)(stripe_payload_off(g) + c0 * g->cell));
+        rc = strip_payload_read(ds, s, idx, fd, rv, nv,
+                                (off_t)(stripe_payload_off(g) + c0 * g->cell));
     }
     XXH3_state_t *h = NULL;
     int at = 0;
@@ -494,34 +495,36 @@ static int strip_cells_direct(struct data_store *ds, struct seg *s, int idx, uin
     return rc;
 }
 
-/* A sequential reader moving into a strip: have the rest of it and the
- * next LEAD_STRIPS strips read ahead on another thread. Left to itself, the
- * kernel's readahead starts each strip file small, keeps one window in
- * flight, and a reader that asks for a megabyte at a time waits at every
- * step: a cold nfs-cat of 16 MiB strips spent half its time there. Advice
- * (WILLNEED) did not help: it stops at read_ahead_kb per call and fills the
- * cache page by page on the reader's time. Only the read that passes the
- * mark asks, once per strip; the ranges of successive marks overlap, and
- * what one job has read the next skips. */
-#define LEAD_MARK (1u << 20)
+/* A sequential reader: keep the next LEAD_WINDOW bytes read ahead on
+ * other threads (ahead.c). Left to itself, the kernel's readahead starts
+ * each strip file small, keeps one window in flight, and a reader that asks
+ * for a megabyte at a time waits at every step: a cold nfs-cat of 16 MiB
+ * strips spent half its time there. A read that finds the piece at the
+ * window's far end not yet asked for asks for the window; the job skips the
+ * pieces it has, so each read adds at most a piece or two, and the jobs of
+ * successive reads keep two disk reads in flight. Past the segment's end the
+ * window goes on in the next segment, where a file written in order went. */
 #define LEAD_SEQ_SLACK (4u << 20)
-#define LEAD_STRIPS 2
+#define LEAD_WINDOW (16u << 20)
 static void stripe_lead(struct data_store *ds, struct seg *s, uint64_t off, size_t n)
 {
     const struct data_geom *g = &s->sp->g;
     uint64_t last = __atomic_exchange_n(&s->sp->read_end, off + n, __ATOMIC_RELAXED);
-    uint64_t mark = off / g->strip * g->strip + LEAD_MARK;
-    if (!ds->lead || off > last || last - off > LEAD_SEQ_SLACK || g->strip <= 2 * LEAD_MARK ||
-        off > mark || mark >= off + n)
+    if (!ds->lead || off > last || last - off > LEAD_SEQ_SLACK)
         return;
-    uint64_t from = mark + LEAD_MARK, to = mark - LEAD_MARK + (1 + LEAD_STRIPS) * g->strip;
-    uint64_t used = (g->len + g->strip - 1) / g->strip * g->strip;
+    uint64_t from = off + n, to = from + LEAD_WINDOW;
+    if (to <= g->len) {
+        uint64_t far = to - 1;
+        uint64_t foff = (stripe_payload_off(g) + far % g->strip) / AHEAD_PIECE * AHEAD_PIECE;
+        if (ahead_has(ds, s->id, (int)(far / g->strip), foff))
+            return;
+    } else if (ahead_any(ds, s->id + 1, 0)) {
+        return; /* the next segment's window is under way */
+    }
     if (from < g->len)
         ds->lead(ds->lead_arg, s->id, from, PL_MIN(to, g->len) - from);
-    /* past the last strip: a file written in order went on in the next
-     * segment, the likeliest place to be read next */
-    if (to > used)
-        ds->lead(ds->lead_arg, s->id + 1, 0, to - used);
+    if (to > g->len)
+        ds->lead(ds->lead_arg, s->id + 1, 0, to - PL_MAX(from, g->len));
 }
 
 int stripe_readv(struct data_store *ds, struct seg *s, uint64_t off, const struct iovec *iov,
