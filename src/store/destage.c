@@ -108,20 +108,77 @@ static int similar_stored(struct pl_store *st, MDB_txn *txn, const struct dblock
     return PL_ENOENT;
 }
 
-/* An earlier staged chunk of this segment sharing a super-feature that will
- * stay whole. Segments hold about a thousand chunks: a scan is enough. */
-static int similar_local(const struct dseg *d, size_t i)
+/* The earlier staged chunks of this segment that will stay whole, by
+ * super-feature: segments of small files hold tens of thousands of chunks,
+ * where a scan of all earlier ones for each chunk took seconds a segment.
+ * One open-addressed table over (feature number, value); each slot chains the
+ * chunks sharing it in segment order. */
+struct sf_slot {
+    uint64_t sf;
+    uint32_t s, head, tail; /* head, tail: 1 + chunk index; head 0: empty */
+};
+
+struct sf_index {
+    struct sf_slot *slot;
+    uint32_t *next; /* [i * DATA_SF + s]: 1 + the next chunk in i's chain for s */
+    size_t mask;
+};
+
+static int sf_index_init(struct sf_index *x, size_t n)
+{
+    size_t cap = 64;
+    while (cap < 2 * n * DATA_SF)
+        cap *= 2;
+    x->mask = cap - 1;
+    x->slot = calloc(cap, sizeof(*x->slot));
+    x->next = calloc(n * DATA_SF + 1, sizeof(*x->next));
+    return x->slot && x->next ? 0 : PL_ENOMEM;
+}
+
+static void sf_index_release(struct sf_index *x)
+{
+    free(x->slot);
+    free(x->next);
+}
+
+static struct sf_slot *sf_index_find(const struct sf_index *x, int s, uint64_t sf)
+{
+    size_t h = (size_t)((sf ^ (uint64_t)s * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull >> 20);
+    for (;; h++) {
+        struct sf_slot *e = &x->slot[h & x->mask];
+        if (!e->head || (e->sf == sf && e->s == (uint32_t)s))
+            return e;
+    }
+}
+
+static void sf_index_add(struct sf_index *x, const struct dseg *d, size_t i)
+{
+    for (int s = 0; s < DATA_SF; s++) {
+        struct sf_slot *e = sf_index_find(x, s, d->b[i].sf[s]);
+        if (!e->head) {
+            *e = (struct sf_slot){d->b[i].sf[s], (uint32_t)s, (uint32_t)i + 1, (uint32_t)i + 1};
+        } else {
+            x->next[(size_t)(e->tail - 1) * DATA_SF + (size_t)s] = (uint32_t)i + 1;
+            e->tail = (uint32_t)i + 1;
+        }
+    }
+}
+
+/* The earliest chunk indexed before i sharing a super-feature with it (not
+ * an identical one): 1 + its index, or 0. */
+static int similar_local(const struct sf_index *x, const struct dseg *d, size_t i)
 {
     const struct dblock *b = &d->b[i];
-    for (size_t j = 0; j < i; j++) {
-        const struct dblock *c = &d->b[j];
-        if (!c->has_sketch || c->has_ref || !memcmp(c->fp, b->fp, DATA_FP_LEN))
-            continue;
-        for (int s = 0; s < DATA_SF; s++)
-            if (c->sf[s] == b->sf[s])
-                return (int)j + 1;
+    uint32_t best = 0;
+    for (int s = 0; s < DATA_SF; s++) {
+        const struct sf_slot *e = sf_index_find(x, s, b->sf[s]);
+        uint32_t j = e->head;
+        while (j && (!best || j < best) && !memcmp(d->b[j - 1].fp, b->fp, DATA_FP_LEN))
+            j = x->next[(size_t)(j - 1) * DATA_SF + (size_t)s];
+        if (j && (!best || j < best))
+            best = j;
     }
-    return 0;
+    return (int)best;
 }
 
 /* Work shared by two threads: each takes the next few blocks until none are
@@ -202,24 +259,31 @@ static int dphase(struct dseg *d, int phase)
 /* Pick each staged chunk's reference, in segment order. */
 static int pick_refs(struct dseg *d)
 {
-    MDB_txn *txn;
-    int rc = meta_rtxn_begin(d->st->meta, &txn);
+    MDB_txn *txn = NULL;
+    struct sf_index x = {0};
+    int rc = sf_index_init(&x, d->n);
+    if (!rc)
+        rc = meta_rtxn_begin(d->st->meta, &txn);
     if (rc)
-        return rc;
+        goto out;
     for (size_t i = 0; i < d->n; i++) {
         struct dblock *b = &d->b[i];
         if (!b->has_sketch)
             continue;
-        b->ref_local = similar_local(d, i);
+        b->ref_local = similar_local(&x, d, i);
         if (b->ref_local) {
             memcpy(b->ref, d->b[b->ref_local - 1].fp, DATA_FP_LEN);
             b->has_ref = 1;
         } else if (similar_stored(d->st, txn, b, b->ref, &b->ref_loc) == 0) {
             b->has_ref = 1; /* read on the encoding threads */
+        } else {
+            sf_index_add(&x, d, i); /* stays whole: a reference for later chunks */
         }
     }
     meta_rtxn_end(txn);
-    return 0;
+out:
+    sf_index_release(&x);
+    return rc;
 }
 
 static int apply_destage(struct meta_txn *t, void *arg)

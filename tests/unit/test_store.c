@@ -714,6 +714,50 @@ static void test_destage_encodes(void **state)
     free(back);
 }
 
+/* A segment of many small objects (tens of thousands of chunks in a
+ * segment, as a tree of source files gives): each near-copy written after
+ * its original in the same segment is stored as a delta against it. */
+static void test_destage_many_small(void **state)
+{
+    struct fix *f = *state;
+    enum { N = 4000, SZ = 3000 };
+    uint8_t *orig = malloc((size_t)N * SZ), *copy = malloc(SZ), back[SZ];
+    tu_fill(orig, (size_t)N * SZ, 55);
+    struct pl_attr a;
+    struct pl_store_stats s0, s1;
+    char key[32];
+    assert_int_equal(pl_bucket_create(f->st, "small"), 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "o%05d", i);
+        put(f->st, "small", key, orig + (size_t)i * SZ, SZ, &a);
+    }
+    for (int i = 0; i < N; i++) {
+        memcpy(copy, orig + (size_t)i * SZ, SZ);
+        copy[i % SZ] ^= 0x5A;
+        snprintf(key, sizeof(key), "c%05d", i);
+        put(f->st, "small", key, copy, SZ, &a);
+    }
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(s0.chunks, 2 * N);
+    assert_int_equal(s0.delta_chunks, 0);
+    assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    /* random bytes: only the near-copies shrink, against their originals */
+    assert_true(s1.delta_chunks > N * 9 / 10);
+    assert_true(s1.delta_chunks <= N);
+    for (int i = 0; i < N; i += 97) {
+        memcpy(copy, orig + (size_t)i * SZ, SZ);
+        copy[i % SZ] ^= 0x5A;
+        snprintf(key, sizeof(key), "c%05d", i);
+        assert_int_equal(pl_obj_lookup(f->st, "small", key, PL_VIEW_LIVE, &a), 0);
+        read_all(f->st, a.id, PL_VIEW_LIVE, back, SZ);
+        assert_memory_equal(back, copy, SZ);
+    }
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    free(orig);
+    free(copy);
+}
+
 /* PL_WRITE_RAW: text that would compress is kept raw at destage (no zstd,
  * no sketch); the same text written plainly is compressed; both read back. */
 static void test_write_raw(void **state)
@@ -767,6 +811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_users_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin_keeps_unlinked_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_similarity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destage_many_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destage_encodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_raw, setup, teardown),
     };
