@@ -19,6 +19,10 @@
 #define EV_ROUND_BYTES (4u << 20)
 #define EV_IDLE_NS (2 * 1000000000LL) /* a file nobody wrote for this long is done */
 #define EV_DEST_MAX (1 + BROKER_NOTIFY_MAX)
+/* Woken by a change, wait this long for more before a round: a round costs
+ * an append and a trim, each durable, and a writer of many small files
+ * (tar x through a mount) makes a change every few milliseconds. */
+#define EV_LINGER_MS 20
 
 struct evq {
     uint64_t seq;
@@ -272,6 +276,11 @@ static void *ev_main(void *arg)
         while (b->ev_kicks == seen && !b->stopping)
             if (pthread_cond_timedwait(&b->ev_cond, &b->lock, &ts))
                 break;
+        if (b->ev_kicks != seen) {
+            ts = pl_deadline_ms(EV_LINGER_MS);
+            while (!b->stopping && !pthread_cond_timedwait(&b->ev_cond, &b->lock, &ts))
+                ;
+        }
         pthread_mutex_unlock(&b->lock);
     }
     free(r);
