@@ -5,6 +5,11 @@
  *   nfs_ops URL many N DIR   create N files in DIR, then list it: prints the count
  *   nfs_ops URL asuser UID   as uid UID (AUTH_SYS): creating in a root-owned
  *                            0755 directory must fail with EACCES
+ *   nfs_ops URL pwrite PATH OFF  overwrite PATH at OFF with stdin, then fsync
+ *   nfs_ops URL seqwrite PATH OUT  read PATH front to back in 1 MiB READs
+ *                            into the local file OUT while a second client overwrites every
+ *                            other 1 MiB piece (from the third on) with the
+ *                            letter 'A' + piece % 26 just before it is read
  * URL: nfs://HOST/EXPORT?nfsport=N&mountport=M. Exit status 1 on a failure. */
 #include <errno.h>
 #include <fcntl.h>
@@ -185,10 +190,54 @@ static void pwrite_stdin(const char *path, uint64_t off)
     nfs_close(nfs, fh);
 }
 
+/* The server reads a sequential reader's next piece before it asks: a
+ * write from another client in between must still show in the READ. Every
+ * fourth piece is committed (fsync); the others stay unstable writes. */
+static void seqwrite(const char *url, const char *path, const char *out)
+{
+    FILE *o = fopen(out, "wb");
+    CHECK("local output file", o != NULL);
+    struct nfs_context *w = nfs_init_context();
+    struct nfs_url *u = w ? nfs_parse_url_dir(w, url) : NULL;
+    CHECK("second client mounts", u && nfs_mount(w, u->server, u->path) == 0);
+    struct nfsfh *rf, *wf;
+    struct nfs_stat_64 st;
+    CHECK("open for reading", nfs_open(nfs, path, O_RDONLY, &rf) == 0);
+    CHECK("open for writing", nfs_open(w, path, O_WRONLY, &wf) == 0);
+    CHECK("fstat", nfs_fstat64(nfs, rf, &st) == 0);
+    static char buf[1 << 20], letter[1 << 20];
+    for (uint64_t off = 0, i = 0; off < st.nfs_size; off += sizeof(buf), i++) {
+        size_t want = (size_t)(st.nfs_size - off < sizeof(buf) ? st.nfs_size - off : sizeof(buf));
+        if (i >= 2 && i % 2 == 0) {
+            memset(letter, 'A' + (int)(i % 26), want);
+            if (nfs_pwrite(w, wf, off, want, letter) != (int)want ||
+                (i % 4 == 0 && nfs_fsync(w, wf))) {
+                fprintf(stderr, "FAIL overwrite at %llu: %s\n", (unsigned long long)off,
+                        nfs_get_error(w));
+                exit(1);
+            }
+        }
+        int n = nfs_pread(nfs, rf, off, want, buf);
+        if (n != (int)want) {
+            fprintf(stderr, "FAIL read at %llu: %d\n", (unsigned long long)off, n);
+            exit(1);
+        }
+        if (fwrite(buf, 1, want, o) != want) {
+            fprintf(stderr, "FAIL writing %s\n", out);
+            exit(1);
+        }
+    }
+    nfs_close(w, wf);
+    nfs_close(nfs, rf);
+    nfs_destroy_url(u);
+    nfs_destroy_context(w);
+    CHECK("local output file closed", fclose(o) == 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: nfs_ops URL ops|many N DIR|asuser UID|pwrite PATH OFF\n");
+        fprintf(stderr, "usage: nfs_ops URL ops|many N DIR|asuser UID|pwrite PATH OFF|seqwrite PATH OUT\n");
         return 2;
     }
     nfs = nfs_init_context();
@@ -205,6 +254,8 @@ int main(int argc, char **argv)
         asuser(atoi(argv[3]));
     else if (!strcmp(argv[2], "pwrite") && argc == 5)
         pwrite_stdin(argv[3], strtoull(argv[4], NULL, 10));
+    else if (!strcmp(argv[2], "seqwrite") && argc == 5)
+        seqwrite(argv[1], argv[3], argv[4]);
     else
         return 2;
     nfs_destroy_url(u);

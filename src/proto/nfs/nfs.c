@@ -130,6 +130,8 @@ static void drc_end(struct nfs_ctx *x, uint32_t xid, uint32_t peer, uint32_t pro
 
 void nfs_ctx_release(struct nfs_ctx *x)
 {
+    nfs_prefetch_free(x->pf); /* its loads settle the write-back */
+    x->pf = NULL;
     wb_free(x->wb);
     x->wb = NULL;
     if (x->drc)
@@ -157,6 +159,8 @@ int nfs_ctx_init(struct nfs_ctx *x, struct pl_store *st)
         rc = nfs_exports_init(x);
     if (!rc)
         rc = wb_new(st, "nfs", x, &x->wb);
+    if (!rc)
+        rc = nfs_prefetch_new(st, x->wb, &x->pf);
     if (rc)
         nfs_ctx_release(x);
     return rc;

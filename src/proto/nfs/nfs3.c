@@ -564,13 +564,17 @@ static void proc_read(struct call *c)
         st = may(c, &a, 4); /* the owner may read what it may not (open files) */
     if (!st && fh.view == PL_VIEW_LIVE)
         st = nfs_status(wb_settle(c->x->wb, fh.id));
-    if (!st && count) {
+    struct pf_slot *pf = NULL;
+    if (!st && count &&
+        !nfs_prefetch_begin(c->x->pf, fh.id, fh.view, off, count, &pf, &r->data, &got, &a)) {
         r->data = malloc(count);
         if (!r->data)
             st = NFS3ERR_JUKEBOX;
         else
             st = nfs_status(pl_elem_read(c->x->st, fh.id, fh.view, off, r->data, count, &got));
     }
+    if (pf)
+        nfs_prefetch_end(c->x->pf, pf, off, count, st ? 0 : got, a.size);
     xdr_put_u32(c->o, st);
     put_post_attr(c, st == NFS3ERR_STALE ? NULL : &fh);
     if (st) {

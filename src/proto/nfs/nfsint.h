@@ -88,10 +88,27 @@ struct nfs_ctx {
     struct cookie_slot *cookies;
     struct drc_slot *drc;
     struct wb *wb;         /* write-back of UNSTABLE writes (wb.c) */
+    struct nfs_prefetch *pf; /* next READs of sequential readers (prefetch.c) */
     struct nfs_mount mounts[NFS_MOUNTS_MAX]; /* what DUMP reports */
     size_t nmounts;
     int ports[3];          /* nfs, mount, portmap: what GETPORT answers */
 };
+
+/* ---- prefetch.c: the next READ of a sequential reader, read before it asks ---- */
+struct nfs_prefetch;
+struct pf_slot;
+int nfs_prefetch_new(struct pl_store *st, struct wb *wb, struct nfs_prefetch **ret) PL_WUR;
+void nfs_prefetch_free(struct nfs_prefetch *p); /* accepts NULL */
+/* A READ of count bytes at off of (id, view) starts, the write-back settled:
+ * 1 when the bytes were read ahead (*ret_buf, owned by the caller, *ret_n, and
+ * the file's attributes *ret_a), 0 to read them. *ret_slot, when not NULL,
+ * goes to nfs_prefetch_end once the READ is done. */
+int nfs_prefetch_begin(struct nfs_prefetch *p, uint64_t id, uint64_t view, uint64_t off,
+                       uint32_t count, struct pf_slot **ret_slot, uint8_t **ret_buf,
+                       size_t *ret_n, struct pl_attr *ret_a);
+/* The READ got got bytes of a file of size bytes. */
+void nfs_prefetch_end(struct nfs_prefetch *p, struct pf_slot *s, uint64_t off, uint32_t count,
+                      size_t got, uint64_t size);
 
 /* A reply: the header and results in hdr (record mark first), then data
  * (READ payload, owned) and its padding, sent without copying. */
