@@ -280,8 +280,8 @@ static int pick_refs(struct dseg *d)
             sf_index_add(&x, d, i); /* stays whole: a reference for later chunks */
         }
     }
-    meta_rtxn_end(txn);
 out:
+    meta_rtxn_end(txn);
     sf_index_release(&x);
     return rc;
 }

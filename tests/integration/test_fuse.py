@@ -38,10 +38,8 @@ def fs(tmp_path):
         assert m.stop() == 0
         assert not os.path.ismount(m.mp)
     finally:
-        # a clean stop after tar and rsync of thousands of files measured
-        # 18-24 s under ASan: more than stop()'s default on a busy machine
         if srv.proc.poll() is None:
-            assert srv.stop(timeout=180) == 0
+            assert srv.stop() == 0
 
 
 def test_posix_semantics(fs):
@@ -180,9 +178,14 @@ def test_git(fs):
 
 
 def test_tar_and_rsync(fs, tmp_path):
-    # a large tarball: many small files and a few big ones
+    # a large tarball: many small files and a few big ones (/usr/include
+    # without the two largest package trees: 4,300 files, every FUSE
+    # operation a durable commit; all 9,000 took five minutes under ASan)
     tree = tmp_path / "tree"
-    shutil.copytree("/usr/include", tree / "include", symlinks=True)
+    shutil.copytree("/usr/include", tree / "include", symlinks=True,
+                    ignore=lambda d, names: ({"node", "llvm-14"} & set(names)
+                                             if d == "/usr/include" else set()))
+    assert sum(len(f) for _, _, f in os.walk(tree)) > 2000
     for i in range(3):
         with open(tree / f"blob{i}.bin", "wb") as f:
             f.write(os.urandom(24 << 20))
