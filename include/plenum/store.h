@@ -86,6 +86,14 @@ int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg) PL_WUR;
 void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg);
 /* Tag the calling thread's changes from now on (NULL: none). */
 void pl_store_origin(const void *tag);
+/* The calling thread's metadata changes from now on need not be durable when
+ * they return (lazy: 1), as a local file system's are not before fsync: they
+ * are visible at once and durable at the next durable change, at
+ * pl_store_sync, or within a second; a power loss may undo them, never in
+ * part. Data bytes are durable before any change that names them either way. */
+void pl_store_lazy(int lazy);
+/* Make every change so far durable. */
+int pl_store_sync(struct pl_store *st) PL_WUR;
 
 /* ---- element events ----
  * Every change to an element under a bucket (create, S3 PUT and multipart

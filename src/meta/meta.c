@@ -1,7 +1,9 @@
 #include "meta/meta.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <sys/stat.h>
 
 static const char *const db_names[META_DB_COUNT] = {
@@ -19,6 +21,7 @@ struct meta_req {
     uint8_t *notes;
     size_t nlen, ncap;
     const void *tag; /* the submitting thread's meta_set_tag */
+    int lazy;        /* the submitting thread's meta_set_lazy */
     struct meta_req *next;
 };
 
@@ -35,7 +38,14 @@ struct meta_env {
     void *ctx;
     meta_note_fn note_fn;
     uint64_t batch_taken, batch_done; /* batches the writer took / finished */
+    int unsynced; /* a lazy batch committed since the last full sync */
 };
+
+/* A batch of lazy requests only commits without syncing LMDB's meta page
+ * (MDB_NOMETASYNC): the data pages are synced first as always, so a power
+ * loss can undo such a batch but never tear the tree; the next full commit,
+ * meta_sync or META_LAZY_MS of quiet make it durable. */
+#define META_LAZY_MS 1000
 
 int meta_err(int rc)
 {
@@ -93,8 +103,15 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
                 r->rc = crc;
         }
     }
+    int lazy = 1;
+    for (struct meta_req *r = list; r; r = r->next)
+        lazy &= r->lazy;
     if (!rc) {
+        if (lazy)
+            mdb_env_set_flags(e->env, MDB_NOMETASYNC, 1); /* only this thread commits */
         rc = meta_err(mdb_txn_commit(parent)); /* syncs: the durability point */
+        if (lazy)
+            mdb_env_set_flags(e->env, MDB_NOMETASYNC, 0);
         if (rc) {
             pl_log(PL_LOG_ERROR, "meta", "group commit failed err=%s", pl_errname(rc));
             for (struct meta_req *r = list; r; r = r->next)
@@ -103,7 +120,10 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
         }
     }
     pthread_mutex_lock(&e->lock);
+    if (!rc)
+        e->unsynced = lazy; /* a full commit's syncs cover the lazy ones before it */
     e->stats.commits++;
+    e->stats.lazy_commits += (uint64_t)lazy;
     e->stats.mutations += n;
     e->stats.batch_hist[batch_bucket(n)]++;
     for (struct meta_req *r = list; r; r = r->next)
@@ -117,8 +137,24 @@ static void *writer_main(void *arg)
     struct meta_env *e = arg;
     pthread_mutex_lock(&e->lock);
     for (;;) {
-        while (!e->head && !e->stopping)
-            pthread_cond_wait(&e->wake, &e->lock);
+        while (!e->head && !e->stopping) {
+            if (!e->unsynced) {
+                pthread_cond_wait(&e->wake, &e->lock);
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += META_LAZY_MS / 1000;
+            if (pthread_cond_timedwait(&e->wake, &e->lock, &until) == ETIMEDOUT &&
+                !e->head) {
+                e->unsynced = 0;
+                e->stats.syncs++;
+                pthread_mutex_unlock(&e->lock);
+                if (mdb_env_sync(e->env, 1))
+                    pl_log(PL_LOG_ERROR, "meta", "syncing the metadata failed");
+                pthread_mutex_lock(&e->lock);
+            }
+        }
         if (!e->head && e->stopping)
             break;
         /* take up to META_MAX_BATCH requests: one txn, one sync */
@@ -204,6 +240,7 @@ void meta_close(struct meta_env *e)
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->writer, NULL);
+    (void)mdb_env_sync(e->env, 1); /* lazy commits too */
     mdb_env_close(e->env);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->wake);
@@ -212,6 +249,28 @@ void meta_close(struct meta_env *e)
 }
 
 static _Thread_local const void *submit_tag;
+static _Thread_local int submit_lazy;
+
+void meta_set_lazy(int on)
+{
+    submit_lazy = on;
+}
+
+int meta_sync(struct meta_env *e)
+{
+    pthread_mutex_lock(&e->lock);
+    int unsynced = e->unsynced;
+    e->unsynced = 0; /* a lazy batch committing meanwhile sets it again */
+    e->stats.syncs += (uint64_t)unsynced;
+    pthread_mutex_unlock(&e->lock);
+    int rc = unsynced ? meta_err(mdb_env_sync(e->env, 1)) : 0;
+    if (rc) {
+        pthread_mutex_lock(&e->lock);
+        e->unsynced = 1;
+        pthread_mutex_unlock(&e->lock);
+    }
+    return rc;
+}
 
 void meta_set_tag(const void *tag)
 {
@@ -225,7 +284,7 @@ const void *meta_txn_tag(const struct meta_txn *t)
 
 int meta_submit(struct meta_env *e, meta_apply_fn fn, void *arg)
 {
-    struct meta_req r = {.fn = fn, .arg = arg, .tag = submit_tag};
+    struct meta_req r = {.fn = fn, .arg = arg, .tag = submit_tag, .lazy = submit_lazy};
     pthread_mutex_lock(&e->lock);
     if (e->stopping) {
         pthread_mutex_unlock(&e->lock);

@@ -57,6 +57,8 @@ struct meta_stats {
     uint64_t commits;
     uint64_t mutations;
     uint64_t batch_hist[10]; /* batch size buckets: 1,2,4,...,256,>256 */
+    uint64_t lazy_commits;   /* batches of lazy mutations only, meta page not synced */
+    uint64_t syncs;          /* full syncs made for lazy commits (meta_sync, or idle) */
 };
 
 /* Open or create the environment in directory path (created if missing).
@@ -94,6 +96,13 @@ int meta_note(struct meta_txn *t, const void *rec, size_t n) PL_WUR;
  * mutation reads it with meta_txn_tag while its submitter waits. */
 void meta_set_tag(const void *tag);
 const void *meta_txn_tag(const struct meta_txn *t);
+
+/* The calling thread's mutations from now on need not be durable when they
+ * return (on: 1): visible at once, durable at the next durable commit, at
+ * meta_sync, or within a second (a power loss may undo them, whole). */
+void meta_set_lazy(int on);
+/* Make every lazy mutation so far durable. */
+int meta_sync(struct meta_env *e) PL_WUR;
 
 /* Helpers over a txn (read or write). Values are borrowed until the txn ends. */
 int meta_get(MDB_txn *txn, struct meta_env *env, enum meta_db db, const void *k, size_t kn,

@@ -193,6 +193,16 @@ void pl_store_origin(const void *tag)
     cur_origin = tag;
 }
 
+void pl_store_lazy(int lazy)
+{
+    meta_set_lazy(lazy);
+}
+
+int pl_store_sync(struct pl_store *st)
+{
+    return meta_sync(st->meta);
+}
+
 /* Note layout: kind(1) id(8) name length(2) name. */
 int store_note(struct meta_txn *t, int kind, uint64_t id, const char *name)
 {

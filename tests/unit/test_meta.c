@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include "meta/meta.h"
 
@@ -71,10 +72,64 @@ static void test_group_commit(void **state)
     tu_rmrf(dir);
 }
 
+static uint64_t counter(void)
+{
+    MDB_txn *txn;
+    uint64_t v = 0;
+    assert_int_equal(meta_rtxn_begin(env, &txn), 0);
+    assert_int_equal(meta_sys_get(txn, env, "counter", &v), 0);
+    meta_rtxn_end(txn);
+    return v;
+}
+
+/* Lazy mutations are visible at once, commit without the meta-page sync,
+ * and are made durable by meta_sync or a second of quiet; a durable commit
+ * after them covers them. */
+static void test_lazy_commit(void **state)
+{
+    (void)state;
+    struct meta_stats s;
+    tu_tmpdir(dir, sizeof(dir));
+    assert_int_equal(meta_open(dir, &env), 0);
+    meta_set_lazy(1);
+    assert_int_equal(meta_submit(env, apply_inc, NULL), 0);
+    assert_int_equal(counter(), 1);
+    meta_stats_get(env, &s);
+    assert_int_equal(s.lazy_commits, 1);
+    assert_int_equal(s.syncs, 0);
+    assert_int_equal(meta_sync(env), 0);
+    assert_int_equal(meta_sync(env), 0); /* nothing left to sync */
+    meta_stats_get(env, &s);
+    assert_int_equal(s.syncs, 1);
+    /* quiet after a lazy commit: the writer syncs by itself */
+    assert_int_equal(meta_submit(env, apply_inc, NULL), 0);
+    for (int i = 0; i < 40 && s.syncs < 2; i++) {
+        usleep(100 * 1000);
+        meta_stats_get(env, &s);
+    }
+    assert_int_equal(s.syncs, 2);
+    assert_int_equal(s.lazy_commits, 2);
+    /* a lazy commit, then a durable one: the durable one's syncs cover both */
+    assert_int_equal(meta_submit(env, apply_inc, NULL), 0);
+    meta_set_lazy(0);
+    assert_int_equal(meta_submit(env, apply_inc, NULL), 0);
+    assert_int_equal(meta_sync(env), 0);
+    meta_stats_get(env, &s);
+    assert_int_equal(s.lazy_commits, 3);
+    assert_int_equal(s.syncs, 2);
+    assert_int_equal(counter(), 4);
+    meta_close(env);
+    assert_int_equal(meta_open(dir, &env), 0);
+    assert_int_equal(counter(), 4);
+    meta_close(env);
+    tu_rmrf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_lazy_commit),
     };
     return cmocka_run_group_tests_name("meta", tests, NULL, NULL);
 }

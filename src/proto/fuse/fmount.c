@@ -110,12 +110,15 @@ static uint64_t fm_id(const struct fmount *m, fuse_ino_t ino)
 }
 
 /* Every request starts here: our own store changes are tagged so the
- * watcher does not invalidate what the kernel already knows. */
+ * watcher does not invalidate what the kernel already knows, and need not
+ * be durable before fsync, as on a local file system (a `tar x` of 9,000
+ * files makes some 40,000 changes). */
 static struct fmount *fm_enter(fuse_req_t req)
 {
     struct fmount *m = fuse_req_userdata(req);
     pl_store_origin(m);
     pl_store_actor("fuse", NULL);
+    pl_store_lazy(1);
     return m;
 }
 
@@ -448,8 +451,12 @@ static void fm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     (void)datasync;
     (void)fi;
     struct fmount *m = fm_enter(req);
-    /* settled data is durable: every store write is */
-    fuse_reply_err(req, fm_errno(wb_settle(m->wb, fm_id(m, ino))));
+    /* settled data is durable: every store write is; the changes before
+     * it (names, attributes) are made so */
+    int rc = wb_settle(m->wb, fm_id(m, ino));
+    if (!rc)
+        rc = pl_store_sync(m->st);
+    fuse_reply_err(req, fm_errno(rc));
 }
 
 static void fm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -711,7 +718,8 @@ static void fm_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
     (void)ino;
     (void)datasync;
     (void)fi;
-    fuse_reply_err(req, 0); /* namespace changes are durable when they return */
+    struct fmount *m = fm_enter(req);
+    fuse_reply_err(req, fm_errno(pl_store_sync(m->st)));
 }
 
 static void fm_statfs(fuse_req_t req, fuse_ino_t ino)
