@@ -38,14 +38,25 @@ struct meta_env {
     void *ctx;
     meta_note_fn note_fn;
     uint64_t batch_taken, batch_done; /* batches the writer took / finished */
-    int unsynced; /* a lazy batch committed since the last full sync */
+    int unsynced;            /* a lazy batch committed since the last full sync */
+    struct timespec lazy_at; /* when the first of those committed */
 };
 
 /* A batch of lazy requests only commits without syncing LMDB's meta page
  * (MDB_NOMETASYNC): the data pages are synced first as always, so a power
- * loss can undo such a batch but never tear the tree; the next full commit,
- * meta_sync or META_LAZY_MS of quiet make it durable. */
-#define META_LAZY_MS 1000
+ * loss can undo such a batch but never tear the tree. The next full commit
+ * or meta_sync makes it durable; so does the writer after META_LAZY_S of
+ * quiet, and a batch META_LAZY_S after the first unsynced one commits in
+ * full, so lazy changes are durable within about that even under load. */
+#define META_LAZY_S 1
+
+static int lazy_overdue(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec - since->tv_sec > META_LAZY_S ||
+           (now.tv_sec - since->tv_sec == META_LAZY_S && now.tv_nsec >= since->tv_nsec);
+}
 
 int meta_err(int rc)
 {
@@ -106,12 +117,16 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
     int lazy = 1;
     for (struct meta_req *r = list; r; r = r->next)
         lazy &= r->lazy;
+    pthread_mutex_lock(&e->lock);
+    if (lazy && e->unsynced && lazy_overdue(&e->lazy_at))
+        lazy = 0;
+    pthread_mutex_unlock(&e->lock);
     if (!rc) {
-        if (lazy)
-            mdb_env_set_flags(e->env, MDB_NOMETASYNC, 1); /* only this thread commits */
+        if (lazy) /* only this thread commits, so the flag is this commit's */
+            (void)mdb_env_set_flags(e->env, MDB_NOMETASYNC, 1);
         rc = meta_err(mdb_txn_commit(parent)); /* syncs: the durability point */
         if (lazy)
-            mdb_env_set_flags(e->env, MDB_NOMETASYNC, 0);
+            (void)mdb_env_set_flags(e->env, MDB_NOMETASYNC, 0);
         if (rc) {
             pl_log(PL_LOG_ERROR, "meta", "group commit failed err=%s", pl_errname(rc));
             for (struct meta_req *r = list; r; r = r->next)
@@ -120,8 +135,11 @@ static void run_batch(struct meta_env *e, struct meta_req *list)
         }
     }
     pthread_mutex_lock(&e->lock);
-    if (!rc)
+    if (!rc) {
+        if (lazy && !e->unsynced)
+            clock_gettime(CLOCK_MONOTONIC, &e->lazy_at);
         e->unsynced = lazy; /* a full commit's syncs cover the lazy ones before it */
+    }
     e->stats.commits++;
     e->stats.lazy_commits += (uint64_t)lazy;
     e->stats.mutations += n;
@@ -144,7 +162,7 @@ static void *writer_main(void *arg)
             }
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += META_LAZY_MS / 1000;
+            until.tv_sec += META_LAZY_S;
             if (pthread_cond_timedwait(&e->wake, &e->lock, &until) == ETIMEDOUT &&
                 !e->head) {
                 e->unsynced = 0;

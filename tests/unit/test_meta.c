@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "meta/meta.h"
@@ -118,9 +119,28 @@ static void test_lazy_commit(void **state)
     assert_int_equal(s.lazy_commits, 3);
     assert_int_equal(s.syncs, 2);
     assert_int_equal(counter(), 4);
+    /* lazy changes without a pause: a commit a second after the first
+     * unsynced one is a full one */
+    meta_set_lazy(1);
+    struct meta_stats before;
+    meta_stats_get(env, &before);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int n = 0;
+    do {
+        assert_int_equal(meta_submit(env, apply_inc, NULL), 0);
+        n++;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 3);
+    meta_set_lazy(0);
+    meta_stats_get(env, &s);
+    assert_int_equal(s.syncs, before.syncs); /* never quiet for a second */
+    assert_true(s.commits - before.commits - (s.lazy_commits - before.lazy_commits) >= 2);
+    assert_true(s.lazy_commits - before.lazy_commits > 2);
+    assert_int_equal(counter(), 4 + (uint64_t)n);
     meta_close(env);
     assert_int_equal(meta_open(dir, &env), 0);
-    assert_int_equal(counter(), 4);
+    assert_int_equal(counter(), 4 + (uint64_t)n);
     meta_close(env);
     tu_rmrf(dir);
 }
