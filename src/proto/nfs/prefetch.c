@@ -4,10 +4,11 @@
  * programs built on libnfs's synchronous calls) leaves the server idle while
  * a reply crosses the wire and the client takes it in, and then waits while
  * the server reads the next megabyte: measured on a warm 1 GiB file, about
- * 0.45 ms of each 1 ms READ went to reading it. So when a READ that carried
- * on where the last one on that file ended finishes, and no other READ of
- * the file is in flight (a kernel client's readahead keeps several going
- * and needs no help), the same count at the next offset is read on a thread
+ * 0.45 ms of each 1 ms READ went to reading it. So once two READs in a row
+ * carried on where the last one of that file ended, each alone (no other
+ * READ of the file in flight from its start to its end: a kernel client's
+ * readahead keeps several going and needs no help, and would only have the
+ * file read twice), the same count at the next offset is read on a thread
  * of our own; the READ that asks for exactly that takes it.
  *
  * Read-ahead data is used only if the file did not change since: its
@@ -33,6 +34,8 @@ struct pf_slot {
     uint64_t id, view;
     uint64_t next;   /* where the last READ of this file ended */
     int readers;     /* READs of it in flight */
+    int overlapped;  /* one began while another was in flight */
+    int streak;      /* READs alone and in sequence, in a row */
     int state;
     uint64_t off;    /* what is loading or ready */
     uint32_t count;
@@ -142,6 +145,7 @@ static struct pf_slot *slot_take(struct nfs_prefetch *p, uint64_t id, uint64_t v
         best->id = id;
         best->view = view;
         best->next = UINT64_MAX;
+        best->overlapped = best->streak = 0;
     }
     return best;
 }
@@ -187,6 +191,7 @@ int nfs_prefetch_begin(struct nfs_prefetch *p, uint64_t id, uint64_t view, uint6
         pthread_mutex_unlock(&p->lock);
         return 0;
     }
+    s->overlapped |= s->readers > 0;
     s->readers++;
     s->used = ++p->clock;
     while (s->state == PF_LOADING && s->off == off && s->count == count)
@@ -220,11 +225,12 @@ void nfs_prefetch_end(struct nfs_prefetch *p, struct pf_slot *s, uint64_t off, u
 {
     pthread_mutex_lock(&p->lock);
     s->readers--;
-    int sequential = s->next == off;
+    int alone = !s->readers && !s->overlapped;
+    if (!s->readers)
+        s->overlapped = 0;
+    s->streak = s->next == off && alone ? s->streak + 1 : 0;
     s->next = off + got;
-    /* a reader with READs in flight side by side reads ahead by itself */
-    if (sequential && !s->readers && got == count && off + got < size &&
-        s->state != PF_LOADING) {
+    if (s->streak >= 2 && got == count && off + got < size && s->state != PF_LOADING) {
         slot_clear(s);
         s->state = PF_LOADING;
         s->off = off + got;
