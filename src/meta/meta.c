@@ -165,10 +165,8 @@ static void *writer_main(void *arg)
             until.tv_sec += META_LAZY_S;
             if (pthread_cond_timedwait(&e->wake, &e->lock, &until) == ETIMEDOUT &&
                 !e->head) {
-                e->unsynced = 0;
-                e->stats.syncs++;
                 pthread_mutex_unlock(&e->lock);
-                if (mdb_env_sync(e->env, 1))
+                if (meta_sync(e))
                     pl_log(PL_LOG_ERROR, "meta", "syncing the metadata failed");
                 pthread_mutex_lock(&e->lock);
             }
@@ -258,7 +256,8 @@ void meta_close(struct meta_env *e)
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->writer, NULL);
-    (void)mdb_env_sync(e->env, 1); /* lazy commits too */
+    if (meta_sync(e)) /* lazy commits */
+        pl_log(PL_LOG_ERROR, "meta", "syncing the metadata at close failed");
     mdb_env_close(e->env);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->wake);

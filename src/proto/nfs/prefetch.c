@@ -19,7 +19,6 @@
  * dropped and read again. */
 #include <inttypes.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "proto/nfs/nfsint.h"
 
@@ -41,7 +40,6 @@ struct pf_slot {
     uint32_t count;
     uint8_t *buf;
     size_t got;
-    int rc;
     struct pl_attr stamp;
     uint64_t used;   /* for choosing a slot to reuse */
 };
