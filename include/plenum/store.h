@@ -60,7 +60,10 @@ struct pl_store_opts {
     uint64_t buffer_max;                /* writers wait while destage is behind by this
                                            many buffered bytes; 0 = 1 GiB */
     int events_off;                     /* queue no element events */
+    uint64_t hot_cache;                 /* bytes of decoded delta references kept in
+                                           memory; 0 = 256 MiB, PL_HOT_CACHE_NONE */
 };
+#define PL_HOT_CACHE_NONE UINT64_MAX
 
 /* Open the data directory. With opts->create, lays out a new one (mirrored
  * buffer, 4+2 capacity dirs). Takes an exclusive lock: PL_ELOCKED when another
@@ -471,6 +474,8 @@ struct pl_store_stats {
     uint64_t degraded_reads, unrecoverable_reads, strips_repaired;
     uint64_t scrub_checked, scrub_repaired, scrub_unrecoverable;
     uint64_t read_ahead_bytes; /* bytes readers took from the stripes' read-ahead */
+    uint64_t hot_hits, hot_misses; /* delta references found (or not) decoded in memory */
+    uint64_t hot_bytes;            /* what the hot chunk cache holds */
 };
 int pl_store_stats(struct pl_store *st, struct pl_store_stats *ret) PL_WUR;
 

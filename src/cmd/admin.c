@@ -84,6 +84,14 @@ int cmd_stats(struct opts *o)
             pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(res, "read_ahead_bytes")),
                          ra, sizeof(ra));
             printf("%-32s %s served from read-ahead (since start)\n", "sequential reads", ra);
+            json_t *hot = json_object_get(res, "hot_chunks");
+            char hb[32];
+            pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(hot, "bytes")), hb,
+                         sizeof(hb));
+            printf("%-32s %s held, delta references %lld found, %lld read (since start)\n",
+                   "hot chunk cache", hb,
+                   (long long)json_integer_value(json_object_get(hot, "hits")),
+                   (long long)json_integer_value(json_object_get(hot, "misses")));
         }
         json_decref(res);
     }

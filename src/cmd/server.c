@@ -45,7 +45,9 @@ void usage_server(void)
            "                    [store] zstd_level=N, ec=K+M, buffer_copies=2|3,\n"
            "                    similarity=on|off, gc_live_pct=N,\n"
            "                    scrub_interval_s=N, scrub_rate_mb=N, buffer_max_mb=N\n"
-           "                    (writers wait while destage is that far behind);\n"
+           "                    (writers wait while destage is that far behind),\n"
+           "                    hot_cache_mb=N (decoded delta references kept in\n"
+           "                    memory; default 256, 0 keeps none);\n"
            "                    [export] /PATH = CLIENTS [OPTIONS] (see plenum export --help);\n"
            "                    [kafka] auto_create=on|off (default off),\n"
            "                    default_partitions=N (for auto-created topics),\n"
@@ -234,6 +236,9 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             so->scrub_rate = strtoull(v, NULL, 10) << 20;
         } else if (!strcmp(section, "store") && !strcmp(k, "buffer_max_mb")) {
             so->buffer_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "store") && !strcmp(k, "hot_cache_mb")) {
+            uint64_t mb = strtoull(v, NULL, 10);
+            so->hot_cache = mb ? mb << 20 : PL_HOT_CACHE_NONE;
         } else if (!strcmp(section, "kafka") && !strcmp(k, "auto_create")) {
             cfg_broker.auto_create = !strcmp(v, "on") || !strcmp(v, "true");
         } else if (!strcmp(section, "kafka") && !strcmp(k, "sasl")) {

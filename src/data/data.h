@@ -114,10 +114,13 @@ int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], cons
 /* The reference of a delta chunk. */
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;
-/* Read a delta chunk given its reference's raw bytes. */
-int data_delta_read(struct data_store *ds, const struct data_loc *loc,
-                    const uint8_t fp[DATA_FP_LEN], const void *ref, size_t ref_n,
-                    void *out) PL_WUR;
+/* Read and verify a delta chunk's block (*ret_blk, malloc'd) and say which
+ * chunk it is a delta of; then decode it against that chunk's raw bytes. */
+int data_delta_load(struct data_store *ds, const struct data_loc *loc,
+                    const uint8_t fp[DATA_FP_LEN], uint8_t **ret_blk,
+                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;
+int data_delta_decode(struct data_store *ds, const struct data_loc *loc, const uint8_t *blk,
+                      const void *ref, size_t ref_n, void *out) PL_WUR;
 /* Append an already-encoded block (compaction moves blocks without recoding). */
 int data_block_append(struct data_store *ds, const uint8_t *block, size_t n,
                       struct data_loc *ret_loc) PL_WUR;
@@ -127,7 +130,8 @@ int data_sync(struct data_store *ds, uint64_t seg) PL_WUR;
 /* Read, verify and decode a chunk into out (capacity >= loc->raw_len).
  * Tries each mirror; PL_ECORRUPT when no copy verifies, PL_ENOENT when the
  * segment is gone (moved by compaction: look the location up again).
- * PL_EINVAL for a delta chunk: read its reference, then data_delta_read. */
+ * PL_EINVAL for a delta chunk: data_delta_load, read its reference, then
+ * data_delta_decode. */
 int data_chunk_read(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], void *out) PL_WUR;
 /* Read n chunks stored back to back in one segment (locs[i + 1] starts where

@@ -705,30 +705,40 @@ int data_delta_ref(struct data_store *ds, const struct data_loc *loc, uint8_t re
     return 0;
 }
 
-int data_delta_read(struct data_store *ds, const struct data_loc *loc,
-                    const uint8_t fp[DATA_FP_LEN], const void *ref, size_t ref_n, void *out)
+int data_delta_load(struct data_store *ds, const struct data_loc *loc,
+                    const uint8_t fp[DATA_FP_LEN], uint8_t **ret_blk,
+                    uint8_t ref_fp[DATA_FP_LEN])
 {
     if (loc->codec != DATA_CODEC_DELTA || loc->stored_len < DATA_FP_LEN)
         return PL_EINVAL;
-    size_t n = DATA_BLOCK_HDR + loc->stored_len;
-    uint8_t *blk = malloc(n);
+    uint8_t *blk = malloc(DATA_BLOCK_HDR + loc->stored_len);
     if (!blk)
         return PL_ENOMEM;
     int rc = block_read_verified(ds, loc, fp, blk);
-    ZSTD_DCtx *d = rc ? NULL : dctx_get(ds);
-    if (!rc && !d)
-        rc = PL_ENOMEM;
-    if (!rc) {
-        size_t z = ZSTD_DCtx_refPrefix(d, ref, ref_n);
-        if (!ZSTD_isError(z))
-            z = ZSTD_decompressDCtx(d, out, loc->raw_len, blk + DATA_BLOCK_HDR + DATA_FP_LEN,
-                                    loc->stored_len - DATA_FP_LEN);
-        if (ZSTD_isError(z) || z != loc->raw_len)
-            rc = PL_ECORRUPT;
-        ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
-        dctx_put(ds, d);
+    if (rc) {
+        free(blk);
+        return rc;
     }
-    free(blk);
+    memcpy(ref_fp, blk + DATA_BLOCK_HDR, DATA_FP_LEN);
+    *ret_blk = blk;
+    return 0;
+}
+
+int data_delta_decode(struct data_store *ds, const struct data_loc *loc, const uint8_t *blk,
+                      const void *ref, size_t ref_n, void *out)
+{
+    ZSTD_DCtx *d = dctx_get(ds);
+    if (!d)
+        return PL_ENOMEM;
+    int rc = 0;
+    size_t z = ZSTD_DCtx_refPrefix(d, ref, ref_n);
+    if (!ZSTD_isError(z))
+        z = ZSTD_decompressDCtx(d, out, loc->raw_len, blk + DATA_BLOCK_HDR + DATA_FP_LEN,
+                                loc->stored_len - DATA_FP_LEN);
+    if (ZSTD_isError(z) || z != loc->raw_len)
+        rc = PL_ECORRUPT;
+    ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
+    dctx_put(ds, d);
     return rc;
 }
 

@@ -196,27 +196,23 @@ struct dpart {
 
 static int encode_block(struct dseg *d, struct dblock *b)
 {
-    const void *raw = b->blk + DATA_BLOCK_HDR, *ref = NULL;
-    uint8_t *stored_ref = NULL;
+    const void *raw = b->blk + DATA_BLOCK_HDR;
+    const uint8_t *ref = NULL;
+    struct hot_chunk *held = NULL;
     size_t ref_n = 0;
     if (b->ref_local) {
         const struct dblock *r = &d->b[b->ref_local - 1];
         ref = r->blk + DATA_BLOCK_HDR;
         ref_n = r->from.raw_len;
-    } else if (b->has_ref) {
-        stored_ref = malloc(b->ref_loc.raw_len);
-        if (!stored_ref)
-            return PL_ENOMEM;
-        if (store_chunk_read(d->st, &b->ref_loc, b->ref, stored_ref) == 0) {
-            ref = stored_ref;
-            ref_n = b->ref_loc.raw_len;
-        } /* else an unreadable reference: store this one whole */
+    } else if (b->has_ref &&
+               store_ref_get(d->st, b->ref, &b->ref_loc, &held, &ref, &ref_n) != 0) {
+        ref = NULL; /* an unreadable reference: store this one whole */
     }
     int rc = data_block_encode(d->st->data, b->fp, raw, b->from.raw_len, b->plain,
                                ref ? b->ref : NULL, ref, ref_n, &b->enc, &b->enc_n);
     if (!rc)
         b->delta = b->enc[5] == DATA_CODEC_DELTA;
-    free(stored_ref);
+    hot_put(held);
     return rc;
 }
 

@@ -438,40 +438,88 @@ int store_sync_segs(struct pl_store *st, const struct seg_set *segs)
     return 0;
 }
 
+int store_ref_get(struct pl_store *st, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc,
+                  struct hot_chunk **ret, const uint8_t **ret_data, size_t *ret_n)
+{
+    const uint8_t *d = hot_get(st->hot, fp, ret_n, ret);
+    if (d) {
+        *ret_data = d;
+        return 0;
+    }
+    int rc = PL_ENOENT;
+    for (int attempt = 0; attempt < 3 && rc == PL_ENOENT; attempt++) {
+        struct data_loc rl;
+        if (loc && attempt == 0) {
+            rl = *loc;
+        } else {
+            MDB_txn *txn;
+            rc = meta_rtxn_begin(st->meta, &txn);
+            if (rc)
+                return rc;
+            rc = chunk_lookup(txn, st->meta, fp, NULL, &rl);
+            meta_rtxn_end(txn);
+            if (rc == PL_ENOENT)
+                return PL_ECORRUPT; /* a delta outlived its reference: never should */
+            if (rc)
+                return rc;
+        }
+        if (rl.codec == DATA_CODEC_DELTA)
+            return PL_ECORRUPT; /* references are whole chunks */
+        struct hot_chunk *h;
+        uint8_t *buf;
+        rc = hot_alloc(rl.raw_len, &h, &buf);
+        if (rc)
+            return rc;
+        rc = data_chunk_read(st->data, &rl, fp, buf);
+        if (rc) {
+            hot_put(h); /* ENOENT: it moved under compaction; look again */
+            continue;
+        }
+        hot_insert(st->hot, fp, h);
+        *ret = h;
+        *ret_data = buf;
+        *ret_n = rl.raw_len;
+    }
+    return rc;
+}
+
+static int chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
+                      void *out, int cached)
+{
+    struct hot_chunk *h = NULL;
+    size_t n;
+    const uint8_t *d = cached ? hot_peek(st->hot, fp, &n, &h) : NULL;
+    if (d) {
+        int rc = n == loc->raw_len ? 0 : PL_ECORRUPT;
+        if (!rc)
+            memcpy(out, d, n);
+        hot_put(h);
+        return rc;
+    }
+    if (loc->codec != DATA_CODEC_DELTA)
+        return data_chunk_read(st->data, loc, fp, out);
+    uint8_t rfp[DATA_FP_LEN], *blk;
+    int rc = data_delta_load(st->data, loc, fp, &blk, rfp);
+    if (rc)
+        return rc;
+    rc = store_ref_get(st, rfp, NULL, &h, &d, &n);
+    if (!rc)
+        rc = data_delta_decode(st->data, loc, blk, d, n, out);
+    hot_put(h);
+    free(blk);
+    return rc;
+}
+
 int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
                      void *out)
 {
-    if (loc->codec != DATA_CODEC_DELTA)
-        return data_chunk_read(st->data, loc, fp, out);
-    uint8_t rfp[DATA_FP_LEN];
-    int rc = data_delta_ref(st->data, loc, rfp);
-    if (rc)
-        return rc;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        struct data_loc rl;
-        MDB_txn *txn;
-        rc = meta_rtxn_begin(st->meta, &txn);
-        if (rc)
-            return rc;
-        rc = chunk_lookup(txn, st->meta, rfp, NULL, &rl);
-        meta_rtxn_end(txn);
-        if (rc == PL_ENOENT)
-            return PL_ECORRUPT; /* a delta outlived its reference: never should */
-        if (rc)
-            return rc;
-        if (rl.codec == DATA_CODEC_DELTA)
-            return PL_ECORRUPT;
-        uint8_t *ref = malloc(rl.raw_len);
-        if (!ref)
-            return PL_ENOMEM;
-        rc = data_chunk_read(st->data, &rl, rfp, ref);
-        if (!rc)
-            rc = data_delta_read(st->data, loc, fp, ref, rl.raw_len, out);
-        free(ref);
-        if (rc != PL_ENOENT)
-            return rc; /* ENOENT: the reference moved under compaction; look again */
-    }
-    return rc;
+    return chunk_read(st, loc, fp, out, 1);
+}
+
+int store_chunk_read_stored(struct pl_store *st, const struct data_loc *loc,
+                            const uint8_t fp[DATA_FP_LEN], void *out)
+{
+    return chunk_read(st, loc, fp, out, 0);
 }
 
 /* Fingerprinting runs on the caller and a pool worker when there is this

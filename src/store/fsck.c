@@ -73,7 +73,7 @@ static int chunk_read_moved(struct pl_store *st, const uint8_t *fp, struct data_
     meta_rtxn_end(txn);
     if (rc == PL_ENOENT || (!rc && !refs))
         return 1;
-    return rc ? rc : store_chunk_read(st, loc, fp, scratch);
+    return rc ? rc : store_chunk_read_stored(st, loc, fp, scratch);
 }
 
 int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progress, void *arg)
@@ -168,7 +168,7 @@ int pl_store_fsck(struct pl_store *st, pl_fsck_fn problem, pl_progress_fn progre
                 report(&f, e ? e->first_id : 0, "chunk %.16s: refcount %llu, %llu references",
                        hex, (unsigned long long)refs, (unsigned long long)want);
             if (refs) {
-                int r = store_chunk_read(st, &loc, k.mv_data, scratch);
+                int r = store_chunk_read_stored(st, &loc, k.mv_data, scratch);
                 if (r == PL_ENOENT)
                     r = chunk_read_moved(st, k.mv_data, &loc, scratch);
                 if (r == 1)

@@ -27,6 +27,9 @@
 
 #define PL_EPOCH_INF UINT64_MAX
 
+struct hot_cache;
+struct hot_chunk;
+
 enum elem_flags {
     ELEM_F_STAGING = 1 << 0,  /* anonymous, being written by a pl_writer */
     ELEM_F_IMPLICIT = 1 << 1, /* directory created implicitly by an object key */
@@ -70,6 +73,7 @@ struct pl_store {
     struct pl_gate purge;
     struct pl_pool *pool; /* background work: pipelined commits */
     struct pl_pool *ahead; /* reading ahead of sequential readers */
+    struct hot_cache *hot; /* decoded delta references (hot.c) */
     int leads;             /* read-ahead jobs queued there (atomic) */
     int ahead_stop;        /* closing: queued read-aheads return at once (atomic) */
     pthread_mutex_t gc_lock;
@@ -222,6 +226,33 @@ int chunk_ref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN], const struct da
 int store_chunk_read(struct pl_store *st, const struct data_loc *loc, const uint8_t fp[DATA_FP_LEN],
                      void *out) PL_WUR;
 int chunk_unref(struct meta_txn *t, const uint8_t fp[DATA_FP_LEN]) PL_WUR;
+/* The decoded bytes of chunk fp, a delta's reference: from the hot cache,
+ * else read from loc (or where the index says, when loc is NULL) and kept
+ * there. Held until hot_put(*ret). */
+int store_ref_get(struct pl_store *st, const uint8_t fp[DATA_FP_LEN], const struct data_loc *loc,
+                  struct hot_chunk **ret, const uint8_t **ret_data, size_t *ret_n) PL_WUR;
+/* Like store_chunk_read, but the chunk's own bytes come from the disk even
+ * when the hot cache holds them (fsck verifies what is stored). */
+int store_chunk_read_stored(struct pl_store *st, const struct data_loc *loc,
+                            const uint8_t fp[DATA_FP_LEN], void *out) PL_WUR;
+
+/* ---- the hot chunk cache (hot.c): decoded chunks by fingerprint ---- */
+int hot_new(size_t cap, struct hot_cache **ret) PL_WUR;
+void hot_free(struct hot_cache *c);
+/* The decoded bytes of fp, held in *ret until hot_put; NULL if not cached.
+ * hot_get counts a hit or a miss, hot_peek does not (a look that costs
+ * nothing when it misses). */
+const uint8_t *hot_get(struct hot_cache *c, const uint8_t fp[DATA_FP_LEN], size_t *ret_n,
+                       struct hot_chunk **ret);
+const uint8_t *hot_peek(struct hot_cache *c, const uint8_t fp[DATA_FP_LEN], size_t *ret_n,
+                        struct hot_chunk **ret);
+void hot_put(struct hot_chunk *h);
+/* An entry of n bytes for the caller to fill; then hot_insert (which keeps
+ * it if there is room) and hot_put, or hot_put alone to drop it. */
+int hot_alloc(size_t n, struct hot_chunk **ret, uint8_t **ret_data) PL_WUR;
+void hot_insert(struct hot_cache *c, const uint8_t fp[DATA_FP_LEN], struct hot_chunk *h);
+void hot_counts(struct hot_cache *c, uint64_t *ret_hits, uint64_t *ret_misses,
+                uint64_t *ret_bytes);
 /* Does the chunk index name the copy of fp at loc (a block found walking a
  * segment)? 0 yes (*ret_refs, *ret_cur filled), 1 no (garbage, or another
  * copy is the one), or an error. */

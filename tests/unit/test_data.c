@@ -397,10 +397,17 @@ static void test_sketch_and_delta(void **state)
     uint8_t ref[32];
     assert_int_equal(data_delta_ref(f->ds, &lb, ref), 0);
     assert_memory_equal(ref, fa, 32);
-    assert_int_equal(data_delta_read(f->ds, &lb, fb, a, N, out), 0);
+    uint8_t *blk = NULL;
+    memset(ref, 0, sizeof(ref));
+    assert_int_equal(data_delta_load(f->ds, &lb, fb, &blk, ref), 0);
+    assert_memory_equal(ref, fa, 32);
+    assert_int_equal(data_delta_decode(f->ds, &lb, blk, a, N, out), 0);
     assert_memory_equal(out, b, N);
     /* a wrong reference is caught, never silently decoded */
-    assert_int_not_equal(data_delta_read(f->ds, &lb, fb, c, N, out), 0);
+    assert_int_not_equal(data_delta_decode(f->ds, &lb, blk, c, N, out), 0);
+    free(blk);
+    /* the block is checked against the chunk it claims to be */
+    assert_int_equal(data_delta_load(f->ds, &lb, fa, &blk, ref), PL_ECORRUPT);
     /* an unrelated "reference" is not worth a delta */
     struct data_loc lc;
     uint8_t fc[32];

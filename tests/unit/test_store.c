@@ -758,6 +758,129 @@ static void test_destage_many_small(void **state)
     free(copy);
 }
 
+static void reopen_hot(struct fix *f, uint64_t hot_cache)
+{
+    pl_store_close(f->st);
+    struct pl_store_opts o = {.zstd_level = -1, .hot_cache = hot_cache};
+    assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
+}
+
+/* Read near-copies i in [lo, hi) and check their bytes. */
+static void read_copies(struct pl_store *st, const uint8_t *orig, int sz, int lo, int hi)
+{
+    uint8_t *copy = malloc((size_t)sz), *back = malloc((size_t)sz);
+    char key[32];
+    struct pl_attr a;
+    for (int i = lo; i < hi; i++) {
+        memcpy(copy, orig + (size_t)i * sz, (size_t)sz);
+        copy[i % sz] ^= 0x5A;
+        snprintf(key, sizeof(key), "c%05d", i);
+        assert_int_equal(pl_obj_lookup(st, "hot", key, PL_VIEW_LIVE, &a), 0);
+        read_all(st, a.id, PL_VIEW_LIVE, back, (size_t)sz);
+        assert_memory_equal(back, copy, (size_t)sz);
+    }
+    free(copy);
+    free(back);
+}
+
+/* A least-recently-used list of keys, counting hits and misses. */
+struct lru_model {
+    int keys[64], n, cap;
+    uint64_t hits, misses;
+};
+
+static void lru_model_use(struct lru_model *m, int key)
+{
+    int at = -1;
+    for (int i = 0; i < m->n; i++)
+        if (m->keys[i] == key)
+            at = i;
+    if (at >= 0) {
+        m->hits++;
+        memmove(&m->keys[at], &m->keys[at + 1], (size_t)(m->n - at - 1) * sizeof(int));
+        m->n--;
+    } else {
+        m->misses++;
+        if (m->n == m->cap) {
+            memmove(&m->keys[0], &m->keys[1], (size_t)(m->n - 1) * sizeof(int));
+            m->n--;
+        }
+    }
+    m->keys[m->n++] = key;
+}
+
+/* Delta references are decoded once and then found in the hot chunk cache;
+ * the cache stays within its bound, keeps the most recently used, and
+ * with none configured every read still decodes right. */
+static void test_hot_cache(void **state)
+{
+    struct fix *f = *state;
+    enum { N = 300, SZ = 3000 };
+    uint8_t *orig = malloc((size_t)N * SZ), *copy = malloc(SZ);
+    tu_fill(orig, (size_t)N * SZ, 77);
+    struct pl_attr a;
+    struct pl_store_stats s0, s1;
+    char key[32];
+    assert_int_equal(pl_bucket_create(f->st, "hot"), 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "o%05d", i);
+        put(f->st, "hot", key, orig + (size_t)i * SZ, SZ, &a);
+        memcpy(copy, orig + (size_t)i * SZ, SZ);
+        copy[i % SZ] ^= 0x5A;
+        snprintf(key, sizeof(key), "c%05d", i);
+        put(f->st, "hot", key, copy, SZ, &a);
+    }
+    assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    uint64_t deltas = s0.delta_chunks;
+    assert_true(deltas > N * 9 / 10); /* random bytes: the near-copies, against their originals */
+
+    reopen_hot(f, 0); /* the default: room for all */
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(s0.hot_hits + s0.hot_misses + s0.hot_bytes, 0);
+    int is_delta[N];
+    for (int i = 0; i < N; i++) { /* which copies are deltas: those that look a reference up */
+        read_copies(f->st, orig, SZ, i, i + 1);
+        assert_int_equal(pl_store_stats(f->st, &s1), 0);
+        is_delta[i] = s1.hot_misses != s0.hot_misses;
+        s0 = s1;
+    }
+    assert_int_equal(s1.hot_misses, deltas);
+    assert_int_equal(s1.hot_hits, 0);
+    assert_int_equal(s1.hot_bytes, deltas * SZ);
+    read_copies(f->st, orig, SZ, 0, N);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.hot_misses, deltas);
+    assert_int_equal(s1.hot_hits, deltas);
+
+    /* room for 20 references, least recently used out: the counts follow
+     * a model of exactly that */
+    reopen_hot(f, 20 * SZ);
+    struct lru_model m = {.cap = 20};
+    static const int seq[][2] = {{0, N}, {N - 20, N - 15}, {0, 10}, {N - 20, N - 15}, {N - 10, N}};
+    for (size_t k = 0; k < PL_ARRAY_LEN(seq); k++) {
+        read_copies(f->st, orig, SZ, seq[k][0], seq[k][1]);
+        for (int i = seq[k][0]; i < seq[k][1]; i++)
+            if (is_delta[i])
+                lru_model_use(&m, i);
+        assert_int_equal(pl_store_stats(f->st, &s1), 0);
+        assert_int_equal(s1.hot_hits, m.hits);
+        assert_int_equal(s1.hot_misses, m.misses);
+        assert_int_equal(s1.hot_bytes, (uint64_t)m.n * SZ);
+    }
+    assert_true(m.hits >= 5); /* the model saw both kinds */
+
+    reopen_hot(f, PL_HOT_CACHE_NONE);
+    read_copies(f->st, orig, SZ, 0, N);
+    read_copies(f->st, orig, SZ, 0, N);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.hot_hits, 0);
+    assert_int_equal(s1.hot_bytes, 0);
+    assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
+    free(orig);
+    free(copy);
+}
+
 /* PL_WRITE_RAW: text that would compress is kept raw at destage (no zstd,
  * no sketch); the same text written plainly is compressed; both read back. */
 static void test_write_raw(void **state)
@@ -814,6 +937,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destage_many_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destage_encodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_cache, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -398,6 +398,11 @@ static int op_stats(struct pl_store *st, json_t *args, json_t *res, struct op_io
     json_object_set_new(res, "degraded_reads", json_integer((json_int_t)s.degraded_reads));
     json_object_set_new(res, "strips_repaired", json_integer((json_int_t)s.strips_repaired));
     json_object_set_new(res, "read_ahead_bytes", json_integer((json_int_t)s.read_ahead_bytes));
+    json_t *hot = json_object();
+    json_object_set_new(hot, "hits", json_integer((json_int_t)s.hot_hits));
+    json_object_set_new(hot, "misses", json_integer((json_int_t)s.hot_misses));
+    json_object_set_new(hot, "bytes", json_integer((json_int_t)s.hot_bytes));
+    json_object_set_new(res, "hot_chunks", hot);
     json_object_set_new(res, "scrub", json_pack("{s:I, s:I, s:I}", "checked",
                                                 (json_int_t)s.scrub_checked, "repaired",
                                                 (json_int_t)s.scrub_repaired, "unrecoverable",
