@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "proto/nbd/nbdproto.h"
 #include "proto/tsrv/tsrv.h"
@@ -496,10 +497,11 @@ static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, 
     nbd_put32(h, NBD_SIMPLE_REPLY_MAGIC);
     nbd_put32(h + 4, err);
     nbd_put64(h + 8, r->cookie);
+    /* header and data in one call: a header written alone goes out as a
+     * packet of its own, and wakes the client for 16 bytes */
+    struct iovec iov[2] = {{h, sizeof(h)}, {(void *)data, n && !err ? n : 0}};
     pthread_mutex_lock(&c->send_lock);
-    int rc = pl_write_all(c->fd, h, sizeof(h));
-    if (!rc && n && !err)
-        rc = pl_write_all(c->fd, data, n);
+    int rc = pl_writev_all(c->fd, iov, iov[1].iov_len ? 2 : 1);
     pthread_mutex_unlock(&c->send_lock);
     return rc;
 }
@@ -513,12 +515,14 @@ static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags,
     nbd_put16(h + 6, type);
     nbd_put64(h + 8, r->cookie);
     nbd_put32(h + 16, (uint32_t)(n + n2));
+    struct iovec iov[3] = {{h, sizeof(h)}};
+    int niov = 1;
+    if (n)
+        iov[niov++] = (struct iovec){(void *)data, n};
+    if (n2)
+        iov[niov++] = (struct iovec){(void *)data2, n2};
     pthread_mutex_lock(&c->send_lock);
-    int rc = pl_write_all(c->fd, h, sizeof(h));
-    if (!rc && n)
-        rc = pl_write_all(c->fd, data, n);
-    if (!rc && n2)
-        rc = pl_write_all(c->fd, data2, n2);
+    int rc = pl_writev_all(c->fd, iov, niov);
     pthread_mutex_unlock(&c->send_lock);
     return rc;
 }
