@@ -321,6 +321,48 @@ def test_random_ops_match_a_local_directory(fs, tmp_path):
     assert tree_state(mnt) == tree_state(ref)
 
 
+def test_attribute_changes_of_a_file_being_written_land_with_its_data(fs):
+    """tar sets times, owner and mode of every file it writes before closing
+    it; through the mount they show at once, and the store has them, with
+    the data, once the file is closed. A write after a change of mtime sets
+    it anew, as on a local file system."""
+    p = os.path.join(fs.mp, "attrs.bin")
+    stored = lambda: Plenum(fs.data).json("stat", "pl://bkt/attrs.bin")
+    data = os.urandom(100_000)
+    mt = 1_600_000_000_123_456_789
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.write(fd, data)
+    os.utime(fd, ns=(mt, mt))
+    os.fchown(fd, 1234, 4321)
+    os.fchmod(fd, 0o640)
+    st = os.fstat(fd)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
+            st.st_size) == (0o640, 1234, 4321, mt, len(data))
+    os.close(fd)
+    s = stored()
+    assert (s["mode"], s["uid"], s["gid"], s["mtime_ns"], s["size"]) == \
+        (0o640, 1234, 4321, mt, len(data))
+    assert s["ctime_ns"] > time.time_ns() - 120 * 10**9
+    assert open(p, "rb").read() == data
+    # write, set mtime, write again: the second write's time wins
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"more")
+    os.utime(fd, ns=(mt, mt))
+    os.chmod(p, 0o604)
+    os.write(fd, b"again")
+    t0 = time.time_ns() - 120 * 10**9
+    st = os.fstat(fd)
+    assert st.st_mtime_ns > t0 and stat.S_IMODE(st.st_mode) == 0o604
+    os.fsync(fd)
+    s = stored()
+    assert s["mtime_ns"] > t0 and s["mode"] == 0o604 and s["size"] == len(data) + 9
+    os.close(fd)
+    # with nothing in flight a change is made at once
+    os.chmod(p, 0o600)
+    assert stored()["mode"] == 0o600
+    assert open(p, "rb").read() == data + b"moreagain"
+
+
 def test_same_bytes_through_s3_and_nfs(fs):
     from s3util import client
     s3 = client(fs.s3_url)

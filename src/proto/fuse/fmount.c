@@ -15,7 +15,9 @@
  * Writes: a write returns once copied into the write-back (proto/wb); close
  * (flush), fsync, reads, truncates and fallocate settle the file first, so
  * what another head sees after close is what was written, and a failed
- * write-back is reported by close or fsync.
+ * write-back is reported by close or fsync. A change of mode, owner or times
+ * of a file with data in flight waits there with the data (attributes read
+ * through this mount show it at once).
  */
 #define FUSE_USE_VERSION 312
 #include "proto/fuse/fmount.h"
@@ -262,10 +264,17 @@ static void fm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *in, int to_s
                          ? now
                          : in->st_mtim.tv_sec * 1000000000ll + in->st_mtim.tv_nsec;
     }
-    /* a new size or times apply after the writes before them */
-    int rc = wb_settle(m->wb, id);
-    if (!rc)
-        rc = pl_elem_setattr(m->st, id, mask, &want, &a);
+    int rc;
+    if (wb_setattr(m->wb, id, mask, &want)) {
+        /* mode, owner and times of a file being written wait with its
+         * data and go with it (tar sets all three before closing) */
+        rc = fm_getattr_id(m, id, &a);
+    } else {
+        /* a new size or times apply after the writes before them */
+        rc = wb_settle(m->wb, id);
+        if (!rc)
+            rc = pl_elem_setattr(m->st, id, mask, &want, &a);
+    }
     if (rc) {
         fuse_reply_err(req, fm_errno_ino(rc));
         return;

@@ -11,6 +11,11 @@
  * - Attributes of a file with data in flight show its size and mtime.
  * - A file left alone for WB_IDLE_NS is written back without being settled.
  * - At most WB_QUEUE_MAX bytes wait: writers then wait for the flusher.
+ * - A head may leave attribute changes of a file with data in flight here
+ *   too (wb_setattr): they wait with the data and are written in order with
+ *   it, in one change however many came, and attributes show them until
+ *   then. A `tar x` sets times, owner and mode of every file it writes
+ *   before closing it; each would be a metadata commit of its own.
  */
 #include "proto/wb/wb.h"
 
@@ -33,6 +38,8 @@ struct wb_batch {
     uint64_t off;
     uint8_t *buf;
     size_t len, cap;
+    unsigned amask; /* an attribute change (len 0): PL_SET_* of attrs */
+    struct pl_attr attrs;
     int busy; /* a flusher is writing it */
     struct wb_batch *next;
 };
@@ -46,6 +53,13 @@ struct wb_file {
     int64_t mtime, last;
     int queued;   /* batches waiting or being written */
     int err;
+    unsigned pmask;      /* attribute changes not yet queued */
+    struct pl_attr pend; /* their values */
+    /* what attributes show until every change is written: all of them
+     * since the file was last idle, mtime set explicitly after the last write */
+    unsigned omask;
+    struct pl_attr ov;
+    int64_t ctime; /* of the last write or change kept here */
     struct wb_file *next;
 };
 
@@ -100,7 +114,7 @@ static struct wb_file *file_find(struct wb *w, uint64_t id, int add)
 /* Forget a file with nothing in flight (lock held). */
 static void file_drop_if_idle(struct wb *w, struct wb_file *f)
 {
-    if (f->len || f->queued || f->err)
+    if (f->len || f->queued || f->err || f->pmask)
         return;
     struct wb_file **pp = &w->slots[f->id % WB_SLOTS];
     while (*pp != f)
@@ -110,18 +124,9 @@ static void file_drop_if_idle(struct wb *w, struct wb_file *f)
     free(f);
 }
 
-/* Hand the filling batch to the flusher (lock held). */
-static int file_queue(struct wb *w, struct wb_file *f)
+static void batch_append(struct wb *w, struct wb_batch *b)
 {
-    if (!f->len)
-        return 0;
-    struct wb_batch *b = malloc(sizeof(*b));
-    if (!b)
-        return PL_ENOMEM;
-    *b = (struct wb_batch){f, f->off, f->buf, f->len, f->cap, 0, NULL};
-    f->buf = NULL;
-    f->len = f->cap = 0;
-    f->queued++;
+    b->f->queued++;
     w->queued_bytes += b->len;
     if (w->tail)
         w->tail->next = b;
@@ -129,6 +134,30 @@ static int file_queue(struct wb *w, struct wb_file *f)
         w->head = b;
     w->tail = b;
     pthread_cond_signal(&w->work);
+}
+
+/* Hand the filling batch to the flusher, then the attribute changes made
+ * after it (lock held). */
+static int file_queue(struct wb *w, struct wb_file *f)
+{
+    if (f->len) {
+        struct wb_batch *b = malloc(sizeof(*b));
+        if (!b)
+            return PL_ENOMEM;
+        *b = (struct wb_batch){.f = f, .off = f->off, .buf = f->buf, .len = f->len,
+                               .cap = f->cap};
+        f->buf = NULL;
+        f->len = f->cap = 0;
+        batch_append(w, b);
+    }
+    if (f->pmask) {
+        struct wb_batch *b = malloc(sizeof(*b));
+        if (!b)
+            return PL_ENOMEM;
+        *b = (struct wb_batch){.f = f, .amask = f->pmask, .attrs = f->pend};
+        f->pmask = 0;
+        batch_append(w, b);
+    }
     return 0;
 }
 
@@ -142,8 +171,11 @@ static struct wb_batch *batch_pick(struct wb *w, struct wb_batch **ret_prev)
         if (b->busy)
             continue;
         int blocked = 0;
+        /* an attribute change goes after everything before it, and before
+         * everything after it, in its file */
         for (struct wb_batch *e = w->head; e != b && !blocked; e = e->next)
-            blocked = e->f == b->f && e->off < b->off + b->len && b->off < e->off + e->len;
+            blocked = e->f == b->f && (e->amask || b->amask ||
+                                       (e->off < b->off + b->len && b->off < e->off + e->len));
         if (!blocked) {
             *ret_prev = prev;
             return b;
@@ -163,7 +195,8 @@ static void *flusher(void *arg)
             int64_t now = pl_now_ns();
             for (int i = 0; i < WB_SLOTS; i++)
                 for (struct wb_file *f = w->slots[i]; f; f = f->next)
-                    if (f->len && (w->stop || now - f->last >= WB_IDLE_NS) && file_queue(w, f))
+                    if ((f->len || f->pmask) && (w->stop || now - f->last >= WB_IDLE_NS) &&
+                        file_queue(w, f))
                         f->err = PL_ENOMEM;
         }
         struct wb_batch *prev, *b = batch_pick(w, &prev);
@@ -176,12 +209,24 @@ static void *flusher(void *arg)
         }
         b->busy = 1;
         pthread_mutex_unlock(&w->lock);
-        int rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
+        int rc;
+        if (b->amask) {
+            rc = pl_elem_setattr(w->st, b->f->id, b->amask, &b->attrs, NULL);
+            if (rc == PL_ENOENT)
+                rc = 0; /* the element went meanwhile: nothing left to change */
+        } else {
+            rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
+        }
         pthread_mutex_lock(&w->lock);
         if (rc) {
-            pl_log(PL_LOG_WARN, w->label, "write-back of %zu bytes at %llu of element %llu: %s",
-                   b->len, (unsigned long long)b->off, (unsigned long long)b->f->id,
-                   pl_strerror(rc));
+            if (b->amask)
+                pl_log(PL_LOG_WARN, w->label, "attribute change of element %llu: %s",
+                       (unsigned long long)b->f->id, pl_strerror(rc));
+            else
+                pl_log(PL_LOG_WARN, w->label,
+                       "write-back of %zu bytes at %llu of element %llu: %s", b->len,
+                       (unsigned long long)b->off, (unsigned long long)b->f->id,
+                       pl_strerror(rc));
             if (!b->f->err)
                 b->f->err = rc;
         }
@@ -197,6 +242,8 @@ static void *flusher(void *arg)
             w->tail = prev;
         struct wb_file *f = b->f;
         f->queued--;
+        if (!f->queued && !f->pmask)
+            f->omask = 0; /* all written: the store shows them now */
         w->queued_bytes -= b->len;
         buf_put(w, b->buf, b->cap);
         free(b);
@@ -268,8 +315,8 @@ int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n
         rc = PL_ENOMEM;
         goto out;
     }
-    if (f->len && (off != f->off + f->len || f->len + n > WB_BATCH))
-        rc = file_queue(w, f); /* not contiguous, or full: start a new batch */
+    if (f->pmask || (f->len && (off != f->off + f->len || f->len + n > WB_BATCH)))
+        rc = file_queue(w, f); /* not contiguous, or full, or after a change: a new batch */
     if (!rc && f->len + n > f->cap) {
         size_t cap = PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)));
         uint8_t *nb;
@@ -298,7 +345,8 @@ int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n
         memcpy(f->buf + f->len, data, n);
         f->len += n;
         f->end = PL_MAX(f->end, off + n);
-        f->mtime = f->last = pl_now_ns();
+        f->mtime = f->last = f->ctime = pl_now_ns();
+        f->omask &= ~(unsigned)PL_SET_MTIME; /* a write sets it anew */
         if (f->len >= WB_BATCH)
             rc = file_queue(w, f);
     }
@@ -325,13 +373,52 @@ int wb_settle(struct wb *w, uint64_t id)
     return rc;
 }
 
+int wb_setattr(struct wb *w, uint64_t id, unsigned mask, const struct pl_attr *in)
+{
+    const unsigned kept = PL_SET_MODE | PL_SET_UID | PL_SET_GID | PL_SET_ATIME | PL_SET_MTIME;
+    int kept_here = 0;
+    pthread_mutex_lock(&w->lock);
+    struct wb_file *f = file_find(w, id, 0);
+    if (mask && !(mask & ~kept) && f && (f->len || f->queued || f->pmask) && !w->stop) {
+        int64_t now = pl_now_ns();
+        if (mask & PL_SET_MODE)
+            f->pend.mode = f->ov.mode = in->mode & 07777;
+        if (mask & PL_SET_UID)
+            f->pend.uid = f->ov.uid = in->uid;
+        if (mask & PL_SET_GID)
+            f->pend.gid = f->ov.gid = in->gid;
+        if (mask & PL_SET_ATIME)
+            f->pend.atime = f->ov.atime = in->atime;
+        if (mask & PL_SET_MTIME)
+            f->pend.mtime = f->ov.mtime = in->mtime;
+        f->pmask |= mask;
+        f->omask |= mask;
+        f->ctime = now;
+        f->last = now;
+        kept_here = 1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return kept_here;
+}
+
 void wb_attr(struct wb *w, struct pl_attr *a)
 {
     pthread_mutex_lock(&w->lock);
     struct wb_file *f = file_find(w, a->id, 0);
-    if (f && (f->len || f->queued)) {
+    if (f && (f->len || f->queued || f->pmask)) {
         a->size = PL_MAX(a->size, f->end);
-        a->mtime = a->ctime = PL_MAX(a->mtime, f->mtime);
+        a->mtime = PL_MAX(a->mtime, f->mtime);
+        a->ctime = PL_MAX(a->ctime, PL_MAX(f->ctime, a->mtime));
+        if (f->omask & PL_SET_MODE)
+            a->mode = f->ov.mode;
+        if (f->omask & PL_SET_UID)
+            a->uid = f->ov.uid;
+        if (f->omask & PL_SET_GID)
+            a->gid = f->ov.gid;
+        if (f->omask & PL_SET_ATIME)
+            a->atime = f->ov.atime;
+        if (f->omask & PL_SET_MTIME)
+            a->mtime = f->ov.mtime;
     }
     pthread_mutex_unlock(&w->lock);
 }

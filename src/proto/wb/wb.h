@@ -19,7 +19,11 @@ void wb_free(struct wb *w);
 int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n) PL_WUR;
 /* Everything written to id so far is durable; a failed write-back's error. */
 int wb_settle(struct wb *w, uint64_t id) PL_WUR;
-/* Size and mtime as the data in flight makes them. */
+/* Keep a change of mode, owner or times (PL_SET_* in mask, no size) of a
+ * file with data in flight, to be written after that data: 1 if kept, 0 if
+ * the caller must make it (nothing in flight, or other bits in mask). */
+int wb_setattr(struct wb *w, uint64_t id, unsigned mask, const struct pl_attr *in) PL_WUR;
+/* Attributes as the data and changes in flight make them. */
 void wb_attr(struct wb *w, struct pl_attr *a);
 
 #endif
