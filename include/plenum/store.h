@@ -178,6 +178,10 @@ int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void
 #define PL_WRITE_RAW 1u
 int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                         unsigned flags) PL_WUR;
+/* The same, then mode, owner and times as pl_elem_setattr sets them (mask:
+ * PL_SET_MODE, _UID, _GID, _ATIME, _MTIME) in the same transaction. */
+int pl_elem_write_attrs(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        unsigned mask, const struct pl_attr *in) PL_WUR;
 
 /* A write in two phases, so the caller can prepare the next while this one
  * syncs. Hold first: it waits while the write buffer is over its bound, then

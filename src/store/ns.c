@@ -483,6 +483,21 @@ struct set_args {
     struct pl_attr out;
 };
 
+/* Mode, owner and times of a setattr (the other bits are the caller's). */
+static void attrs_apply(struct elem *e, unsigned mask, const struct pl_attr *in)
+{
+    if (mask & PL_SET_MODE)
+        e->a.mode = in->mode & 07777;
+    if (mask & PL_SET_UID)
+        e->a.uid = in->uid;
+    if (mask & PL_SET_GID)
+        e->a.gid = in->gid;
+    if (mask & PL_SET_ATIME)
+        e->a.atime = in->atime;
+    if (mask & PL_SET_MTIME)
+        e->a.mtime = in->mtime;
+}
+
 static int apply_setattr(struct meta_txn *t, void *arg)
 {
     struct set_args *a = arg;
@@ -492,16 +507,7 @@ static int apply_setattr(struct meta_txn *t, void *arg)
     if (rc)
         goto out;
     int64_t now = pl_now_ns();
-    if (a->mask & PL_SET_MODE)
-        e.a.mode = a->in->mode & 07777;
-    if (a->mask & PL_SET_UID)
-        e.a.uid = a->in->uid;
-    if (a->mask & PL_SET_GID)
-        e.a.gid = a->in->gid;
-    if (a->mask & PL_SET_ATIME)
-        e.a.atime = a->in->atime;
-    if (a->mask & PL_SET_MTIME)
-        e.a.mtime = a->in->mtime;
+    attrs_apply(&e, a->mask, a->in);
     if (a->mask & PL_SET_SIZE) {
         if (e.a.type != PL_T_FILE) {
             rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
@@ -837,6 +843,8 @@ struct wr_args {
     const struct prep *pr;
     const struct pl_svc_rec *recs;
     size_t nrecs;
+    unsigned amask; /* attributes set after the write, in its transaction */
+    const struct pl_attr *attrs;
 };
 
 static int apply_write(struct meta_txn *t, void *arg)
@@ -853,18 +861,22 @@ static int apply_write(struct meta_txn *t, void *arg)
         e.a.mtime = e.a.ctime = pl_now_ns();
         e.a.etag[0] = 0; /* recomputed on demand */
         (void)prop_del(&e, PROP_PARTS, NULL); /* no longer the uploaded parts */
+        attrs_apply(&e, a->amask, a->attrs);
         rc = elem_put(t, &e);
     }
     if (!rc && a->nrecs)
         rc = svc_apply(t, a->recs, a->nrecs);
     else if (!rc)
         rc = event_write_mark(t, &e);
+    if (!rc && a->amask)
+        rc = event_queue_elem(t, EV_META, &e);
     elem_release(&e);
     return rc;
 }
 
 static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags);
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags,
+                      unsigned amask, const struct pl_attr *attrs);
 
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n)
 {
@@ -874,13 +886,22 @@ int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *bu
 int pl_elem_write_svc(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                       const struct pl_svc_rec *recs, size_t nrecs)
 {
-    return elem_write(st, id, off, buf, n, recs, nrecs, 0);
+    return elem_write(st, id, off, buf, n, recs, nrecs, 0, 0, NULL);
 }
 
 int pl_elem_write_flags(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
                         unsigned flags)
 {
-    return elem_write(st, id, off, buf, n, NULL, 0, flags);
+    return elem_write(st, id, off, buf, n, NULL, 0, flags, 0, NULL);
+}
+
+int pl_elem_write_attrs(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        unsigned mask, const struct pl_attr *in)
+{
+    const unsigned ok = PL_SET_MODE | PL_SET_UID | PL_SET_GID | PL_SET_ATIME | PL_SET_MTIME;
+    if (mask & ~ok)
+        return PL_EINVAL;
+    return elem_write(st, id, off, buf, n, NULL, 0, 0, mask, in);
 }
 
 void pl_write_hold(struct pl_store *st)
@@ -903,6 +924,8 @@ struct pl_wstage {
     const uint8_t *buf;
     size_t n;
     struct prep pr;
+    unsigned amask;
+    const struct pl_attr *attrs;
 };
 
 static int write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
@@ -948,7 +971,7 @@ int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, si
         }
         rc = store_sync_segs(st, &ws->pr.segs);
         if (!rc) {
-            struct wr_args a = {ws->id, ws->off, ws->n, &ws->pr, recs, nrecs};
+            struct wr_args a = {ws->id, ws->off, ws->n, &ws->pr, recs, nrecs, ws->amask, ws->attrs};
             rc = meta_submit(st->meta, apply_write, &a);
         }
         if (rc != PL_EAGAIN)
@@ -967,7 +990,8 @@ void pl_elem_write_drop(struct pl_wstage *ws)
 }
 
 static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags)
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags,
+                      unsigned amask, const struct pl_attr *attrs)
 {
     struct pl_wstage *ws;
     int rc = svc_check(recs, nrecs);
@@ -975,8 +999,11 @@ static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void
         return rc;
     pl_write_hold(st);
     rc = write_stage(st, id, off, buf, n, flags, &ws);
-    if (!rc)
+    if (!rc) {
+        ws->amask = amask;
+        ws->attrs = attrs;
         rc = pl_elem_write_commit(ws, recs, nrecs);
+    }
     pl_write_release(st);
     return rc;
 }

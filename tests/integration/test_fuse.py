@@ -361,6 +361,15 @@ def test_attribute_changes_of_a_file_being_written_land_with_its_data(fs):
     os.chmod(p, 0o600)
     assert stored()["mode"] == 0o600
     assert open(p, "rb").read() == data + b"moreagain"
+    # a file of several write-back batches: the change lands after all of them
+    for i in range(2):
+        big = os.path.join(fs.mp, f"big{i}.bin")
+        with open(big, "wb") as f:
+            f.write(os.urandom((48 << 20) + i))
+            os.utime(f.fileno(), ns=(mt, mt + i))
+            os.fchmod(f.fileno(), 0o604)
+        s = Plenum(fs.data).json("stat", f"pl://bkt/big{i}.bin")
+        assert (s["mtime_ns"], s["mode"], s["size"]) == (mt + i, 0o604, (48 << 20) + i)
 
 
 def test_same_bytes_through_s3_and_nfs(fs):

@@ -783,6 +783,45 @@ static void read_copies(struct pl_store *st, const uint8_t *orig, int sz, int lo
     free(back);
 }
 
+/* A write and a change of mode, owner and times in one transaction. */
+static void test_write_attrs(void **state)
+{
+    struct fix *f = *state;
+    struct pl_attr a, want = {.mode = 0640, .uid = 7, .gid = 8, .atime = 11, .mtime = 12}, b;
+    uint8_t buf[5000], back[5000];
+    tu_fill(buf, sizeof(buf), 3);
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "wa", 0600, 0, 0, 1, &a), 0);
+    struct pl_store_stats s0, s;
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(pl_elem_write_attrs(f->st, a.id, 0, buf, sizeof(buf),
+                                         PL_SET_MODE | PL_SET_UID | PL_SET_GID | PL_SET_ATIME |
+                                             PL_SET_MTIME,
+                                         &want),
+                     0);
+    assert_int_equal(pl_store_stats(f->st, &s), 0);
+    assert_int_equal(s.commits - s0.commits, 1);
+    assert_int_equal(pl_elem_getattr(f->st, a.id, PL_VIEW_LIVE, &b), 0);
+    assert_int_equal(b.size, sizeof(buf));
+    assert_int_equal(b.mode, 0640);
+    assert_int_equal(b.uid, 7);
+    assert_int_equal(b.gid, 8);
+    assert_int_equal(b.atime, 11);
+    assert_int_equal(b.mtime, 12);
+    assert_true(b.ctime > a.ctime);
+    read_all(f->st, a.id, PL_VIEW_LIVE, back, sizeof(back));
+    assert_memory_equal(back, buf, sizeof(buf));
+    /* only the mode, owner and times */
+    want.size = 1;
+    assert_int_equal(pl_elem_write_attrs(f->st, a.id, 0, buf, 10, PL_SET_SIZE, &want), PL_EINVAL);
+    /* only the bits asked for */
+    struct pl_attr mode = {.mode = 0600};
+    assert_int_equal(pl_elem_write_attrs(f->st, a.id, 0, buf, 10, PL_SET_MODE, &mode), 0);
+    assert_int_equal(pl_elem_getattr(f->st, a.id, PL_VIEW_LIVE, &b), 0);
+    assert_int_equal(b.mode, 0600);
+    assert_int_equal(b.uid, 7);
+    assert_true(b.mtime > 12);
+}
+
 /* A least-recently-used list of keys, counting hits and misses. */
 struct lru_model {
     int keys[64], n, cap;
@@ -938,6 +977,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destage_encodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_raw, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hot_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_attrs, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

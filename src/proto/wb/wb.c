@@ -184,6 +184,28 @@ static struct wb_batch *batch_pick(struct wb *w, struct wb_batch **ret_prev)
     return NULL;
 }
 
+/* Take a written batch off the queue (lock held). */
+static void batch_done(struct wb *w, struct wb_batch *b)
+{
+    /* the list may have changed while the lock was free */
+    struct wb_batch *prev = NULL;
+    for (struct wb_batch *e = w->head; e != b; e = e->next)
+        prev = e;
+    if (prev)
+        prev->next = b->next;
+    else
+        w->head = b->next;
+    if (w->tail == b)
+        w->tail = prev;
+    struct wb_file *f = b->f;
+    f->queued--;
+    if (!f->queued && !f->pmask)
+        f->omask = 0; /* all written: the store shows them now */
+    w->queued_bytes -= b->len;
+    buf_put(w, b->buf, b->cap);
+    free(b);
+}
+
 static void *flusher(void *arg)
 {
     struct wb *w = arg;
@@ -208,12 +230,26 @@ static void *flusher(void *arg)
             continue;
         }
         b->busy = 1;
+        /* an attribute change right behind the file's last data in the
+         * queue goes in its commit (not while an earlier batch of the file
+         * is still being written: that one's commit would set mtime after) */
+        struct wb_batch *a = !b->amask && b->next && b->next->f == b->f && b->next->amask
+                                 ? b->next
+                                 : NULL;
+        for (struct wb_batch *e = w->head; a && e != b; e = e->next)
+            if (e->f == b->f)
+                a = NULL;
+        if (a)
+            a->busy = 1;
         pthread_mutex_unlock(&w->lock);
         int rc;
         if (b->amask) {
             rc = pl_elem_setattr(w->st, b->f->id, b->amask, &b->attrs, NULL);
             if (rc == PL_ENOENT)
                 rc = 0; /* the element went meanwhile: nothing left to change */
+        } else if (a) {
+            rc = pl_elem_write_attrs(w->st, b->f->id, b->off, b->buf, b->len, a->amask,
+                                     &a->attrs);
         } else {
             rc = pl_elem_write(w->st, b->f->id, b->off, b->buf, b->len);
         }
@@ -224,29 +260,16 @@ static void *flusher(void *arg)
                        (unsigned long long)b->f->id, pl_strerror(rc));
             else
                 pl_log(PL_LOG_WARN, w->label,
-                       "write-back of %zu bytes at %llu of element %llu: %s", b->len,
+                       "write-back of %zu bytes at %llu of element %llu%s: %s", b->len,
                        (unsigned long long)b->off, (unsigned long long)b->f->id,
-                       pl_strerror(rc));
+                       a ? " (and its attribute change)" : "", pl_strerror(rc));
             if (!b->f->err)
                 b->f->err = rc;
         }
-        /* unlink it: the list may have changed while the lock was free */
-        prev = NULL;
-        for (struct wb_batch *e = w->head; e != b; e = e->next)
-            prev = e;
-        if (prev)
-            prev->next = b->next;
-        else
-            w->head = b->next;
-        if (w->tail == b)
-            w->tail = prev;
         struct wb_file *f = b->f;
-        f->queued--;
-        if (!f->queued && !f->pmask)
-            f->omask = 0; /* all written: the store shows them now */
-        w->queued_bytes -= b->len;
-        buf_put(w, b->buf, b->cap);
-        free(b);
+        batch_done(w, b);
+        if (a)
+            batch_done(w, a);
         file_drop_if_idle(w, f); /* settlers look their file up again */
         pthread_cond_broadcast(&w->done);
         pthread_cond_broadcast(&w->work); /* a batch it blocked may go now */
