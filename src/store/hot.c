@@ -66,14 +66,14 @@ static void hot_unlist(struct hot_cache *c, struct hot_chunk *h)
     while (*pp != h)
         pp = &(*pp)->hnext;
     *pp = h->hnext;
+    if (c->oldest == h)
+        c->oldest = h->newer;
+    if (c->newest == h)
+        c->newest = h->older;
     if (h->older)
         h->older->newer = h->newer;
-    else
-        c->oldest = h->newer;
     if (h->newer)
         h->newer->older = h->older;
-    else
-        c->newest = h->older;
     c->bytes -= h->n;
     chunk_release(h);
 }
@@ -82,8 +82,8 @@ void hot_free(struct hot_cache *c)
 {
     if (!c)
         return;
-    while (c->oldest)
-        hot_unlist(c, c->oldest);
+    for (struct hot_chunk *h; (h = c->oldest) != NULL;)
+        hot_unlist(c, h);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -178,8 +178,9 @@ void hot_insert(struct hot_cache *c, const uint8_t fp[DATA_FP_LEN], struct hot_c
         c->newest = h;
         c->bytes += h->n;
         __atomic_add_fetch(&h->refs, 1, __ATOMIC_RELAXED);
-        while (c->bytes > c->cap && c->oldest != h)
-            hot_unlist(c, c->oldest);
+        struct hot_chunk *victim;
+        while (c->bytes > c->cap && (victim = c->oldest) != NULL && victim != h)
+            hot_unlist(c, victim);
     }
     pthread_mutex_unlock(&c->lock);
 }
