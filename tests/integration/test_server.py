@@ -46,6 +46,8 @@ def banner_health_metrics(server):
     assert "plenum_logical_bytes 5" in text
     assert "plenum_meta_batch_size_bucket" in text
     assert "plenum_physical_bytes" in text
+    assert 'plenum_hot_chunk_lookups_total{outcome="found"} 0' in text
+    assert "plenum_hot_chunk_bytes 0" in text
 
 
 def test_cli_through_server(server, tmp_path):

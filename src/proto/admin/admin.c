@@ -313,6 +313,12 @@ static int serve_metrics(struct conn *c, int keep)
             e |= pl_buf_addf(&b, "plenum_meta_batch_size_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
     }
     e |= pl_buf_addf(&b, "plenum_meta_batch_size_count %" PRIu64 "\n", st.commits);
+    e |= pl_buf_addf(&b, "# TYPE plenum_hot_chunk_lookups_total counter\n"
+                         "plenum_hot_chunk_lookups_total{outcome=\"found\"} %" PRIu64 "\n"
+                         "plenum_hot_chunk_lookups_total{outcome=\"read\"} %" PRIu64 "\n"
+                         "# TYPE plenum_hot_chunk_bytes gauge\nplenum_hot_chunk_bytes %" PRIu64
+                         "\n",
+                     st.hot_hits, st.hot_misses, st.hot_bytes);
     rc = e ? send_error(c, PL_ENOMEM, keep)
            : send_text(c, 200, "text/plain; version=0.0.4", b.data, b.len, keep);
     pl_buf_release(&b);
