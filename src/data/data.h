@@ -114,8 +114,9 @@ int data_block_encode(struct data_store *ds, const uint8_t fp[DATA_FP_LEN], cons
 /* The reference of a delta chunk. */
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc,
                    uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;
-/* Read and verify a delta chunk's block (*ret_blk, malloc'd) and say which
- * chunk it is a delta of; then decode it against that chunk's raw bytes. */
+/* Read and verify a delta chunk's block (*ret_blk, malloc'd; against fp too
+ * unless NULL) and say which chunk it is a delta of; then decode it against
+ * that chunk's raw bytes. */
 int data_delta_load(struct data_store *ds, const struct data_loc *loc,
                     const uint8_t fp[DATA_FP_LEN], uint8_t **ret_blk,
                     uint8_t ref_fp[DATA_FP_LEN]) PL_WUR;

@@ -693,16 +693,11 @@ int data_run_read(struct data_store *ds, const struct data_loc *locs,
 
 int data_delta_ref(struct data_store *ds, const struct data_loc *loc, uint8_t ref_fp[DATA_FP_LEN])
 {
-    if (loc->codec != DATA_CODEC_DELTA || loc->stored_len < DATA_FP_LEN)
-        return PL_EINVAL;
     uint8_t *blk;
-    size_t n;
-    int rc = data_block_read(ds, loc, &blk, &n);
-    if (rc)
-        return rc;
-    memcpy(ref_fp, blk + DATA_BLOCK_HDR, DATA_FP_LEN);
-    free(blk);
-    return 0;
+    int rc = data_delta_load(ds, loc, NULL, &blk, ref_fp);
+    if (!rc)
+        free(blk);
+    return rc;
 }
 
 int data_delta_load(struct data_store *ds, const struct data_loc *loc,

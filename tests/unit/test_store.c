@@ -714,6 +714,52 @@ static void test_destage_encodes(void **state)
     free(back);
 }
 
+/* Object i of orig (sz bytes each) as "o%05d", and its near-copy (one byte
+ * changed) as "c%05d". */
+static void near_copy(const uint8_t *orig, int sz, int i, uint8_t *copy)
+{
+    memcpy(copy, orig + (size_t)i * sz, (size_t)sz);
+    copy[i % sz] ^= 0x5A;
+}
+
+static void put_original(struct pl_store *st, const char *bucket, const uint8_t *orig, int sz,
+                         int i)
+{
+    char key[32];
+    struct pl_attr a;
+    snprintf(key, sizeof(key), "o%05d", i);
+    put(st, bucket, key, orig + (size_t)i * sz, (size_t)sz, &a);
+}
+
+static void put_copy(struct pl_store *st, const char *bucket, const uint8_t *orig, int sz, int i)
+{
+    uint8_t *copy = malloc((size_t)sz);
+    char key[32];
+    struct pl_attr a;
+    near_copy(orig, sz, i, copy);
+    snprintf(key, sizeof(key), "c%05d", i);
+    put(st, bucket, key, copy, (size_t)sz, &a);
+    free(copy);
+}
+
+/* Read near-copies i in [lo, hi) and check their bytes. */
+static void read_copies(struct pl_store *st, const char *bucket, const uint8_t *orig, int sz,
+                        int lo, int hi)
+{
+    uint8_t *copy = malloc((size_t)sz), *back = malloc((size_t)sz);
+    char key[32];
+    struct pl_attr a;
+    for (int i = lo; i < hi; i++) {
+        near_copy(orig, sz, i, copy);
+        snprintf(key, sizeof(key), "c%05d", i);
+        assert_int_equal(pl_obj_lookup(st, bucket, key, PL_VIEW_LIVE, &a), 0);
+        read_all(st, a.id, PL_VIEW_LIVE, back, (size_t)sz);
+        assert_memory_equal(back, copy, (size_t)sz);
+    }
+    free(copy);
+    free(back);
+}
+
 /* A segment of many small objects (tens of thousands of chunks in a
  * segment, as a tree of source files gives): each near-copy written after
  * its original in the same segment is stored as a delta against it. */
@@ -721,22 +767,14 @@ static void test_destage_many_small(void **state)
 {
     struct fix *f = *state;
     enum { N = 4000, SZ = 3000 };
-    uint8_t *orig = malloc((size_t)N * SZ), *copy = malloc(SZ), back[SZ];
+    uint8_t *orig = malloc((size_t)N * SZ);
     tu_fill(orig, (size_t)N * SZ, 55);
-    struct pl_attr a;
     struct pl_store_stats s0, s1;
-    char key[32];
     assert_int_equal(pl_bucket_create(f->st, "small"), 0);
-    for (int i = 0; i < N; i++) {
-        snprintf(key, sizeof(key), "o%05d", i);
-        put(f->st, "small", key, orig + (size_t)i * SZ, SZ, &a);
-    }
-    for (int i = 0; i < N; i++) {
-        memcpy(copy, orig + (size_t)i * SZ, SZ);
-        copy[i % SZ] ^= 0x5A;
-        snprintf(key, sizeof(key), "c%05d", i);
-        put(f->st, "small", key, copy, SZ, &a);
-    }
+    for (int i = 0; i < N; i++)
+        put_original(f->st, "small", orig, SZ, i);
+    for (int i = 0; i < N; i++)
+        put_copy(f->st, "small", orig, SZ, i);
     assert_int_equal(pl_store_stats(f->st, &s0), 0);
     assert_int_equal(s0.chunks, 2 * N);
     assert_int_equal(s0.delta_chunks, 0);
@@ -745,17 +783,10 @@ static void test_destage_many_small(void **state)
     /* random bytes: only the near-copies shrink, against their originals */
     assert_true(s1.delta_chunks > N * 9 / 10);
     assert_true(s1.delta_chunks <= N);
-    for (int i = 0; i < N; i += 97) {
-        memcpy(copy, orig + (size_t)i * SZ, SZ);
-        copy[i % SZ] ^= 0x5A;
-        snprintf(key, sizeof(key), "c%05d", i);
-        assert_int_equal(pl_obj_lookup(f->st, "small", key, PL_VIEW_LIVE, &a), 0);
-        read_all(f->st, a.id, PL_VIEW_LIVE, back, SZ);
-        assert_memory_equal(back, copy, SZ);
-    }
+    for (int i = 0; i < N; i += 97)
+        read_copies(f->st, "small", orig, SZ, i, i + 1);
     assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
     free(orig);
-    free(copy);
 }
 
 static void reopen_hot(struct fix *f, uint64_t hot_cache)
@@ -763,24 +794,6 @@ static void reopen_hot(struct fix *f, uint64_t hot_cache)
     pl_store_close(f->st);
     struct pl_store_opts o = {.zstd_level = -1, .hot_cache = hot_cache};
     assert_int_equal(pl_store_open(f->dir, &o, &f->st), 0);
-}
-
-/* Read near-copies i in [lo, hi) and check their bytes. */
-static void read_copies(struct pl_store *st, const uint8_t *orig, int sz, int lo, int hi)
-{
-    uint8_t *copy = malloc((size_t)sz), *back = malloc((size_t)sz);
-    char key[32];
-    struct pl_attr a;
-    for (int i = lo; i < hi; i++) {
-        memcpy(copy, orig + (size_t)i * sz, (size_t)sz);
-        copy[i % sz] ^= 0x5A;
-        snprintf(key, sizeof(key), "c%05d", i);
-        assert_int_equal(pl_obj_lookup(st, "hot", key, PL_VIEW_LIVE, &a), 0);
-        read_all(st, a.id, PL_VIEW_LIVE, back, (size_t)sz);
-        assert_memory_equal(back, copy, (size_t)sz);
-    }
-    free(copy);
-    free(back);
 }
 
 /* A write and a change of mode, owner and times in one transaction. */
@@ -855,19 +868,13 @@ static void test_hot_cache(void **state)
 {
     struct fix *f = *state;
     enum { N = 300, SZ = 3000 };
-    uint8_t *orig = malloc((size_t)N * SZ), *copy = malloc(SZ);
+    uint8_t *orig = malloc((size_t)N * SZ);
     tu_fill(orig, (size_t)N * SZ, 77);
-    struct pl_attr a;
     struct pl_store_stats s0, s1;
-    char key[32];
     assert_int_equal(pl_bucket_create(f->st, "hot"), 0);
     for (int i = 0; i < N; i++) {
-        snprintf(key, sizeof(key), "o%05d", i);
-        put(f->st, "hot", key, orig + (size_t)i * SZ, SZ, &a);
-        memcpy(copy, orig + (size_t)i * SZ, SZ);
-        copy[i % SZ] ^= 0x5A;
-        snprintf(key, sizeof(key), "c%05d", i);
-        put(f->st, "hot", key, copy, SZ, &a);
+        put_original(f->st, "hot", orig, SZ, i);
+        put_copy(f->st, "hot", orig, SZ, i);
     }
     assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
     assert_int_equal(pl_store_stats(f->st, &s0), 0);
@@ -879,7 +886,7 @@ static void test_hot_cache(void **state)
     assert_int_equal(s0.hot_hits + s0.hot_misses + s0.hot_bytes, 0);
     int is_delta[N];
     for (int i = 0; i < N; i++) { /* which copies are deltas: those that look a reference up */
-        read_copies(f->st, orig, SZ, i, i + 1);
+        read_copies(f->st, "hot", orig, SZ, i, i + 1);
         assert_int_equal(pl_store_stats(f->st, &s1), 0);
         is_delta[i] = s1.hot_misses != s0.hot_misses;
         s0 = s1;
@@ -887,7 +894,7 @@ static void test_hot_cache(void **state)
     assert_int_equal(s1.hot_misses, deltas);
     assert_int_equal(s1.hot_hits, 0);
     assert_int_equal(s1.hot_bytes, deltas * SZ);
-    read_copies(f->st, orig, SZ, 0, N);
+    read_copies(f->st, "hot", orig, SZ, 0, N);
     assert_int_equal(pl_store_stats(f->st, &s1), 0);
     assert_int_equal(s1.hot_misses, deltas);
     assert_int_equal(s1.hot_hits, deltas);
@@ -898,7 +905,7 @@ static void test_hot_cache(void **state)
     struct lru_model m = {.cap = 20};
     static const int seq[][2] = {{0, N}, {N - 20, N - 15}, {0, 10}, {N - 20, N - 15}, {N - 10, N}};
     for (size_t k = 0; k < PL_ARRAY_LEN(seq); k++) {
-        read_copies(f->st, orig, SZ, seq[k][0], seq[k][1]);
+        read_copies(f->st, "hot", orig, SZ, seq[k][0], seq[k][1]);
         for (int i = seq[k][0]; i < seq[k][1]; i++)
             if (is_delta[i])
                 lru_model_use(&m, i);
@@ -910,14 +917,13 @@ static void test_hot_cache(void **state)
     assert_true(m.hits >= 5); /* the model saw both kinds */
 
     reopen_hot(f, PL_HOT_CACHE_NONE);
-    read_copies(f->st, orig, SZ, 0, N);
-    read_copies(f->st, orig, SZ, 0, N);
+    read_copies(f->st, "hot", orig, SZ, 0, N);
+    read_copies(f->st, "hot", orig, SZ, 0, N);
     assert_int_equal(pl_store_stats(f->st, &s1), 0);
     assert_int_equal(s1.hot_hits, 0);
     assert_int_equal(s1.hot_bytes, 0);
     assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
     free(orig);
-    free(copy);
 }
 
 /* PL_WRITE_RAW: text that would compress is kept raw at destage (no zstd,

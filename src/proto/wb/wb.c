@@ -53,11 +53,10 @@ struct wb_file {
     int64_t mtime, last;
     int queued;   /* batches waiting or being written */
     int err;
-    unsigned pmask;      /* attribute changes not yet queued */
-    struct pl_attr pend; /* their values */
-    /* what attributes show until every change is written: all of them
-     * since the file was last idle, mtime set explicitly after the last write */
-    unsigned omask;
+    /* attribute changes kept here: what attributes show until every one is
+     * written (all since the file was last idle; mtime only if set after
+     * the last write), and of those, the ones not yet queued (a subset) */
+    unsigned omask, pmask;
     struct pl_attr ov;
     int64_t ctime; /* of the last write or change kept here */
     struct wb_file *next;
@@ -154,7 +153,7 @@ static int file_queue(struct wb *w, struct wb_file *f)
         struct wb_batch *b = malloc(sizeof(*b));
         if (!b)
             return PL_ENOMEM;
-        *b = (struct wb_batch){.f = f, .amask = f->pmask, .attrs = f->pend};
+        *b = (struct wb_batch){.f = f, .amask = f->pmask, .attrs = f->ov};
         f->pmask = 0;
         batch_append(w, b);
     }
@@ -164,10 +163,9 @@ static int file_queue(struct wb *w, struct wb_file *f)
 /* The first batch that may be written now: none before it in the queue
  * (waiting or being written) overlaps it in the same file, so overlapping
  * writes land in the order they came while the rest go in parallel. */
-static struct wb_batch *batch_pick(struct wb *w, struct wb_batch **ret_prev)
+static struct wb_batch *batch_pick(struct wb *w)
 {
-    struct wb_batch *prev = NULL;
-    for (struct wb_batch *b = w->head; b; prev = b, b = b->next) {
+    for (struct wb_batch *b = w->head; b; b = b->next) {
         if (b->busy)
             continue;
         int blocked = 0;
@@ -176,10 +174,8 @@ static struct wb_batch *batch_pick(struct wb *w, struct wb_batch **ret_prev)
         for (struct wb_batch *e = w->head; e != b && !blocked; e = e->next)
             blocked = e->f == b->f && (e->amask || b->amask ||
                                        (e->off < b->off + b->len && b->off < e->off + e->len));
-        if (!blocked) {
-            *ret_prev = prev;
+        if (!blocked)
             return b;
-        }
     }
     return NULL;
 }
@@ -221,7 +217,7 @@ static void *flusher(void *arg)
                         file_queue(w, f))
                         f->err = PL_ENOMEM;
         }
-        struct wb_batch *prev, *b = batch_pick(w, &prev);
+        struct wb_batch *b = batch_pick(w);
         if (!b) {
             if (w->stop && !w->head)
                 break;
@@ -405,15 +401,15 @@ int wb_setattr(struct wb *w, uint64_t id, unsigned mask, const struct pl_attr *i
     if (mask && !(mask & ~kept) && f && (f->len || f->queued || f->pmask) && !w->stop) {
         int64_t now = pl_now_ns();
         if (mask & PL_SET_MODE)
-            f->pend.mode = f->ov.mode = in->mode & 07777;
+            f->ov.mode = in->mode & 07777;
         if (mask & PL_SET_UID)
-            f->pend.uid = f->ov.uid = in->uid;
+            f->ov.uid = in->uid;
         if (mask & PL_SET_GID)
-            f->pend.gid = f->ov.gid = in->gid;
+            f->ov.gid = in->gid;
         if (mask & PL_SET_ATIME)
-            f->pend.atime = f->ov.atime = in->atime;
+            f->ov.atime = in->atime;
         if (mask & PL_SET_MTIME)
-            f->pend.mtime = f->ov.mtime = in->mtime;
+            f->ov.mtime = in->mtime;
         f->pmask |= mask;
         f->omask |= mask;
         f->ctime = now;
