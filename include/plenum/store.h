@@ -150,6 +150,9 @@ int pl_elem_rename(struct pl_store *st, uint64_t sparent, const char *sname, uin
 #define PL_SET_MTIME (1u << 5)
 int pl_elem_setattr(struct pl_store *st, uint64_t id, unsigned mask, const struct pl_attr *in,
                     struct pl_attr *ret) PL_WUR;
+/* Copy the mode, owner and times that mask names from in to a (size and other
+ * bits are left to the caller), as pl_elem_setattr applies them. */
+void pl_attr_set(struct pl_attr *a, unsigned mask, const struct pl_attr *in);
 
 /* Pin an element so its content stays readable even if its last name goes
  * meanwhile (a replaced object still being sent, a file open but unlinked).

@@ -483,19 +483,18 @@ struct set_args {
     struct pl_attr out;
 };
 
-/* Mode, owner and times of a setattr (the other bits are the caller's). */
-static void attrs_apply(struct elem *e, unsigned mask, const struct pl_attr *in)
+void pl_attr_set(struct pl_attr *a, unsigned mask, const struct pl_attr *in)
 {
     if (mask & PL_SET_MODE)
-        e->a.mode = in->mode & 07777;
+        a->mode = in->mode & 07777;
     if (mask & PL_SET_UID)
-        e->a.uid = in->uid;
+        a->uid = in->uid;
     if (mask & PL_SET_GID)
-        e->a.gid = in->gid;
+        a->gid = in->gid;
     if (mask & PL_SET_ATIME)
-        e->a.atime = in->atime;
+        a->atime = in->atime;
     if (mask & PL_SET_MTIME)
-        e->a.mtime = in->mtime;
+        a->mtime = in->mtime;
 }
 
 static int apply_setattr(struct meta_txn *t, void *arg)
@@ -507,7 +506,7 @@ static int apply_setattr(struct meta_txn *t, void *arg)
     if (rc)
         goto out;
     int64_t now = pl_now_ns();
-    attrs_apply(&e, a->mask, a->in);
+    pl_attr_set(&e.a, a->mask, a->in);
     if (a->mask & PL_SET_SIZE) {
         if (e.a.type != PL_T_FILE) {
             rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
@@ -861,7 +860,7 @@ static int apply_write(struct meta_txn *t, void *arg)
         e.a.mtime = e.a.ctime = pl_now_ns();
         e.a.etag[0] = 0; /* recomputed on demand */
         (void)prop_del(&e, PROP_PARTS, NULL); /* no longer the uploaded parts */
-        attrs_apply(&e, a->amask, a->attrs);
+        pl_attr_set(&e.a, a->amask, a->attrs);
         rc = elem_put(t, &e);
     }
     if (!rc && a->nrecs)

@@ -400,16 +400,7 @@ int wb_setattr(struct wb *w, uint64_t id, unsigned mask, const struct pl_attr *i
     struct wb_file *f = file_find(w, id, 0);
     if (mask && !(mask & ~kept) && f && (f->len || f->queued || f->pmask) && !w->stop) {
         int64_t now = pl_now_ns();
-        if (mask & PL_SET_MODE)
-            f->ov.mode = in->mode & 07777;
-        if (mask & PL_SET_UID)
-            f->ov.uid = in->uid;
-        if (mask & PL_SET_GID)
-            f->ov.gid = in->gid;
-        if (mask & PL_SET_ATIME)
-            f->ov.atime = in->atime;
-        if (mask & PL_SET_MTIME)
-            f->ov.mtime = in->mtime;
+        pl_attr_set(&f->ov, mask, in);
         f->pmask |= mask;
         f->omask |= mask;
         f->ctime = now;
@@ -428,16 +419,7 @@ void wb_attr(struct wb *w, struct pl_attr *a)
         a->size = PL_MAX(a->size, f->end);
         a->mtime = PL_MAX(a->mtime, f->mtime);
         a->ctime = PL_MAX(a->ctime, PL_MAX(f->ctime, a->mtime));
-        if (f->omask & PL_SET_MODE)
-            a->mode = f->ov.mode;
-        if (f->omask & PL_SET_UID)
-            a->uid = f->ov.uid;
-        if (f->omask & PL_SET_GID)
-            a->gid = f->ov.gid;
-        if (f->omask & PL_SET_ATIME)
-            a->atime = f->ov.atime;
-        if (f->omask & PL_SET_MTIME)
-            a->mtime = f->ov.mtime;
+        pl_attr_set(a, f->omask, &f->ov);
     }
     pthread_mutex_unlock(&w->lock);
 }
