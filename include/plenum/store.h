@@ -87,6 +87,18 @@ typedef void (*pl_watch_fn)(void *arg, const void *origin, int kind, uint64_t id
 int pl_store_watch(struct pl_store *st, pl_watch_fn fn, void *arg) PL_WUR;
 /* Once it returns, fn is neither running nor called for arg again. */
 void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg);
+/* ---- write caches of heads ----
+ * A head that answers writes before they are in the store (the NBD head's
+ * volume write cache) registers how to store them; volume snapshots, clones
+ * and resizes store element id's cached writes first, and
+ * pl_snap_create and pl_store_flush every element's (id 0). fn may block
+ * and call into the store. At most PL_WRITE_CACHES at a time. */
+#define PL_WRITE_CACHES 4
+typedef int (*pl_cache_flush_fn)(void *arg, uint64_t id);
+int pl_store_cache_add(struct pl_store *st, pl_cache_flush_fn fn, void *arg) PL_WUR;
+/* Once it returns, fn is neither running nor called for arg again. */
+void pl_store_cache_remove(struct pl_store *st, pl_cache_flush_fn fn, void *arg);
+
 /* Tag the calling thread's changes from now on (NULL: none). */
 void pl_store_origin(const void *tag);
 /* The calling thread's metadata changes from now on need not be durable when

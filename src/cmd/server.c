@@ -59,6 +59,9 @@ void usage_server(void)
            "                    ns_max_mb=N (what one user/db may hold; default no bound),\n"
            "                    compress=NS... (namespaces whose flash values are compressed:\n"
            "                    USER/DB, USER/* or *; default none, tensors do not compress);\n"
+           "                    [nbd] write_cache_mb=N (writes answered from memory before\n"
+           "                    they are stored, all volumes together; default 1024; a\n"
+           "                    FLUSH or FUA write makes them durable);\n"
            "                    [resp] requirepass=SECRET (the default user's password;\n"
            "                    unset: no AUTH needed), loops=N (event loop threads serving\n"
            "                    small requests; default 1, large values move to worker\n"
@@ -96,6 +99,7 @@ static struct kv_opts cfg_kv;         /* [kv] */
 static char cfg_kv_compress[512];     /* [kv] compress */
 static char cfg_requirepass[256];     /* [resp] */
 static int cfg_resp_loops = 1;        /* [resp] */
+static size_t cfg_nbd_write_cache;    /* [nbd] write_cache_mb; 0: the default */
 static const char *resp_unix;
 static int cfg_kafka_sasl;
 
@@ -258,6 +262,16 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
             cfg_kv.compress = cfg_kv_compress;
         } else if (!strcmp(section, "kv") && !strcmp(k, "flash_mb")) {
             cfg_kv.flash_max = strtoull(v, NULL, 10) << 20;
+        } else if (!strcmp(section, "nbd") && !strcmp(k, "write_cache_mb")) {
+            char *e;
+            unsigned long long mb = strtoull(v, &e, 10);
+            if (*e || !mb || mb > (1ull << 20)) {
+                fprintf(stderr, "plenum server: %s:%d: [nbd] write_cache_mb is a size in MiB "
+                                "(at least 1)\n", path, lineno);
+                rc = -1;
+                break;
+            }
+            cfg_nbd_write_cache = (size_t)mb << 20;
         } else if (!strcmp(section, "resp") && !strcmp(k, "loops")) {
             cfg_resp_loops = atoi(v);
             if (cfg_resp_loops < 1 || cfg_resp_loops > 64) {
@@ -544,7 +558,8 @@ int cmd_server(int argc, char **argv)
         int port;
         if (parse_hostport(nl->addr, host, sizeof(host), &port))
             goto out;
-        rc = nbd_start(st, host, port, &nbd);
+        struct nbd_opts no = {host, port, cfg_nbd_write_cache};
+        rc = nbd_start(st, &no, &nbd);
         if (rc) {
             fprintf(stderr, "plenum server: cannot listen on %s for nbd: %s%s\n", nl->addr,
                     pl_strerror(rc),

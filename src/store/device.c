@@ -545,7 +545,8 @@ static int destage(struct pl_store *st, int seal, pl_progress_fn progress, void 
 
 int pl_store_flush(struct pl_store *st, pl_progress_fn progress, void *arg)
 {
-    return destage(st, 1, progress, arg);
+    int rc = store_caches_flush(st, 0);
+    return rc ? rc : destage(st, 1, progress, arg);
 }
 
 static int dev_find_rec(struct pl_store *st, int id, struct devrec *ret);

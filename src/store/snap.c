@@ -54,7 +54,9 @@ int pl_snap_create(struct pl_store *st, const char *name, struct pl_snap_info *r
     if (snap_name_valid(name))
         return PL_EINVAL;
     struct snap_args a = {name, {{0}, 0, 0}};
-    int rc = meta_submit(st->meta, apply_snap_create, &a);
+    int rc = store_caches_flush(st, 0);
+    if (!rc)
+        rc = meta_submit(st->meta, apply_snap_create, &a);
     if (!rc && ret)
         *ret = a.out;
     return rc;

@@ -267,6 +267,39 @@ void pl_store_unwatch(struct pl_store *st, pl_watch_fn fn, void *arg)
     pthread_mutex_unlock(&st->watch_lock);
 }
 
+int pl_store_cache_add(struct pl_store *st, pl_cache_flush_fn fn, void *arg)
+{
+    int rc = PL_ENOSPC;
+    pthread_rwlock_wrlock(&st->cache_lock);
+    if (st->ncaches < PL_WRITE_CACHES) {
+        st->caches[st->ncaches++] = (struct write_cache){fn, arg};
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&st->cache_lock);
+    return rc;
+}
+
+void pl_store_cache_remove(struct pl_store *st, pl_cache_flush_fn fn, void *arg)
+{
+    pthread_rwlock_wrlock(&st->cache_lock); /* waits for calls under way */
+    for (int i = 0; i < st->ncaches; i++)
+        if (st->caches[i].fn == fn && st->caches[i].arg == arg) {
+            st->caches[i] = st->caches[--st->ncaches];
+            break;
+        }
+    pthread_rwlock_unlock(&st->cache_lock);
+}
+
+int store_caches_flush(struct pl_store *st, uint64_t id)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&st->cache_lock);
+    for (int i = 0; i < st->ncaches && !rc; i++)
+        rc = st->caches[i].fn(st->caches[i].arg, id);
+    pthread_rwlock_unlock(&st->cache_lock);
+    return rc;
+}
+
 static size_t hot_cap(const struct pl_store_opts *opts)
 {
     if (!opts || !opts->hot_cache)
@@ -312,6 +345,7 @@ int pl_store_open(const char *dir, const struct pl_store_opts *opts, struct pl_s
     pthread_mutex_init(&st->pin_lock, NULL);
     pthread_mutex_init(&st->dev_lock, NULL);
     pthread_mutex_init(&st->watch_lock, NULL);
+    pthread_rwlock_init(&st->cache_lock, NULL);
     st->dir = strdup(dir);
     if (!st->dir || pl_pool_new(4, &st->pool) || pl_pool_new(AHEAD_THREADS, &st->ahead) ||
         hot_new(hot_cap(opts), &st->hot)) {
@@ -401,6 +435,7 @@ void pl_store_close(struct pl_store *st)
     pthread_mutex_destroy(&st->pin_lock);
     pthread_mutex_destroy(&st->dev_lock);
     pthread_mutex_destroy(&st->watch_lock);
+    pthread_rwlock_destroy(&st->cache_lock);
     for (int i = 0; i < 256; i++)
         for (struct pin *p = st->pins[i], *n; p; p = n) {
             n = p->next;

@@ -113,7 +113,17 @@ struct pl_store {
     } watchers[PL_WATCHERS];
     int nwatchers; /* read without the lock: a missed note only costs a cache */
     int events;    /* queue element events (event.c) */
+    /* heads' write caches (store.c); held shared while one is called */
+    pthread_rwlock_t cache_lock;
+    struct write_cache {
+        pl_cache_flush_fn fn;
+        void *arg;
+    } caches[PL_WRITE_CACHES];
+    int ncaches;
 };
+
+/* Store what heads' write caches hold for element id (0: every element). */
+int store_caches_flush(struct pl_store *st, uint64_t id) PL_WUR;
 
 /* Record a change for the watchers (nothing when there are none). */
 int store_note(struct meta_txn *t, int kind, uint64_t id, const char *name) PL_WUR;

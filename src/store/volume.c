@@ -146,6 +146,13 @@ static int apply_vol_new(struct meta_txn *t, void *arg)
     return rc;
 }
 
+/* Look the volume up and store what heads still cache of it. */
+static int vol_flush_cached(struct pl_store *st, const char *name, struct pl_volume_info *v)
+{
+    int rc = pl_volume_get(st, name, v);
+    return rc ? rc : store_caches_flush(st, v->id);
+}
+
 int pl_volume_create(struct pl_store *st, const char *name, uint64_t size,
                      struct pl_volume_info *ret)
 {
@@ -168,8 +175,11 @@ int pl_volume_snapshot(struct pl_store *st, const char *name, const char *snap,
     snprintf(full, sizeof(full), "%s@%s", name, snap);
     if (pl_volume_name_valid(full))
         return PL_ENAMETOOLONG;
+    struct pl_volume_info v;
+    int rc = vol_flush_cached(st, name, &v);
     struct vol_new a = {full, 0, name, 1, {{0}}};
-    int rc = meta_submit(st->meta, apply_vol_new, &a);
+    if (!rc)
+        rc = meta_submit(st->meta, apply_vol_new, &a);
     if (!rc && ret)
         *ret = a.out;
     return rc;
@@ -180,8 +190,11 @@ int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
 {
     if (pl_volume_name_valid(src) || pl_volume_name_valid(name) || strchr(name, '@'))
         return PL_EINVAL;
+    struct pl_volume_info v;
+    int rc = vol_flush_cached(st, src, &v);
     struct vol_new a = {name, 0, src, 0, {{0}}};
-    int rc = meta_submit(st->meta, apply_vol_new, &a);
+    if (!rc)
+        rc = meta_submit(st->meta, apply_vol_new, &a);
     if (!rc && ret)
         *ret = a.out;
     return rc;
@@ -190,7 +203,7 @@ int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
 int pl_volume_resize(struct pl_store *st, const char *name, uint64_t size)
 {
     struct pl_volume_info v;
-    int rc = pl_volume_get(st, name, &v);
+    int rc = vol_flush_cached(st, name, &v); /* else cached writes past a new end land later */
     if (rc)
         return rc;
     if (v.readonly)
@@ -223,7 +236,7 @@ int pl_volume_delete(struct pl_store *st, const char *name)
 {
     if (pl_volume_name_valid(name))
         return PL_ENOENT;
-    struct vol_del a = {name};
+    struct vol_del a = {name}; /* writes still cached are dropped by their writer */
     return meta_submit(st->meta, apply_vol_del, &a);
 }
 

@@ -5,6 +5,7 @@ import signal
 import socket
 import struct
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -179,10 +180,53 @@ def test_flushed_writes_survive_kill9(tmp_path):
     pl.ok("volume", "create", "crash", "--size", "64M")
     img = tmp_path / "img"
     img.write_bytes(os.urandom(64 << 20))
-    run("nbdcopy", str(img), url)  # nbdcopy flushes before it exits
+    run("nbdcopy", "--flush", str(img), url)  # durable once FLUSH is answered
     srv.stop(signal.SIGKILL)
     srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
     out = tmp_path / "out"
+    run("nbdcopy", url, str(out))
+    assert sha(out) == sha(img)
+    assert srv.stop() == 0
+    assert pl.run("fsck").returncode == 0
+
+
+def test_write_cache_is_stored_at_a_clean_stop_and_shared_by_connections(tmp_path):
+    """Writes are answered from the volume's write cache; a client that never
+    sends FLUSH still finds them from a new connection at once, in a snapshot,
+    and after a clean stop (SIGTERM stores what is cached)."""
+    port = free_port()
+    data = tmp_path / "data"
+    conf = tmp_path / "plenum.conf"
+    conf.write_text("[nbd]\nwrite_cache_mb = 512\n")
+    pl = Plenum(data)
+    srv = Server(data, extra=["--config", str(conf), "--nbd", f"127.0.0.1:{port}"])
+    url = f"nbd://127.0.0.1:{port}/wc"
+    pl.ok("volume", "create", "wc", "--size", "256M")
+    img = tmp_path / "img"
+    img.write_bytes(os.urandom(256 << 20))
+    run("nbdcopy", str(img), url)  # no FLUSH
+    out = tmp_path / "out"
+    run("nbdcopy", url, str(out))  # another connection, while the writer still stores
+    assert sha(out) == sha(img)
+    metrics = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
+    assert "plenum_nbd_write_cache_limit_bytes 536870912" in metrics
+    assert "plenum_nbd_write_cache_bytes " in metrics
+    # overwrite the first 64 MiB without FLUSH; a snapshot holds the new bytes
+    first = bytearray(img.read_bytes())
+    first[:64 << 20] = os.urandom(64 << 20)
+    part = tmp_path / "part"
+    part.write_bytes(bytes(first[:64 << 20]))
+    run("nbdcopy", str(part), url)
+    pl.ok("volume", "snapshot", "wc", "s1")
+    img.write_bytes(bytes(first))
+    run("nbdcopy", f"nbd://127.0.0.1:{port}/wc@s1", str(out))
+    assert sha(out) == sha(img)
+    # a whole new image, then stop at once: the cache is stored before the server exits
+    img.write_bytes(os.urandom(256 << 20))
+    run("nbdcopy", str(img), url)
+    assert srv.stop() == 0
+    assert "lost" not in (tmp_path / "server.log").read_text()
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
     run("nbdcopy", url, str(out))
     assert sha(out) == sha(img)
     assert srv.stop() == 0

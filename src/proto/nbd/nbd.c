@@ -7,13 +7,11 @@
  * each reply whole). A client that disconnects gets every queued read
  * answered first.
  *
- * Writes are cached per volume (shared by every connection to it) and
- * written to the store in large runs at FLUSH, on FUA, when the cache holds
- * CACHE_MAX bytes, and when the last connection goes: NBD promises
- * durability only at FLUSH, and large runs chunk and deduplicate better than
- * the client's request sizes. Reads see cached writes; a FLUSH on any
- * connection makes every connection's completed writes durable
- * (CAN_MULTI_CONN). */
+ * Writes go to the volume's write cache (vcache.c, shared by every
+ * connection to the volume) and are answered from memory; its writer stores
+ * them in large runs in the background. NBD promises durability only at
+ * FLUSH and for FUA writes; a FLUSH on any connection makes every
+ * connection's completed writes durable (CAN_MULTI_CONN). */
 #include "proto/nbd/nbd.h"
 
 #include <pthread.h>
@@ -24,33 +22,16 @@
 #include <sys/uio.h>
 
 #include "proto/nbd/nbdproto.h"
+#include "proto/nbd/vcache.h"
 #include "proto/tsrv/tsrv.h"
 
 #define BLOCK_STATUS_MAX 1024 /* descriptors per reply; the client asks again */
-#define CACHE_MAX (64u << 20)  /* dirty bytes per volume before writing them out */
-
-/* A dirty run of a volume: bytes written but not yet in the store. */
-struct dirty {
-    uint64_t off;
-    size_t len, cap;
-    uint8_t *buf;
-};
-
-struct vcache {
-    uint64_t id;
-    int refs;
-    uint64_t gen; /* bumped whenever runs leave the cache (flushed or cut) */
-    pthread_mutex_t lock;
-    struct dirty *d; /* sorted by offset, disjoint */
-    size_t n, cap, bytes;
-    struct vcache *next;
-};
 
 struct nbd_server {
     struct pl_store *st;
     struct tsrv *srv;
-    pthread_mutex_t lock; /* guards caches */
-    struct vcache *caches;
+    struct vc_set *caches;
+    size_t cache_limit;
 };
 
 #define NBD_READERS 4
@@ -303,192 +284,6 @@ static int handshake(struct nconn *c)
     return PL_EPROTO; /* an endless negotiation */
 }
 
-/* ---- the write cache ---- */
-static struct vcache *cache_get(struct nbd_server *s, uint64_t id)
-{
-    pthread_mutex_lock(&s->lock);
-    struct vcache *v = s->caches;
-    while (v && v->id != id)
-        v = v->next;
-    if (!v && (v = calloc(1, sizeof(*v)))) {
-        v->id = id;
-        pthread_mutex_init(&v->lock, NULL);
-        v->next = s->caches;
-        s->caches = v;
-    }
-    if (v)
-        v->refs++;
-    pthread_mutex_unlock(&s->lock);
-    return v;
-}
-
-/* Write the dirty runs to the store, in order (v->lock held). */
-static int cache_flush_locked(struct pl_store *st, struct vcache *v)
-{
-    int rc = 0;
-    size_t i = 0;
-    for (; i < v->n && !rc; i++)
-        rc = pl_elem_write(st, v->id, v->d[i].off, v->d[i].buf, v->d[i].len);
-    if (rc)
-        i--; /* that one and the rest stay dirty */
-    for (size_t j = 0; j < i; j++) {
-        v->bytes -= v->d[j].len;
-        free(v->d[j].buf);
-    }
-    if (i && v->n > i)
-        memmove(v->d, v->d + i, (v->n - i) * sizeof(*v->d));
-    v->n -= i;
-    if (i)
-        v->gen++;
-    return rc;
-}
-
-static int cache_flush(struct pl_store *st, struct vcache *v)
-{
-    pthread_mutex_lock(&v->lock);
-    int rc = cache_flush_locked(st, v);
-    pthread_mutex_unlock(&v->lock);
-    return rc;
-}
-
-static void cache_put(struct nbd_server *s, struct vcache *v)
-{
-    if (!v)
-        return;
-    pthread_mutex_lock(&s->lock);
-    int last = --v->refs == 0;
-    if (last) {
-        struct vcache **pp = &s->caches;
-        while (*pp != v)
-            pp = &(*pp)->next;
-        *pp = v->next;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (!last)
-        return;
-    int rc = cache_flush(s->st, v);
-    if (rc)
-        pl_log(PL_LOG_ERROR, "nbd", "writing cached blocks of volume element %llu: %s; %zu "
-               "bytes lost", (unsigned long long)v->id, pl_strerror(rc), v->bytes);
-    for (size_t i = 0; i < v->n; i++)
-        free(v->d[i].buf);
-    free(v->d);
-    pthread_mutex_destroy(&v->lock);
-    free(v);
-}
-
-/* Drop [a, b) from the dirty runs (v->lock held). */
-static int cache_cut(struct vcache *v, uint64_t a, uint64_t b)
-{
-    v->gen++;
-    for (size_t i = 0; i < v->n; i++) {
-        struct dirty *r = &v->d[i];
-        uint64_t e = r->off + r->len;
-        if (e <= a || r->off >= b)
-            continue;
-        if (r->off < a && e > b) {
-            /* split: the right part becomes its own run */
-            if (v->n == v->cap) {
-                size_t cap = v->cap * 2;
-                struct dirty *nd = realloc(v->d, cap * sizeof(*nd));
-                if (!nd)
-                    return PL_ENOMEM;
-                v->d = nd;
-                v->cap = cap;
-                r = &v->d[i];
-            }
-            struct dirty right = {b, (size_t)(e - b), (size_t)(e - b), malloc((size_t)(e - b))};
-            if (!right.buf)
-                return PL_ENOMEM;
-            memcpy(right.buf, r->buf + (b - r->off), right.len);
-            r->len = (size_t)(a - r->off);
-            memmove(v->d + i + 2, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
-            v->d[i + 1] = right;
-            v->n++;
-            v->bytes -= (size_t)(b - a);
-            return 0;
-        }
-        if (r->off < a) {
-            v->bytes -= (size_t)(e - a);
-            r->len = (size_t)(a - r->off);
-        } else if (e > b) {
-            v->bytes -= (size_t)(b - r->off);
-            memmove(r->buf, r->buf + (b - r->off), (size_t)(e - b));
-            r->len = (size_t)(e - b);
-            r->off = b;
-        } else {
-            v->bytes -= r->len;
-            free(r->buf);
-            memmove(v->d + i, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
-            v->n--;
-            i--;
-        }
-    }
-    return 0;
-}
-
-/* Append n bytes to run r (growing its buffer). */
-static int run_append(struct dirty *r, const uint8_t *p, size_t n)
-{
-    if (!n)
-        return 0;
-    if (r->len + n > r->cap) {
-        size_t cap = PL_MAX(r->cap * 2, r->len + n);
-        uint8_t *nb = realloc(r->buf, cap);
-        if (!nb)
-            return PL_ENOMEM;
-        r->buf = nb;
-        r->cap = cap;
-    }
-    memcpy(r->buf + r->len, p, n);
-    r->len += n;
-    return 0;
-}
-
-/* Cache a write (v->lock held). */
-static int cache_write(struct vcache *v, uint64_t off, const uint8_t *p, size_t n)
-{
-    int rc = cache_cut(v, off, off + n);
-    if (rc)
-        return rc;
-    size_t i = 0;
-    while (i < v->n && v->d[i].off < off)
-        i++;
-    if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off) {
-        rc = run_append(&v->d[i - 1], p, n); /* the common case: sequential writes */
-        i--;
-    } else {
-        if (v->n == v->cap) {
-            size_t cap = v->cap ? v->cap * 2 : 16;
-            struct dirty *nd = realloc(v->d, cap * sizeof(*nd));
-            if (!nd)
-                return PL_ENOMEM;
-            v->d = nd;
-            v->cap = cap;
-        }
-        struct dirty r = {off, 0, 0, NULL};
-        rc = run_append(&r, p, n);
-        if (rc)
-            return rc;
-        memmove(v->d + i + 1, v->d + i, (v->n - i) * sizeof(*v->d));
-        v->d[i] = r;
-        v->n++;
-    }
-    if (rc)
-        return rc;
-    v->bytes += n;
-    /* the next run may now follow on directly */
-    if (i + 1 < v->n && v->d[i].off + v->d[i].len == v->d[i + 1].off) {
-        rc = run_append(&v->d[i], v->d[i + 1].buf, v->d[i + 1].len);
-        if (!rc) {
-            free(v->d[i + 1].buf);
-            memmove(v->d + i + 1, v->d + i + 2, (v->n - i - 2) * sizeof(*v->d));
-            v->n--;
-        }
-    }
-    return rc;
-}
-
 /* ---- transmission ---- */
 static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, const void *data,
                         size_t n)
@@ -568,37 +363,9 @@ static int bs_cb(void *arg, uint64_t off, uint64_t len, int data)
 }
 
 /* ---- reads ---- */
-/* The store is read without the cache lock, so reads run beside each other
- * and beside another connection's flush; cached runs, newer than the store,
- * are laid over after. Runs that left the cache meanwhile (gen moved) may
- * have been missed by both: then the store is read again under the lock. */
-static int read_range(struct nconn *c, uint64_t off, uint8_t *buf, size_t len)
-{
-    struct vcache *vc = c->vc;
-    uint64_t end = off + len;
-    size_t got = 0;
-    pthread_mutex_lock(&vc->lock);
-    uint64_t gen = vc->gen;
-    pthread_mutex_unlock(&vc->lock);
-    int rc = pl_elem_read(c->st, c->vol.id, PL_VIEW_LIVE, off, buf, len, &got);
-    pthread_mutex_lock(&vc->lock);
-    if (!rc && vc->gen != gen)
-        rc = pl_elem_read(c->st, c->vol.id, PL_VIEW_LIVE, off, buf, len, &got);
-    if (!rc && got < len)
-        memset(buf + got, 0, len - got); /* shrunk meanwhile: zeros */
-    for (size_t i = 0; !rc && i < vc->n; i++) {
-        const struct dirty *d = &vc->d[i];
-        uint64_t a = PL_MAX(d->off, off), b = PL_MIN(d->off + d->len, end);
-        if (a < b)
-            memcpy(buf + (a - off), d->buf + (a - d->off), (size_t)(b - a));
-    }
-    pthread_mutex_unlock(&vc->lock);
-    return rc;
-}
-
 static int read_serve(struct nconn *c, const struct nbd_req *r, uint8_t *buf)
 {
-    int rc = read_range(c, r->offset, buf, r->len);
+    int rc = vc_read(c->vc, r->offset, buf, r->len);
     if (rc) {
         pl_log(PL_LOG_WARN, "nbd", "read %s at %llu: %s", c->vol.name,
                (unsigned long long)r->offset, pl_strerror(rc));
@@ -699,15 +466,11 @@ static int serve(struct nconn *c, const struct nbd_req *r)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)
             return reply_err(c, r, NBD_ENOSPC, "write past the end of the volume");
-        pthread_mutex_lock(&c->vc->lock);
-        rc = cache_write(c->vc, r->offset, c->buf, r->len);
-        if (!rc && (c->vc->bytes >= CACHE_MAX || (r->flags & NBD_CMD_FLAG_FUA)))
-            rc = cache_flush_locked(c->st, c->vc);
-        pthread_mutex_unlock(&c->vc->lock);
+        rc = vc_write(c->vc, r->offset, c->buf, r->len, (r->flags & NBD_CMD_FLAG_FUA) != 0);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     }
     case NBD_CMD_FLUSH:
-        rc = cache_flush(c->st, c->vc);
+        rc = vc_flush(c->vc);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     case NBD_CMD_CACHE:
         return reply_ok(c, r);
@@ -717,11 +480,7 @@ static int serve(struct nconn *c, const struct nbd_req *r)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)
             return reply_err(c, r, NBD_ENOSPC, "past the end of the volume");
-        pthread_mutex_lock(&c->vc->lock);
-        rc = cache_cut(c->vc, r->offset, end); /* the hole supersedes cached writes */
-        if (!rc)
-            rc = pl_elem_punch(c->st, v->id, r->offset, r->len);
-        pthread_mutex_unlock(&c->vc->lock);
+        rc = vc_punch(c->vc, r->offset, r->len);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     case NBD_CMD_BLOCK_STATUS: {
         if (!c->structured || !c->meta_alloc)
@@ -733,7 +492,7 @@ static int serve(struct nconn *c, const struct nbd_req *r)
         if (!b.d)
             return PL_ENOMEM;
         nbd_put32(b.d, 1); /* base:allocation */
-        rc = cache_flush(c->st, c->vc); /* the store knows allocation; cached runs are data */
+        rc = vc_flush(c->vc); /* the store knows allocation; cached runs are data */
         if (!rc)
             rc = pl_elem_map(c->st, v->id, PL_VIEW_LIVE, r->offset, r->len, bs_cb, &b);
         if (!rc && !b.n)
@@ -759,7 +518,7 @@ static void conn_main(void *ctx, int fd)
     if (rc != 1)
         goto out;
     c.buf = malloc(NBD_REQ_MAX);
-    c.vc = cache_get(s, c.vol.id);
+    c.vc = vc_open(s->caches, c.vol.id);
     if (!c.buf || !c.vc)
         goto out;
     if (pl_pool_new(NBD_READERS, &c.readers))
@@ -786,26 +545,45 @@ static void conn_main(void *ctx, int fd)
     }
 out:
     readers_stop(&c);
-    cache_put(s, c.vc); /* the last connection writes what is cached */
+    vc_close(c.vc); /* the cache's writer stores what is left */
     free(c.buf);
     pthread_mutex_destroy(&c.send_lock);
     pthread_mutex_destroy(&c.buf_lock);
 }
 
-int nbd_start(struct pl_store *st, const char *host, int port, struct nbd_server **ret)
+static int nbd_metrics(void *arg, struct pl_buf *b)
+{
+    struct nbd_server *s = arg;
+    return pl_buf_addf(b,
+                       "# TYPE plenum_nbd_write_cache_bytes gauge\n"
+                       "plenum_nbd_write_cache_bytes %zu\n"
+                       "# TYPE plenum_nbd_write_cache_limit_bytes gauge\n"
+                       "plenum_nbd_write_cache_limit_bytes %zu\n",
+                       vc_set_bytes(s->caches), s->cache_limit);
+}
+
+int nbd_start(struct pl_store *st, const struct nbd_opts *no, struct nbd_server **ret)
 {
     struct nbd_server *s = calloc(1, sizeof(*s));
     if (!s)
         return PL_ENOMEM;
     s->st = st;
-    pthread_mutex_init(&s->lock, NULL);
-    struct tsrv_opts o = {host, port, 256, "nbd"};
-    int rc = tsrv_start(&o, conn_main, s, &s->srv);
+    struct vc_opts vo = {.budget = no->write_cache};
+    int rc = vc_set_new(st, &vo, &s->caches);
     if (rc) {
-        pthread_mutex_destroy(&s->lock);
         free(s);
         return rc;
     }
+    s->cache_limit = vo.budget ? vo.budget : VC_BUDGET_DEFAULT;
+    struct tsrv_opts o = {no->host, no->port, 256, "nbd"};
+    rc = tsrv_start(&o, conn_main, s, &s->srv);
+    if (rc) {
+        vc_set_free(s->caches);
+        free(s);
+        return rc;
+    }
+    if (pl_metrics_source_add(nbd_metrics, s))
+        pl_log(PL_LOG_WARN, "nbd", "no room for the NBD write cache's metrics");
     *ret = s;
     return 0;
 }
@@ -819,7 +597,8 @@ void nbd_stop(struct nbd_server *s)
 {
     if (!s)
         return;
-    tsrv_stop(s->srv); /* connections end, and the last of each volume writes its cache */
-    pthread_mutex_destroy(&s->lock);
+    pl_metrics_source_remove(nbd_metrics, s);
+    tsrv_stop(s->srv); /* connections end; each volume's writer stores what is cached */
+    vc_set_free(s->caches);
     free(s);
 }

@@ -1,0 +1,757 @@
+/* The NBD head's volume write cache.
+ *
+ * NBD promises durability only at FLUSH and for FUA writes, so a WRITE is
+ * answered once its bytes are in memory: a disk with a volatile write cache,
+ * which is what the client is told (NBD_FLAG_SEND_FLUSH) and what a guest's
+ * file system already issues flushes for. Each volume with connections (or
+ * bytes still to write) has one cache, shared by every connection to it, and
+ * one writer thread that moves its dirty runs to the store in the background:
+ * once batch_min bytes are dirty, once the oldest is age_ms old, at a FLUSH,
+ * when the server's budget is half used, and after the last connection
+ * goes. Clients write at memory speed while the store keeps up or the budget
+ * lasts; past it, writers wait for the store.
+ *
+ * Ordering: the writer takes every dirty run at once (a batch) and writes it
+ * while newer writes collect as dirty runs again; a byte's newest value is
+ * the dirty run holding it, else the batch, else the store, so reads lay the
+ * batch and then the dirty runs over what the store returns. A punch waits
+ * for batch runs it overlaps (else an older run could land over the hole).
+ * A FLUSH waits until a batch that began after the writes it covers is in
+ * the store: write sequence numbers say which. A failed write-out puts the
+ * batch back under the newer dirty runs and stops the writer until a FLUSH
+ * asks again and gets the error. */
+#include "proto/nbd/vcache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "base/base.h"
+
+#define RUN_MAX (64u << 20) /* a run is written with one pl_elem_write */
+#define RUN_SMALL (1u << 20) /* runs past this live in pooled RUN_MAX mappings */
+#define POOL_IDLE_MS 5000    /* a set idle this long gives its pooled mappings back */
+#define IDLE_WAIT_MS 100    /* how often a writer with young dirty bytes looks again */
+
+/* Bytes at [off, off+len): cached, not yet in the store. A run that grows
+ * past RUN_SMALL moves to a RUN_MAX mapping from the set's pool (cap ==
+ * RUN_MAX): bytes copied into fresh memory cost a page fault per 4 KiB,
+ * which was a third of the head's CPU while a client wrote. */
+struct run {
+    uint64_t off;
+    size_t len, cap;
+    uint8_t *buf;
+    int pooled; /* buf is a pooled mapping */
+};
+
+struct vcache {
+    struct vc_set *set;
+    uint64_t id;
+    int refs; /* connections (under set->lock) */
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* the writer waits for something to do */
+    pthread_cond_t done; /* flushes and punches wait for the writer */
+    struct run *d;       /* dirty: sorted by offset, disjoint */
+    size_t n, cap;
+    struct run *fl; /* the batch being written; fl[fl_at..nfl) not yet in the store */
+    size_t nfl, flcap, fl_at;
+    size_t dirty_bytes;        /* in d */
+    uint64_t gen;              /* bumped whenever bytes leave the overlay */
+    uint64_t seq;              /* writes cached so far */
+    uint64_t seq_done;         /* writes up to this one are in the store */
+    uint64_t want;             /* a flush waits for seq_done to reach it */
+    uint64_t dirty_since;      /* mono ns of the oldest dirty byte; 0: none */
+    int err;                   /* the last write-out failed (kept until a flush) */
+    struct vcache *next;
+};
+
+struct vc_set {
+    struct pl_store *st;
+    struct vc_opts o;
+    pthread_mutex_t lock; /* guards list, refs, bytes, writers */
+    pthread_cond_t cond;  /* room in the budget; a writer ended */
+    struct vcache *list;
+    size_t bytes; /* every cache's d and fl[fl_at..) */
+    int writers;  /* writer threads running */
+    /* RUN_MAX mappings not in use; their pages are MADV_FREE: kept while
+     * memory is plentiful (reused without faults), reclaimed when it is not */
+    void **pool;
+    size_t npool, pool_cap; /* pool_cap: as many as the budget fills */
+    uint64_t pool_used_ms; /* when a mapping was last taken */
+};
+
+/* ---- pooled run buffers ---- */
+
+static uint8_t *pool_take(struct vc_set *s)
+{
+    pthread_mutex_lock(&s->lock);
+    void *m = s->npool ? s->pool[--s->npool] : NULL;
+    s->pool_used_ms = pl_mono_ns() / 1000000u;
+    pthread_mutex_unlock(&s->lock);
+    if (!m) {
+        m = mmap(NULL, RUN_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+    }
+    return m;
+}
+
+static void pool_give(struct vc_set *s, void *m)
+{
+    madvise(m, RUN_MAX, MADV_FREE);
+    pthread_mutex_lock(&s->lock);
+    if (s->npool < s->pool_cap) {
+        s->pool[s->npool++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (m)
+        munmap(m, RUN_MAX);
+}
+
+/* Give every pooled mapping back once none was taken for POOL_IDLE_MS (or
+ * at once, with force). */
+static void pool_trim(struct vc_set *s, int force)
+{
+    pthread_mutex_lock(&s->lock);
+    if (force || pl_mono_ns() / 1000000u - s->pool_used_ms >= POOL_IDLE_MS)
+        while (s->npool)
+            munmap(s->pool[--s->npool], RUN_MAX);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void run_free(struct vc_set *s, struct run *r)
+{
+    if (r->pooled)
+        pool_give(s, r->buf);
+    else
+        free(r->buf);
+    r->buf = NULL;
+}
+
+static void set_account(struct vc_set *s, size_t add, size_t sub)
+{
+    pthread_mutex_lock(&s->lock);
+    s->bytes = s->bytes + add - sub;
+    if (sub > add)
+        pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- dirty runs (v->lock held) ---- */
+
+static int run_append(struct vc_set *s, struct run *r, const uint8_t *p, size_t n)
+{
+    if (!n)
+        return 0;
+    if (r->len + n > r->cap) {
+        if (r->len + n > RUN_SMALL) {
+            uint8_t *m = pool_take(s); /* r->len + n <= RUN_MAX: runs_put sees to it */
+            if (!m)
+                return PL_ENOMEM;
+            if (r->len)
+                memcpy(m, r->buf, r->len);
+            free(r->buf);
+            r->buf = m;
+            r->cap = RUN_MAX;
+            r->pooled = 1;
+        } else {
+            size_t cap = PL_MIN(PL_MAX(r->cap * 2, r->len + n), (size_t)RUN_SMALL);
+            uint8_t *nb = realloc(r->buf, cap);
+            if (!nb)
+                return PL_ENOMEM;
+            r->buf = nb;
+            r->cap = cap;
+        }
+    }
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+    return 0;
+}
+
+/* Drop [a, b) from the dirty runs; *gone: bytes dropped. */
+static int runs_cut(struct vcache *v, uint64_t a, uint64_t b, size_t *gone)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        struct run *r = &v->d[i];
+        uint64_t e = r->off + r->len;
+        if (e <= a || r->off >= b)
+            continue;
+        v->gen++;
+        if (r->off < a && e > b) {
+            /* the cut is inside: the right part becomes its own run */
+            if (v->n == v->cap) {
+                size_t cap = v->cap * 2;
+                struct run *nd = realloc(v->d, cap * sizeof(*nd));
+                if (!nd)
+                    return PL_ENOMEM;
+                v->d = nd;
+                v->cap = cap;
+                r = &v->d[i];
+            }
+            struct run right = {b, 0, 0, NULL, 0};
+            int rc = run_append(v->set, &right, r->buf + (b - r->off), (size_t)(e - b));
+            if (rc)
+                return rc;
+            r->len = (size_t)(a - r->off);
+            memmove(v->d + i + 2, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
+            v->d[i + 1] = right;
+            v->n++;
+            *gone += (size_t)(b - a);
+            return 0;
+        }
+        if (r->off < a) {
+            *gone += (size_t)(e - a);
+            r->len = (size_t)(a - r->off);
+        } else if (e > b) {
+            *gone += (size_t)(b - r->off);
+            memmove(r->buf, r->buf + (b - r->off), (size_t)(e - b));
+            r->len = (size_t)(e - b);
+            r->off = b;
+        } else {
+            *gone += r->len;
+            run_free(v->set, r);
+            memmove(v->d + i, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
+            v->n--;
+            i--;
+        }
+    }
+    return 0;
+}
+
+/* Put n bytes at off into the dirty runs; *gone: older dirty bytes they
+ * replaced (dropped even when the put fails). */
+static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, size_t *gone)
+{
+    *gone = 0;
+    int rc = runs_cut(v, off, off + n, gone);
+    v->dirty_bytes -= *gone;
+    if (rc)
+        return rc;
+    size_t i = 0;
+    while (i < v->n && v->d[i].off < off)
+        i++;
+    if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off && v->d[i - 1].len + n <= RUN_MAX) {
+        rc = run_append(v->set, &v->d[i - 1], p, n); /* the common case: sequential writes */
+        i--;
+    } else {
+        if (v->n == v->cap) {
+            size_t cap = v->cap ? v->cap * 2 : 16;
+            struct run *nd = realloc(v->d, cap * sizeof(*nd));
+            if (!nd)
+                return PL_ENOMEM;
+            v->d = nd;
+            v->cap = cap;
+        }
+        struct run r = {off, 0, 0, NULL, 0};
+        rc = run_append(v->set, &r, p, n);
+        if (!rc) {
+            memmove(v->d + i + 1, v->d + i, (v->n - i) * sizeof(*v->d));
+            v->d[i] = r;
+            v->n++;
+        }
+    }
+    if (rc)
+        return rc;
+    v->dirty_bytes += n;
+    /* the next run may now follow on directly */
+    if (i + 1 < v->n && v->d[i].off + v->d[i].len == v->d[i + 1].off &&
+        v->d[i].len + v->d[i + 1].len <= RUN_MAX &&
+        !run_append(v->set, &v->d[i], v->d[i + 1].buf, v->d[i + 1].len)) {
+        run_free(v->set, &v->d[i + 1]);
+        memmove(v->d + i + 1, v->d + i + 2, (v->n - i - 2) * sizeof(*v->d));
+        v->n--;
+    }
+    return 0;
+}
+
+/* A batch run that did not reach the store goes back under the newer dirty
+ * runs: only the parts no dirty run covers. *kept: bytes put back. */
+static int runs_restore(struct vcache *v, const struct run *r, size_t *kept)
+{
+    uint64_t end = r->off + r->len;
+    struct gap {
+        uint64_t a, b;
+    } *gap = malloc((v->n + 1) * sizeof(*gap));
+    if (!gap)
+        return PL_ENOMEM;
+    size_t ngap = 0, i = 0;
+    for (uint64_t at = r->off; at < end;) {
+        while (i < v->n && v->d[i].off + v->d[i].len <= at)
+            i++;
+        uint64_t next = i < v->n ? PL_MIN(PL_MAX(v->d[i].off, at), end) : end;
+        if (next > at)
+            gap[ngap++] = (struct gap){at, next};
+        at = i < v->n && v->d[i].off < end ? v->d[i].off + v->d[i].len : end;
+    }
+    int rc = 0;
+    *kept = 0;
+    for (size_t g = 0; g < ngap && !rc; g++) {
+        size_t gone = 0; /* none: a gap is what no dirty run covers */
+        size_t len = (size_t)(gap[g].b - gap[g].a);
+        rc = runs_put(v, gap[g].a, r->buf + (gap[g].a - r->off), len, &gone);
+        if (!rc)
+            *kept += len;
+    }
+    free(gap);
+    return rc;
+}
+
+/* ---- the writer ---- */
+
+static uint64_t mono_ms(void)
+{
+    return pl_mono_ns() / 1000000u;
+}
+
+static void wait_ms(struct vcache *v, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&v->work, &v->lock, &ts);
+}
+
+/* Whether the writer should take a batch now (v->lock held, v->n > 0);
+ * *wait_for: otherwise, how long until the oldest dirty byte is due. */
+static int batch_due(struct vcache *v, int closing, unsigned *wait_for)
+{
+    struct vc_set *s = v->set;
+    if (closing)
+        return 1;
+    if (v->err)
+        return 0; /* until a flush asks again */
+    if (v->want > v->seq_done || v->dirty_bytes >= s->o.batch_min)
+        return 1;
+    pthread_mutex_lock(&s->lock);
+    int full = s->bytes >= s->o.budget / 2;
+    pthread_mutex_unlock(&s->lock);
+    if (full)
+        return 1;
+    uint64_t age = mono_ms() - v->dirty_since / 1000000u;
+    if (age >= s->o.age_ms)
+        return 1;
+    *wait_for = (unsigned)PL_MIN((uint64_t)IDLE_WAIT_MS, s->o.age_ms - age);
+    return 0;
+}
+
+/* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing). */
+static int batch_write(struct vcache *v)
+{
+    struct vc_set *s = v->set;
+    int rc = 0;
+    while (v->fl_at < v->nfl) {
+        struct run *r = &v->fl[v->fl_at];
+        pthread_mutex_unlock(&v->lock);
+        rc = pl_elem_write(s->st, v->id, r->off, r->buf, r->len);
+        pthread_mutex_lock(&v->lock);
+        if (rc)
+            break;
+        size_t len = r->len;
+        run_free(s, r);
+        v->fl_at++;
+        v->gen++;
+        set_account(s, 0, len);
+        pthread_cond_broadcast(&v->done);
+    }
+    return rc;
+}
+
+/* The batch failed at fl[fl_at]: back under the dirty runs, or dropped when
+ * no connection is left to be told. */
+static void batch_fail(struct vcache *v, int rc, int closing)
+{
+    size_t lost = 0, dropped = 0;
+    int gone = rc == PL_ENOENT; /* the volume was deleted */
+    closing |= gone;
+    for (size_t i = v->fl_at; i < v->nfl; i++) {
+        struct run *r = &v->fl[i];
+        size_t kept = 0;
+        if (closing || runs_restore(v, r, &kept))
+            lost += r->len - kept;
+        dropped += r->len - kept; /* lost, or under newer dirty bytes */
+        run_free(v->set, r);
+    }
+    set_account(v->set, 0, dropped);
+    v->nfl = v->fl_at = 0;
+    v->err = rc;
+    v->gen++;
+    if (gone) {
+        /* nothing is lost that anyone can read: drop what follows too */
+        size_t rest = 0;
+        runs_cut(v, 0, UINT64_MAX, &rest);
+        v->dirty_bytes = 0;
+        set_account(v->set, 0, rest);
+        pl_log(PL_LOG_INFO, "nbd", "volume element %llu was deleted; %zu cached bytes dropped",
+               (unsigned long long)v->id, lost + rest);
+    } else if (lost)
+        pl_log(PL_LOG_ERROR, "nbd", "writing cached blocks of volume element %llu: %s; %zu "
+               "bytes lost", (unsigned long long)v->id, pl_strerror(rc), lost);
+    else
+        pl_log(PL_LOG_WARN, "nbd", "writing cached blocks of volume element %llu: %s; kept, "
+               "the next FLUSH tries again", (unsigned long long)v->id, pl_strerror(rc));
+}
+
+static int closing_now(struct vcache *v)
+{
+    pthread_mutex_lock(&v->set->lock);
+    int closing = v->refs == 0;
+    pthread_mutex_unlock(&v->set->lock);
+    return closing;
+}
+
+/* Unlink v when nothing is left and nobody holds it (v->lock held). */
+static int try_retire(struct vcache *v)
+{
+    struct vc_set *s = v->set;
+    int gone = 0;
+    pthread_mutex_lock(&s->lock);
+    if (v->refs == 0 && v->n == 0) {
+        struct vcache **pp = &s->list;
+        while (*pp != v)
+            pp = &(*pp)->next;
+        *pp = v->next;
+        gone = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return gone;
+}
+
+static void *writer_main(void *arg)
+{
+    struct vcache *v = arg;
+    struct vc_set *s = v->set;
+    pthread_mutex_lock(&v->lock);
+    for (;;) {
+        int closing = closing_now(v);
+        if (!v->n) {
+            if (!v->err)
+                v->seq_done = v->seq; /* nothing cached: every write is in the store */
+            v->dirty_since = 0;
+            pthread_cond_broadcast(&v->done);
+            if (closing && try_retire(v))
+                break;
+            if (!closing) {
+                wait_ms(v, POOL_IDLE_MS); /* then look whether the pool sat idle */
+                if (!v->n)
+                    pool_trim(s, 0);
+            }
+            continue;
+        }
+        unsigned wait_for = IDLE_WAIT_MS;
+        if (!batch_due(v, closing, &wait_for)) {
+            wait_ms(v, wait_for);
+            continue;
+        }
+        /* take every dirty run; fl is empty between batches */
+        struct run *t = v->fl;
+        size_t tcap = v->flcap;
+        v->fl = v->d;
+        v->flcap = v->cap;
+        v->nfl = v->n;
+        v->fl_at = 0;
+        v->d = t;
+        v->cap = tcap;
+        v->n = 0;
+        v->dirty_bytes = 0;
+        v->dirty_since = 0;
+        uint64_t upto = v->seq;
+        int rc = batch_write(v);
+        if (rc) {
+            batch_fail(v, rc, closing);
+            if (closing)
+                continue; /* dropped: the loop retires v once the rest is dropped too */
+        } else {
+            v->nfl = v->fl_at = 0;
+            v->seq_done = upto;
+        }
+        pthread_cond_broadcast(&v->done);
+    }
+    pthread_mutex_unlock(&v->lock);
+    pthread_cond_destroy(&v->work);
+    pthread_cond_destroy(&v->done);
+    pthread_mutex_destroy(&v->lock);
+    free(v->d);
+    free(v->fl);
+    free(v);
+    pthread_mutex_lock(&s->lock);
+    s->writers--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- the API ---- */
+
+/* The store asks for element id's cached writes (0: every volume's). */
+static int set_store_flush(void *arg, uint64_t id)
+{
+    struct vc_set *s = arg;
+    pthread_mutex_lock(&s->lock);
+    size_t n = 0;
+    for (struct vcache *v = s->list; v; v = v->next)
+        n += !id || v->id == id;
+    struct vcache **held = n ? calloc(n, sizeof(struct vcache *)) : NULL;
+    if (n && !held) {
+        pthread_mutex_unlock(&s->lock);
+        return PL_ENOMEM;
+    }
+    n = 0;
+    for (struct vcache *v = s->list; held && v; v = v->next)
+        if (!id || v->id == id) {
+            v->refs++; /* kept from retiring while we wait on it */
+            held[n++] = v;
+        }
+    pthread_mutex_unlock(&s->lock);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        int r = vc_flush(held[i]);
+        rc = rc ? rc : r;
+        vc_close(held[i]);
+    }
+    free(held);
+    return rc;
+}
+
+int vc_set_new(struct pl_store *st, const struct vc_opts *o, struct vc_set **ret)
+{
+    struct vc_set *s = calloc(1, sizeof(*s));
+    if (!s)
+        return PL_ENOMEM;
+    s->st = st;
+    if (o)
+        s->o = *o;
+    if (!s->o.budget)
+        s->o.budget = VC_BUDGET_DEFAULT;
+    if (!s->o.batch_min)
+        s->o.batch_min = VC_BATCH_MIN_DEFAULT;
+    if (!s->o.age_ms)
+        s->o.age_ms = VC_AGE_MS_DEFAULT;
+    s->pool_cap = s->o.budget / RUN_MAX + 1;
+    s->pool = calloc(s->pool_cap, sizeof(*s->pool));
+    if (!s->pool) {
+        free(s);
+        return PL_ENOMEM;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    int rc = pl_store_cache_add(st, set_store_flush, s);
+    if (rc) {
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
+        free(s->pool);
+        free(s);
+        return rc;
+    }
+    *ret = s;
+    return 0;
+}
+
+void vc_set_free(struct vc_set *s)
+{
+    if (!s)
+        return;
+    pl_store_cache_remove(s->st, set_store_flush, s);
+    pthread_mutex_lock(&s->lock);
+    while (s->writers)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    pool_trim(s, 1);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s->pool);
+    free(s);
+}
+
+size_t vc_set_bytes(struct vc_set *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t n = s->bytes;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+struct vcache *vc_open(struct vc_set *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->lock);
+    struct vcache *v = s->list;
+    while (v && v->id != id)
+        v = v->next;
+    if (v) {
+        v->refs++;
+        goto out;
+    }
+    v = calloc(1, sizeof(*v));
+    if (!v)
+        goto out;
+    v->set = s;
+    v->id = id;
+    v->refs = 1;
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&v->work, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&v->done, NULL);
+    pthread_t t;
+    pthread_attr_t ta;
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &ta, writer_main, v)) {
+        pthread_attr_destroy(&ta);
+        pthread_cond_destroy(&v->work);
+        pthread_cond_destroy(&v->done);
+        pthread_mutex_destroy(&v->lock);
+        free(v);
+        v = NULL;
+        goto out;
+    }
+    pthread_attr_destroy(&ta);
+    s->writers++;
+    v->next = s->list;
+    s->list = v;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+void vc_close(struct vcache *v)
+{
+    if (!v)
+        return;
+    pthread_mutex_lock(&v->set->lock);
+    v->refs--;
+    pthread_mutex_unlock(&v->set->lock);
+    pthread_mutex_lock(&v->lock);
+    pthread_cond_signal(&v->work);
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* Wait until writes up to seq are in the store (v->lock held). */
+static int wait_stored(struct vcache *v, uint64_t seq)
+{
+    if (v->seq_done >= seq)
+        return 0;
+    v->err = 0; /* a failed write-out is tried again for this flush */
+    if (v->want < seq)
+        v->want = seq;
+    pthread_cond_signal(&v->work);
+    while (v->seq_done < seq && !v->err)
+        pthread_cond_wait(&v->done, &v->lock);
+    return v->seq_done >= seq ? 0 : v->err;
+}
+
+int vc_write(struct vcache *v, uint64_t off, const void *p, size_t n, int fua)
+{
+    struct vc_set *s = v->set;
+    /* room in the budget first (a write larger than all of it goes in alone) */
+    pthread_mutex_lock(&s->lock);
+    while (s->bytes && s->bytes + n > s->o.budget) {
+        int err = __atomic_load_n(&v->err, __ATOMIC_RELAXED);
+        if (err) {
+            pthread_mutex_unlock(&s->lock);
+            return err; /* the store refuses this volume's bytes: do not wait for it */
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+    }
+    s->bytes += n;
+    int full = s->bytes >= s->o.budget / 2;
+    pthread_mutex_unlock(&s->lock);
+
+    pthread_mutex_lock(&v->lock);
+    size_t gone = 0;
+    int rc = runs_put(v, off, p, n, &gone);
+    int first = !v->dirty_since && v->n;
+    if (first)
+        v->dirty_since = pl_mono_ns();
+    uint64_t seq = ++v->seq;
+    if (first || full || v->dirty_bytes >= s->o.batch_min)
+        pthread_cond_signal(&v->work); /* a writer with nothing cached waits untimed */
+    if (!rc && fua)
+        rc = wait_stored(v, seq);
+    pthread_mutex_unlock(&v->lock);
+    set_account(s, rc ? 0 : n, n + gone); /* the reservation becomes what the runs hold */
+    return rc;
+}
+
+int vc_flush(struct vcache *v)
+{
+    pthread_mutex_lock(&v->lock);
+    int rc = wait_stored(v, v->seq);
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+static void overlay(const struct run *r, size_t nr, uint64_t off, uint8_t *buf, size_t len)
+{
+    uint64_t end = off + len;
+    for (size_t i = 0; i < nr; i++) {
+        uint64_t a = PL_MAX(r[i].off, off), b = PL_MIN(r[i].off + r[i].len, end);
+        if (a < b)
+            memcpy(buf + (a - off), r[i].buf + (a - r[i].off), (size_t)(b - a));
+    }
+}
+
+/* The store is read without the lock, so reads run beside each other and
+ * beside the writer; cached runs, newer than the store, are laid over after.
+ * Bytes that left the cache meanwhile (gen moved) may have been missed by
+ * both: then the store is read again under the lock. */
+int vc_read(struct vcache *v, uint64_t off, void *buf, size_t len)
+{
+    struct vc_set *s = v->set;
+    size_t got = 0;
+    pthread_mutex_lock(&v->lock);
+    uint64_t gen = v->gen;
+    pthread_mutex_unlock(&v->lock);
+    int rc = pl_elem_read(s->st, v->id, PL_VIEW_LIVE, off, buf, len, &got);
+    pthread_mutex_lock(&v->lock);
+    if (!rc && v->gen != gen)
+        rc = pl_elem_read(s->st, v->id, PL_VIEW_LIVE, off, buf, len, &got);
+    if (!rc && got < len)
+        memset((uint8_t *)buf + got, 0, len - got); /* shrunk meanwhile: zeros */
+    if (!rc && v->nfl > v->fl_at)
+        overlay(v->fl + v->fl_at, v->nfl - v->fl_at, off, buf, len);
+    if (!rc && v->n)
+        overlay(v->d, v->n, off, buf, len);
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+static int batch_overlaps(const struct vcache *v, uint64_t a, uint64_t b)
+{
+    for (size_t i = v->fl_at; i < v->nfl; i++)
+        if (v->fl[i].off < b && v->fl[i].off + v->fl[i].len > a)
+            return 1;
+    return 0;
+}
+
+int vc_punch(struct vcache *v, uint64_t off, uint64_t len)
+{
+    struct vc_set *s = v->set;
+    pthread_mutex_lock(&v->lock);
+    while (batch_overlaps(v, off, off + len))
+        pthread_cond_wait(&v->done, &v->lock);
+    size_t gone = 0;
+    int rc = runs_cut(v, off, off + len, &gone); /* the hole supersedes cached writes */
+    v->dirty_bytes -= gone;
+    if (!rc)
+        rc = pl_elem_punch(s->st, v->id, off, len);
+    pthread_mutex_unlock(&v->lock);
+    set_account(s, 0, gone);
+    return rc;
+}

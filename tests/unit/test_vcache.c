@@ -1,0 +1,188 @@
+/* The NBD head's volume write cache against a model: writes answered from
+ * memory, written out by the background writer while reads, punches and
+ * flushes run, on a real store. */
+#include <pthread.h>
+
+#include "plenum/store.h"
+#include "proto/nbd/vcache.h"
+#include "testutil.h"
+
+#define VOL (8u << 20)
+
+static uint64_t vol_create(struct pl_store *st, const char *name)
+{
+    struct pl_volume_info v;
+    assert_int_equal(pl_volume_create(st, name, VOL, &v), 0);
+    return v.id;
+}
+
+static void expect_store(struct pl_store *st, uint64_t id, const uint8_t *model, size_t n)
+{
+    uint8_t *out = malloc(n);
+    size_t got = 0;
+    assert_int_equal(pl_elem_read(st, id, PL_VIEW_LIVE, 0, out, n, &got), 0);
+    memset(out + got, 0, n - got);
+    assert_memory_equal(out, model, n);
+    free(out);
+}
+
+/* Small thresholds keep the writer busy beside every operation. */
+static const struct vc_opts busy = {.budget = 1u << 20, .batch_min = 64u << 10, .age_ms = 2};
+
+static void test_model(void **state)
+{
+    struct fix *f = *state;
+    uint64_t id = vol_create(f->st, "m");
+    struct vc_set *s;
+    assert_int_equal(vc_set_new(f->st, &busy, &s), 0);
+    struct vcache *v = vc_open(s, id);
+    assert_non_null(v);
+    uint8_t *model = calloc(1, VOL), *buf = malloc(256u << 10);
+    uint64_t seed = 7;
+    for (int op = 0; op < 3000; op++) {
+        uint64_t r = tu_rand(&seed);
+        uint64_t off = tu_rand(&seed) % VOL;
+        uint64_t want = 1 + tu_rand(&seed) % (128u << 10); /* PL_MIN evaluates twice */
+        size_t len = (size_t)PL_MIN(want, VOL - off);
+        switch (r % 16) {
+        case 0:
+            assert_int_equal(vc_punch(v, off, len), 0);
+            memset(model + off, 0, len);
+            break;
+        case 1:
+            assert_int_equal(vc_flush(v), 0);
+            break;
+        case 2:
+            vc_close(v); /* the last handle goes: a new one sees what is still cached */
+            v = vc_open(s, id);
+            assert_non_null(v);
+            break;
+        case 3: case 4: case 5: case 6: case 7:
+            assert_int_equal(vc_read(v, off, buf, len), 0);
+            assert_memory_equal(buf, model + off, len);
+            break;
+        default:
+            tu_fill(buf, len, r);
+            assert_int_equal(vc_write(v, off, buf, len, r % 64 == 8), 0);
+            memcpy(model + off, buf, len);
+            assert_true(vc_set_bytes(s) <= busy.budget + len);
+        }
+    }
+    vc_close(v);
+    vc_set_free(s); /* returns once everything cached is in the store */
+    expect_store(f->st, id, model, VOL);
+    free(model);
+    free(buf);
+}
+
+struct writer_arg {
+    struct vc_set *s;
+    uint64_t id;
+    uint64_t from, to; /* the region this thread owns */
+    uint64_t seed;
+    uint8_t *model;
+};
+
+static void *writer_thread(void *p)
+{
+    struct writer_arg *a = p;
+    struct vcache *v = vc_open(a->s, a->id);
+    uint8_t *buf = malloc(64u << 10);
+    for (int i = 0; i < 400 && v; i++) {
+        uint64_t off = a->from + tu_rand(&a->seed) % (a->to - a->from);
+        uint64_t want = 1 + tu_rand(&a->seed) % (64u << 10);
+        size_t len = (size_t)PL_MIN(want, a->to - off);
+        tu_fill(buf, len, a->seed);
+        if (vc_write(v, off, buf, len, 0))
+            break;
+        memcpy(a->model + off, buf, len);
+        if (vc_read(v, off, buf, len) || memcmp(buf, a->model + off, len))
+            break; /* the main thread sees what is missing */
+    }
+    vc_close(v);
+    free(buf);
+    return NULL;
+}
+
+/* Two connections write their halves; the store's hook (pl_store_flush,
+ * snapshots) runs beside them; a snapshot taken after both returned holds
+ * every byte they wrote. */
+static void test_connections_and_snapshots(void **state)
+{
+    struct fix *f = *state;
+    uint64_t id = vol_create(f->st, "c");
+    struct vc_set *s;
+    assert_int_equal(vc_set_new(f->st, &busy, &s), 0);
+    uint8_t *model = calloc(1, VOL);
+    struct writer_arg a[2] = {{s, id, 0, VOL / 2, 1, model}, {s, id, VOL / 2, VOL, 2, model}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, writer_thread, &a[i]), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    /* a connection still open with writes cached: the snapshot stores them first */
+    struct vcache *v = vc_open(s, id);
+    uint8_t tail[4096];
+    tu_fill(tail, sizeof(tail), 99);
+    assert_int_equal(vc_write(v, VOL - sizeof(tail), tail, sizeof(tail), 0), 0);
+    memcpy(model + VOL - sizeof(tail), tail, sizeof(tail));
+    struct pl_volume_info snap;
+    assert_int_equal(pl_volume_snapshot(f->st, "c", "s1", &snap), 0);
+    expect_store(f->st, snap.id, model, VOL);
+    vc_close(v);
+    vc_set_free(s);
+    expect_store(f->st, id, model, VOL);
+    free(model);
+}
+
+/* Writes no connection flushed are stored when the last one goes, and a
+ * connection opened meanwhile reads them; writers wait for room. */
+static void test_close_budget_and_delete(void **state)
+{
+    struct fix *f = *state;
+    uint64_t id = vol_create(f->st, "b");
+    /* nothing due by size or age: the budget and the close start the write-out */
+    struct vc_opts lazy = {.budget = 256u << 10, .batch_min = 64u << 20, .age_ms = 60000};
+    struct vc_set *s;
+    assert_int_equal(vc_set_new(f->st, &lazy, &s), 0);
+    struct vcache *v = vc_open(s, id);
+    uint8_t *model = calloc(1, VOL), *buf = malloc(VOL);
+    tu_fill(model, 4u << 20, 5);
+    for (size_t off = 0; off < (4u << 20); off += 64u << 10) {
+        assert_int_equal(vc_write(v, off, model + off, 64u << 10, 0), 0);
+        assert_true(vc_set_bytes(s) <= lazy.budget); /* past half of it the writer runs */
+    }
+    vc_close(v);
+    v = vc_open(s, id);
+    assert_int_equal(vc_read(v, 0, buf, VOL), 0);
+    assert_memory_equal(buf, model, VOL);
+    vc_close(v);
+    vc_set_free(s);
+    expect_store(f->st, id, model, VOL);
+
+    /* a deleted volume's cached writes are dropped, and say so at FLUSH */
+    uint64_t id2 = vol_create(f->st, "d");
+    lazy.budget = 64u << 20;
+    assert_int_equal(vc_set_new(f->st, &lazy, &s), 0);
+    v = vc_open(s, id2);
+    assert_int_equal(vc_write(v, 0, model, 128u << 10, 0), 0);
+    assert_int_equal(pl_volume_delete(f->st, "d"), 0);
+    assert_int_equal(vc_flush(v), PL_ENOENT);
+    assert_int_equal(vc_set_bytes(s), 0);
+    vc_close(v);
+    vc_set_free(s);
+    free(model);
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connections_and_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_budget_and_delete, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("vcache", tests, NULL, NULL);
+}
