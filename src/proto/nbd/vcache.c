@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "base/base.h"
@@ -33,6 +35,7 @@
 #define RUN_MAX (64u << 20) /* a run is written with one pl_elem_write */
 #define RUN_SMALL (1u << 20) /* runs past this live in pooled RUN_MAX mappings */
 #define POOL_IDLE_MS 5000    /* a set idle this long gives its pooled mappings back */
+#define WRITER_NICE 10
 #define IDLE_WAIT_MS 100    /* how often a writer with young dirty bytes looks again */
 
 /* Bytes at [off, off+len): cached, not yet in the store. A run that grows
@@ -428,6 +431,9 @@ static void *writer_main(void *arg)
 {
     struct vcache *v = arg;
     struct vc_set *s = v->set;
+    /* background work: the threads answering clients get the CPU first */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), WRITER_NICE))
+        pl_log(PL_LOG_DEBUG, "nbd", "cannot lower the write cache writer's priority");
     pthread_mutex_lock(&v->lock);
     for (;;) {
         int closing = closing_now(v);
