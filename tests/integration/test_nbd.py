@@ -233,6 +233,49 @@ def test_write_cache_is_stored_at_a_clean_stop_and_shared_by_connections(tmp_pat
     assert pl.run("fsck").returncode == 0
 
 
+def test_fua_flush_and_trim_over_libnbd_survive_kill9(tmp_path):
+    """libnbd's Python binding: a FUA write is durable when answered, a FLUSH on
+    one connection makes another's writes durable (CAN_MULTI_CONN), and a trim
+    of cached bytes stays a hole: all checked after kill -9."""
+    nbd = pytest.importorskip("nbd", reason="python3-libnbd is installed by scripts/deps.sh")
+    port = free_port()
+    data = tmp_path / "data"
+    pl = Plenum(data)
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    url = f"nbd://127.0.0.1:{port}/f"
+    pl.ok("volume", "create", "f", "--size", "64M")
+    mib = 1 << 20
+    a, b, d = os.urandom(mib), os.urandom(2 * mib), os.urandom(4 * mib)
+    h, h2 = nbd.NBD(), nbd.NBD()
+    h.connect_uri(url)
+    h2.connect_uri(url)
+    assert h.can_multi_conn() and h.can_fua() and h.can_flush() and h.can_trim()
+    h.pwrite(a, 0, nbd.CMD_FLAG_FUA)
+    h.pwrite(b, 4 * mib)
+    assert h2.pread(2 * mib, 4 * mib) == b  # another connection sees cached writes
+    h.pwrite(d, 16 * mib)
+    h.trim(mib, 17 * mib)  # a hole in the middle of cached bytes
+    h.zero(mib // 2, 19 * mib + mib // 4)
+    want_d = d[:mib] + bytes(mib) + d[2 * mib:3 * mib + mib // 4] + bytes(mib // 2) + \
+        d[3 * mib + 3 * mib // 4:]
+    assert h.pread(4 * mib, 16 * mib) == want_d
+    h2.flush()  # h's writes too
+    h.pwrite(os.urandom(mib), 32 * mib)  # answered, never flushed: may be lost
+    e = os.urandom(mib)
+    h.pwrite(e, 40 * mib, nbd.CMD_FLAG_FUA)  # durable when answered
+    srv.stop(signal.SIGKILL)
+    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    h = nbd.NBD()
+    h.connect_uri(url)
+    assert h.pread(mib, 0) == a
+    assert h.pread(mib, 40 * mib) == e
+    assert h.pread(2 * mib, 4 * mib) == b
+    assert h.pread(4 * mib, 16 * mib) == want_d
+    h.shutdown()
+    assert srv.stop() == 0
+    assert pl.run("fsck").returncode == 0
+
+
 @pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v fio"], capture_output=True).returncode,
                     reason="fio is installed by scripts/deps.sh")
 @pytest.mark.parametrize("rw,bs", [("randwrite", "4k"), ("randrw", "64k")])
