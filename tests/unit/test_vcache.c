@@ -26,6 +26,21 @@ static void expect_store(struct pl_store *st, uint64_t id, const uint8_t *model,
     free(out);
 }
 
+struct map_check {
+    uint64_t at;
+    const uint8_t *model;
+};
+
+static int map_check_cb(void *arg, uint64_t off, uint64_t len, int data)
+{
+    struct map_check *m = arg;
+    assert_int_equal(off, m->at);
+    for (uint64_t i = 0; !data && i < len; i++)
+        assert_int_equal(m->model[off + i], 0);
+    m->at = off + len;
+    return 0;
+}
+
 /* Small thresholds keep the writer busy beside every operation. */
 static const struct vc_opts busy = {.budget = 1u << 20, .batch_min = 64u << 10, .age_ms = 2};
 
@@ -57,7 +72,14 @@ static void test_model(void **state)
             v = vc_open(s, id);
             assert_non_null(v);
             break;
-        case 3: case 4: case 5: case 6: case 7:
+        case 3: {
+            /* a hole reported must read as zeros, and the spans run on from off */
+            struct map_check m = {off, model};
+            assert_int_equal(vc_map(v, off, len, map_check_cb, &m), 0);
+            assert_true(m.at > off && m.at <= off + len);
+            break;
+        }
+        case 4: case 5: case 6: case 7:
             assert_int_equal(vc_read(v, off, buf, len), 0);
             assert_memory_equal(buf, model + off, len);
             break;

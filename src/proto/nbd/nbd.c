@@ -492,9 +492,7 @@ static int serve(struct nconn *c, const struct nbd_req *r)
         if (!b.d)
             return PL_ENOMEM;
         nbd_put32(b.d, 1); /* base:allocation */
-        rc = vc_flush(c->vc); /* the store knows allocation; cached runs are data */
-        if (!rc)
-            rc = pl_elem_map(c->st, v->id, PL_VIEW_LIVE, r->offset, r->len, bs_cb, &b);
+        rc = vc_map(c->vc, r->offset, r->len, bs_cb, &b); /* cached writes are data */
         if (!rc && !b.n)
             bs_cb(&b, r->offset, r->len, 0); /* nothing below the size: one hole */
         rc = rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc))

@@ -738,6 +738,141 @@ int vc_read(struct vcache *v, uint64_t off, void *buf, size_t len)
     return rc;
 }
 
+/* ---- allocation map ---- */
+
+#define MAP_SEGS_MAX 4096 /* store runs looked at per call; the answer covers a prefix */
+
+struct span {
+    uint64_t off, len;
+    int data;
+};
+
+struct spans {
+    struct span *s;
+    size_t n, cap;
+    int oom;
+};
+
+static int spans_add(struct spans *sp, uint64_t off, uint64_t len, int data)
+{
+    if (sp->n && sp->s[sp->n - 1].data == data &&
+        sp->s[sp->n - 1].off + sp->s[sp->n - 1].len == off) {
+        sp->s[sp->n - 1].len += len;
+        return 0;
+    }
+    if (sp->n == sp->cap) {
+        size_t cap = sp->cap ? sp->cap * 2 : 64;
+        struct span *ns = realloc(sp->s, cap * sizeof(*ns));
+        if (!ns)
+            return PL_ENOMEM;
+        sp->s = ns;
+        sp->cap = cap;
+    }
+    sp->s[sp->n++] = (struct span){off, len, data};
+    return 0;
+}
+
+static int map_collect(void *arg, uint64_t off, uint64_t len, int data)
+{
+    struct spans *sp = arg;
+    sp->oom = spans_add(sp, off, len, data) != 0;
+    return sp->oom || sp->n >= MAP_SEGS_MAX;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+    const struct span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The cached ranges meeting [a, b), sorted (v->lock held). */
+static int cached_spans(const struct vcache *v, uint64_t a, uint64_t b, struct spans *out)
+{
+    int rc = 0;
+    for (size_t i = v->fl_at; i < v->nfl && !rc; i++)
+        if (v->fl[i].off < b && v->fl[i].off + v->fl[i].len > a)
+            rc = spans_add(out, v->fl[i].off, v->fl[i].len, 1);
+    for (size_t i = 0; i < v->n && !rc; i++)
+        if (v->d[i].off < b && v->d[i].off + v->d[i].len > a)
+            rc = spans_add(out, v->d[i].off, v->d[i].len, 1);
+    if (!rc && out->n > 1)
+        qsort(out->s, out->n, sizeof(*out->s), span_cmp);
+    return rc;
+}
+
+/* Lay the cached spans over the store's: a hole part a cached span covers is data. */
+static int map_merge(const struct spans *st, const struct spans *ca, struct spans *out)
+{
+    size_t j = 0;
+    int rc = 0;
+    for (size_t i = 0; i < st->n && !rc; i++) {
+        uint64_t at = st->s[i].off, end = st->s[i].off + st->s[i].len;
+        if (st->s[i].data) {
+            rc = spans_add(out, at, end - at, 1);
+            continue;
+        }
+        while (j < ca->n && ca->s[j].off + ca->s[j].len <= at)
+            j++;
+        for (size_t k = j; at < end && !rc; k++) {
+            if (k == ca->n || ca->s[k].off >= end) {
+                rc = spans_add(out, at, end - at, 0);
+                break;
+            }
+            uint64_t cs = PL_MAX(ca->s[k].off, at), ce = PL_MIN(ca->s[k].off + ca->s[k].len, end);
+            if (ce <= at)
+                continue; /* overlapped by an earlier span */
+            if (cs > at)
+                rc = spans_add(out, at, cs - at, 0);
+            if (!rc)
+                rc = spans_add(out, cs, ce - cs, 1);
+            at = ce;
+        }
+    }
+    return rc;
+}
+
+/* The cache's ranges are taken first, the store's map after: bytes that left
+ * the cache between the two (gen moved) may be in neither, so then again. */
+int vc_map(struct vcache *v, uint64_t off, uint64_t len, pl_map_fn cb, void *arg)
+{
+    struct vc_set *s = v->set;
+    struct spans ca = {0}, st = {0}, out = {0};
+    int rc = 0, stable = 0;
+    for (int attempt = 0; attempt < 3 && !rc && !stable; attempt++) {
+        ca.n = st.n = 0;
+        pthread_mutex_lock(&v->lock);
+        uint64_t gen = v->gen;
+        rc = cached_spans(v, off, off + len, &ca);
+        pthread_mutex_unlock(&v->lock);
+        if (!rc)
+            rc = pl_elem_map(s->st, v->id, PL_VIEW_LIVE, off, len, map_collect, &st);
+        if (!rc && st.oom)
+            rc = PL_ENOMEM;
+        pthread_mutex_lock(&v->lock);
+        stable = v->gen == gen;
+        pthread_mutex_unlock(&v->lock);
+    }
+    if (!rc && !stable) {
+        /* the writer kept moving bytes: store them all and ask the store alone */
+        ca.n = 0;
+        st.n = 0;
+        rc = vc_flush(v);
+        if (!rc)
+            rc = pl_elem_map(s->st, v->id, PL_VIEW_LIVE, off, len, map_collect, &st);
+        if (!rc && st.oom)
+            rc = PL_ENOMEM;
+    }
+    if (!rc)
+        rc = map_merge(&st, &ca, &out);
+    for (size_t i = 0; !rc && i < out.n; i++)
+        if (cb(arg, out.s[i].off, out.s[i].len, out.s[i].data))
+            break;
+    free(ca.s);
+    free(st.s);
+    free(out.s);
+    return rc;
+}
+
 static int batch_overlaps(const struct vcache *v, uint64_t a, uint64_t b)
 {
     for (size_t i = v->fl_at; i < v->nfl; i++)

@@ -40,6 +40,9 @@ int vc_write(struct vcache *v, uint64_t off, const void *p, size_t n, int fua) P
 int vc_flush(struct vcache *v) PL_WUR;
 /* The store's bytes with the cached writes laid over; zeros past the element's end. */
 int vc_read(struct vcache *v, uint64_t off, void *buf, size_t len) PL_WUR;
+/* The store's data and holes of [off, off+len) (as pl_elem_map) with the
+ * cached writes as data; a prefix of the range when it is very fragmented. */
+int vc_map(struct vcache *v, uint64_t off, uint64_t len, pl_map_fn cb, void *arg) PL_WUR;
 /* Punch [off, off+len) in the store; cached writes there are dropped. */
 int vc_punch(struct vcache *v, uint64_t off, uint64_t len) PL_WUR;
 
