@@ -8,6 +8,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from conftest import BIN, Plenum, Server, free_port
 
 
@@ -230,3 +232,19 @@ def test_parallel_recursive_copy_through_the_server(server, tmp_path):
     assert p.returncode == 1 and b"0 files copied, 120 failed" in p.stdout
     bad = pl.run("cp", "-r", "-j", "0", str(tree), "pl://par/x")
     assert bad.returncode == 2 and b"--jobs takes a number" in bad.stderr
+
+
+@pytest.mark.parametrize("text,says", [
+    ("[nbd]\nwrite_cache_mb = 0\n", "[nbd] write_cache_mb is a size in MiB"),
+    ("[nbd]\nwrite_cache_mb = lots\n", "[nbd] write_cache_mb is a size in MiB"),
+    ("[nbd]\nwrite_cache = 5\n", "unknown setting [nbd] write_cache"),
+    ("[resp]\nloops = 0\n", "[resp] loops must be 1..64"),
+])
+def test_bad_config_is_refused_with_the_line(tmp_path, text, says):
+    cfg = tmp_path / "plenum.conf"
+    cfg.write_text(text)
+    p = subprocess.run([BIN, "server", "--data", str(tmp_path / "data"), "--config", str(cfg)],
+                       capture_output=True, timeout=30)
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert says in err and f"{cfg}:2:" in err
