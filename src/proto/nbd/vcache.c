@@ -85,13 +85,18 @@ struct vc_set {
     uint64_t pool_used_ms; /* when a mapping was last taken */
 };
 
+static uint64_t mono_ms(void)
+{
+    return pl_mono_ns() / 1000000u;
+}
+
 /* ---- pooled run buffers ---- */
 
 static uint8_t *pool_take(struct vc_set *s)
 {
     pthread_mutex_lock(&s->lock);
     void *m = s->npool ? s->pool[--s->npool] : NULL;
-    s->pool_used_ms = pl_mono_ns() / 1000000u;
+    s->pool_used_ms = mono_ms();
     pthread_mutex_unlock(&s->lock);
     if (!m) {
         m = mmap(NULL, RUN_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -119,7 +124,7 @@ static void pool_give(struct vc_set *s, void *m)
 static void pool_trim(struct vc_set *s, int force)
 {
     pthread_mutex_lock(&s->lock);
-    if (force || pl_mono_ns() / 1000000u - s->pool_used_ms >= POOL_IDLE_MS)
+    if (force || mono_ms() - s->pool_used_ms >= POOL_IDLE_MS)
         while (s->npool)
             munmap(s->pool[--s->npool], RUN_MAX);
     pthread_mutex_unlock(&s->lock);
@@ -304,21 +309,9 @@ static int runs_restore(struct vcache *v, const struct run *r, size_t *kept)
 
 /* ---- the writer ---- */
 
-static uint64_t mono_ms(void)
-{
-    return pl_mono_ns() / 1000000u;
-}
-
 static void wait_ms(struct vcache *v, unsigned ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = pl_deadline_ms(ms);
     pthread_cond_timedwait(&v->work, &v->lock, &ts);
 }
 
@@ -601,11 +594,7 @@ struct vcache *vc_open(struct vc_set *s, uint64_t id)
     v->id = id;
     v->refs = 1;
     pthread_mutex_init(&v->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->work, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&v->work, NULL);
     pthread_cond_init(&v->done, NULL);
     pthread_t t;
     pthread_attr_t ta;
@@ -666,13 +655,7 @@ int vc_write(struct vcache *v, uint64_t off, const void *p, size_t n, int fua)
             pthread_mutex_unlock(&s->lock);
             return err; /* the store refuses this volume's bytes: do not wait for it */
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = pl_deadline_ms(IDLE_WAIT_MS);
         pthread_cond_timedwait(&s->cond, &s->lock, &ts);
     }
     s->bytes += n;
