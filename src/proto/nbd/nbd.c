@@ -26,6 +26,7 @@
 #include "proto/tsrv/tsrv.h"
 
 #define BLOCK_STATUS_MAX 1024 /* descriptors per reply; the client asks again */
+_Static_assert(NBD_REQ_MAX <= VC_WRITE_MAX, "a write request fits one write cache run");
 
 struct nbd_server {
     struct pl_store *st;

@@ -32,7 +32,7 @@
 
 #include "base/base.h"
 
-#define RUN_MAX (64u << 20) /* a run is written with one pl_elem_write */
+#define RUN_MAX VC_WRITE_MAX /* a run is written with one pl_elem_write */
 #define RUN_SMALL (1u << 20) /* runs past this live in pooled RUN_MAX mappings */
 #define POOL_IDLE_MS 5000    /* a set idle this long gives its pooled mappings back */
 #define WRITER_NICE 10
@@ -647,6 +647,8 @@ static int wait_stored(struct vcache *v, uint64_t seq)
 int vc_write(struct vcache *v, uint64_t off, const void *p, size_t n, int fua)
 {
     struct vc_set *s = v->set;
+    if (n > VC_WRITE_MAX)
+        return PL_EINVAL; /* a run holds at most that */
     /* room in the budget first (a write larger than all of it goes in alone) */
     pthread_mutex_lock(&s->lock);
     while (s->bytes && s->bytes + n > s->o.budget) {

@@ -34,7 +34,8 @@ struct vcache *vc_open(struct vc_set *s, uint64_t id);
  * and then lets it go; a connection opened meanwhile sees those bytes. */
 void vc_close(struct vcache *v);
 
-/* Cache n bytes at off; with fua, return once they are durable. */
+/* Cache n bytes at off (n <= VC_WRITE_MAX); with fua, return once they are durable. */
+#define VC_WRITE_MAX (64u << 20)
 int vc_write(struct vcache *v, uint64_t off, const void *p, size_t n, int fua) PL_WUR;
 /* Every write cached before the call is durable when it returns 0. */
 int vc_flush(struct vcache *v) PL_WUR;
