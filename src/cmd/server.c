@@ -265,7 +265,8 @@ static int config_load(const char *path, const char **data, struct pl_store_opts
         } else if (!strcmp(section, "nbd") && !strcmp(k, "write_cache_mb")) {
             char *e;
             unsigned long long mb = strtoull(v, &e, 10);
-            if (*e || !mb || mb > (1ull << 20)) {
+            e += strspn(e, " \t");
+            if ((*e && *e != '#') || !mb || mb > (1ull << 20)) {
                 fprintf(stderr, "plenum server: %s:%d: [nbd] write_cache_mb is a size in MiB "
                                 "(at least 1)\n", path, lineno);
                 rc = -1;

@@ -199,7 +199,7 @@ def test_write_cache_is_stored_at_a_clean_stop_and_shared_by_connections(tmp_pat
     port = free_port()
     data = tmp_path / "data"
     conf = tmp_path / "plenum.conf"
-    conf.write_text("[nbd]\nwrite_cache_mb = 512\n")
+    conf.write_text("[nbd]\nwrite_cache_mb = 512   # as docs/operations.md shows it\n")
     pl = Plenum(data)
     srv = Server(data, extra=["--config", str(conf), "--nbd", f"127.0.0.1:{port}"])
     url = f"nbd://127.0.0.1:{port}/wc"
