@@ -29,6 +29,21 @@ def nbd(tmp_path):
     assert srv.stop() == 0
 
 
+def volume_server(tmp_path, name, size, extra=()):
+    """A server with one volume, and how to start one again on the same data and port
+    (for stops and kills): (pl, srv, start(*extra), nbd URL of the volume)."""
+    port = free_port()
+    data = tmp_path / "data"
+    pl = Plenum(data)
+
+    def start(*more):
+        return Server(data, extra=[*more, "--nbd", f"127.0.0.1:{port}"])
+
+    srv = start(*extra)
+    pl.ok("volume", "create", name, "--size", size)
+    return pl, srv, start, f"nbd://127.0.0.1:{port}/{name}"
+
+
 def test_nbdinfo_nbdcopy_qemu_img(nbd, tmp_path):
     pl = nbd.pl
     pl.ok("volume", "create", "disk", "--size", "256M")
@@ -174,17 +189,12 @@ def test_bad_clients(nbd):
 
 
 def test_flushed_writes_survive_kill9(tmp_path):
-    port = free_port()
-    data = tmp_path / "data"
-    pl = Plenum(data)
-    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
-    url = f"nbd://127.0.0.1:{port}/crash"
-    pl.ok("volume", "create", "crash", "--size", "64M")
+    pl, srv, start, url = volume_server(tmp_path, "crash", "64M")
     img = tmp_path / "img"
     img.write_bytes(os.urandom(64 << 20))
     run("nbdcopy", "--flush", str(img), url)  # durable once FLUSH is answered
     srv.stop(signal.SIGKILL)
-    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    srv = start()
     out = tmp_path / "out"
     run("nbdcopy", url, str(out))
     assert sha(out) == sha(img)
@@ -196,14 +206,9 @@ def test_write_cache_is_stored_at_a_clean_stop_and_shared_by_connections(tmp_pat
     """Writes are answered from the volume's write cache; a client that never
     sends FLUSH still finds them from a new connection at once, in a snapshot,
     and after a clean stop (SIGTERM stores what is cached)."""
-    port = free_port()
-    data = tmp_path / "data"
     conf = tmp_path / "plenum.conf"
     conf.write_text("[nbd]\nwrite_cache_mb = 512   # as docs/operations.md shows it\n")
-    pl = Plenum(data)
-    srv = Server(data, extra=["--config", str(conf), "--nbd", f"127.0.0.1:{port}"])
-    url = f"nbd://127.0.0.1:{port}/wc"
-    pl.ok("volume", "create", "wc", "--size", "256M")
+    pl, srv, start, url = volume_server(tmp_path, "wc", "256M", ["--config", str(conf)])
     img = tmp_path / "img"
     img.write_bytes(os.urandom(256 << 20))
     run("nbdcopy", str(img), url)  # no FLUSH
@@ -221,14 +226,14 @@ def test_write_cache_is_stored_at_a_clean_stop_and_shared_by_connections(tmp_pat
     run("nbdcopy", str(part), url)
     pl.ok("volume", "snapshot", "wc", "s1")
     img.write_bytes(bytes(first))
-    run("nbdcopy", f"nbd://127.0.0.1:{port}/wc@s1", str(out))
+    run("nbdcopy", url + "@s1", str(out))
     assert sha(out) == sha(img)
     # a whole new image, then stop at once: the cache is stored before the server exits
     img.write_bytes(os.urandom(256 << 20))
     run("nbdcopy", str(img), url)
     assert srv.stop() == 0
     assert "lost" not in (tmp_path / "server.log").read_text()
-    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    srv = start()
     run("nbdcopy", url, str(out))
     assert sha(out) == sha(img)
     assert srv.stop() == 0
@@ -240,12 +245,7 @@ def test_fua_flush_and_trim_over_libnbd_survive_kill9(tmp_path):
     one connection makes another's writes durable (CAN_MULTI_CONN), and a trim
     of cached bytes stays a hole: all checked after kill -9."""
     nbd = pytest.importorskip("nbd", reason="python3-libnbd is installed by scripts/deps.sh")
-    port = free_port()
-    data = tmp_path / "data"
-    pl = Plenum(data)
-    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
-    url = f"nbd://127.0.0.1:{port}/f"
-    pl.ok("volume", "create", "f", "--size", "64M")
+    pl, srv, start, url = volume_server(tmp_path, "f", "64M")
     mib = 1 << 20
     a, b, d = os.urandom(mib), os.urandom(2 * mib), os.urandom(4 * mib)
     h, h2 = nbd.NBD(), nbd.NBD()
@@ -266,7 +266,7 @@ def test_fua_flush_and_trim_over_libnbd_survive_kill9(tmp_path):
     e = os.urandom(mib)
     h.pwrite(e, 40 * mib, nbd.CMD_FLAG_FUA)  # durable when answered
     srv.stop(signal.SIGKILL)
-    srv = Server(data, extra=["--nbd", f"127.0.0.1:{port}"])
+    srv = start()
     h = nbd.NBD()
     h.connect_uri(url)
     assert h.pread(mib, 0) == a

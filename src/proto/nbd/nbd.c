@@ -32,7 +32,6 @@ struct nbd_server {
     struct pl_store *st;
     struct tsrv *srv;
     struct vc_set *caches;
-    size_t cache_limit;
 };
 
 #define NBD_READERS 4
@@ -558,7 +557,7 @@ static int nbd_metrics(void *arg, struct pl_buf *b)
                        "plenum_nbd_write_cache_bytes %zu\n"
                        "# TYPE plenum_nbd_write_cache_limit_bytes gauge\n"
                        "plenum_nbd_write_cache_limit_bytes %zu\n",
-                       vc_set_bytes(s->caches), s->cache_limit);
+                       vc_set_bytes(s->caches), vc_set_limit(s->caches));
 }
 
 int nbd_start(struct pl_store *st, const struct nbd_opts *no, struct nbd_server **ret)
@@ -573,7 +572,6 @@ int nbd_start(struct pl_store *st, const struct nbd_opts *no, struct nbd_server 
         free(s);
         return rc;
     }
-    s->cache_limit = vo.budget ? vo.budget : VC_BUDGET_DEFAULT;
     struct tsrv_opts o = {no->host, no->port, 256, "nbd"};
     rc = tsrv_start(&o, conn_main, s, &s->srv);
     if (rc) {

@@ -179,6 +179,20 @@ static int run_append(struct vc_set *s, struct run *r, const uint8_t *p, size_t 
     return 0;
 }
 
+/* Room for one more dirty run. */
+static int runs_room(struct vcache *v)
+{
+    if (v->n < v->cap)
+        return 0;
+    size_t cap = v->cap ? v->cap * 2 : 16;
+    struct run *nd = realloc(v->d, cap * sizeof(*nd));
+    if (!nd)
+        return PL_ENOMEM;
+    v->d = nd;
+    v->cap = cap;
+    return 0;
+}
+
 /* Drop [a, b) from the dirty runs; *gone: bytes dropped. */
 static int runs_cut(struct vcache *v, uint64_t a, uint64_t b, size_t *gone)
 {
@@ -190,15 +204,9 @@ static int runs_cut(struct vcache *v, uint64_t a, uint64_t b, size_t *gone)
         v->gen++;
         if (r->off < a && e > b) {
             /* the cut is inside: the right part becomes its own run */
-            if (v->n == v->cap) {
-                size_t cap = v->cap * 2;
-                struct run *nd = realloc(v->d, cap * sizeof(*nd));
-                if (!nd)
-                    return PL_ENOMEM;
-                v->d = nd;
-                v->cap = cap;
-                r = &v->d[i];
-            }
+            if (runs_room(v))
+                return PL_ENOMEM;
+            r = &v->d[i];
             struct run right = {b, 0, 0, NULL, 0};
             int rc = run_append(v->set, &right, r->buf + (b - r->off), (size_t)(e - b));
             if (rc)
@@ -245,14 +253,8 @@ static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, 
         rc = run_append(v->set, &v->d[i - 1], p, n); /* the common case: sequential writes */
         i--;
     } else {
-        if (v->n == v->cap) {
-            size_t cap = v->cap ? v->cap * 2 : 16;
-            struct run *nd = realloc(v->d, cap * sizeof(*nd));
-            if (!nd)
-                return PL_ENOMEM;
-            v->d = nd;
-            v->cap = cap;
-        }
+        if (runs_room(v))
+            return PL_ENOMEM;
         struct run r = {off, 0, 0, NULL, 0};
         rc = run_append(v->set, &r, p, n);
         if (!rc) {
@@ -377,7 +379,7 @@ static void batch_fail(struct vcache *v, int rc, int closing)
     }
     set_account(v->set, 0, dropped);
     v->nfl = v->fl_at = 0;
-    v->err = rc;
+    __atomic_store_n(&v->err, rc, __ATOMIC_RELAXED); /* vc_write reads it without the lock */
     v->gen++;
     if (gone) {
         /* nothing is lost that anyone can read: drop what follows too */
@@ -569,6 +571,11 @@ void vc_set_free(struct vc_set *s)
     free(s);
 }
 
+size_t vc_set_limit(const struct vc_set *s)
+{
+    return s->o.budget;
+}
+
 size_t vc_set_bytes(struct vc_set *s)
 {
     pthread_mutex_lock(&s->lock);
@@ -635,7 +642,7 @@ static int wait_stored(struct vcache *v, uint64_t seq)
 {
     if (v->seq_done >= seq)
         return 0;
-    v->err = 0; /* a failed write-out is tried again for this flush */
+    __atomic_store_n(&v->err, 0, __ATOMIC_RELAXED); /* tried again for this flush */
     if (v->want < seq)
         v->want = seq;
     pthread_cond_signal(&v->work);
@@ -764,6 +771,13 @@ static int map_collect(void *arg, uint64_t off, uint64_t len, int data)
     return sp->oom || sp->n >= MAP_SEGS_MAX;
 }
 
+/* The store's data and holes of [off, off+len), a prefix when very fragmented. */
+static int store_spans(struct vcache *v, uint64_t off, uint64_t len, struct spans *out)
+{
+    int rc = pl_elem_map(v->set->st, v->id, PL_VIEW_LIVE, off, len, map_collect, out);
+    return rc ? rc : out->oom ? PL_ENOMEM : 0;
+}
+
 static int span_cmp(const void *a, const void *b)
 {
     const struct span *x = a, *y = b;
@@ -820,7 +834,6 @@ static int map_merge(const struct spans *st, const struct spans *ca, struct span
  * the cache between the two (gen moved) may be in neither, so then again. */
 int vc_map(struct vcache *v, uint64_t off, uint64_t len, pl_map_fn cb, void *arg)
 {
-    struct vc_set *s = v->set;
     struct spans ca = {0}, st = {0}, out = {0};
     int rc = 0, stable = 0;
     for (int attempt = 0; attempt < 3 && !rc && !stable; attempt++) {
@@ -830,9 +843,7 @@ int vc_map(struct vcache *v, uint64_t off, uint64_t len, pl_map_fn cb, void *arg
         rc = cached_spans(v, off, off + len, &ca);
         pthread_mutex_unlock(&v->lock);
         if (!rc)
-            rc = pl_elem_map(s->st, v->id, PL_VIEW_LIVE, off, len, map_collect, &st);
-        if (!rc && st.oom)
-            rc = PL_ENOMEM;
+            rc = store_spans(v, off, len, &st);
         pthread_mutex_lock(&v->lock);
         stable = v->gen == gen;
         pthread_mutex_unlock(&v->lock);
@@ -843,9 +854,7 @@ int vc_map(struct vcache *v, uint64_t off, uint64_t len, pl_map_fn cb, void *arg
         st.n = 0;
         rc = vc_flush(v);
         if (!rc)
-            rc = pl_elem_map(s->st, v->id, PL_VIEW_LIVE, off, len, map_collect, &st);
-        if (!rc && st.oom)
-            rc = PL_ENOMEM;
+            rc = store_spans(v, off, len, &st);
     }
     if (!rc)
         rc = map_merge(&st, &ca, &out);

@@ -26,7 +26,8 @@ struct vcache;
 int vc_set_new(struct pl_store *st, const struct vc_opts *o, struct vc_set **ret) PL_WUR;
 /* Waits until every volume's cached writes are in the store (or logged lost). */
 void vc_set_free(struct vc_set *s);
-size_t vc_set_bytes(struct vc_set *s);
+size_t vc_set_bytes(struct vc_set *s);   /* cached now */
+size_t vc_set_limit(const struct vc_set *s); /* the budget */
 
 /* A connection's handle on volume element id's cache; NULL: out of memory. */
 struct vcache *vc_open(struct vc_set *s, uint64_t id);
