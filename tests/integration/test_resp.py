@@ -378,6 +378,7 @@ def test_event_loops_and_workers_share_connections(tmp_path, launch, loops):
     big = os.urandom(48 << 20)
     client(srv).set("stalled", big)
     stalled = socket.create_connection(("127.0.0.1", srv.rport))  # more than both socket buffers
+    stalled.settimeout(120)  # a reply never sent fails the test, not hangs it
     stalled.sendall(command("GET", "stalled") + command("PING"))
     errors = []
 
@@ -431,6 +432,7 @@ def test_event_loops_and_workers_share_connections(tmp_path, launch, loops):
     r.set("s1", b"one")
     r.set("L1", big[:1 << 20])
     pipe = socket.create_connection(("127.0.0.1", srv.rport))
+    pipe.settimeout(60)
     pipe.sendall(command("GET", "s1") + command("GET", "L1") + command("SET", "s2", "two", "GET")
                  + command("SET", "s1", "uno", "GET") + command("MGET", "s1", "L1", "none")
                  + command("GET", "stalled") + command("DBSIZE"))

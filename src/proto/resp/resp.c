@@ -26,9 +26,6 @@
 #define OUT_FLUSH (4u << 20)
 #define DBS 16
 #define SEGS_MAX 1024
-/* A reply carrying this many value bytes is sent by a worker thread, not
- * the event loop: the loop's other connections never wait behind a copy. */
-#define LOOP_BYTES (64 * 1024)
 /* A worker keeps a connection this long after its last request: a client
  * streaming large values does not bounce between loop and worker. */
 #define LINGER_MS 20
@@ -1134,15 +1131,13 @@ static int loop_may_run(struct rconn *c, const struct cmd *m)
         return 1;
     case RUN_READ1:
     case RUN_READN: {
-        uint64_t total = 0, size;
+        /* values in memory of any size: the loop sends what the socket takes
+         * and waits for room beside its other connections */
+        uint64_t size;
         size_t last = m->run == RUN_READ1 ? 1 : c->argc - 1;
-        for (size_t i = 1; i <= last; i++) {
-            int rc = kv_peek(c->s->kv, c->ns, arg_s(c, i), arg_n(c, i), &size);
-            if (rc == 1)
+        for (size_t i = 1; i <= last; i++)
+            if (kv_peek(c->s->kv, c->ns, arg_s(c, i), arg_n(c, i), &size) == 1)
                 return 0;
-            if (rc == 0 && (total += size) >= LOOP_BYTES)
-                return 0;
-        }
         return 1;
     }
     case RUN_WRITE:
@@ -1248,7 +1243,24 @@ static int conn_run(struct rconn *c)
     return 0;
 }
 
-/* The loop's turn: read what is waiting, answer what can be answered here. */
+/* The loop's part after input arrived or output drained: answer what can be
+ * answered here; a reply the socket has no room for waits on the loop. */
+static int loop_turn(struct rconn *c)
+{
+    /* everything this read produced goes out together: pipelined replies share a send */
+    if (conn_run(c))
+        return c->held ? ESRV_HANDOFF : ESRV_WRITE;
+    if (c->nseg && flush_out(c))
+        return ESRV_WRITE;
+    if (c->closing || c->write_failed)
+        return ESRV_CLOSE;
+    uint8_t *dst;
+    size_t dn;
+    resp_direct(&c->p, &dst, &dn);
+    return dn >= DIRECT_MIN ? ESRV_HANDOFF : ESRV_KEEP; /* a large value streams in on a worker */
+}
+
+/* The loop's turn: read what is waiting. */
 static int conn_readable(void *arg)
 {
     struct rconn *c = arg;
@@ -1260,15 +1272,19 @@ static int conn_readable(void *arg)
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? ESRV_KEEP : ESRV_CLOSE;
     c->have = (size_t)r;
     c->at = 0;
-    /* everything this read produced goes out together: pipelined replies share a send */
-    if (conn_run(c) || (c->nseg && flush_out(c)))
-        return ESRV_HANDOFF;
-    if (c->closing || c->write_failed)
+    return loop_turn(c);
+}
+
+/* The socket took output again: send the rest, then the commands still read. */
+static int conn_writable(void *arg)
+{
+    struct rconn *c = arg;
+    c->may_block = 0;
+    if (flush_out(c))
+        return ESRV_WRITE;
+    if (c->write_failed)
         return ESRV_CLOSE;
-    uint8_t *dst;
-    size_t dn;
-    resp_direct(&c->p, &dst, &dn);
-    return dn >= DIRECT_MIN ? ESRV_HANDOFF : ESRV_KEEP; /* a large value streams in on a worker */
+    return loop_turn(c);
 }
 
 /* A worker's turn (or resp_serve_fd's): run until the connection ends, or
@@ -1344,7 +1360,8 @@ static void conn_close(void *arg)
     conn_free(c);
 }
 
-static const struct esrv_ops conn_ops = {conn_open, conn_readable, conn_worker, conn_close};
+static const struct esrv_ops conn_ops = {conn_open, conn_readable, conn_writable, conn_worker,
+                                         conn_close};
 
 int resp_start(struct pl_store *st, struct kv *kv, const struct resp_opts *o,
                struct resp_server **ret)

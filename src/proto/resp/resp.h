@@ -1,9 +1,10 @@
 /* The RESP head: the Redis protocol (RESP2 and RESP3) over the KV cache
- * service, on TCP and on a Unix socket for engines on the same host. A
- * Event loops answer what is in memory and small; a connection moves to a
- * worker thread while a large value streams in or out or a value is read
- * from flash, so a large GET or SET never holds up other clients. Replies
- * go out with sendmsg straight from the cached buffers. */
+ * service, on TCP and on a Unix socket for engines on the same host.
+ * Event loops answer what is in memory, sending what the socket takes and
+ * waiting on the loop for room for the rest; a connection moves to a worker
+ * thread while a large value streams in or a value is read from flash, so a
+ * large SET or a flash read never holds up other clients. Replies go out
+ * with sendmsg straight from the cached buffers. */
 #ifndef PL_RESP_H
 #define PL_RESP_H
 

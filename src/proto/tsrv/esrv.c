@@ -22,6 +22,7 @@
 struct econn {
     struct esrv *s;
     int fd, loop;
+    int out; /* armed for output, not input */
     void *h;
     struct econn *prev, *next; /* every connection */
     struct econn *qnext;       /* waiting for a worker */
@@ -83,7 +84,20 @@ static void conn_end(struct econn *c)
 static int conn_arm(struct econn *c)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    c->out = 0;
     return epoll_ctl(c->s->loops[c->loop].ep, EPOLL_CTL_ADD, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Switch c, on its loop, between waiting for input and for room to send. */
+static int conn_rearm(struct econn *c, int out)
+{
+    if (c->out == out)
+        return 0;
+    /* waiting for room, not EPOLLRDHUP: a client that stopped sending still
+     * reads its replies (a hang-up or error is reported anyway) */
+    struct epoll_event ev = {.events = out ? EPOLLOUT : EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    c->out = out;
+    return epoll_ctl(c->s->loops[c->loop].ep, EPOLL_CTL_MOD, c->fd, &ev) < 0 ? -errno : 0;
 }
 
 static void *worker_main(void *arg);
@@ -173,9 +187,11 @@ static void *loop_main(void *arg)
             struct econn *c = ev[i].data.ptr;
             if (!c)
                 return NULL; /* esrv_stop: every connection has ended */
-            int r = s->ops->readable(c->h);
-            if (r == ESRV_KEEP)
+            int r = c->out ? s->ops->writable(c->h) : s->ops->readable(c->h);
+            if ((r == ESRV_KEEP || r == ESRV_WRITE) && !conn_rearm(c, r == ESRV_WRITE))
                 continue;
+            if (r == ESRV_KEEP || r == ESRV_WRITE)
+                r = ESRV_CLOSE; /* epoll refused the fd: nothing would wake it */
             /* each fd is reported once per epoll_wait: c cannot come up
              * again in this batch */
             epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);

@@ -1,13 +1,15 @@
 /* A TCP (or Unix socket) server for heads whose clients send many small
  * requests on many connections (RESP): event loops serve what cannot block,
  * and a connection moves to a worker thread only while it needs one (a large
- * value streaming in or out, a read from flash). A thread per connection
+ * value streaming in, a read from flash). A thread per connection
  * pays a thread wake-up for every request; a loop pays one epoll_wait for
  * all the connections that are ready.
  *
  * A connection belongs to one thread at a time: its loop, or one worker.
  * Sockets stay blocking, so a worker's large send or receive is one system
- * call that waits in the kernel; a loop passes MSG_DONTWAIT on every call. */
+ * call that waits in the kernel; a loop passes MSG_DONTWAIT on every call,
+ * and a reply the socket cannot take at once waits on the loop (epoll for
+ * output, no input read meanwhile), as a single-threaded server's would. */
 #ifndef PL_ESRV_H
 #define PL_ESRV_H
 
@@ -15,8 +17,9 @@
 
 enum {
     ESRV_KEEP = 0,    /* wait for more input on the loop */
-    ESRV_HANDOFF = 1, /* (from readable) continue on a worker thread */
+    ESRV_HANDOFF = 1, /* (from readable, writable) continue on a worker thread */
     ESRV_CLOSE = 2,   /* the connection ends */
+    ESRV_WRITE = 3,   /* (from readable, writable) wait on the loop until fd takes more output */
 };
 
 struct esrv_ops {
@@ -26,6 +29,10 @@ struct esrv_ops {
     /* fd is readable (or hung up), on a loop thread: must not block
      * (MSG_DONTWAIT on every recv and send). */
     int (*readable)(void *conn);
+    /* fd has room for output after readable or writable said ESRV_WRITE
+     * (or hung up), on a loop thread: must not block; ESRV_KEEP waits for
+     * input again. */
+    int (*writable)(void *conn);
     /* On a worker thread, may block: ESRV_KEEP gives the connection back to
      * its loop (nothing left to do without new input), ESRV_CLOSE ends it. */
     int (*work)(void *conn);
