@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -282,6 +283,25 @@ int pl_fsync_dir(const char *path)
     int rc = fsync(fd) < 0 ? -errno : 0;
     close(fd);
     return rc;
+}
+
+int pl_map_huge(size_t len, void **ret)
+{
+    const size_t huge = 2u << 20;
+    if (!len || len % huge)
+        return PL_EINVAL;
+    uint8_t *m = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return PL_ENOMEM;
+    /* the kernel places huge pages only on 2 MiB boundaries: trim to one */
+    uint8_t *p = (uint8_t *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (p + len < m + len + huge)
+        munmap(p + len, (size_t)(m + len + huge - (p + len)));
+    (void)madvise(p, len, MADV_HUGEPAGE); /* a kernel without THP still maps it */
+    *ret = p;
+    return 0;
 }
 
 int pl_random(void *buf, size_t n)

@@ -36,7 +36,6 @@
 #include <unistd.h>
 
 #define AHEAD_STALE_MS 1000
-#define HUGE_ALIGN (2u << 20)
 
 enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
 
@@ -68,12 +67,12 @@ static int arena_get(struct ahead_cache *c)
 {
     if (c->map)
         return 0;
-    size_t len = (size_t)AHEAD_SLOTS * AHEAD_PIECE + HUGE_ALIGN;
-    uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return PL_ENOMEM;
-    uint8_t *base = (uint8_t *)(((uintptr_t)m + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    (void)madvise(base, (size_t)AHEAD_SLOTS * AHEAD_PIECE, MADV_HUGEPAGE);
+    size_t len = (size_t)AHEAD_SLOTS * AHEAD_PIECE;
+    void *m;
+    int rc = pl_map_huge(len, &m);
+    if (rc)
+        return rc;
+    uint8_t *base = m;
     c->map = m;
     c->map_len = len;
     for (int i = 0; i < AHEAD_SLOTS; i++)

@@ -98,11 +98,8 @@ static uint8_t *pool_take(struct vc_set *s)
     void *m = s->npool ? s->pool[--s->npool] : NULL;
     s->pool_used_ms = mono_ms();
     pthread_mutex_unlock(&s->lock);
-    if (!m) {
-        m = mmap(NULL, RUN_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED)
-            return NULL;
-    }
+    if (!m && pl_map_huge(RUN_MAX, &m))
+        return NULL;
     return m;
 }
 
