@@ -31,57 +31,77 @@ head -c "$bytes" /dev/urandom > "$WORK/src"
 head -c "$bytes" /dev/urandom > "$WORK/src2" # the flushed write: nothing to deduplicate
 
 # plenum
-pp=$(port); ap=$(port)
-"$BIN" server --data "$WORK/pl" --admin "127.0.0.1:$ap" --nbd "127.0.0.1:$pp" --s3 off --nfs off \
-    --mountd off --kafka off --pg off --resp off >"$WORK/pl.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do grep -q "nbd " "$WORK/pl.log" && break; sleep 0.1; done
-"$BIN" --data "$WORK/pl" volume create bench --size "${SIZE}M" >/dev/null
-sync
-t0=$(now); nbdcopy "$WORK/src" "nbd://127.0.0.1:$pp/bench"; t1=$(now)
-pw=$(mbps "$bytes" "$t0" "$t1")
-# reads measure the read path, not a destage running beside them: settle first
-# (plenum flush stores the NBD write cache, then destages)
-"$BIN" --data "$WORK/pl" flush >/dev/null
-"$BIN" --data "$WORK/pl" volume create bench2 --size "${SIZE}M" >/dev/null
-t0=$(now); nbdcopy --flush "$WORK/src2" "nbd://127.0.0.1:$pp/bench2"; t1=$(now)
-pwf=$(mbps "$bytes" "$t0" "$t1")
-"$BIN" --data "$WORK/pl" flush >/dev/null
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); nbdcopy "nbd://127.0.0.1:$pp/bench" "$WORK/out"; t1=$(now)
-pr=$(mbps "$bytes" "$t0" "$t1")
-cmp -s "$WORK/src" "$WORK/out" || { echo "plenum: data differs"; exit 1; }
-rm -f "$WORK/out"
-"$BIN" --data "$WORK/pl" volume create fio --size "${SIZE}M" >/dev/null
-pfw=$(fio_mbps "nbd://127.0.0.1:$pp/fio" write)
-"$BIN" --data "$WORK/pl" flush >/dev/null
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-pfr=$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)
+best() { awk -v a="$1" -v b="$2" 'BEGIN {print (b > a ? b : a)}'; }
+pw=0 pwf=0 pr=0 pfw=0 pfr=0 kw=0 kwf=0 kr=0 kfw=0 kfr=0
 
-# Plenum's background destage must not run during the peer's turn
-"$BIN" --data "$WORK/pl" flush >/dev/null
-kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+plenum_round() {
+    local pp ap t0 t1
+    pp=$(port); ap=$(port)
+    rm -rf "$WORK/pl"
+    "$BIN" server --data "$WORK/pl" --admin "127.0.0.1:$ap" --nbd "127.0.0.1:$pp" --s3 off --nfs off \
+        --mountd off --kafka off --pg off --resp off >"$WORK/pl.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do grep -q "nbd " "$WORK/pl.log" && break; sleep 0.1; done
+    "$BIN" --data "$WORK/pl" volume create bench --size "${SIZE}M" >/dev/null
+    sync
+    t0=$(now); nbdcopy "$WORK/src" "nbd://127.0.0.1:$pp/bench"; t1=$(now)
+    pw=$(best "$pw" "$(mbps "$bytes" "$t0" "$t1")")
+    "$BIN" --data "$WORK/pl" flush >/dev/null
+    "$BIN" --data "$WORK/pl" volume create bench2 --size "${SIZE}M" >/dev/null
+    t0=$(now); nbdcopy --flush "$WORK/src2" "nbd://127.0.0.1:$pp/bench2"; t1=$(now)
+    pwf=$(best "$pwf" "$(mbps "$bytes" "$t0" "$t1")")
+    "$BIN" --data "$WORK/pl" flush >/dev/null
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    t0=$(now); nbdcopy "nbd://127.0.0.1:$pp/bench" "$WORK/out"; t1=$(now)
+    pr=$(best "$pr" "$(mbps "$bytes" "$t0" "$t1")")
+    cmp -s "$WORK/src" "$WORK/out" || { echo "plenum: data differs"; exit 1; }
+    rm -f "$WORK/out"
+    "$BIN" --data "$WORK/pl" volume create fio --size "${SIZE}M" >/dev/null
+    pfw=$(best "$pfw" "$(fio_mbps "nbd://127.0.0.1:$pp/fio" write)")
+    "$BIN" --data "$WORK/pl" flush >/dev/null
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    pfr=$(best "$pfr" "$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)")
+    "$BIN" --data "$WORK/pl" flush >/dev/null
+    kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+    rm -rf "$WORK/pl"
+}
 
-# nbdkit file, one export per file of a directory
-kp=$(port)
-mkdir "$WORK/kit"
-truncate -s "$bytes" "$WORK/kit/a" "$WORK/kit/b"
-nbdkit -f -p "$kp" -i 127.0.0.1 file dir="$WORK/kit" &
-PIDS+=($!)
-sleep 0.5
-sync
-t0=$(now); nbdcopy "$WORK/src" "nbd://127.0.0.1:$kp/a"; t1=$(now)
-kw=$(mbps "$bytes" "$t0" "$t1")
-sync
-t0=$(now); nbdcopy --flush "$WORK/src2" "nbd://127.0.0.1:$kp/b"; t1=$(now)
-kwf=$(mbps "$bytes" "$t0" "$t1")
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-t0=$(now); nbdcopy "nbd://127.0.0.1:$kp/a" "$WORK/out"; t1=$(now)
-kr=$(mbps "$bytes" "$t0" "$t1")
-cmp -s "$WORK/src" "$WORK/out" || { echo "nbdkit: data differs"; exit 1; }
-kfw=$(fio_mbps "nbd://127.0.0.1:$kp/a" write)
-sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-kfr=$(fio_mbps "nbd://127.0.0.1:$kp/a" read)
+nbdkit_round() {
+    local kp t0 t1
+    kp=$(port)
+    rm -rf "$WORK/kit"
+    mkdir "$WORK/kit"
+    truncate -s "$bytes" "$WORK/kit/a" "$WORK/kit/b"
+    nbdkit -f -p "$kp" -i 127.0.0.1 file dir="$WORK/kit" &
+    PIDS+=($!)
+    sleep 0.5
+    sync
+    t0=$(now); nbdcopy "$WORK/src" "nbd://127.0.0.1:$kp/a"; t1=$(now)
+    kw=$(best "$kw" "$(mbps "$bytes" "$t0" "$t1")")
+    sync
+    t0=$(now); nbdcopy --flush "$WORK/src2" "nbd://127.0.0.1:$kp/b"; t1=$(now)
+    kwf=$(best "$kwf" "$(mbps "$bytes" "$t0" "$t1")")
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    t0=$(now); nbdcopy "nbd://127.0.0.1:$kp/a" "$WORK/out"; t1=$(now)
+    kr=$(best "$kr" "$(mbps "$bytes" "$t0" "$t1")")
+    cmp -s "$WORK/src" "$WORK/out" || { echo "nbdkit: data differs"; exit 1; }
+    rm -f "$WORK/out"
+    kfw=$(best "$kfw" "$(fio_mbps "nbd://127.0.0.1:$kp/a" write)")
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    kfr=$(best "$kfr" "$(fio_mbps "nbd://127.0.0.1:$kp/a" read)")
+    kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+    rm -rf "$WORK/kit"
+}
+
+# Two rounds each, alternating, the better of each counting: on this virtual
+# machine memory the guest has not touched for a while costs the host a
+# fault and a clear on first use, so whichever server runs first after the
+# sources were written pays for fresh pages (the same nbdcopy write measured
+# 340-2060 MB/s by that alone).
+for _ in 1 2; do
+    plenum_round
+    nbdkit_round
+done
 
 printf '%-28s %12s %12s %7s\n' test plenum_MB/s nbdkit_MB/s ratio
 printf '%-28s %12s %12s %6sx\n' "nbdcopy write ${SIZE} MiB" "$pw" "$kw" "$(awk -v a="$pw" -v b="$kw" 'BEGIN{printf "%.2f", a/b}')"
