@@ -4,7 +4,8 @@
 # with --flush, durable before nbdcopy exits), and fio's
 # nbd engine (bs 1M, iodepth 16, write then read), Plenum's NBD head vs
 # `nbdkit file` serving a plain file on the same disk, same clients, same
-# run, and the disk itself (bench/disk.sh). Ratios last (>1: Plenum faster).
+# run, twice each alternating (the better run counts), and the disk itself
+# (bench/disk.sh). Ratios last (>1: Plenum faster).
 set -eu
 cd "$(dirname "$0")/.."
 . bench/disk.sh

@@ -1,4 +1,6 @@
 #include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
 
 #include "testutil.h"
 
@@ -179,6 +181,33 @@ static void test_pool_share(void **state)
     pl_pool_free(pool); /* the late helpers find nothing and go */
 }
 
+/* Huge mappings: 2 MiB aligned, zeroed, writable, and given back by munmap
+ * of len. */
+static void test_map_huge(void **state)
+{
+    (void)state;
+    void *p = NULL;
+    assert_int_equal(pl_map_huge(0, &p), PL_EINVAL);
+    assert_int_equal(pl_map_huge((2u << 20) + 4096, &p), PL_EINVAL);
+    for (size_t len = 2u << 20; len <= (8u << 20); len += 6u << 20) {
+        uint8_t *m[3];
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(pl_map_huge(len, (void **)&m[i]), 0);
+            assert_int_equal((uintptr_t)m[i] % (2u << 20), 0);
+            for (size_t off = 0; off < len; off += 4096)
+                assert_int_equal(m[i][off], 0);
+            memset(m[i], 0xa5, len);
+            assert_int_equal(m[i][len - 1], 0xa5);
+        }
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(munmap(m[i], len), 0);
+            unsigned char vec[1];
+            assert_int_equal(mincore(m[i], 4096, vec), -1);
+            assert_int_equal(mincore(m[i] + len - 4096, 4096, vec), -1);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_hex_and_errors),
         cmocka_unit_test(test_pool_bounded_submit),
         cmocka_unit_test(test_pool_share),
+        cmocka_unit_test(test_map_huge),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }
