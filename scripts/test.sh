@@ -5,7 +5,7 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RESULTS=$(mktemp -d)
-trap 'rm -rf "$RESULTS"' EXIT
+trap 'rm -rf --one-file-system "$RESULTS"' EXIT
 UNITS="base data meta store snap version ec events batch kv"
 
 run_units() { # $1 build dir, $2 label
@@ -37,6 +37,9 @@ except Exception:
 PY
 }
 
+# the integration tests remove each test's data as they go; the largest test
+# stores about 5 GiB at a time
+echo "== free disk: $(df -h --output=avail "${TMPDIR:-/tmp}" | tail -1 | tr -d ' ') in ${TMPDIR:-/tmp}"
 echo "== unit tests"
 BIG=1 run_units build unit
 
@@ -80,13 +83,14 @@ echo "$(grep -c '^lint .* ok$' "$RESULTS/lint.out") $(grep -c '^lint .* FAILED$'
 
 echo "== integration tests (real server, real clients)"
 PLENUM_BIN="$ROOT/build/plenum" PLENUM_BUILD="$ROOT/build" /usr/bin/python3 -m pytest -q \
-    -p no:cacheprovider --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25
+    -p no:cacheprovider --basetemp="$RESULTS/it" --junitxml="$RESULTS/pytest.xml" tests/integration 2>&1 | tail -25
 junit_counts "$RESULTS/pytest.xml"
 
 echo "== S3, NBD, protection, NFS, FUSE, Kafka, event and RESP tests against the ASan+UBSan server (leaks fail the stop)"
 PLENUM_BIN="$ROOT/build-asan/plenum" PLENUM_BUILD="$ROOT/build" \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$RESULTS/pytest-asan.xml" \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --basetemp="$RESULTS/it-asan" \
+    --junitxml="$RESULTS/pytest-asan.xml" \
     tests/integration/test_s3.py tests/integration/test_s3_clients.py \
     tests/integration/test_nbd.py tests/integration/test_protection.py \
     tests/integration/test_nfs.py tests/integration/test_fuse.py tests/integration/test_kafka.py \

@@ -116,6 +116,27 @@ class Server:
         return rc
 
 
+def drop_data(top):
+    """Remove what a test stored under top, keeping its *.log files: a run of
+    the whole suite stores tens of GiB, and CI machines have less free disk
+    than that. Never walks into a mount a failed test left behind."""
+    for root, dirs, files in os.walk(top, topdown=True):
+        dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(root, d))]
+        for f in files:
+            if not f.endswith(".log"):
+                try:
+                    os.unlink(os.path.join(root, f))
+                except OSError:
+                    pass
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_data(tmp_path):
+    """Torn down after every other fixture of the test (servers are stopped)."""
+    yield
+    drop_data(tmp_path)
+
+
 @pytest.fixture
 def launch_with():
     """launch_with(start, ...) runs start(...) for a server; every server
@@ -147,10 +168,14 @@ def server(tmp_path):
 
 @pytest.fixture(scope="module")
 def s3server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("s3") / "data", s3=True)
+    top = tmp_path_factory.mktemp("s3")
+    s = Server(top / "data", s3=True)
     yield s
-    if s.proc.poll() is None:
-        assert s.stop() == 0, "server did not stop cleanly"
+    try:
+        if s.proc.poll() is None:
+            assert s.stop() == 0, "server did not stop cleanly"
+    finally:
+        drop_data(top)
 
 
 # ---- FUSE mounts (test_fuse, test_events) ----
