@@ -2,7 +2,9 @@
 # bench/nbd.sh [SIZE_MIB]: nbdcopy SIZE into and out of a volume (the write
 # once as clients do it, answered from the server's write cache, and once
 # with --flush, durable before nbdcopy exits), and fio's
-# nbd engine (bs 1M, iodepth 16, write then read), Plenum's NBD head vs
+# nbd engine (bs 1M, iodepth 16, write then read; and 4 KiB random writes
+# ending with a flush, as a guest's file system or database writes),
+# Plenum's NBD head vs
 # `nbdkit file` serving a plain file on the same disk, same clients, same
 # run, twice each alternating (the better run counts), and the disk itself
 # (bench/disk.sh). Ratios last (>1: Plenum faster).
@@ -15,10 +17,12 @@ BIN=$PWD/build/plenum
 for t in nbdcopy nbdkit fio; do
     command -v $t >/dev/null || { echo "needs $t (scripts/deps.sh installs it)"; exit 1; }
 done
-# fio's nbd engine: sequential 1 MiB writes then reads, 16 in flight; prints MB/s
-fio_mbps() { # uri rw
-    fio --name=b --ioengine=nbd --uri="$1" --rw="$2" --bs=1M --iodepth=16 \
-        --size="${SIZE}M" --output-format=json 2>/dev/null |
+# fio's nbd engine, 16 in flight (1 MiB blocks unless given); prints MB/s
+fio_mbps() { # uri rw [bs [fio options...]]
+    local uri=$1 rw=$2 bs=${3:-1M}
+    shift 2; shift $(($# > 0 ? 1 : 0))
+    fio --name=b --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth=16 \
+        --size="${SIZE}M" --output-format=json "$@" 2>/dev/null |
         python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]; k="write" if j["write"]["bw_bytes"] else "read"; print("%.1f" % (j[k]["bw_bytes"]/1e6))'
 }
 WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
@@ -33,7 +37,7 @@ head -c "$bytes" /dev/urandom > "$WORK/src2" # the flushed write: nothing to ded
 
 # plenum
 best() { awk -v a="$1" -v b="$2" 'BEGIN {print (b > a ? b : a)}'; }
-pw=0 pwf=0 pr=0 pfw=0 pfr=0 kw=0 kwf=0 kr=0 kfw=0 kfr=0
+pw=0 pwf=0 pr=0 pfw=0 pfr=0 prw=0 kw=0 kwf=0 kr=0 kfw=0 kfr=0 krw=0
 
 plenum_round() {
     local pp ap t0 t1
@@ -62,6 +66,8 @@ plenum_round() {
     "$BIN" --data "$WORK/pl" flush >/dev/null
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     pfr=$(best "$pfr" "$(fio_mbps "nbd://127.0.0.1:$pp/fio" read)")
+    "$BIN" --data "$WORK/pl" volume create rnd --size "${SIZE}M" >/dev/null
+    prw=$(best "$prw" "$(fio_mbps "nbd://127.0.0.1:$pp/rnd" randwrite 4k --end_fsync=1)")
     "$BIN" --data "$WORK/pl" flush >/dev/null
     kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
     rm -rf "$WORK/pl"
@@ -72,7 +78,7 @@ nbdkit_round() {
     kp=$(port)
     rm -rf "$WORK/kit"
     mkdir "$WORK/kit"
-    truncate -s "$bytes" "$WORK/kit/a" "$WORK/kit/b"
+    truncate -s "$bytes" "$WORK/kit/a" "$WORK/kit/b" "$WORK/kit/rnd"
     nbdkit -f -p "$kp" -i 127.0.0.1 file dir="$WORK/kit" &
     PIDS+=($!)
     sleep 0.5
@@ -90,6 +96,7 @@ nbdkit_round() {
     kfw=$(best "$kfw" "$(fio_mbps "nbd://127.0.0.1:$kp/a" write)")
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     kfr=$(best "$kfr" "$(fio_mbps "nbd://127.0.0.1:$kp/a" read)")
+    krw=$(best "$krw" "$(fio_mbps "nbd://127.0.0.1:$kp/rnd" randwrite 4k --end_fsync=1)")
     kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
     rm -rf "$WORK/kit"
 }
@@ -110,6 +117,7 @@ printf '%-28s %12s %12s %6sx\n' "nbdcopy --flush write" "$pwf" "$kwf" "$(awk -v 
 printf '%-28s %12s %12s %6sx\n' "nbdcopy read ${SIZE} MiB" "$pr" "$kr" "$(awk -v a="$pr" -v b="$kr" 'BEGIN{printf "%.2f", a/b}')"
 printf '%-28s %12s %12s %6sx\n' "fio nbd write bs1M qd16" "$pfw" "$kfw" "$(awk -v a="$pfw" -v b="$kfw" 'BEGIN{printf "%.2f", a/b}')"
 printf '%-28s %12s %12s %6sx\n' "fio nbd read bs1M qd16" "$pfr" "$kfr" "$(awk -v a="$pfr" -v b="$kfr" 'BEGIN{printf "%.2f", a/b}')"
+printf '%-28s %12s %12s %6sx\n' "fio randwrite 4k qd16 +fsync" "$prw" "$krw" "$(awk -v a="$prw" -v b="$krw" 'BEGIN{printf "%.2f", a/b}')"
 disk_limits "$WORK" "$SIZE"
 disk_print
 printf '%-28s %12s of the mirrored limit (nbdcopy --flush; the other writes are\n%41s\n' \

@@ -182,6 +182,16 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
                  size_t n, size_t *ret_n) PL_WUR;
 /* Write n bytes at off, extending the file as needed. Durable on return. */
 int pl_elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n) PL_WUR;
+/* Several ranges of one element written in one transaction, in order: all
+ * or none, durable on return, with one sync for all of them where a
+ * pl_elem_write each would sync each (a volume's scattered small writes). */
+struct pl_wrange {
+    uint64_t off;
+    const void *buf;
+    size_t n;
+};
+int pl_elem_write_ranges(struct pl_store *st, uint64_t id, const struct pl_wrange *r,
+                         size_t n) PL_WUR;
 struct pl_svc_rec;
 /* The same, applying service records in the same transaction (a log append
  * and its cursor: both or neither). */

@@ -838,7 +838,10 @@ int pl_elem_read(struct pl_store *st, uint64_t id, uint64_t view, uint64_t off, 
 
 /* ---- write ---- */
 struct wr_args {
-    uint64_t id, off, len;
+    uint64_t id;
+    const struct pl_wrange *r; /* the ranges written, in order */
+    size_t nr;
+    const size_t *first; /* range i's pieces: pr->p[first[i] .. first[i + 1]) */
     const struct prep *pr;
     const struct pl_svc_rec *recs;
     size_t nrecs;
@@ -854,8 +857,9 @@ static int apply_write(struct meta_txn *t, void *arg)
     int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
     if (!rc && e.a.type != PL_T_FILE)
         rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
-    if (!rc)
-        rc = extent_replace(t, &e, a->off, a->off + a->len, a->pr->p, a->pr->n);
+    for (size_t i = 0; i < a->nr && !rc; i++)
+        rc = extent_replace(t, &e, a->r[i].off, a->r[i].off + a->r[i].n, a->pr->p + a->first[i],
+                            a->first[i + 1] - a->first[i]);
     if (!rc) {
         e.a.mtime = e.a.ctime = pl_now_ns();
         e.a.etag[0] = 0; /* recomputed on demand */
@@ -970,7 +974,10 @@ int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, si
         }
         rc = store_sync_segs(st, &ws->pr.segs);
         if (!rc) {
-            struct wr_args a = {ws->id, ws->off, ws->n, &ws->pr, recs, nrecs, ws->amask, ws->attrs};
+            struct pl_wrange one = {ws->off, ws->buf, ws->n};
+            size_t first[2] = {0, ws->pr.n};
+            struct wr_args a = {ws->id, &one, 1, first, &ws->pr, recs, nrecs, ws->amask,
+                                ws->attrs};
             rc = meta_submit(st->meta, apply_write, &a);
         }
         if (rc != PL_EAGAIN)
@@ -1004,6 +1011,55 @@ static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void
         rc = pl_elem_write_commit(ws, recs, nrecs);
     }
     pl_write_release(st);
+    return rc;
+}
+
+/* Every range chunked into one prep; first[i]: where range i's pieces start. */
+static int ranges_prepare(struct pl_store *st, const struct pl_wrange *r, size_t n,
+                          struct prep *pr, size_t *first)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t used;
+        first[i] = pr->n;
+        int rc = store_prepare(st, r[i].off, r[i].buf, r[i].n, 1, pr, &used);
+        if (rc)
+            return rc;
+    }
+    first[n] = pr->n;
+    return 0;
+}
+
+int pl_elem_write_ranges(struct pl_store *st, uint64_t id, const struct pl_wrange *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].n == 0)
+            return PL_EINVAL;
+        if (r[i].off + r[i].n < r[i].off || r[i].off + r[i].n > ((uint64_t)1 << 60))
+            return PL_EFBIG;
+    }
+    if (n == 0)
+        return 0;
+    size_t *first = malloc((n + 1) * sizeof(*first));
+    if (!first)
+        return PL_ENOMEM;
+    struct prep pr = {0};
+    int rc = 0;
+    pl_write_hold(st);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        /* EAGAIN: a chunk it deduplicated against was purged meanwhile */
+        rc = ranges_prepare(st, r, n, &pr, first);
+        if (!rc)
+            rc = store_sync_segs(st, &pr.segs); /* once for all of them */
+        if (!rc) {
+            struct wr_args a = {id, r, n, first, &pr, NULL, 0, 0, NULL};
+            rc = meta_submit(st->meta, apply_write, &a);
+        }
+        prep_release(&pr);
+        if (rc != PL_EAGAIN)
+            break;
+    }
+    pl_write_release(st);
+    free(first);
     return rc;
 }
 

@@ -147,6 +147,21 @@ static void set_account(struct vc_set *s, size_t add, size_t sub)
 
 /* ---- dirty runs (v->lock held) ---- */
 
+/* The first of r[0..n) (sorted, not overlapping) that ends after off: a
+ * volume written at random holds thousands of runs. */
+static size_t runs_find(const struct run *r, size_t n, uint64_t off)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r[mid].off + r[mid].len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static int run_append(struct vc_set *s, struct run *r, const uint8_t *p, size_t n)
 {
     if (!n)
@@ -193,11 +208,9 @@ static int runs_room(struct vcache *v)
 /* Drop [a, b) from the dirty runs; *gone: bytes dropped. */
 static int runs_cut(struct vcache *v, uint64_t a, uint64_t b, size_t *gone)
 {
-    for (size_t i = 0; i < v->n; i++) {
+    for (size_t i = runs_find(v->d, v->n, a); i < v->n && v->d[i].off < b; i++) {
         struct run *r = &v->d[i];
         uint64_t e = r->off + r->len;
-        if (e <= a || r->off >= b)
-            continue;
         v->gen++;
         if (r->off < a && e > b) {
             /* the cut is inside: the right part becomes its own run */
@@ -243,9 +256,7 @@ static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, 
     v->dirty_bytes -= *gone;
     if (rc)
         return rc;
-    size_t i = 0;
-    while (i < v->n && v->d[i].off < off)
-        i++;
+    size_t i = runs_find(v->d, v->n, off); /* nothing is left in [off, off + n) */
     if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off && v->d[i - 1].len + n <= RUN_MAX) {
         rc = run_append(v->set, &v->d[i - 1], p, n); /* the common case: sequential writes */
         i--;
@@ -337,46 +348,72 @@ static int batch_due(struct vcache *v, int closing, unsigned *wait_for)
     return 0;
 }
 
-/* One run stored by a helper thread beside the writer. */
-struct side_write {
+/* How many runs from fl[at] are stored in one transaction: up to RUN_MAX
+ * bytes (at least one run) and GROUP_RUNS runs. Scattered small writes then
+ * cost one sync per group instead of one each (fio randwrite 4 KiB, 256 MiB,
+ * end_fsync: 30 -> 198 MB/s). */
+#define GROUP_RUNS 4096
+static size_t group_len(const struct vcache *v, size_t at)
+{
+    size_t k = 1, bytes = v->fl[at].len;
+    while (at + k < v->nfl && k < GROUP_RUNS && bytes + v->fl[at + k].len <= RUN_MAX)
+        bytes += v->fl[at + k++].len;
+    return k;
+}
+
+/* A group of runs stored, by the writer or by a helper thread beside it. */
+struct group_write {
     struct pl_store *st;
     uint64_t id;
     const struct run *r;
+    size_t n;
     int rc;
 };
 
-static void *side_write_main(void *arg)
+static void *group_write_main(void *arg)
 {
-    struct side_write *w = arg;
-    w->rc = pl_elem_write(w->st, w->id, w->r->off, w->r->buf, w->r->len);
+    struct group_write *w = arg;
+    struct pl_wrange *rg = w->n > 1 ? malloc(w->n * sizeof(*rg)) : NULL;
+    if (w->n == 1) {
+        w->rc = pl_elem_write(w->st, w->id, w->r->off, w->r->buf, w->r->len);
+    } else if (!rg) {
+        w->rc = PL_ENOMEM;
+    } else {
+        for (size_t i = 0; i < w->n; i++)
+            rg[i] = (struct pl_wrange){w->r[i].off, w->r[i].buf, w->r[i].len};
+        w->rc = pl_elem_write_ranges(w->st, w->id, rg, w->n);
+    }
+    free(rg);
     return NULL;
 }
 
 /* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing), two
- * runs at a time: each write waits on its own syncs, and the disk takes two
- * streams faster than one (nbdcopy --flush 106-120 -> 145-154 MB/s). The
- * runs of a batch never overlap, so their order does not matter. */
+ * groups at a time: each write waits on its own syncs, and the disk takes
+ * two streams faster than one (nbdcopy --flush 106-120 -> 145-154 MB/s).
+ * The runs of a batch never overlap, so their order does not matter. */
 static int batch_write(struct vcache *v)
 {
     struct vc_set *s = v->set;
     int rc = 0;
     while (v->fl_at < v->nfl) {
-        size_t n = PL_MIN(v->nfl - v->fl_at, (size_t)2);
-        struct side_write w = {s->st, v->id, &v->fl[v->fl_at + 1], 0};
-        const struct run *r = &v->fl[v->fl_at];
+        size_t na = group_len(v, v->fl_at);
+        size_t nb = v->fl_at + na < v->nfl ? group_len(v, v->fl_at + na) : 0;
+        struct group_write a = {s->st, v->id, &v->fl[v->fl_at], na, 0};
+        struct group_write b = {s->st, v->id, &v->fl[v->fl_at + na], nb, 0};
         pthread_t t;
         pthread_mutex_unlock(&v->lock);
-        if (n == 2 && pthread_create(&t, NULL, side_write_main, &w))
-            n = 1; /* no thread to spare: one at a time */
-        rc = pl_elem_write(s->st, v->id, r->off, r->buf, r->len);
-        if (n == 2) {
+        if (nb && pthread_create(&t, NULL, group_write_main, &b))
+            nb = 0; /* no thread to spare: one at a time */
+        group_write_main(&a);
+        rc = a.rc;
+        if (nb) {
             pthread_join(t, NULL);
-            rc = rc ? rc : w.rc;
+            rc = rc ? rc : b.rc;
         }
         pthread_mutex_lock(&v->lock);
         if (rc)
             break; /* both go back (the one stored is stored again: no harm) */
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < na + nb; k++) {
             struct run *done = &v->fl[v->fl_at++];
             size_t len = done->len;
             run_free(s, done);
@@ -724,7 +761,7 @@ int vc_flush(struct vcache *v)
 static void overlay(const struct run *r, size_t nr, uint64_t off, uint8_t *buf, size_t len)
 {
     uint64_t end = off + len;
-    for (size_t i = 0; i < nr; i++) {
+    for (size_t i = runs_find(r, nr, off); i < nr && r[i].off < end; i++) {
         uint64_t a = PL_MAX(r[i].off, off), b = PL_MIN(r[i].off + r[i].len, end);
         if (a < b)
             memcpy(buf + (a - off), r[i].buf + (a - r[i].off), (size_t)(b - a));
