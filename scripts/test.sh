@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RESULTS=$(mktemp -d)
 trap 'rm -rf --one-file-system "$RESULTS"' EXIT
-UNITS="base data meta store snap version ec events batch kv vcache"
+UNITS="base data meta store snap version ec events batch kv vcache wb"
 
 run_units() { # $1 build dir, $2 label
     for t in $UNITS; do
