@@ -43,7 +43,7 @@ struct wb_batch {
     size_t len, cap;
     unsigned amask; /* an attribute change (len 0): PL_SET_* of attrs */
     struct pl_attr attrs;
-    int busy; /* a flusher is writing it */
+    int busy; /* a flusher is writing it (1), or has written it (WRITTEN) */
     struct wb_batch *next;
 };
 
@@ -183,26 +183,34 @@ static struct wb_batch *batch_pick(struct wb *w)
     return NULL;
 }
 
-/* Take a written batch off the queue (lock held). */
-static void batch_done(struct wb *w, struct wb_batch *b)
+/* Take the written batches (busy == WRITTEN) off the queue in one pass: a
+ * group's members are spread over it (lock held). */
+#define WRITTEN 2
+static void batches_sweep(struct wb *w)
 {
-    /* the list may have changed while the lock was free */
-    struct wb_batch *prev = NULL;
-    for (struct wb_batch *e = w->head; e != b; e = e->next)
-        prev = e;
-    if (prev)
-        prev->next = b->next;
-    else
-        w->head = b->next;
-    if (w->tail == b)
-        w->tail = prev;
-    struct wb_file *f = b->f;
-    f->queued--;
-    if (!f->queued && !f->pmask)
-        f->omask = 0; /* all written: the store shows them now */
-    w->queued_bytes -= b->len;
-    buf_put(w, b->buf, b->cap);
-    free(b);
+    struct wb_batch *prev = NULL, *b = w->head;
+    while (b) {
+        struct wb_batch *next = b->next;
+        if (b->busy != WRITTEN) {
+            prev = b;
+            b = next;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            w->head = next;
+        if (w->tail == b)
+            w->tail = prev;
+        struct wb_file *f = b->f;
+        f->queued--;
+        if (!f->queued && !f->pmask)
+            f->omask = 0; /* all written: the store shows them now */
+        w->queued_bytes -= b->len;
+        buf_put(w, b->buf, b->cap);
+        free(b);
+        b = next;
+    }
 }
 
 static int batch_overlaps(const struct wb_batch *x, const struct wb_batch *e)
@@ -340,12 +348,13 @@ static void *flusher(void *arg)
                 b->f->err = rc;
         }
         struct wb_file *f = b->f;
-        batch_done(w, b);
+        b->busy = WRITTEN;
         if (a)
-            batch_done(w, a);
+            a->busy = WRITTEN;
         for (size_t i = 0; i < ng; i++)
-            batch_done(w, grp[i]);
+            grp[i]->busy = WRITTEN;
         free(grp);
+        batches_sweep(w);
         file_drop_if_idle(w, f); /* settlers look their file up again */
         pthread_cond_broadcast(&w->done);
         pthread_cond_broadcast(&w->work); /* a batch it blocked may go now */
