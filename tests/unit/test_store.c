@@ -964,6 +964,47 @@ static void test_write_raw(void **state)
     free(back);
 }
 
+/* A part of a chunk read on its own leaves the chunk decoded in the hot
+ * cache for the next part; whole chunks do not go there. */
+static void test_partial_reads_cached(void **state)
+{
+    struct fix *f = *state;
+    enum { N = 1 << 20 };
+    uint8_t *t = malloc(N), *back = malloc(N);
+    struct pl_attr a;
+    struct pl_store_stats s0, s1;
+    tu_fill_text(t, N, 5);
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "parts", 0600, 0, 0, 1, &a), 0);
+    assert_int_equal(pl_elem_write(f->st, a.id, 0, t, N), 0);
+    assert_int_equal(pl_store_flush(f->st, NULL, NULL), 0); /* stored compressed */
+    reopen_hot(f, 0);
+    read_all(f->st, a.id, PL_VIEW_LIVE, back, N);
+    assert_memory_equal(back, t, N);
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(s0.hot_bytes, 0);
+    size_t got;
+    /* two parts of the first chunk (chunks are 16 KiB at least) */
+    assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, 1000, back, 4096, &got), 0);
+    assert_int_equal(got, 4096);
+    assert_memory_equal(back, t + 1000, 4096);
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_true(s1.hot_bytes >= 16384 && s1.hot_bytes <= 256 * 1024);
+    assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, 7000, back, 9000, &got), 0);
+    assert_memory_equal(back, t + 7000, 9000);
+    assert_int_equal(pl_store_stats(f->st, &s0), 0);
+    assert_int_equal(s0.hot_bytes, s1.hot_bytes);
+    /* without a cache, parts read the same */
+    reopen_hot(f, PL_HOT_CACHE_NONE);
+    for (size_t off = 0; off + 5000 <= N; off += 99999) {
+        assert_int_equal(pl_elem_read(f->st, a.id, PL_VIEW_LIVE, off, back, 5000, &got), 0);
+        assert_memory_equal(back, t + off, 5000);
+    }
+    assert_int_equal(pl_store_stats(f->st, &s1), 0);
+    assert_int_equal(s1.hot_bytes, 0);
+    free(t);
+    free(back);
+}
+
 /* Scattered ranges in one transaction against an in-memory model; ranges of
  * one call may overlap (applied in order) or be all zeros (holes). */
 static void test_write_ranges(void **state)
@@ -1037,6 +1078,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hot_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_attrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partial_reads_cached, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
