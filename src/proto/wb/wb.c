@@ -426,7 +426,10 @@ int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n
     if (f->pmask || (f->len && (off != f->off + f->len || f->len + n > WB_BATCH)))
         rc = file_queue(w, f); /* not contiguous, or full, or after a change: a new batch */
     if (!rc && f->len + n > f->cap) {
-        size_t cap = PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)));
+        /* a new batch gets what it holds (scattered small writes make many),
+         * a growing one room to grow */
+        size_t cap = f->len ? PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)))
+                            : n;
         uint8_t *nb;
         if (cap >= (1u << 20) && f->len + n <= WB_BATCH) {
             /* a stream: a whole batch buffer now, not a copy at every doubling */
