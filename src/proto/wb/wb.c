@@ -428,8 +428,8 @@ int wb_write(struct wb *w, uint64_t id, uint64_t off, const void *data, size_t n
     if (!rc && f->len + n > f->cap) {
         /* a new batch gets what it holds (scattered small writes make many),
          * a growing one room to grow */
-        size_t cap = f->len ? PL_MAX(f->len + n, PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10)))
-                            : n;
+        size_t grow = PL_MIN((size_t)WB_BATCH, f->cap * 2 + (256u << 10));
+        size_t cap = f->len ? PL_MAX(f->len + n, grow) : n;
         uint8_t *nb;
         if (cap >= (1u << 20) && f->len + n <= WB_BATCH) {
             /* a stream: a whole batch buffer now, not a copy at every doubling */
