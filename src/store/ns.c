@@ -646,8 +646,8 @@ static int read_piece(struct pl_store *st, const struct rpiece *x, uint8_t *out)
     if (!d) {
         uint8_t *buf;
         rc = hot_alloc(x->loc.raw_len, &h, &buf);
-        if (!rc)
-            rc = store_chunk_read(st, &x->loc, x->fp, buf);
+        if (!rc) /* the cache was just asked: read what is stored */
+            rc = store_chunk_read_stored(st, &x->loc, x->fp, buf);
         if (!rc) {
             hot_insert(st->hot, x->fp, h);
             d = buf;
