@@ -60,6 +60,64 @@ static void test_cdc_bounds_and_determinism(void **state)
     free(p);
 }
 
+/* The cut as one pass over the bytes computes it (the definition the stored
+ * data's boundaries follow): the chunker's side-by-side hashing must find
+ * exactly these. */
+static size_t cdc_cut_model(const struct data_cdc *c, const uint64_t *g, const uint8_t *p,
+                            size_t n, int final)
+{
+    if (n <= c->min)
+        return final ? n : 0;
+    uint64_t h = 0;
+    for (size_t i = c->min; i < n && i < c->max; i++) {
+        h = (h << 1) + g[p[i]];
+        if (!(h & (i < c->avg ? c->mask_s : c->mask_l)))
+            return i + 1;
+    }
+    return n >= c->max ? c->max : final ? n : 0;
+}
+
+static void test_cdc_cuts_match_one_pass(void **state)
+{
+    (void)state;
+    uint64_t g[256], seed = 0x506c656e756d4344ull;
+    for (int i = 0; i < 256; i++)
+        g[i] = pl_splitmix64(&seed);
+    const uint32_t sizes[][3] = {{16384, 65536, 262144}, {2048, 8192, 65536}, {64, 256, 1024}};
+    size_t n = 4u << 20;
+    uint8_t *rnd = malloc(n), *low = malloc(n);
+    assert_non_null(rnd);
+    assert_non_null(low);
+    tu_fill(rnd, n, 11);
+    /* few symbols: cuts where random data has none, and runs of equal hashes */
+    uint64_t x = 5;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (uint8_t)(pl_splitmix64(&x) % 3);
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        struct data_cdc c;
+        assert_int_equal(data_cdc_init(&c, sizes[z][0], sizes[z][1], sizes[z][2]), 0);
+        for (int t = 0; t < 3000; t++) {
+            const uint8_t *p = t & 1 ? low : rnd;
+            size_t len = (size_t)(pl_splitmix64(&x) % (c.max + c.max / 4));
+            size_t off = (size_t)(pl_splitmix64(&x) % (n - len));
+            int final = (int)(pl_splitmix64(&x) & 1);
+            assert_int_equal(data_cdc_cut(&c, p + off, len, final),
+                             cdc_cut_model(&c, g, p + off, len, final));
+        }
+        /* whole streams, chunk after chunk */
+        for (int t = 0; t < 2; t++) {
+            const uint8_t *p = t ? low : rnd;
+            for (size_t off = 0; off < n;) {
+                size_t l = data_cdc_cut(&c, p + off, n - off, 1);
+                assert_int_equal(l, cdc_cut_model(&c, g, p + off, n - off, 1));
+                off += l;
+            }
+        }
+    }
+    free(rnd);
+    free(low);
+}
+
 /* Inserting bytes at the front shifts only nearby boundaries: most chunks survive. */
 static void test_cdc_shift_resistance(void **state)
 {
@@ -846,6 +904,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cdc_bounds_and_determinism),
+        cmocka_unit_test(test_cdc_cuts_match_one_pass),
         cmocka_unit_test(test_cdc_shift_resistance),
         cmocka_unit_test(test_zero),
         cmocka_unit_test_setup_teardown(test_segment_roundtrip_mirrors, seg_setup, seg_teardown),
