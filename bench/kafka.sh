@@ -36,8 +36,13 @@ HZ=$(getconf CLK_TCK)
 rate() { sed -n 's/.* \([0-9]*\) msgs\/s.*/\1/p' | tail -1; }
 mbs() { sed -n 's/.*(\([0-9.]*\) MB\/s).*/\1/p' | tail -1; }
 
-produce() { # bootstrap size count -> msgs/s
-    "$WORK/perf" -P -t bench -p 0 -b "$1" -s "$2" -c "$3" -a -1 -X linger.ms=5 2>&1 | rate
+produce() { # bootstrap size count -> msgs/s; the producer's CPU seconds into $WORK/pcpu
+    local t
+    TIMEFORMAT='%U %S'
+    t=$( { time "$WORK/perf" -P -t bench -p 0 -b "$1" -s "$2" -c "$3" -a -1 -X linger.ms=5 \
+        > "$WORK/pout" 2>&1; } 2>&1 )
+    awk -v t="$t" 'BEGIN {split(t, c, " "); print c[1] + c[2]}' > "$WORK/pcpu"
+    rate < "$WORK/pout"
 }
 
 # the disk first, while nothing else writes back
@@ -49,7 +54,9 @@ PIDS+=($!)
 for _ in $(seq 50); do [ -s "$WORK/mock.addr" ] && break; sleep 0.1; done
 MOCK=$(cat "$WORK/mock.addr")
 M100=$(produce "$MOCK" 100 "$N100")
+MC100=$(cat "$WORK/pcpu")
 M1K=$(produce "$MOCK" 1024 "$N1K")
+MC1K=$(cat "$WORK/pcpu")
 printf 'mock     produce 100 B %9s msg/s   1 KiB %9s msg/s\n' "$M100" "$M1K"
 
 # plenum
@@ -78,3 +85,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "plenum / mock cluster produce (acks=-1, durable vs in memory): 100 B" \
     "$(ratio "$P100" "$M100")x, 1 KiB $(ratio "$P1K" "$M1K")x; consume 1 KiB" \
     "$(ratio "$CONS" 1000)x of 1 GB/s"
+
+# What two cores allow: the producer's own CPU per GB at the mock's rate,
+# plus SHA-256 of every byte, which a broker that deduplicates must do before
+# it acknowledges (DESIGN.md §3; one core's rate from openssl), with nothing
+# else (no chunking, copies, syncs or commits) on the broker's side.
+SHA=$(openssl speed -evp sha256 -bytes 65536 -seconds 1 2>/dev/null |
+    awk '$1 == "sha256" {v = $NF; sub(/k$/, "", v); printf "%.3f", 1e9 / (v * 1000)}')
+awk -v c="$(nproc)" -v sha="$SHA" -v m1="$M100" -v m2="$M1K" -v p1="$MC100" -v p2="$MC1K" \
+    -v n1="$N100" -v n2="$N1K" 'BEGIN {
+    g1 = n1 * 100 / 1e9; g2 = n2 * 1024 / 1e9; q1 = p1 / g1; q2 = p2 / g2
+    l1 = c / (q1 + sha) * 1e9 / 100; l2 = c / (q2 + sha) * 1e9 / 1024
+    printf "producer CPU s/GB at the mock: 100 B %.2f, 1 KiB %.2f; SHA-256 on one core here: %.3f s/GB\n", q1, q2, sha
+    printf "ceiling on %d cores, producer + SHA-256 only: 100 B %.0f msg/s (%.2fx the mock), 1 KiB %.0f msg/s (%.2fx the mock)\n", c, l1, l1 / m1, l2, l2 / m2}'
+

@@ -118,6 +118,28 @@ for conns in 8 32; do
     done
 done
 
+# Where the two cores go in that case (GET 1 MiB, 8 connections, two client
+# threads): the client's and each server's CPU seconds per GB, once each.
+# With the wire's own cost to a sender (iperf3, below) they bound what any
+# server can reach here: cores / (client + wire).
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+cpu_case() { # pid port -> "GB/s client_s/GB server_s/GB"
+    local c0 c1 t0 t1 cu
+    c0=$(cpu_of "$1")
+    TIMEFORMAT='%U %S'
+    cu=$( { time redis-benchmark -p "$2" -t get -d 1048576 -c 8 -n "$n" -r 1000 --threads 2 \
+        --csv -q > "$WORK/cpu.csv" 2>/dev/null; } 2>&1 )
+    c1=$(cpu_of "$1")
+    awk -F, -v cu="$cu" -v sv=$((c1 - c0)) -v hz="$HZ" -v n="$n" '
+        $1 ~ /GET/ {gsub(/"/, "", $2); r = $2}
+        END {gb = n * 1048576 / 1e9; split(cu, c, " ")
+             printf "%.2f %.3f %.3f", r * 1048576 / 1e9, (c[1] + c[2]) / gb, sv / hz / gb}' \
+        "$WORK/cpu.csv"
+}
+read -r PCG PCC PCS <<< "$(cpu_case "${PIDS[0]}" $PPORT)"
+read -r RCG RCC RCS <<< "$(cpu_case "${PIDS[1]}" $RPORT)"
+
 # LMCache's pattern, and reads from each tier
 cat > "$WORK/replay.py" <<'EOF'
 import hashlib, os, sys, time
@@ -181,10 +203,23 @@ LOOP=-
 if command -v iperf3 >/dev/null; then
     iperf3 -s -p 19682 -1 >/dev/null 2>&1 &
     sleep 0.3
-    LOOP=$(iperf3 -c 127.0.0.1 -p 19682 -P 8 -l 1M -t 3 -J 2>/dev/null | /usr/bin/python3 -c \
-        'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 8e9))')
+    read -r LOOP WIRE <<< "$(iperf3 -c 127.0.0.1 -p 19682 -P 8 -l 1M -t 3 -J 2>/dev/null |
+        /usr/bin/python3 -c 'import json, sys
+e = json.load(sys.stdin)["end"]; s = e["sum_sent"]; gb = s["bytes"] / 1e9
+print("%.2f %.3f" % (s["bits_per_second"] / 8e9,
+                     e["cpu_utilization_percent"]["host_total"] / 100 * s["seconds"] / gb))')"
 fi
 echo "loopback TCP (iperf3, 8 streams, 1 MiB writes): $LOOP GB/s, the ceiling for either server"
+echo
+echo "CPU per GB, GET 1 MiB, 8 connections, redis-benchmark --threads 2 (one run each):"
+printf '  plenum        %5s GB/s   client %s s/GB   server %s s/GB\n' "$PCG" "$PCC" "$PCS"
+printf '  redis-server  %5s GB/s   client %s s/GB   server %s s/GB\n' "$RCG" "$RCC" "$RCS"
+echo "  loopback TCP, what sending costs (iperf3's sender): ${WIRE:--} s/GB"
+if [ -n "${WIRE:-}" ]; then
+    awk -v c="$(nproc)" -v pc="$PCC" -v rc="$RCC" -v w="$WIRE" -v r="$RCG" 'BEGIN {
+        cl = pc < rc ? pc : rc; lim = c / (cl + w)
+        printf "  ceiling on %d cores, client and a server that costs no more than the wire: %.2f GB/s = %.2fx redis-server (aim 1.4x)\n", c, lim, lim / r}'
+fi
 
 echo
 echo "ratios (plenum / redis-server):"
