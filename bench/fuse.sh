@@ -17,8 +17,8 @@ command -v fio >/dev/null || { echo "needs fio (scripts/deps.sh installs it)"; e
 WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
 MPID=
 cleanup() {
-    [ -n "$MPID" ] && kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null
-    mountpoint -q "$WORK/mnt" && fusermount3 -uz "$WORK/mnt"
+    [ -n "$MPID" ] && kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null || true
+    mountpoint -q "$WORK/mnt" && fusermount3 -uz "$WORK/mnt" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT

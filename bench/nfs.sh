@@ -27,7 +27,7 @@ WORK=$(mktemp -d "${BENCH_DIR:-$PWD}/.bench.XXXXXX")
 PIDS=()
 cleanup() {
     kill "${PIDS[@]}" 2>/dev/null || true
-    [ -f "$WORK/ganesha.pid" ] && kill "$(cat "$WORK/ganesha.pid")" 2>/dev/null
+    [ -f "$WORK/ganesha.pid" ] && kill "$(cat "$WORK/ganesha.pid")" 2>/dev/null || true
     pkill -x rpcbind 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
