@@ -4,26 +4,11 @@
  * cut is the one a single pass over the bytes finds. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "base/base.h"
+#include "../unit/cdc_model.h"
 #include "data/data.h"
 
 static uint64_t gear[256];
-
-/* The definition: one pass from min, the stricter mask before avg. */
-static size_t cut_one_pass(const struct data_cdc *c, const uint8_t *p, size_t n, int final)
-{
-    if (n <= c->min)
-        return final ? n : 0;
-    uint64_t h = 0;
-    for (size_t i = c->min; i < n && i < c->max; i++) {
-        h = (h << 1) + gear[p[i]];
-        if (!(h & (i < c->avg ? c->mask_s : c->mask_l)))
-            return i + 1;
-    }
-    return n >= c->max ? c->max : final ? n : 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 {
@@ -31,11 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     struct data_cdc c, w;
     if (data_cdc_init(&c, 256, 1024, 4096) || data_cdc_init(&w, 2048, 8192, 65536))
         abort();
-    if (!gear[0]) {
-        uint64_t s = 0x506c656e756d4344ull; /* the chunker's seed */
-        for (int i = 0; i < 256; i++)
-            gear[i] = pl_splitmix64(&s);
-    }
+    if (!gear[0])
+        cdc_model_gear(gear);
     size_t off = 0;
     while (off < n) {
         size_t l = data_cdc_cut(&c, data + off, n - off, 1);
@@ -49,10 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         big[i] = data[i % n];
     for (off = 0; off < sizeof(big);) {
         size_t l = data_cdc_cut(&w, big + off, sizeof(big) - off, 1);
-        if (l != cut_one_pass(&w, big + off, sizeof(big) - off, 1))
+        if (l != cdc_model_cut(&w, gear, big + off, sizeof(big) - off, 1))
             abort();
         if (data_cdc_cut(&w, big + off, sizeof(big) - off, 0) !=
-            cut_one_pass(&w, big + off, sizeof(big) - off, 0))
+            cdc_model_cut(&w, gear, big + off, sizeof(big) - off, 0))
             abort();
         off += l;
     }

@@ -1,5 +1,6 @@
 #include "data/ec.h"
 #include "testutil.h"
+#include "cdc_model.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -60,29 +61,11 @@ static void test_cdc_bounds_and_determinism(void **state)
     free(p);
 }
 
-/* The cut as one pass over the bytes computes it (the definition the stored
- * data's boundaries follow): the chunker's side-by-side hashing must find
- * exactly these. */
-static size_t cdc_cut_model(const struct data_cdc *c, const uint64_t *g, const uint8_t *p,
-                            size_t n, int final)
-{
-    if (n <= c->min)
-        return final ? n : 0;
-    uint64_t h = 0;
-    for (size_t i = c->min; i < n && i < c->max; i++) {
-        h = (h << 1) + g[p[i]];
-        if (!(h & (i < c->avg ? c->mask_s : c->mask_l)))
-            return i + 1;
-    }
-    return n >= c->max ? c->max : final ? n : 0;
-}
-
 static void test_cdc_cuts_match_one_pass(void **state)
 {
     (void)state;
-    uint64_t g[256], seed = 0x506c656e756d4344ull;
-    for (int i = 0; i < 256; i++)
-        g[i] = pl_splitmix64(&seed);
+    uint64_t g[256];
+    cdc_model_gear(g);
     const uint32_t sizes[][3] = {{16384, 65536, 262144}, {2048, 8192, 65536}, {64, 256, 1024}};
     size_t n = 4u << 20;
     uint8_t *rnd = malloc(n), *low = malloc(n);
@@ -102,14 +85,14 @@ static void test_cdc_cuts_match_one_pass(void **state)
             size_t off = (size_t)(pl_splitmix64(&x) % (n - len));
             int final = (int)(pl_splitmix64(&x) & 1);
             assert_int_equal(data_cdc_cut(&c, p + off, len, final),
-                             cdc_cut_model(&c, g, p + off, len, final));
+                             cdc_model_cut(&c, g, p + off, len, final));
         }
         /* whole streams, chunk after chunk */
         for (int t = 0; t < 2; t++) {
             const uint8_t *p = t ? low : rnd;
             for (size_t off = 0; off < n;) {
                 size_t l = data_cdc_cut(&c, p + off, n - off, 1);
-                assert_int_equal(l, cdc_cut_model(&c, g, p + off, n - off, 1));
+                assert_int_equal(l, cdc_model_cut(&c, g, p + off, n - off, 1));
                 off += l;
             }
         }
