@@ -125,7 +125,7 @@ done
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 cpu_case() { # pid port -> "GB/s client_s/GB server_s/GB"
-    local c0 c1 t0 t1 cu
+    local c0 c1 cu
     c0=$(cpu_of "$1")
     TIMEFORMAT='%U %S'
     cu=$( { time redis-benchmark -p "$2" -t get -d 1048576 -c 8 -n "$n" -r 1000 --threads 2 \
@@ -208,6 +208,7 @@ if command -v iperf3 >/dev/null; then
 e = json.load(sys.stdin)["end"]; s = e["sum_sent"]; gb = s["bytes"] / 1e9
 print("%.2f %.3f" % (s["bits_per_second"] / 8e9,
                      e["cpu_utilization_percent"]["host_total"] / 100 * s["seconds"] / gb))')"
+    LOOP=${LOOP:--}
 fi
 echo "loopback TCP (iperf3, 8 streams, 1 MiB writes): $LOOP GB/s, the ceiling for either server"
 echo
