@@ -25,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
             abort();
         off += l;
     }
-    if (off != n || n == 0)
+    if (off != n)
+        abort();
+    if (n == 0)
         return 0;
     for (size_t i = 0; i < sizeof(big); i++)
         big[i] = data[i % n];
