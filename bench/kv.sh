@@ -124,21 +124,21 @@ done
 # server can reach here: cores / (client + wire).
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-cpu_case() { # pid port -> "GB/s client_s/GB server_s/GB"
+cpu_case() { # pid port requests -> "GB/s client_s/GB server_s/GB"
     local c0 c1 cu
     c0=$(cpu_of "$1")
     TIMEFORMAT='%U %S'
-    cu=$( { time redis-benchmark -p "$2" -t get -d 1048576 -c 8 -n "$n" -r 1000 --threads 2 \
+    cu=$( { time redis-benchmark -p "$2" -t get -d 1048576 -c 8 -n "$3" -r 1000 --threads 2 \
         --csv -q > "$WORK/cpu.csv" 2>/dev/null; } 2>&1 )
     c1=$(cpu_of "$1")
-    awk -F, -v cu="$cu" -v sv=$((c1 - c0)) -v hz="$HZ" -v n="$n" '
+    awk -F, -v cu="$cu" -v sv=$((c1 - c0)) -v hz="$HZ" -v n="$3" '
         $1 ~ /GET/ {gsub(/"/, "", $2); r = $2}
         END {gb = n * 1048576 / 1e9; split(cu, c, " ")
              printf "%.2f %.3f %.3f", r * 1048576 / 1e9, (c[1] + c[2]) / gb, sv / hz / gb}' \
         "$WORK/cpu.csv"
 }
-read -r PCG PCC PCS <<< "$(cpu_case "${PIDS[0]}" $PPORT)"
-read -r RCG RCC RCS <<< "$(cpu_case "${PIDS[1]}" $RPORT)"
+read -r PCG PCC PCS <<< "$(cpu_case "${PIDS[0]}" $PPORT "$n")"
+read -r RCG RCC RCS <<< "$(cpu_case "${PIDS[1]}" $RPORT "$n")"
 
 # LMCache's pattern, and reads from each tier
 cat > "$WORK/replay.py" <<'EOF'

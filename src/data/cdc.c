@@ -232,8 +232,7 @@ void data_sketch(const void *p, size_t n, uint64_t sf[DATA_SF])
     pthread_once(&gear_once, gear_fill);
     pthread_once(&sk_once, sk_pick);
     if (half) {
-        for (i = half - 64; i < half; i++)
-            h2 = (h2 << 1) + gear[b[i]];
+        h2 = gear_warm(b, half);
         for (i = 0; i < half; i++) {
             h1 = (h1 << 1) + gear[b[i]];
             h2 = (h2 << 1) + gear[b[half + i]];
