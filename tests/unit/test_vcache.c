@@ -41,8 +41,11 @@ static int map_check_cb(void *arg, uint64_t off, uint64_t len, int data)
     return 0;
 }
 
-/* Small thresholds keep the writer busy beside every operation. */
-static const struct vc_opts busy = {.budget = 1u << 20, .batch_min = 64u << 10, .age_ms = 2};
+/* Small thresholds keep the writer busy beside every operation; small
+ * groups make most longer runs groups of their own, staged while the one
+ * before commits. */
+static const struct vc_opts busy = {.budget = 1u << 20, .batch_min = 64u << 10, .age_ms = 2,
+                                    .group_max = 48u << 10};
 
 static void test_model(void **state)
 {

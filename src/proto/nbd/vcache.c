@@ -348,7 +348,7 @@ static int batch_due(struct vcache *v, int closing, unsigned *wait_for)
     return 0;
 }
 
-/* How many runs from fl[at] are stored in one transaction: up to RUN_MAX
+/* How many runs from fl[at] are stored in one transaction: up to group_max
  * bytes (at least one run) and GROUP_RUNS runs. Scattered small writes then
  * cost one sync per group instead of one each (fio randwrite 4 KiB, 256 MiB,
  * end_fsync: 30 -> 198 MB/s). */
@@ -356,7 +356,7 @@ static int batch_due(struct vcache *v, int closing, unsigned *wait_for)
 static size_t group_len(const struct vcache *v, size_t at)
 {
     size_t k = 1, bytes = v->fl[at].len;
-    while (at + k < v->nfl && k < GROUP_RUNS && bytes + v->fl[at + k].len <= RUN_MAX)
+    while (at + k < v->nfl && k < GROUP_RUNS && bytes + v->fl[at + k].len <= v->set->o.group_max)
         bytes += v->fl[at + k++].len;
     return k;
 }
@@ -387,40 +387,117 @@ static void *group_write_main(void *arg)
     return NULL;
 }
 
-/* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing), two
- * groups at a time: each write waits on its own syncs, and the disk takes
- * two streams faster than one (nbdcopy --flush 106-120 -> 145-154 MB/s).
- * The runs of a batch never overlap, so their order does not matter. */
+/* k runs from fl[fl_at] are in the store (v->lock held). */
+static void batch_done(struct vcache *v, size_t k)
+{
+    while (k--) {
+        struct run *done = &v->fl[v->fl_at++];
+        size_t len = done->len;
+        run_free(v->set, done);
+        v->gen++;
+        set_account(v->set, 0, len);
+    }
+    pthread_cond_broadcast(&v->done);
+}
+
+/* Groups of scattered runs (na of them from fl[fl_at]) two at a time
+ * (v->lock held, dropped while writing): each write waits on its own syncs,
+ * and the disk takes two streams faster than one. The runs of a batch never
+ * overlap, so their order does not matter. */
+static int pair_write(struct vcache *v, size_t na)
+{
+    struct vc_set *s = v->set;
+    size_t nb = v->fl_at + na < v->nfl ? group_len(v, v->fl_at + na) : 0;
+    struct group_write a = {s->st, v->id, &v->fl[v->fl_at], na, 0};
+    struct group_write b = {s->st, v->id, &v->fl[v->fl_at + na], nb, 0};
+    pthread_t t;
+    pthread_mutex_unlock(&v->lock);
+    if (nb && pthread_create(&t, NULL, group_write_main, &b))
+        nb = 0; /* no thread to spare: one at a time */
+    group_write_main(&a);
+    int rc = a.rc;
+    if (nb) {
+        pthread_join(t, NULL);
+        rc = rc ? rc : b.rc;
+    }
+    pthread_mutex_lock(&v->lock);
+    if (!rc)
+        batch_done(v, na + nb);
+    /* else both go back (the one stored is stored again: no harm) */
+    return rc;
+}
+
+/* A one-run group's commit on a helper thread: it syncs the run staged under
+ * the writer's hold, applies it and releases the hold. */
+struct group_commit {
+    struct pl_store *st;
+    struct pl_wstage *ws;
+    int rc;
+};
+
+static void *group_commit_main(void *arg)
+{
+    struct group_commit *c = arg;
+    c->rc = pl_elem_write_commit(c->ws, NULL, 0);
+    c->ws = NULL;
+    pl_write_release(c->st);
+    return NULL;
+}
+
+/* Write the batch fl[fl_at..nfl) (v->lock held, dropped while writing).
+ * A volume written in order arrives as one-run groups: each is staged
+ * (chunked, fingerprinted, appended) on this thread while the one before it
+ * syncs and commits on a helper, so the appends, and the stripes destage
+ * makes of them, keep the volume's order (two whole groups side by side
+ * interleaved them, and a later sequential read jumped between two streams)
+ * while the CPU work still overlaps the syncs. */
 static int batch_write(struct vcache *v)
 {
     struct vc_set *s = v->set;
-    int rc = 0;
-    while (v->fl_at < v->nfl) {
-        size_t na = group_len(v, v->fl_at);
-        size_t nb = v->fl_at + na < v->nfl ? group_len(v, v->fl_at + na) : 0;
-        struct group_write a = {s->st, v->id, &v->fl[v->fl_at], na, 0};
-        struct group_write b = {s->st, v->id, &v->fl[v->fl_at + na], nb, 0};
-        pthread_t t;
+    struct group_commit c = {s->st, NULL, 0};
+    pthread_t ct;
+    int rc = 0, pend = 0; /* pend: fl[fl_at] commits on ct */
+    while (v->fl_at + (size_t)pend < v->nfl || pend) {
+        size_t at = v->fl_at + (size_t)pend;
+        size_t na = at < v->nfl ? group_len(v, at) : 0;
+        const struct run *r = na ? &v->fl[at] : NULL;
+        struct pl_wstage *ws = NULL;
         pthread_mutex_unlock(&v->lock);
-        if (nb && pthread_create(&t, NULL, group_write_main, &b))
-            nb = 0; /* no thread to spare: one at a time */
-        group_write_main(&a);
-        rc = a.rc;
-        if (nb) {
-            pthread_join(t, NULL);
-            rc = rc ? rc : b.rc;
+        if (na == 1) {
+            pl_write_hold(s->st);
+            rc = pl_elem_write_stage(s->st, v->id, r->off, r->buf, r->len, &ws);
+            if (rc)
+                pl_write_release(s->st);
         }
+        if (pend)
+            pthread_join(ct, NULL);
         pthread_mutex_lock(&v->lock);
-        if (rc)
-            break; /* both go back (the one stored is stored again: no harm) */
-        for (size_t k = 0; k < na + nb; k++) {
-            struct run *done = &v->fl[v->fl_at++];
-            size_t len = done->len;
-            run_free(s, done);
-            v->gen++;
-            set_account(s, 0, len);
+        if (pend && !c.rc)
+            batch_done(v, 1);
+        rc = pend && c.rc ? c.rc : rc;
+        pend = 0;
+        if (rc) {
+            if (ws) {
+                pl_elem_write_drop(ws);
+                pl_write_release(s->st);
+            }
+            break;
         }
-        pthread_cond_broadcast(&v->done);
+        if (na == 1) {
+            c.ws = ws;
+            if (pthread_create(&ct, NULL, group_commit_main, &c) == 0) {
+                pend = 1;
+                continue;
+            }
+            pthread_mutex_unlock(&v->lock); /* no thread to spare: here */
+            group_commit_main(&c);
+            pthread_mutex_lock(&v->lock);
+            if ((rc = c.rc))
+                break;
+            batch_done(v, 1);
+        } else if (na > 1 && (rc = pair_write(v, na))) {
+            break;
+        }
     }
     return rc;
 }
@@ -598,6 +675,8 @@ int vc_set_new(struct pl_store *st, const struct vc_opts *o, struct vc_set **ret
         s->o.batch_min = VC_BATCH_MIN_DEFAULT;
     if (!s->o.age_ms)
         s->o.age_ms = VC_AGE_MS_DEFAULT;
+    if (!s->o.group_max)
+        s->o.group_max = VC_GROUP_MAX_DEFAULT;
     s->pool_cap = s->o.budget / RUN_MAX + 1;
     s->pool = calloc(s->pool_cap, sizeof(*s->pool));
     if (!s->pool) {

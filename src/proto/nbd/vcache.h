@@ -13,11 +13,13 @@ struct vc_opts {
     size_t budget;      /* cached bytes of every volume together; writers wait above it */
     size_t batch_min;   /* dirty bytes that start a write-out... */
     unsigned age_ms;    /* ...or the age of the oldest of them */
+    size_t group_max;   /* bytes of runs stored in one transaction (a run longer is one) */
 };
 
 #define VC_BUDGET_DEFAULT (1024u << 20)
 #define VC_BATCH_MIN_DEFAULT (32u << 20)
 #define VC_AGE_MS_DEFAULT 1000
+#define VC_GROUP_MAX_DEFAULT VC_WRITE_MAX
 
 struct vc_set;  /* the server's caches, one per volume with connections or dirty bytes */
 struct vcache;
