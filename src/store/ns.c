@@ -934,100 +934,21 @@ void pl_write_release(struct pl_store *st)
 }
 
 /* A write between its two phases: the chunks are appended to the buffer
- * (not yet synced) and buf is the caller's until commit. The caller's hold
- * keeps every chunk it deduplicated against from being purged. */
+ * (not yet synced) and the ranges' bytes are the caller's until commit. The
+ * caller's hold keeps every chunk it deduplicated against from being
+ * purged. */
 struct pl_wstage {
     struct pl_store *st;
-    uint64_t id, off;
-    const uint8_t *buf;
-    size_t n;
+    uint64_t id;
+    struct pl_wrange one; /* r when there is one range */
+    struct pl_wrange *r;  /* in order: &one, or owned */
+    size_t nr;
+    size_t first_one[2];
+    size_t *first; /* range i's pieces: pr.p[first[i] .. first[i + 1]) */
     struct prep pr;
     unsigned amask;
     const struct pl_attr *attrs;
 };
-
-static int write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                       unsigned flags, struct pl_wstage **ret)
-{
-    *ret = NULL;
-    if (n == 0)
-        return PL_EINVAL;
-    if (off + n < off || off + n > ((uint64_t)1 << 60))
-        return PL_EFBIG;
-    struct pl_wstage *ws = calloc(1, sizeof(*ws));
-    if (!ws)
-        return PL_ENOMEM;
-    *ws = (struct pl_wstage){st, id, off, buf, n, {.keep_raw = (flags & PL_WRITE_RAW) != 0}};
-    size_t used;
-    int rc = store_prepare(st, off, buf, n, 1, &ws->pr, &used);
-    if (rc) {
-        pl_elem_write_drop(ws);
-        return rc;
-    }
-    *ret = ws;
-    return 0;
-}
-
-int pl_elem_write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                        struct pl_wstage **ret)
-{
-    return write_stage(st, id, off, buf, n, 0, ret);
-}
-
-int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, size_t nrecs)
-{
-    struct pl_store *st = ws->st;
-    int rc = svc_check(recs, nrecs);
-    for (int attempt = 0; !rc && attempt < 4; attempt++) {
-        if (attempt) {
-            /* a chunk it deduplicated against was purged meanwhile: again */
-            size_t used;
-            prep_release(&ws->pr);
-            rc = store_prepare(st, ws->off, ws->buf, ws->n, 1, &ws->pr, &used);
-            if (rc)
-                break;
-        }
-        rc = store_sync_segs(st, &ws->pr.segs);
-        if (!rc) {
-            struct pl_wrange one = {ws->off, ws->buf, ws->n};
-            size_t first[2] = {0, ws->pr.n};
-            struct wr_args a = {ws->id, &one, 1, first, &ws->pr, recs, nrecs, ws->amask,
-                                ws->attrs};
-            rc = meta_submit(st->meta, apply_write, &a);
-        }
-        if (rc != PL_EAGAIN)
-            break;
-    }
-    pl_elem_write_drop(ws);
-    return rc;
-}
-
-void pl_elem_write_drop(struct pl_wstage *ws)
-{
-    if (!ws)
-        return;
-    prep_release(&ws->pr);
-    free(ws);
-}
-
-static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
-                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags,
-                      unsigned amask, const struct pl_attr *attrs)
-{
-    struct pl_wstage *ws;
-    int rc = svc_check(recs, nrecs);
-    if (rc || n == 0)
-        return rc;
-    pl_write_hold(st);
-    rc = write_stage(st, id, off, buf, n, flags, &ws);
-    if (!rc) {
-        ws->amask = amask;
-        ws->attrs = attrs;
-        rc = pl_elem_write_commit(ws, recs, nrecs);
-    }
-    pl_write_release(st);
-    return rc;
-}
 
 /* Every range chunked into one prep; first[i]: where range i's pieces start. */
 static int ranges_prepare(struct pl_store *st, const struct pl_wrange *r, size_t n,
@@ -1044,7 +965,7 @@ static int ranges_prepare(struct pl_store *st, const struct pl_wrange *r, size_t
     return 0;
 }
 
-int pl_elem_write_ranges(struct pl_store *st, uint64_t id, const struct pl_wrange *r, size_t n)
+static int ranges_check(const struct pl_wrange *r, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (r[i].n == 0)
@@ -1052,29 +973,117 @@ int pl_elem_write_ranges(struct pl_store *st, uint64_t id, const struct pl_wrang
         if (r[i].off + r[i].n < r[i].off || r[i].off + r[i].n > ((uint64_t)1 << 60))
             return PL_EFBIG;
     }
-    if (n == 0)
-        return 0;
-    size_t *first = malloc((n + 1) * sizeof(*first));
-    if (!first)
+    return 0;
+}
+
+static int write_stage(struct pl_store *st, uint64_t id, const struct pl_wrange *r, size_t n,
+                       unsigned flags, struct pl_wstage **ret)
+{
+    *ret = NULL;
+    int rc = n ? ranges_check(r, n) : PL_EINVAL;
+    if (rc)
+        return rc;
+    struct pl_wstage *ws = calloc(1, sizeof(*ws));
+    if (!ws)
         return PL_ENOMEM;
-    struct prep pr = {0};
-    int rc = 0;
-    pl_write_hold(st);
-    for (int attempt = 0; attempt < 4; attempt++) {
-        /* EAGAIN: a chunk it deduplicated against was purged meanwhile */
-        rc = ranges_prepare(st, r, n, &pr, first);
-        if (!rc)
-            rc = store_sync_segs(st, &pr.segs); /* once for all of them */
+    *ws = (struct pl_wstage){.st = st, .id = id, .one = r[0], .nr = n,
+                             .pr = {.keep_raw = (flags & PL_WRITE_RAW) != 0}};
+    ws->r = &ws->one;
+    ws->first = ws->first_one;
+    if (n > 1) {
+        ws->r = malloc(n * sizeof(*ws->r));
+        ws->first = malloc((n + 1) * sizeof(*ws->first));
+        if (!ws->r || !ws->first) {
+            pl_elem_write_drop(ws);
+            return PL_ENOMEM;
+        }
+        memcpy(ws->r, r, n * sizeof(*r));
+    }
+    rc = ranges_prepare(st, ws->r, n, &ws->pr, ws->first);
+    if (rc) {
+        pl_elem_write_drop(ws);
+        return rc;
+    }
+    *ret = ws;
+    return 0;
+}
+
+int pl_elem_write_stage(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                        struct pl_wstage **ret)
+{
+    struct pl_wrange one = {off, buf, n};
+    return write_stage(st, id, &one, 1, 0, ret);
+}
+
+int pl_elem_write_commit(struct pl_wstage *ws, const struct pl_svc_rec *recs, size_t nrecs)
+{
+    struct pl_store *st = ws->st;
+    int rc = svc_check(recs, nrecs);
+    for (int attempt = 0; !rc && attempt < 4; attempt++) {
+        if (attempt) {
+            /* a chunk it deduplicated against was purged meanwhile: again */
+            int keep_raw = ws->pr.keep_raw;
+            prep_release(&ws->pr);
+            ws->pr.keep_raw = keep_raw;
+            rc = ranges_prepare(st, ws->r, ws->nr, &ws->pr, ws->first);
+            if (rc)
+                break;
+        }
+        rc = store_sync_segs(st, &ws->pr.segs); /* once for all the ranges */
         if (!rc) {
-            struct wr_args a = {id, r, n, first, &pr, NULL, 0, 0, NULL};
+            struct wr_args a = {ws->id, ws->r, ws->nr, ws->first, &ws->pr, recs, nrecs,
+                                ws->amask, ws->attrs};
             rc = meta_submit(st->meta, apply_write, &a);
         }
-        prep_release(&pr);
         if (rc != PL_EAGAIN)
             break;
     }
+    pl_elem_write_drop(ws);
+    return rc;
+}
+
+void pl_elem_write_drop(struct pl_wstage *ws)
+{
+    if (!ws)
+        return;
+    prep_release(&ws->pr);
+    if (ws->r != &ws->one)
+        free(ws->r);
+    if (ws->first != ws->first_one)
+        free(ws->first);
+    free(ws);
+}
+
+static int elem_write(struct pl_store *st, uint64_t id, uint64_t off, const void *buf, size_t n,
+                      const struct pl_svc_rec *recs, size_t nrecs, unsigned flags,
+                      unsigned amask, const struct pl_attr *attrs)
+{
+    struct pl_wstage *ws;
+    struct pl_wrange one = {off, buf, n};
+    int rc = svc_check(recs, nrecs);
+    if (rc || n == 0)
+        return rc;
+    pl_write_hold(st);
+    rc = write_stage(st, id, &one, 1, flags, &ws);
+    if (!rc) {
+        ws->amask = amask;
+        ws->attrs = attrs;
+        rc = pl_elem_write_commit(ws, recs, nrecs);
+    }
     pl_write_release(st);
-    free(first);
+    return rc;
+}
+
+int pl_elem_write_ranges(struct pl_store *st, uint64_t id, const struct pl_wrange *r, size_t n)
+{
+    if (n == 0)
+        return ranges_check(r, n);
+    struct pl_wstage *ws;
+    pl_write_hold(st);
+    int rc = write_stage(st, id, r, n, 0, &ws);
+    if (!rc)
+        rc = pl_elem_write_commit(ws, NULL, 0);
+    pl_write_release(st);
     return rc;
 }
 
