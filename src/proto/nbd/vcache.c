@@ -34,7 +34,11 @@
 
 #define RUN_MAX VC_WRITE_MAX /* a run is written with one pl_elem_write */
 #define RUN_SMALL (1u << 20) /* runs past this live in pooled RUN_MAX mappings */
-#define POOL_IDLE_MS 5000    /* a set idle this long gives its pooled mappings back */
+/* A set idle this long gives its pooled mappings back. Their pages are
+ * MADV_FREE meanwhile (the kernel takes them when memory is short); a burst
+ * that finds them needs no page clearing: fio write 1 GiB after earlier
+ * transfers, 569-1662 MB/s with 5 s, 1588-3264 with 60 s. */
+#define POOL_IDLE_MS 60000
 #define WRITER_NICE 10
 #define IDLE_WAIT_MS 100    /* how often a writer with young dirty bytes looks again */
 
