@@ -1,7 +1,11 @@
 /* The NBD head's volume write cache against a model: writes answered from
  * memory, written out by the background writer while reads, punches and
  * flushes run, on a real store. */
+#include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 #include "plenum/store.h"
 #include "proto/nbd/vcache.h"
@@ -202,12 +206,95 @@ static void test_close_budget_and_delete(void **state)
     free(buf);
 }
 
+static off_t seg_max_size;
+
+static int seg_size_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    size_t n = strlen(path);
+    if (type == FTW_F && n > 4 && !strcmp(path + n - 4, ".seg") && sb->st_size > seg_max_size)
+        seg_max_size = sb->st_size;
+    return 0;
+}
+
+/* 60 KiB written at every 64 KiB of [from, to): runs of their own, each a
+ * group of one (busy.group_max), so the writer stages each while the one
+ * before commits. The model takes what was accepted. */
+static int write_span(struct vcache *v, uint8_t *model, uint64_t from, uint64_t to, uint64_t *seed)
+{
+    int failed = 0;
+    for (uint64_t off = from; off < to; off += 64u << 10) {
+        uint8_t buf[60u << 10];
+        tu_fill(buf, sizeof(buf), tu_rand(seed));
+        if (vc_write(v, off, buf, sizeof(buf), 0) == 0)
+            memcpy(model + off, buf, sizeof(buf));
+        else
+            failed++;
+    }
+    return failed;
+}
+
+/* The store refuses bytes in the middle of a batch (a file size limit
+ * stands in for a full device): the writer has staged two groups and
+ * stores the first when the third does not fit, the second failing to be
+ * staged while the first commits. What failed stays cached, reads see every
+ * write, FLUSH says what went wrong, and once there is room again
+ * everything is stored. */
+static void test_store_refuses(void **state)
+{
+    struct fix *f = *state;
+    uint64_t id = vol_create(f->st, "r");
+    /* nothing is due before the FLUSH: it writes one batch of many groups */
+    struct vc_opts lazy = {.budget = 16u << 20, .batch_min = 64u << 20, .age_ms = 60000,
+                           .group_max = 48u << 10};
+    struct vc_set *s;
+    assert_int_equal(vc_set_new(f->st, &lazy, &s), 0);
+    struct vcache *v = vc_open(s, id);
+    uint8_t *model = calloc(1, VOL), *buf = malloc(VOL);
+    uint64_t seed = 11;
+    assert_int_equal(write_span(v, model, 0, 1u << 20, &seed), 0);
+    assert_int_equal(vc_flush(v), 0);
+
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_IGN); /* EFBIG instead */
+    seg_max_size = 0;
+    assert_int_equal(nftw(f->dir, seg_size_cb, 16, FTW_PHYS), 0);
+    assert_true(seg_max_size > 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)seg_max_size + (160u << 10); /* two 60 KiB groups, not three */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(write_span(v, model, 1u << 20, 3u << 20, &seed), 0);
+    for (int i = 0; i < 64; i++) { /* scattered: groups of several runs */
+        uint64_t off = (3u << 20) + tu_rand(&seed) % (VOL - (3u << 20) - 4096);
+        tu_fill(buf, 4096, tu_rand(&seed));
+        assert_int_equal(vc_write(v, off, buf, 4096, 0), 0);
+        memcpy(model + off, buf, 4096);
+    }
+    assert_int_equal(vc_flush(v), -EFBIG);
+    assert_int_equal(vc_read(v, 0, buf, VOL), 0);
+    assert_memory_equal(buf, model, VOL);
+    /* stored in part: a new write over what failed is not undone by the retry */
+    tu_fill(buf, 4096, 77);
+    assert_int_equal(vc_write(v, (2u << 20) + 100, buf, 4096, 0), 0);
+    memcpy(model + (2u << 20) + 100, buf, 4096);
+
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_int_equal(vc_flush(v), 0);
+    vc_close(v);
+    vc_set_free(s);
+    expect_store(f->st, id, model, VOL);
+    free(model);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connections_and_snapshots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_budget_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_refuses, setup, teardown),
     };
     return cmocka_run_group_tests_name("vcache", tests, NULL, NULL);
 }

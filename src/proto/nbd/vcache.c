@@ -377,16 +377,14 @@ struct group_write {
 static void *group_write_main(void *arg)
 {
     struct group_write *w = arg;
-    struct pl_wrange *rg = w->n > 1 ? malloc(w->n * sizeof(*rg)) : NULL;
-    if (w->n == 1) {
-        w->rc = pl_elem_write(w->st, w->id, w->r->off, w->r->buf, w->r->len);
-    } else if (!rg) {
+    struct pl_wrange *rg = malloc(w->n * sizeof(*rg));
+    if (!rg) {
         w->rc = PL_ENOMEM;
-    } else {
-        for (size_t i = 0; i < w->n; i++)
-            rg[i] = (struct pl_wrange){w->r[i].off, w->r[i].buf, w->r[i].len};
-        w->rc = pl_elem_write_ranges(w->st, w->id, rg, w->n);
+        return NULL;
     }
+    for (size_t i = 0; i < w->n; i++)
+        rg[i] = (struct pl_wrange){w->r[i].off, w->r[i].buf, w->r[i].len};
+    w->rc = pl_elem_write_ranges(w->st, w->id, rg, w->n);
     free(rg);
     return NULL;
 }
