@@ -188,6 +188,54 @@ def test_bad_clients(nbd):
     assert '"export-size": 1048576' in run("nbdinfo", "--json", f"{nbd.nbd_url}/v")
 
 
+def test_pipelined_requests_in_odd_pieces(nbd, tmp_path):
+    """Hundreds of requests in flight, sent in 997-byte pieces that split headers and
+    payloads: each is answered once (any order), a READ sees the writes before it, and
+    the bytes are what nbdcopy reads back."""
+    nbd.pl.ok("volume", "create", "p", "--size", "8M")
+    s = socket.create_connection(("127.0.0.1", nbd.nbd_port), timeout=30)
+    assert s.recv(18, socket.MSG_WAITALL)[:8] == b"NBDMAGIC"
+    body = struct.pack(">I", 1) + b"p" + struct.pack(">H", 0)
+    s.sendall(struct.pack(">I", 1) + b"IHAVEOPT" + struct.pack(">II", 7, len(body)) + body)
+    while True:
+        magic, opt, typ, ln = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
+        s.recv(ln, socket.MSG_WAITALL) if ln else None
+        if typ == 1:
+            break
+
+    def req(typ, cookie, off, ln):
+        return struct.pack(">IHHQQI", 0x25609513, 0, typ, cookie, off, ln)
+
+    image = bytearray(8 << 20)
+    stream = bytearray()
+    seed = 5
+    for h in range(1, 301):  # scattered 4 KiB writes
+        off = (h * 7919 % 2000) * 4096
+        data = bytes((seed * h + i) % 251 for i in range(0, 4096, 16)) * 16
+        image[off:off + 4096] = data
+        stream += req(1, h, off, 4096) + data
+    big = os.urandom(1 << 20)  # a large one after them: read past the buffered part
+    image[6 << 20:7 << 20] = big
+    stream += req(1, 400, 6 << 20, len(big)) + big
+    stream += req(3, 500, 0, 0)  # FLUSH
+    probe = (150 * 7919 % 2000) * 4096  # written by request 150
+    stream += req(0, 600, probe, 4096) + req(0, 601, 6 << 20, 4096)
+    for i in range(0, len(stream), 997):
+        s.sendall(stream[i:i + 997])
+    got = {}
+    while len(got) < 304:
+        magic, err, h = struct.unpack(">IIQ", s.recv(16, socket.MSG_WAITALL))
+        assert (magic, err) == (0x67446698, 0)
+        assert h not in got
+        got[h] = s.recv(4096, socket.MSG_WAITALL) if h in (600, 601) else b""
+    assert got[600] == bytes(image[probe:probe + 4096])
+    assert got[601] == big[:4096]
+    s.sendall(req(2, 700, 0, 0))  # DISC
+    s.close()
+    run("nbdcopy", f"{nbd.nbd_url}/p", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == bytes(image)
+
+
 def test_flushed_writes_survive_kill9(tmp_path):
     pl, srv, start, url = volume_server(tmp_path, "crash", "64M")
     img = tmp_path / "img"

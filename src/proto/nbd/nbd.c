@@ -14,6 +14,7 @@
  * connection's completed writes durable (CAN_MULTI_CONN). */
 #include "proto/nbd/nbd.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@ struct nbd_server {
 
 #define NBD_READERS 4
 #define READ_QUEUE 64 /* reads waiting for a reader before the request loop waits */
+#define IBUF_SIZE (256u << 10) /* requests read ahead from the socket */
+#define OBUF_MAX 4096u         /* the request loop's replies waiting to go out together */
 
 struct nconn {
     struct nbd_server *srv;
@@ -50,6 +53,15 @@ struct nconn {
     struct pl_pool *readers;   /* NBD_READERS threads running READs */
     pthread_mutex_t buf_lock;  /* read buffers not in use, kept for the next read */
     struct rbuf *free_bufs;
+    /* The request loop reads the socket through ibuf (several small requests
+     * in one recv) and leaves its replies in obuf (under send_lock) until it
+     * is about to wait: a client keeping small writes in flight cost two
+     * recvs, a send and a wake-up per request. */
+    pthread_t loop;
+    uint8_t *ibuf;
+    size_t iat, iend;
+    uint8_t obuf[OBUF_MAX];
+    size_t on;
 };
 
 /* A read buffer; readers take one while they run, so there are at most
@@ -285,6 +297,81 @@ static int handshake(struct nconn *c)
 }
 
 /* ---- transmission ---- */
+static int out_flush_locked(struct nconn *c)
+{
+    struct iovec iov = {c->obuf, c->on};
+    int rc = c->on ? pl_writev_all(c->fd, &iov, 1) : 0;
+    c->on = 0;
+    return rc;
+}
+
+/* The replies the request loop left in obuf go out now. */
+static int out_flush(struct nconn *c)
+{
+    pthread_mutex_lock(&c->send_lock);
+    int rc = out_flush_locked(c);
+    pthread_mutex_unlock(&c->send_lock);
+    return rc;
+}
+
+/* One reply, whole: a short one from the request loop waits in obuf for
+ * the next out_flush; any other goes out at once, after what waits. */
+static int reply_send(struct nconn *c, struct iovec *iov, int niov)
+{
+    size_t n = 0;
+    for (int i = 0; i < niov; i++)
+        n += iov[i].iov_len;
+    pthread_mutex_lock(&c->send_lock);
+    int rc = 0;
+    if (c->ibuf && n <= OBUF_MAX && pthread_equal(pthread_self(), c->loop)) {
+        if (c->on + n > OBUF_MAX)
+            rc = out_flush_locked(c);
+        for (int i = 0; !rc && i < niov; i++) {
+            memcpy(c->obuf + c->on, iov[i].iov_base, iov[i].iov_len);
+            c->on += iov[i].iov_len;
+        }
+    } else {
+        rc = out_flush_locked(c);
+        if (!rc)
+            rc = pl_writev_all(c->fd, iov, niov);
+    }
+    pthread_mutex_unlock(&c->send_lock);
+    return rc;
+}
+
+/* The next n bytes from the client: what ibuf holds first, then the
+ * socket (a large rest straight into dst). Replies waiting go out before
+ * it waits for the client. */
+static int in_read(struct nconn *c, void *dst, size_t n)
+{
+    uint8_t *p = dst;
+    size_t take = PL_MIN(n, c->iend - c->iat);
+    memcpy(p, c->ibuf + c->iat, take);
+    c->iat += take;
+    p += take;
+    n -= take;
+    if (!n)
+        return 0;
+    int rc = out_flush(c);
+    if (rc)
+        return rc;
+    if (n >= IBUF_SIZE / 2)
+        return tsrv_read(c->fd, p, n);
+    c->iat = c->iend = 0;
+    while (c->iend < n) {
+        ssize_t r = recv(c->fd, c->ibuf + c->iend, IBUF_SIZE - c->iend, 0);
+        if (r == 0)
+            return PL_EPROTO;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r > 0)
+            c->iend += (size_t)r;
+    }
+    memcpy(p, c->ibuf, n);
+    c->iat = n;
+    return 0;
+}
+
 static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, const void *data,
                         size_t n)
 {
@@ -295,10 +382,7 @@ static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, 
     /* header and data in one call: a header written alone goes out as a
      * packet of its own, and wakes the client for 16 bytes */
     struct iovec iov[2] = {{h, sizeof(h)}, {(void *)data, n && !err ? n : 0}};
-    pthread_mutex_lock(&c->send_lock);
-    int rc = pl_writev_all(c->fd, iov, iov[1].iov_len ? 2 : 1);
-    pthread_mutex_unlock(&c->send_lock);
-    return rc;
+    return reply_send(c, iov, iov[1].iov_len ? 2 : 1);
 }
 
 static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags, uint16_t type,
@@ -316,10 +400,7 @@ static int reply_chunk(struct nconn *c, const struct nbd_req *r, uint16_t flags,
         iov[niov++] = (struct iovec){(void *)data, n};
     if (n2)
         iov[niov++] = (struct iovec){(void *)data2, n2};
-    pthread_mutex_lock(&c->send_lock);
-    int rc = pl_writev_all(c->fd, iov, niov);
-    pthread_mutex_unlock(&c->send_lock);
-    return rc;
+    return reply_send(c, iov, niov);
 }
 
 static int reply_err(struct nconn *c, const struct nbd_req *r, uint32_t err, const char *msg)
@@ -422,6 +503,9 @@ static void rjob_run(struct pl_job *j)
  * READ_QUEUE reads wait for one). */
 static int read_queue(struct nconn *c, const struct nbd_req *r)
 {
+    int rc = out_flush(c); /* the submission may wait */
+    if (rc)
+        return rc;
     struct rjob *rj = c->readers ? malloc(sizeof(*rj)) : NULL;
     if (!rj)
         return read_serve(c, r, c->buf); /* no threads or no memory: read here */
@@ -459,17 +543,27 @@ static int serve(struct nconn *c, const struct nbd_req *r)
     case NBD_CMD_WRITE: {
         if (r->len > NBD_REQ_MAX)
             return PL_EPROTO; /* cannot skip what we will not read */
-        rc = tsrv_read(c->fd, c->buf, r->len);
-        if (rc)
+        const uint8_t *data = c->ibuf + c->iat; /* the payload where it arrived */
+        if (c->iend - c->iat >= r->len) {
+            c->iat += r->len;
+        } else if ((rc = in_read(c, c->buf, r->len))) {
             return rc;
+        } else {
+            data = c->buf;
+        }
         if (v->readonly)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)
             return reply_err(c, r, NBD_ENOSPC, "write past the end of the volume");
-        rc = vc_write(c->vc, r->offset, c->buf, r->len, (r->flags & NBD_CMD_FLAG_FUA) != 0);
+        int fua = (r->flags & NBD_CMD_FLAG_FUA) != 0;
+        if (fua && (rc = out_flush(c)))
+            return rc;
+        rc = vc_write(c->vc, r->offset, data, r->len, fua);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     }
     case NBD_CMD_FLUSH:
+        if ((rc = out_flush(c)))
+            return rc;
         rc = vc_flush(c->vc);
         return rc ? reply_err(c, r, nbd_errno(rc), pl_strerror(rc)) : reply_ok(c, r);
     case NBD_CMD_CACHE:
@@ -517,14 +611,16 @@ static void conn_main(void *ctx, int fd)
         goto out;
     c.buf = malloc(NBD_REQ_MAX);
     c.vc = vc_open(s->caches, c.vol.id);
-    if (!c.buf || !c.vc)
+    c.loop = pthread_self();
+    c.ibuf = malloc(IBUF_SIZE);
+    if (!c.buf || !c.vc || !c.ibuf)
         goto out;
     if (pl_pool_new(NBD_READERS, &c.readers))
         c.readers = NULL; /* reads run on this thread */
     for (;;) {
         uint8_t h[28];
         struct nbd_req r;
-        rc = tsrv_read(fd, h, sizeof(h));
+        rc = in_read(&c, h, sizeof(h));
         if (rc)
             break;
         if (nbd_req_parse(h, &r)) {
@@ -542,9 +638,12 @@ static void conn_main(void *ctx, int fd)
         }
     }
 out:
+    if (c.ibuf)
+        (void)out_flush(&c); /* answers to what was done; the client may be gone */
     readers_stop(&c);
     vc_close(c.vc); /* the cache's writer stores what is left */
     free(c.buf);
+    free(c.ibuf);
     pthread_mutex_destroy(&c.send_lock);
     pthread_mutex_destroy(&c.buf_lock);
 }
