@@ -60,8 +60,12 @@ struct vcache {
     pthread_mutex_t lock;
     pthread_cond_t work; /* the writer waits for something to do */
     pthread_cond_t done; /* flushes and punches wait for the writer */
-    struct run *d;       /* dirty: sorted by offset, disjoint */
-    size_t n, cap;
+    /* dirty, disjoint: d[0..ns) sorted by offset, d[ns..n) newer runs not
+     * sorted in yet (at most TAIL_MAX): a volume written at random holds
+     * thousands of runs, and keeping them all sorted moved half the array
+     * per write (11 % of the head's CPU under fio randwrite 4k) */
+    struct run *d;
+    size_t n, ns, cap;
     struct run *fl; /* the batch being written; fl[fl_at..nfl) not yet in the store */
     size_t nfl, flcap, fl_at;
     size_t dirty_bytes;        /* in d */
@@ -209,44 +213,108 @@ static int runs_room(struct vcache *v)
     return 0;
 }
 
+#define TAIL_MAX 256
+
+static int run_cmp(const void *a, const void *b)
+{
+    const struct run *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Sort the tail into d[0..ns), and make runs that now touch one (fewer,
+ * larger chunks at write-out). */
+static void runs_sort(struct vcache *v)
+{
+    size_t nt = v->n - v->ns;
+    if (nt) {
+        qsort(v->d + v->ns, nt, sizeof(*v->d), run_cmp);
+        struct run *t = malloc(nt * sizeof(*t));
+        if (t) {
+            /* merge from the back: only what sorts after a tail run moves */
+            memcpy(t, v->d + v->ns, nt * sizeof(*t));
+            size_t i = v->ns, j = nt, k = v->n;
+            while (j) {
+                if (i && v->d[i - 1].off > t[j - 1].off)
+                    v->d[--k] = v->d[--i];
+                else
+                    v->d[--k] = t[--j];
+            }
+            free(t);
+        } else {
+            qsort(v->d, v->n, sizeof(*v->d), run_cmp);
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 1; i < v->n; i++) {
+        struct run *a = &v->d[k], *b = &v->d[i];
+        if (a->off + a->len == b->off && a->len + b->len <= RUN_MAX &&
+            run_append(v->set, a, b->buf, b->len) == 0) {
+            run_free(v->set, b);
+            continue;
+        }
+        v->d[++k] = *b;
+    }
+    v->n = v->ns = v->n ? k + 1 : 0;
+}
+
+/* Drop [a, b) from d[i], which meets it; *gone grows by what went. Returns
+ * 1 when d[i] went entirely, 2 when [a, b) was inside it (its right part is
+ * now the last run: nothing else can meet [a, b)), 0 otherwise, < 0 on
+ * error. */
+static int run_cut(struct vcache *v, size_t i, uint64_t a, uint64_t b, size_t *gone)
+{
+    struct run *r = &v->d[i];
+    uint64_t e = r->off + r->len;
+    v->gen++;
+    if (r->off < a && e > b) {
+        if (runs_room(v))
+            return PL_ENOMEM;
+        r = &v->d[i];
+        struct run right = {b, 0, 0, NULL, 0};
+        int rc = run_append(v->set, &right, r->buf + (b - r->off), (size_t)(e - b));
+        if (rc)
+            return rc;
+        r->len = (size_t)(a - r->off);
+        v->d[v->n++] = right; /* the tail: d[0..ns) stays sorted */
+        *gone += (size_t)(b - a);
+        return 2;
+    }
+    if (r->off < a) {
+        *gone += (size_t)(e - a);
+        r->len = (size_t)(a - r->off);
+    } else if (e > b) {
+        *gone += (size_t)(b - r->off);
+        memmove(r->buf, r->buf + (b - r->off), (size_t)(e - b));
+        r->len = (size_t)(e - b);
+        r->off = b; /* still before the next: nothing else was in [a, b) */
+    } else {
+        *gone += r->len;
+        run_free(v->set, r);
+        memmove(v->d + i, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
+        v->n--;
+        if (i < v->ns)
+            v->ns--;
+        return 1;
+    }
+    return 0;
+}
+
 /* Drop [a, b) from the dirty runs; *gone: bytes dropped. */
 static int runs_cut(struct vcache *v, uint64_t a, uint64_t b, size_t *gone)
 {
-    for (size_t i = runs_find(v->d, v->n, a); i < v->n && v->d[i].off < b; i++) {
-        struct run *r = &v->d[i];
-        uint64_t e = r->off + r->len;
-        v->gen++;
-        if (r->off < a && e > b) {
-            /* the cut is inside: the right part becomes its own run */
-            if (runs_room(v))
-                return PL_ENOMEM;
-            r = &v->d[i];
-            struct run right = {b, 0, 0, NULL, 0};
-            int rc = run_append(v->set, &right, r->buf + (b - r->off), (size_t)(e - b));
-            if (rc)
-                return rc;
-            r->len = (size_t)(a - r->off);
-            memmove(v->d + i + 2, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
-            v->d[i + 1] = right;
-            v->n++;
-            *gone += (size_t)(b - a);
-            return 0;
-        }
-        if (r->off < a) {
-            *gone += (size_t)(e - a);
-            r->len = (size_t)(a - r->off);
-        } else if (e > b) {
-            *gone += (size_t)(b - r->off);
-            memmove(r->buf, r->buf + (b - r->off), (size_t)(e - b));
-            r->len = (size_t)(e - b);
-            r->off = b;
-        } else {
-            *gone += r->len;
-            run_free(v->set, r);
-            memmove(v->d + i, v->d + i + 1, (v->n - i - 1) * sizeof(*v->d));
-            v->n--;
-            i--;
-        }
+    for (size_t i = runs_find(v->d, v->ns, a); i < v->ns && v->d[i].off < b; i++) {
+        int rc = run_cut(v, i, a, b, gone);
+        if (rc < 0 || rc == 2)
+            return rc < 0 ? rc : 0;
+        i -= (size_t)rc; /* 1: d[i] is the next one now */
+    }
+    for (size_t i = v->ns; i < v->n; i++) {
+        if (v->d[i].off >= b || v->d[i].off + v->d[i].len <= a)
+            continue;
+        int rc = run_cut(v, i, a, b, gone);
+        if (rc < 0 || rc == 2)
+            return rc < 0 ? rc : 0;
+        i -= (size_t)rc;
     }
     return 0;
 }
@@ -260,32 +328,31 @@ static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, 
     v->dirty_bytes -= *gone;
     if (rc)
         return rc;
-    size_t i = runs_find(v->d, v->n, off); /* nothing is left in [off, off + n) */
-    if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off && v->d[i - 1].len + n <= RUN_MAX) {
-        rc = run_append(v->set, &v->d[i - 1], p, n); /* the common case: sequential writes */
-        i--;
+    /* the common case, sequential writes: onto the run that ends at off,
+     * most likely the newest */
+    struct run *prev = NULL;
+    if (v->n && v->d[v->n - 1].off + v->d[v->n - 1].len == off) {
+        prev = &v->d[v->n - 1];
+    } else {
+        size_t i = runs_find(v->d, v->ns, off); /* nothing is left in [off, off + n) */
+        if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off)
+            prev = &v->d[i - 1];
+    }
+    if (prev && prev->len + n <= RUN_MAX) {
+        rc = run_append(v->set, prev, p, n);
     } else {
         if (runs_room(v))
             return PL_ENOMEM;
         struct run r = {off, 0, 0, NULL, 0};
         rc = run_append(v->set, &r, p, n);
-        if (!rc) {
-            memmove(v->d + i + 1, v->d + i, (v->n - i) * sizeof(*v->d));
-            v->d[i] = r;
-            v->n++;
-        }
+        if (!rc)
+            v->d[v->n++] = r;
     }
     if (rc)
         return rc;
     v->dirty_bytes += n;
-    /* the next run may now follow on directly */
-    if (i + 1 < v->n && v->d[i].off + v->d[i].len == v->d[i + 1].off &&
-        v->d[i].len + v->d[i + 1].len <= RUN_MAX &&
-        !run_append(v->set, &v->d[i], v->d[i + 1].buf, v->d[i + 1].len)) {
-        run_free(v->set, &v->d[i + 1]);
-        memmove(v->d + i + 1, v->d + i + 2, (v->n - i - 2) * sizeof(*v->d));
-        v->n--;
-    }
+    if (v->n - v->ns > TAIL_MAX)
+        runs_sort(v);
     return 0;
 }
 
@@ -293,6 +360,7 @@ static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, 
  * runs: only the parts no dirty run covers. *kept: bytes put back. */
 static int runs_restore(struct vcache *v, const struct run *r, size_t *kept)
 {
+    runs_sort(v); /* the gaps are found in order */
     uint64_t end = r->off + r->len;
     struct gap {
         uint64_t a, b;
@@ -593,7 +661,8 @@ static void *writer_main(void *arg)
             wait_ms(v, wait_for);
             continue;
         }
-        /* take every dirty run; fl is empty between batches */
+        /* take every dirty run, in order; fl is empty between batches */
+        runs_sort(v);
         struct run *t = v->fl;
         size_t tcap = v->flcap;
         v->fl = v->d;
@@ -602,7 +671,7 @@ static void *writer_main(void *arg)
         v->fl_at = 0;
         v->d = t;
         v->cap = tcap;
-        v->n = 0;
+        v->n = v->ns = 0;
         v->dirty_bytes = 0;
         v->dirty_since = 0;
         uint64_t upto = v->seq;
@@ -868,8 +937,10 @@ int vc_read(struct vcache *v, uint64_t off, void *buf, size_t len)
         memset((uint8_t *)buf + got, 0, len - got); /* shrunk meanwhile: zeros */
     if (!rc && v->nfl > v->fl_at)
         overlay(v->fl + v->fl_at, v->nfl - v->fl_at, off, buf, len);
-    if (!rc && v->n)
-        overlay(v->d, v->n, off, buf, len);
+    if (!rc && v->ns)
+        overlay(v->d, v->ns, off, buf, len);
+    for (size_t i = v->ns; !rc && i < v->n; i++)
+        overlay(&v->d[i], 1, off, buf, len);
     pthread_mutex_unlock(&v->lock);
     return rc;
 }
