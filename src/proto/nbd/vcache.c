@@ -329,11 +329,13 @@ static int runs_put(struct vcache *v, uint64_t off, const uint8_t *p, size_t n, 
     if (rc)
         return rc;
     /* the common case, sequential writes: onto the run that ends at off,
-     * most likely the newest */
+     * most likely the newest (several connections writing their own parts
+     * of a volume in order each extend one of the tail's) */
     struct run *prev = NULL;
-    if (v->n && v->d[v->n - 1].off + v->d[v->n - 1].len == off) {
-        prev = &v->d[v->n - 1];
-    } else {
+    for (size_t i = v->n; i > v->ns && !prev; i--)
+        if (v->d[i - 1].off + v->d[i - 1].len == off)
+            prev = &v->d[i - 1];
+    if (!prev) {
         size_t i = runs_find(v->d, v->ns, off); /* nothing is left in [off, off + n) */
         if (i > 0 && v->d[i - 1].off + v->d[i - 1].len == off)
             prev = &v->d[i - 1];
