@@ -14,7 +14,6 @@
  * connection's completed writes durable (CAN_MULTI_CONN). */
 #include "proto/nbd/nbd.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -358,18 +357,25 @@ static int in_read(struct nconn *c, void *dst, size_t n)
     if (n >= IBUF_SIZE / 2)
         return tsrv_read(c->fd, p, n);
     c->iat = c->iend = 0;
-    while (c->iend < n) {
-        ssize_t r = recv(c->fd, c->ibuf + c->iend, IBUF_SIZE - c->iend, 0);
-        if (r == 0)
-            return PL_EPROTO;
-        if (r < 0 && errno != EINTR)
-            return -errno;
-        if (r > 0)
-            c->iend += (size_t)r;
-    }
+    rc = tsrv_read_some(c->fd, c->ibuf, n, IBUF_SIZE, &c->iend);
+    if (rc)
+        return rc;
     memcpy(p, c->ibuf, n);
     c->iat = n;
     return 0;
+}
+
+/* The next n bytes in place: inside ibuf when they are all there (no
+ * copy), else read into spare. */
+static int in_take(struct nconn *c, size_t n, uint8_t *spare, const uint8_t **ret)
+{
+    if (c->iend - c->iat >= n) {
+        *ret = c->ibuf + c->iat;
+        c->iat += n;
+        return 0;
+    }
+    *ret = spare;
+    return in_read(c, spare, n);
 }
 
 static int reply_simple(struct nconn *c, const struct nbd_req *r, uint32_t err, const void *data,
@@ -543,14 +549,9 @@ static int serve(struct nconn *c, const struct nbd_req *r)
     case NBD_CMD_WRITE: {
         if (r->len > NBD_REQ_MAX)
             return PL_EPROTO; /* cannot skip what we will not read */
-        const uint8_t *data = c->ibuf + c->iat; /* the payload where it arrived */
-        if (c->iend - c->iat >= r->len) {
-            c->iat += r->len;
-        } else if ((rc = in_read(c, c->buf, r->len))) {
+        const uint8_t *data;
+        if ((rc = in_take(c, r->len, c->buf, &data)))
             return rc;
-        } else {
-            data = c->buf;
-        }
         if (v->readonly)
             return reply_err(c, r, NBD_EPERM, "the volume is read-only");
         if (bad)

@@ -37,11 +37,12 @@ struct tsrv {
     int nconns;
 };
 
-int tsrv_read(int fd, void *buf, size_t n)
+int tsrv_read_some(int fd, void *buf, size_t min, size_t cap, size_t *got)
 {
     uint8_t *p = buf;
-    while (n) {
-        ssize_t r = recv(fd, p, n, 0);
+    size_t have = 0;
+    while (have < min) {
+        ssize_t r = recv(fd, p + have, cap - have, 0);
         if (r == 0)
             return PL_EPROTO;
         if (r < 0) {
@@ -49,10 +50,16 @@ int tsrv_read(int fd, void *buf, size_t n)
                 continue;
             return -errno;
         }
-        p += r;
-        n -= (size_t)r;
+        have += (size_t)r;
     }
+    *got = have;
     return 0;
+}
+
+int tsrv_read(int fd, void *buf, size_t n)
+{
+    size_t got;
+    return tsrv_read_some(fd, buf, n, n, &got);
 }
 
 static void *conn_main(void *arg)

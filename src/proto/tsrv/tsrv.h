@@ -54,5 +54,8 @@ void tsrv_accept_loop(int lfd, int stop_fd, void (*on_conn)(void *arg, int fd), 
 /* Read exactly n bytes: 0, PL_EPROTO on EOF before n bytes, or -errno.
  * (Writes use pl_write_all: servers ignore SIGPIPE.) */
 int tsrv_read(int fd, void *buf, size_t n) PL_WUR;
+/* Read at least min and at most cap bytes (what the socket has once min
+ * arrived); *got: how many. Errors as tsrv_read. */
+int tsrv_read_some(int fd, void *buf, size_t min, size_t cap, size_t *got) PL_WUR;
 
 #endif
