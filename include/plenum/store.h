@@ -401,11 +401,14 @@ int pl_mpu_list(struct pl_store *st, const char *bucket, pl_mpu_fn cb, void *arg
  * Names: 1..64 of [A-Za-z0-9._-], not starting with '.'; a snapshot of
  * volume V is the read-only volume "V@SNAP". Volumes are thin. */
 #define PL_VOLUME_NAME_MAX 129
+#define PL_VOLUME_OBJECT_MAX (63 + 1 + PL_KEY_MAX) /* "BUCKET/KEY" */
 struct pl_volume_info {
     char name[PL_VOLUME_NAME_MAX + 1];
+    char object[PL_VOLUME_OBJECT_MAX + 1]; /* the object the volume is, or "" */
     uint64_t id, size;
     int64_t ctime;
     int readonly;
+    int missing; /* an object volume whose key names no object now (listings only) */
 };
 int pl_volume_name_valid(const char *name);
 int pl_volume_create(struct pl_store *st, const char *name, uint64_t size,
@@ -421,6 +424,14 @@ int pl_volume_snapshot(struct pl_store *st, const char *name, const char *snap,
 /* A writable volume sharing src's chunks (src may be a snapshot). */
 int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
                     struct pl_volume_info *ret) PL_WUR;
+/* Serve the object "BUCKET/KEY" as volume name, without a copy: the volume
+ * is the object, and NBD writes are writes to it. The key is looked up at
+ * each open, so connections made after a newer PUT see the newer object.
+ * size 0 needs the object to exist; otherwise a missing object is made,
+ * thin and size bytes long, and an existing one of another size is
+ * PL_EINVAL. Deleting the volume leaves the object. */
+int pl_volume_link(struct pl_store *st, const char *name, const char *object, uint64_t size,
+                   struct pl_volume_info *ret) PL_WUR;
 
 /* ---- NFS exports ----
  * A rule exports "/BUCKET[/PATH]" to clients in an IPv4 network, read-write

@@ -469,12 +469,20 @@ int cmd_volume(struct opts *o)
     static const char *const verbs[] = {"create", "list", "resize", "delete", "snapshot", "clone"};
     static const int nargs[] = {1, 0, 1, 1, 2, 2};
     int v = cli_pick_verb(o, verbs, nargs, (int)PL_ARRAY_LEN(verbs),
-                          "create NAME --size N, list, resize NAME --size N, delete NAME, "
-                          "snapshot NAME SNAP or clone SOURCE NAME");
+                          "create NAME --size N, create NAME --object pl://BUCKET/KEY, list, "
+                          "resize NAME --size N, delete NAME, snapshot NAME SNAP or clone "
+                          "SOURCE NAME");
     if (v < 0)
         return EXIT_USAGE;
-    if ((v == 0 || v == 2) && !o->size)
+    if (((v == 0 && !o->object) || v == 2) && !o->size)
         return cli_usage_error("%s", "needs --size (bytes, or with K, M, G, T)");
+    if (o->object && v != 0)
+        return cli_usage_error("%s", "--object goes with create");
+    const char *object = o->object;
+    if (object && !strncmp(object, "pl://", 5))
+        object += 5;
+    if (object && !strchr(object, '/'))
+        return cli_usage_error("--object takes pl://BUCKET/KEY, not '%s'", o->object);
     if (cli_backend_open(o, &b))
         return EXIT_FAIL;
     static const char *const ops[] = {"volume-create", "volume-list", "volume-resize",
@@ -490,30 +498,49 @@ int cmd_volume(struct opts *o)
     }
     if (o->size)
         json_object_set_new(a, "size", json_string(o->size));
+    if (object)
+        json_object_set_new(a, "object", json_string(object));
     char what[400];
     snprintf(what, sizeof(what), "volume %s%s%s", verbs[v], o->npos > 1 ? " " : "",
              o->npos > 1 ? o->pos[1] : "");
-    int r = cli_call(&b, ops[v], a, NULL, &res, what);
+    char msg[512];
+    int r = 0, rc = backend_call(&b, ops[v], a, NULL, &res, msg, sizeof(msg));
+    if (rc && object && rc == PL_ENOENT && !o->size)
+        snprintf(msg, sizeof(msg), "no object pl://%s; add --size N to make one there", object);
+    else if (rc && object && rc == PL_EINVAL && o->size)
+        snprintf(msg, sizeof(msg), "pl://%s exists with another size (leave out --size; "
+                 "'plenum volume resize' changes it)", object);
+    else if (rc && object && rc == PL_EINVAL)
+        snprintf(msg, sizeof(msg), "bad volume name or key '%s' (a volume name is 1..64 of "
+                 "A-Z a-z 0-9 . _ -)", o->object);
+    if (rc)
+        r = cli_fail(rc, what, msg);
     if (!r && o->json) {
         cli_print_json(res);
     } else if (!r && v == 1) {
         json_t *e;
         size_t i;
-        printf("%-32s %12s  %s\n", "NAME", "SIZE", "MODE");
+        printf("%-32s %12s  %-4s  %s\n", "NAME", "SIZE", "MODE", "OBJECT");
         json_array_foreach(json_object_get(res, "volumes"), i, e)
         {
             char sz[32];
+            const char *obj = json_string_value(json_object_get(e, "object"));
             pl_fmt_bytes((uint64_t)json_integer_value(json_object_get(e, "size")), sz, sizeof(sz));
-            printf("%-32s %12s  %s\n", json_string_value(json_object_get(e, "name")), sz,
-                   json_is_true(json_object_get(e, "readonly")) ? "ro" : "rw");
+            printf("%-32s %12s  %-4s  %s%s%s\n", json_string_value(json_object_get(e, "name")),
+                   json_is_true(json_object_get(e, "missing")) ? "-" : sz,
+                   json_is_true(json_object_get(e, "readonly")) ? "ro" : "rw", obj ? "pl://" : "",
+                   obj ? obj : "",
+                   json_is_true(json_object_get(e, "missing")) ? " (no such object now)" : "");
         }
     } else if (!r) {
         json_t *vol = json_object_get(res, "volume");
+        const char *obj = vol ? json_string_value(json_object_get(vol, "object")) : NULL;
         if (vol)
-            printf("volume %s: %lld bytes%s (nbd://HOST:PORT/%s)\n",
+            printf("volume %s: %lld bytes%s%s%s (nbd://HOST:PORT/%s)\n",
                    json_string_value(json_object_get(vol, "name")),
                    (long long)json_integer_value(json_object_get(vol, "size")),
                    json_is_true(json_object_get(vol, "readonly")) ? ", read-only" : "",
+                   obj ? ", the object pl://" : "", obj ? obj : "",
                    json_string_value(json_object_get(vol, "name")));
         else
             printf("ok: %s\n", what);

@@ -21,7 +21,7 @@ struct opts {
     const char *data;
     int json, recursive, help, now;
     int jobs; /* cp -r: transfers at once (0: CLI_JOBS_DEFAULT) */
-    const char *snapshot, *content_type, *size;
+    const char *snapshot, *content_type, *size, *object;
     const char *clients, *options;
     const char *server;
     int readonly;

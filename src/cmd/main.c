@@ -113,14 +113,19 @@ static const struct cmd cmds[] = {
      "bounds of the running server until it restarts (0 keeps one).\n"
      "examples:\n  plenum kv stats\n  plenum kv config 2048 0\n  plenum kv flush alice/0"},
     {"volume", cmd_volume,
-     "create NAME --size N | list | resize NAME --size N | delete NAME | snapshot NAME SNAP | "
-     "clone SOURCE NAME",
+     "create NAME --size N | create NAME --object pl://BUCKET/KEY [--size N] | list | "
+     "resize NAME --size N | delete NAME | snapshot NAME SNAP | clone SOURCE NAME",
      "block volumes, served over NBD as nbd://HOST:PORT/NAME",
      "Volumes are thin: only written blocks take space, deduplicated like all data.\n"
      "A snapshot is the read-only volume NAME@SNAP; a clone is a writable volume sharing\n"
      "its source's data. Sizes take K, M, G or T.\n"
+     "With --object the volume is that object, not a copy: NBD reads and writes its bytes,\n"
+     "S3, NFS and FUSE see the same ones (NBD writes once flushed, or after a second).\n"
+     "The key is looked up at each NBD connection, so a newer PUT is what the next one\n"
+     "sees. --size makes the object (thin) if the key has none; delete leaves the object.\n"
      "examples:\n  plenum volume create vm1 --size 10G\n  nbdinfo nbd://127.0.0.1:10809/vm1\n"
-     "  plenum volume snapshot vm1 before-upgrade\n  plenum volume clone vm1@before-upgrade vm2"},
+     "  plenum volume snapshot vm1 before-upgrade\n  plenum volume clone vm1@before-upgrade vm2\n"
+     "  plenum volume create img --object pl://images/debian.raw"},
     {"snapshot", cmd_snapshot, "create NAME | list | delete NAME",
      "point-in-time snapshots of the whole namespace (O(1) to take)",
      "Read from one with --snapshot NAME on cat, cp, ls and stat.\n"
@@ -250,6 +255,8 @@ int main(int argc, char **argv)
             o.content_type = argv[++i];
         else if (!strcmp(a, "--size") && i + 1 < argc)
             o.size = argv[++i];
+        else if (!strcmp(a, "--object") && i + 1 < argc)
+            o.object = argv[++i];
         else if (!strcmp(a, "--clients") && i + 1 < argc)
             o.clients = argv[++i];
         else if (!strcmp(a, "--options") && i + 1 < argc)

@@ -497,6 +497,16 @@ void pl_attr_set(struct pl_attr *a, unsigned mask, const struct pl_attr *in)
         a->mtime = in->mtime;
 }
 
+/* The bytes of e may change: a file, and not a noncurrent object version
+ * (its version record keeps its size and ETag; a handle opened before a
+ * newer PUT, over NFS or NBD, may still name it). */
+static int elem_content_writable(const struct elem *e)
+{
+    if (e->a.type != PL_T_FILE)
+        return e->a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+    return e->flags & ELEM_F_VERSION ? PL_EROFS : 0;
+}
+
 static int apply_setattr(struct meta_txn *t, void *arg)
 {
     struct set_args *a = arg;
@@ -508,10 +518,9 @@ static int apply_setattr(struct meta_txn *t, void *arg)
     int64_t now = pl_now_ns();
     pl_attr_set(&e.a, a->mask, a->in);
     if (a->mask & PL_SET_SIZE) {
-        if (e.a.type != PL_T_FILE) {
-            rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+        rc = elem_content_writable(&e);
+        if (rc)
             goto out;
-        }
         uint64_t ns = a->in->size;
         if (ns < e.a.size)
             rc = extent_punch(t, e.a.id, ns, UINT64_MAX);
@@ -870,8 +879,8 @@ static int apply_write(struct meta_txn *t, void *arg)
     struct elem e;
     elem_init(&e);
     int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
-    if (!rc && e.a.type != PL_T_FILE)
-        rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+    if (!rc)
+        rc = elem_content_writable(&e);
     for (size_t i = 0; i < a->nr && !rc; i++)
         rc = extent_replace(t, &e, a->r[i].off, a->r[i].off + a->r[i].n, a->pr->p + a->first[i],
                             a->first[i + 1] - a->first[i]);
@@ -1259,8 +1268,8 @@ static int apply_punch(struct meta_txn *t, void *arg)
     struct elem e;
     elem_init(&e);
     int rc = elem_get(t->txn, t->env, a->id, PL_VIEW_LIVE, &e);
-    if (!rc && e.a.type != PL_T_FILE)
-        rc = e.a.type == PL_T_DIR ? PL_EISDIR : PL_EINVAL;
+    if (!rc)
+        rc = elem_content_writable(&e);
     uint64_t end = a->off + a->len;
     if (!rc && end > e.a.size)
         end = e.a.size;

@@ -1,5 +1,6 @@
 """The NBD head with real clients: nbdinfo, nbdcopy and qemu-img against a
 real plenum server; volumes made, snapshotted and cloned with the CLI."""
+import hashlib
 import os
 import signal
 import socket
@@ -340,3 +341,107 @@ def test_fio_verify(nbd, tmp_path, rw, bs):
     out = run("fio", str(job), cwd=tmp_path)
     assert "err= 0" in out
     assert nbd.pl.run("fsck").returncode == 0
+
+
+def test_object_volume_same_bytes_over_s3_nfs_and_nbd(tmp_path):
+    """An object PUT over S3 served as a volume without a copy: NBD reads its bytes,
+    NBD writes are what S3 and NFS read (with a new ETag), a newer PUT is what the
+    next connection sees, and deleting the volume leaves the object."""
+    from s3util import client
+    nbd = pytest.importorskip("nbd", reason="python3-libnbd is installed by scripts/deps.sh")
+    data = tmp_path / "data"
+    port, nport, mport = free_port(), free_port(), free_port()
+    srv = Server(data, s3=True, extra=["--nbd", f"127.0.0.1:{port}", "--nfs",
+                                       f"127.0.0.1:{nport}", "--mountd", f"127.0.0.1:{mport}"])
+    pl = Plenum(data)
+    url = f"nbd://127.0.0.1:{port}"
+    nfs = f"nfs://127.0.0.1/images/vm/disk.raw?nfsport={nport}&mountport={mport}"
+    md5 = lambda b: hashlib.md5(b).hexdigest()
+    try:
+        s3 = client(srv.s3_url)
+        s3.create_bucket(Bucket="images")
+        mib = 1 << 20
+        body = os.urandom(8 * mib) + bytes(4 * mib) + os.urandom(4 * mib - 5)
+        s3.put_object(Bucket="images", Key="vm/disk.raw", Body=body)
+        out = pl.ok("volume", "create", "img", "--object", "pl://images/vm/disk.raw").stdout.decode()
+        assert "the object pl://images/vm/disk.raw" in out
+        assert f'"export-size": {len(body)}' in run("nbdinfo", "--json", f"{url}/img")
+        back = tmp_path / "back.raw"
+        run("nbdcopy", f"{url}/img", str(back))
+        assert back.read_bytes() == body
+        listing = pl.ok("volume", "list").stdout.decode()
+        assert "img" in listing and "pl://images/vm/disk.raw" in listing
+
+        # NBD writes are the object's bytes: S3 and NFS read them, with a new ETag
+        patch = os.urandom(mib)
+        h = nbd.NBD()
+        h.connect_uri(f"{url}/img")
+        h.pwrite(patch, 3 * mib + 17)
+        h.trim(mib, 10 * mib)
+        h.flush()
+        want = body[:3 * mib + 17] + patch + body[4 * mib + 17:]
+        got = s3.get_object(Bucket="images", Key="vm/disk.raw")
+        assert got["Body"].read() == want
+        assert got["ETag"].strip('"') == md5(want)
+        assert subprocess.run(["nfs-cat", nfs], capture_output=True, timeout=60).stdout == want
+
+        # a read-only snapshot keeps those bytes while the object changes on
+        pl.ok("volume", "snapshot", "img", "s1")
+        h.pwrite(b"\xff" * 4096, 0, nbd.CMD_FLAG_FUA)
+        assert s3.get_object(Bucket="images", Key="vm/disk.raw",
+                             Range="bytes=0-4095")["Body"].read() == b"\xff" * 4096
+        h.shutdown()
+        run("nbdcopy", f"{url}/img@s1", str(back))
+        assert back.read_bytes() == want
+
+        # a newer PUT is what the next connection sees; resize changes the object
+        body2 = os.urandom(2 * mib)
+        s3.put_object(Bucket="images", Key="vm/disk.raw", Body=body2)
+        run("nbdcopy", f"{url}/img", str(back))
+        assert back.read_bytes() == body2
+        pl.ok("volume", "resize", "img", "--size", "3M")
+        head = s3.head_object(Bucket="images", Key="vm/disk.raw")
+        assert head["ContentLength"] == 3 * mib
+        assert head["ETag"].strip('"') == md5(body2 + bytes(mib))
+
+        # --size makes a thin object where there is none; an existing one keeps its size
+        pl.ok("volume", "create", "blank", "--object", "pl://images/blank.raw", "--size", "64M")
+        assert s3.head_object(Bucket="images", Key="blank.raw")["ContentLength"] == 64 * mib
+        r = pl.run("volume", "create", "x", "--object", "pl://images/blank.raw", "--size", "1M")
+        assert r.returncode == 1 and "another size" in r.stderr.decode()
+        r = pl.run("volume", "create", "x", "--object", "pl://images/none.raw")
+        assert r.returncode == 1 and "add --size" in r.stderr.decode()
+        r = pl.run("volume", "create", "x", "--object", "pl://images/vm")  # a directory
+        assert r.returncode == 1
+        r = pl.run("volume", "create", "img", "--object", "pl://images/blank.raw")
+        assert r.returncode == 1 and "already exists" in r.stderr.decode()
+
+        # in a versioned bucket a connection opened before a newer PUT cannot change
+        # the version it opened: its FLUSH fails, both versions keep their bytes
+        s3.create_bucket(Bucket="vers")
+        s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+        v1 = s3.put_object(Bucket="vers", Key="d.raw", Body=body)["VersionId"]
+        pl.ok("volume", "create", "vd", "--object", "pl://vers/d.raw")
+        h = nbd.NBD()
+        h.connect_uri(f"{url}/vd")
+        s3.put_object(Bucket="vers", Key="d.raw", Body=body2)
+        h.pwrite(patch, 0)
+        with pytest.raises(nbd.Error):
+            h.flush()
+        h.shutdown()
+        assert s3.get_object(Bucket="vers", Key="d.raw", VersionId=v1)["Body"].read() == body
+        assert s3.get_object(Bucket="vers", Key="d.raw")["Body"].read() == body2
+
+        # deleting the volume leaves the object; a volume whose object went is listed
+        pl.ok("volume", "delete", "img")
+        assert s3.get_object(Bucket="images", Key="vm/disk.raw")["Body"].read() == \
+            body2 + bytes(mib)
+        s3.delete_object(Bucket="images", Key="blank.raw")
+        assert b"no such object now" in pl.ok("volume", "list").stdout
+        assert "blank" not in run("nbdinfo", "--list", url)
+        assert subprocess.run(["nbdinfo", f"{url}/blank"], capture_output=True).returncode != 0
+        pl.ok("volume", "delete", "blank")
+        assert b"blank" not in pl.ok("volume", "list").stdout
+    finally:
+        assert srv.stop() == 0
+    assert pl.run("fsck").returncode == 0

@@ -237,12 +237,87 @@ static void test_version_pinned(void **state)
     free(back);
 }
 
+static int vol_collect(void *arg, const struct pl_volume_info *v)
+{
+    struct seen *s = arg;
+    snprintf(s->line[s->n++], sizeof(s->line[0]), "%s %s%s", v->name, v->object,
+             v->missing ? " missing" : "");
+    return s->n == 64;
+}
+
+/* A volume that is an object: opened by key, so a newer PUT is the volume
+ * from then on; the version it replaced cannot be written any more. */
+static void test_object_volume(void **state)
+{
+    struct fix *f = *state;
+    struct pl_store *st = f->st;
+    struct pl_volume_info v, v2, snap;
+    struct pl_attr a1, a2, in = {0};
+    char vid[PL_VERSION_LEN];
+    size_t got;
+    assert_int_equal(pl_bucket_create(st, "ovb"), 0);
+    assert_int_equal(pl_bucket_versioning_set(st, "ovb", PL_VERSIONING_ENABLED), 0);
+    put_str(st, "ovb", "dir/img", "first body", &a1);
+    assert_int_equal(pl_volume_link(st, "ov", "ovb/dir/img", 0, &v), 0);
+    assert_int_equal(v.id, a1.id);
+    assert_int_equal(v.size, 10);
+    assert_string_equal(v.object, "ovb/dir/img");
+    /* names and keys that cannot be, and objects that are not files */
+    assert_int_equal(pl_volume_link(st, "ov", "ovb/dir/img", 0, NULL), PL_EEXIST);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb/dir", 0, NULL), PL_ENOENT);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb/none", 0, NULL), PL_ENOENT);
+    assert_int_equal(pl_volume_link(st, "o2", "nob/x", 0, NULL), PL_ENOBUCKET);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb", 0, NULL), PL_EINVAL);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb/a/../b", 0, NULL), PL_EINVAL);
+    assert_int_equal(pl_volume_link(st, "o@s", "ovb/dir/img", 0, NULL), PL_EINVAL);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb/dir/img", 99, NULL), PL_EINVAL);
+
+    /* a snapshot copies what the object holds now */
+    assert_int_equal(pl_volume_snapshot(st, "ov", "s", &snap), 0);
+    assert_true(snap.readonly && !snap.object[0] && snap.id != a1.id);
+    /* a newer PUT: the volume is the new object, the old version is read-only */
+    put_str(st, "ovb", "dir/img", "second", &a2);
+    assert_int_equal(pl_volume_get(st, "ov", &v2), 0);
+    assert_int_equal(v2.id, a2.id);
+    assert_int_equal(pl_elem_write(st, a1.id, 0, "X", 1), PL_EROFS);
+    in.size = 1;
+    assert_int_equal(pl_elem_setattr(st, a1.id, PL_SET_SIZE, &in, NULL), PL_EROFS);
+    pl_version_str(a1.version, vid);
+    assert_string_equal(body_of(st, "ovb", "dir/img", vid), "first body");
+    char buf[16] = {0};
+    assert_int_equal(pl_elem_read(st, snap.id, PL_VIEW_LIVE, 0, buf, 15, &got), 0);
+    assert_string_equal(buf, "first body");
+    /* writes to the volume are the object's */
+    assert_int_equal(pl_elem_write(st, v2.id, 0, "S", 1), 0);
+    assert_string_equal(body_of(st, "ovb", "dir/img", NULL), "Second");
+    assert_int_equal(pl_volume_resize(st, "ov", 3), 0);
+    assert_string_equal(body_of(st, "ovb", "dir/img", NULL), "Sec");
+
+    /* size makes a missing object; the object's going leaves a listed name */
+    assert_int_equal(pl_volume_link(st, "nw", "ovb/new", 1 << 20, &v), 0);
+    assert_int_equal(pl_obj_lookup(st, "ovb", "new", PL_VIEW_LIVE, &a1), 0);
+    assert_int_equal(a1.size, 1 << 20);
+    assert_int_equal(pl_obj_delete(st, "ovb", "new"), 0);
+    assert_int_equal(pl_volume_get(st, "nw", &v), PL_ENOENT);
+    struct seen s = {0};
+    assert_int_equal(pl_volume_list(st, vol_collect, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.line[0], "nw ovb/new missing");
+    assert_string_equal(s.line[1], "ov ovb/dir/img");
+    assert_string_equal(s.line[2], "ov@s ");
+    /* deleting volumes leaves the object */
+    assert_int_equal(pl_volume_delete(st, "nw"), 0);
+    assert_int_equal(pl_volume_delete(st, "ov"), 0);
+    assert_string_equal(body_of(st, "ovb", "dir/img", NULL), "Sec");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_versions_basic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_versions_suspended, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_pinned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_volume, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

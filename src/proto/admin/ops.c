@@ -591,8 +591,10 @@ static int size_arg(json_t *args, uint64_t *ret)
 
 static json_t *volume_json(const struct pl_volume_info *v)
 {
-    return json_pack("{s:s, s:I, s:b, s:I}", "name", v->name, "size", (json_int_t)v->size,
-                     "readonly", v->readonly, "ctime_ns", (json_int_t)v->ctime);
+    return json_pack("{s:s, s:I, s:b, s:I, s:s?, s:b}", "name", v->name, "size",
+                     (json_int_t)v->size, "readonly", v->readonly, "ctime_ns",
+                     (json_int_t)v->ctime, "object", v->object[0] ? v->object : NULL,
+                     "missing", v->missing);
 }
 
 static int volume_cb(void *arg, const struct pl_volume_info *v)
@@ -604,12 +606,12 @@ static int volume_cb(void *arg, const struct pl_volume_info *v)
 static int op_volume_create(struct pl_store *st, json_t *args, json_t *res, struct op_io *io)
 {
     (void)io;
-    const char *n = sarg(args, "name");
-    uint64_t size;
+    const char *n = sarg(args, "name"), *obj = sarg(args, "object");
+    uint64_t size = 0;
     struct pl_volume_info v;
-    int rc = n ? size_arg(args, &size) : PL_EINVAL;
+    int rc = !n ? PL_EINVAL : obj && !sarg(args, "size") ? 0 : size_arg(args, &size);
     if (!rc)
-        rc = pl_volume_create(st, n, size, &v);
+        rc = obj ? pl_volume_link(st, n, obj, size, &v) : pl_volume_create(st, n, size, &v);
     if (!rc)
         json_object_set_new(res, "volume", volume_json(&v));
     return rc;

@@ -121,6 +121,8 @@ static int list_cb(void *arg, const struct pl_volume_info *v)
     struct nconn *c = arg;
     uint8_t b[4 + PL_VOLUME_NAME_MAX];
     size_t n = strlen(v->name);
+    if (v->missing)
+        return 0; /* an object volume whose object is gone: nothing to serve */
     nbd_put32(b, (uint32_t)n);
     memcpy(b + 4, v->name, n);
     return opt_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, b, 4 + n) ? 1 : 0;

@@ -579,7 +579,8 @@ static int batch_write(struct vcache *v)
 static void batch_fail(struct vcache *v, int rc, int closing)
 {
     size_t lost = 0, dropped = 0;
-    int gone = rc == PL_ENOENT; /* the volume was deleted */
+    /* the volume was deleted, or its object replaced by a newer version */
+    int gone = rc == PL_ENOENT || rc == PL_EROFS;
     closing |= gone;
     for (size_t i = v->fl_at; i < v->nfl; i++) {
         struct run *r = &v->fl[i];
@@ -599,8 +600,8 @@ static void batch_fail(struct vcache *v, int rc, int closing)
         runs_cut(v, 0, UINT64_MAX, &rest);
         v->dirty_bytes = 0;
         set_account(v->set, 0, rest);
-        pl_log(PL_LOG_INFO, "nbd", "volume element %llu was deleted; %zu cached bytes dropped",
-               (unsigned long long)v->id, lost + rest);
+        pl_log(PL_LOG_INFO, "nbd", "volume element %llu was deleted or replaced (%s); %zu cached "
+               "bytes dropped", (unsigned long long)v->id, pl_strerror(rc), lost + rest);
     } else if (lost)
         pl_log(PL_LOG_ERROR, "nbd", "writing cached blocks of volume element %llu: %s; %zu "
                "bytes lost", (unsigned long long)v->id, pl_strerror(rc), lost);
