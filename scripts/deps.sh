@@ -6,7 +6,7 @@ PKGS="meson ninja-build pkg-config gcc clang clang-tidy libclang-rt-14-dev
 liblmdb-dev lmdb-utils libzstd-dev libxxhash-dev libssl-dev libuv1-dev libjansson-dev
 libhttp-parser-dev libcurl4-openssl-dev libcmocka-dev libxml2-dev libisal-dev zlib1g-dev
 python3 python3-pytest python3-boto3 awscli s3cmd rclone wrk nginx curl
-zstd borgbackup restic libnbd-bin python3-libnbd qemu-utils nbdkit fio libnfs-utils libnfs-dev nfs-ganesha nfs-ganesha-vfs rpcbind iperf3
+zstd borgbackup restic libnbd-bin python3-libnbd qemu-utils nbdkit fio libnfs-utils libnfs-dev nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iperf3
 libfuse3-dev fuse3 git sqlite3 rsync liblz4-dev libsnappy-dev
 kcat python3-kafka python3-confluent-kafka librdkafka-dev
 redis-server redis-tools python3-redis"

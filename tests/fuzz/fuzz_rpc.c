@@ -9,7 +9,7 @@ static void args_walk(struct xdr_in *x, uint32_t shape)
 {
     char name[257];
     uint32_t n;
-    switch (shape % 4) {
+    switch (shape % 5) {
     case 0: /* diropargs: handle, name */
         (void)xdr_opaque(x, 64, &n);
         xdr_string(x, name, 256);
@@ -28,6 +28,12 @@ static void args_walk(struct xdr_in *x, uint32_t shape)
         for (int i = 0; i < 2; i++)
             if (xdr_u32(x) == 2)
                 (void)xdr_fixed(x, 8);
+        break;
+    case 3: /* RPCBIND's rpcb: program, version, netid, address, owner */
+        (void)xdr_u32(x);
+        (void)xdr_u32(x);
+        for (int i = 0; i < 3; i++)
+            xdr_string(x, name, i ? 128 : 64);
         break;
     default: /* READDIRPLUS */
         (void)xdr_opaque(x, 64, &n);

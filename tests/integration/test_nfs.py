@@ -219,6 +219,48 @@ def test_nfs_retransmitted_remove_answered_from_cache(nfs):
         assert again == first  # not NOENT: the cached reply
 
 
+def mount_list(r):
+    """(host, path) pairs of a MOUNT DUMP reply."""
+    out, off = [], 24
+    while struct.unpack(">I", r[off:off + 4])[0]:
+        off += 4
+        pair = []
+        for _ in range(2):
+            n = struct.unpack(">I", r[off:off + 4])[0]
+            pair.append(r[off + 4:off + 4 + n].decode())
+            off += 4 + n + (-n % 4)
+        out.append(tuple(pair))
+    return out
+
+
+def test_nfs_mount_list_and_rpcbind(nfs):
+    """MOUNT DUMP/UMNT/UMNTALL/EXPORT and RPCBIND GETADDR, on the MOUNT port (every
+    listener answers every program); showmount covers them on port 111."""
+    with socket.create_connection(("127.0.0.1", nfs.mport)) as m:
+        assert nfs_status(rpc(m, 100005, 3, 1, xstr(b"/bkt"))) == 0
+        nfs.pl.ok("mb", "pl://other")
+        assert nfs_status(rpc(m, 100005, 3, 1, xstr(b"/other"))) == 0
+        assert mount_list(rpc(m, 100005, 3, 2)) == [("127.0.0.1", "/bkt"),
+                                                          ("127.0.0.1", "/other")]
+        assert struct.unpack(">I", rpc(m, 100005, 3, 3, xstr(b"/bkt"))[20:24])[0] == 0
+        assert mount_list(rpc(m, 100005, 3, 2)) == [("127.0.0.1", "/other")]
+        assert struct.unpack(">I", rpc(m, 100005, 3, 4)[20:24])[0] == 0  # UMNTALL
+        assert mount_list(rpc(m, 100005, 3, 2)) == []
+        # EXPORT: each bucket, to loopback (no rule configured); groups are a list too
+        r = rpc(m, 100005, 3, 5)
+        assert b"/bkt" in r and b"/other" in r and b"127.0.0.0/8" in r
+        # RPCBIND v4 GETADDR of MOUNT v3 over TCP: this very port, as a universal address
+        q = struct.pack(">II", 100005, 3) + xstr(b"tcp") + xstr(b"") + xstr(b"")
+        r = rpc(m, 100000, 4, 3, q)
+        ua = r[28:28 + struct.unpack(">I", r[24:28])[0]].decode()
+        assert ua == f"127.0.0.1.{nfs.mport >> 8}.{nfs.mport & 255}"
+        r = rpc(m, 100000, 3, 3, struct.pack(">II", 100005, 3) + xstr(b"udp") + xstr(b"") +
+                xstr(b""))
+        assert struct.unpack(">I", r[24:28])[0] == 0  # not over UDP: ""
+        r = rpc(m, 100000, 5, 0)  # PROG_MISMATCH naming 2..4
+        assert struct.unpack(">III", r[20:32]) == (2, 2, 4)
+
+
 def test_nfs_bad_input_keeps_serving(nfs):
     port = nfs.port
     # garbage that is not a record of a call
@@ -273,6 +315,16 @@ def test_nfs_portmap_lets_clients_omit_ports(tmp_path):
         out = subprocess.run(["nfs-cat", "nfs://127.0.0.1/pmap/x.txt"], capture_output=True,
                              timeout=60)
         assert out.stdout == b"through the portmapper\n"
+        # libtirpc's tools ask RPCBIND v4/v3 for a TCP address first (then PORTMAP v2)
+        assert "/pmap 127.0.0.0/8" in run("showmount", "-e", "127.0.0.1", timeout=30)
+        assert "127.0.0.1:/pmap" in run("showmount", "-a", "127.0.0.1", timeout=30)
+        assert "/pmap" in run("showmount", "-d", "127.0.0.1", timeout=30)
+        ports = run("rpcinfo", "-p", "127.0.0.1", timeout=30)  # PORTMAP v2 DUMP
+        assert "100005    3   tcp" in ports and "100003    3   tcp" in ports
+        binds = run("rpcinfo", "127.0.0.1", timeout=30)  # RPCBIND v4 DUMP
+        assert "127.0.0.1.0.111" in binds and "mountd" in binds
+        assert "ready and waiting" in run("rpcinfo", "-T", "tcp", "127.0.0.1", "nfs", "3",
+                                          timeout=30)
     finally:
         assert srv.stop() == 0
 

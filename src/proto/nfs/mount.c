@@ -1,5 +1,6 @@
-/* MOUNT v3 (RFC 1813 appendix I), exports, and a PORTMAP v2 responder
- * (RFC 1833) so clients that ask port 111 for our ports need no rpcbind. */
+/* MOUNT v3 (RFC 1813 appendix I), exports, and a PORTMAP v2 and RPCBIND
+ * v3/v4 responder (RFC 1833) so clients that ask port 111 for our ports need
+ * no rpcbind. */
 #include "proto/nfs/nfsint.h"
 
 #include <arpa/inet.h>
@@ -339,6 +340,8 @@ static const struct {
     int which; /* index into ports */
 } pmap_table[] = {
     {PROG_PORTMAP, 2, 2},
+    {PROG_PORTMAP, 3, 2}, /* RPCBIND */
+    {PROG_PORTMAP, 4, 2},
     {PROG_NFS, 3, 0},
     {PROG_MOUNT, 3, 1},
     {PROG_MOUNT, 1, 1}, /* MNT v1 shares v3's port; calls get PROG_MISMATCH there */
@@ -371,6 +374,67 @@ int portmap_dispatch(struct nfs_ctx *x, const struct rpc_call *c, struct xdr_out
             xdr_put_u32(o, pmap_table[i].vers);
             xdr_put_u32(o, IPPROTO_TCP);
             xdr_put_u32(o, (uint32_t)x->ports[pmap_table[i].which]);
+        }
+        xdr_put_u32(o, 0);
+        break;
+    default:
+        return RPC_PROC_UNAVAIL;
+    }
+    return xdr_ok(&in) ? RPC_SUCCESS : RPC_GARBAGE_ARGS;
+}
+
+/* ---- RPCBIND v3 and v4 ----
+ * Addresses are universal addresses: "h1.h2.h3.h4.p1.p2" for TCP over IPv4,
+ * the only transport we serve; anything else is not registered (""). */
+#define RPCB_NETID_MAX 64
+#define RPCB_UADDR_MAX 128
+
+static void rpcb_uaddr(const struct nfs_ctx *x, int which, uint32_t local, char *out, size_t n)
+{
+    uint32_t a = x->addrs[which] ? x->addrs[which] : local; /* bound to any: where it came */
+    int port = x->ports[which];
+    snprintf(out, n, "%u.%u.%u.%u.%d.%d", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255,
+             port >> 8, port & 255);
+}
+
+int rpcbind_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t local,
+                     struct xdr_out *o)
+{
+    struct xdr_in in = c->args;
+    char uaddr[RPCB_UADDR_MAX];
+    switch (c->proc) {
+    case 0: /* NULL */
+        break;
+    case 3:   /* GETADDR */
+    case 9: { /* GETVERSADDR (v4) */
+        char netid[RPCB_NETID_MAX + 1], addr[RPCB_UADDR_MAX + 1], owner[RPCB_UADDR_MAX + 1];
+        if (c->proc == 9 && c->vers != 4)
+            return RPC_PROC_UNAVAIL;
+        uint32_t prog = xdr_u32(&in), vers = xdr_u32(&in);
+        xdr_string(&in, netid, RPCB_NETID_MAX);
+        xdr_string(&in, addr, RPCB_UADDR_MAX);
+        xdr_string(&in, owner, RPCB_UADDR_MAX);
+        if (!xdr_ok(&in))
+            break;
+        uaddr[0] = 0;
+        for (size_t i = 0; i < PL_ARRAY_LEN(pmap_table) && !strcmp(netid, "tcp"); i++)
+            if (pmap_table[i].prog == prog && pmap_table[i].vers == vers &&
+                x->ports[pmap_table[i].which])
+                rpcb_uaddr(x, pmap_table[i].which, local, uaddr, sizeof(uaddr));
+        xdr_put_string(o, uaddr);
+        break;
+    }
+    case 4: /* DUMP */
+        for (size_t i = 0; i < PL_ARRAY_LEN(pmap_table); i++) {
+            if (!x->ports[pmap_table[i].which])
+                continue;
+            rpcb_uaddr(x, pmap_table[i].which, local, uaddr, sizeof(uaddr));
+            xdr_put_u32(o, 1);
+            xdr_put_u32(o, pmap_table[i].prog);
+            xdr_put_u32(o, pmap_table[i].vers);
+            xdr_put_string(o, "tcp");
+            xdr_put_string(o, uaddr);
+            xdr_put_string(o, "superuser");
         }
         xdr_put_u32(o, 0);
         break;

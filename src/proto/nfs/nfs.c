@@ -175,7 +175,8 @@ static void reply_reset(struct nfs_reply *r)
     r->data_n = 0;
 }
 
-int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct nfs_reply *r)
+int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, uint32_t local,
+             struct nfs_reply *r)
 {
     struct xdr_out o = {&r->hdr, 0};
     int cached = 0, remember = c->prog == PROG_NFS && c->vers == 3 && non_idempotent(c->proc);
@@ -192,10 +193,10 @@ int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct 
     if (c->prog == PROG_NFS || c->prog == PROG_MOUNT)
         lo = hi = 3;
     else if (c->prog == PROG_PORTMAP)
-        lo = hi = 2;
+        lo = 2, hi = 4; /* PORTMAP v2, RPCBIND v3 and v4 */
     else
         st = RPC_PROG_UNAVAIL;
-    if (!st && c->vers != lo)
+    if (!st && (c->vers < lo || c->vers > hi))
         st = RPC_PROG_MISMATCH;
     if (!st && c->prog != PROG_PORTMAP && c->proc != 0 && c->cred.flavor != RPC_AUTH_SYS) {
         /* everything past NULL needs an identity */
@@ -209,8 +210,10 @@ int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct 
         st = nfs3_dispatch(x, c, peer, &o, r);
     else if (c->prog == PROG_MOUNT)
         st = mount3_dispatch(x, c, peer, &o);
-    else
+    else if (c->vers == 2)
         st = portmap_dispatch(x, c, &o);
+    else
+        st = rpcbind_dispatch(x, c, local, &o);
     if (st) {
         reply_reset(r);
         o.bad = 0;

@@ -92,6 +92,7 @@ struct nfs_ctx {
     struct nfs_mount mounts[NFS_MOUNTS_MAX]; /* what DUMP reports */
     size_t nmounts;
     int ports[3];          /* nfs, mount, portmap: what GETPORT answers */
+    uint32_t addrs[3];     /* their bound addresses (host order; 0: any) */
 };
 
 /* ---- prefetch.c: the next READ of a sequential reader, read before it asks ---- */
@@ -127,7 +128,8 @@ struct nfs_caller {
 
 /* Run one call; the reply is complete (marked) on return. Returns nonzero
  * only when the call deserves no reply at all. */
-int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, struct nfs_reply *r);
+int nfs_call(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, uint32_t local,
+             struct nfs_reply *r);
 
 /* Programs (nfs3.c, mount.c): o holds the accepted reply header already;
  * the results follow. They return RPC_SUCCESS, or RPC_GARBAGE_ARGS /
@@ -137,6 +139,10 @@ int nfs3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer, st
 int mount3_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t peer,
                     struct xdr_out *o);
 int portmap_dispatch(struct nfs_ctx *x, const struct rpc_call *c, struct xdr_out *o);
+/* RPCBIND v3 and v4 (RFC 1833) on the same port: libtirpc clients (showmount,
+ * rpcinfo) ask these before PORTMAP v2. local: the address the call came to. */
+int rpcbind_dispatch(struct nfs_ctx *x, const struct rpc_call *c, uint32_t local,
+                     struct xdr_out *o);
 /* Resolve a mount path below bucket directory root, through .snapshot
  * directories too (nfs3.c). */
 int nfs_path_walk(struct nfs_ctx *x, uint64_t root, const char *path, struct nfs_fh *ret);

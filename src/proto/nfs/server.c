@@ -34,6 +34,7 @@ struct listener {
     uv_tcp_t tcp;
     struct nfs_server *s;
     int port, open;
+    uint32_t addr; /* bound, host order */
 };
 
 struct nfs_server {
@@ -50,7 +51,7 @@ struct conn {
     uv_tcp_t tcp;
     struct nfs_server *s;
     struct rpc_reader rd;
-    uint32_t peer;
+    uint32_t peer, local; /* IPv4, host order */
     int refs, inflight, reading, closing;
     char *rbuf;
     struct conn *prev, *next;
@@ -126,7 +127,7 @@ static void job_run(uv_work_t *w)
             rpc_reply_mark(&j->reply.hdr, 0);
         return;
     }
-    j->drop = nfs_call(&j->c->s->ctx, &call, j->c->peer, &j->reply);
+    j->drop = nfs_call(&j->c->s->ctx, &call, j->c->peer, j->c->local, &j->reply);
 }
 
 static void conn_read_resume(struct conn *c);
@@ -279,6 +280,10 @@ static void on_connection(uv_stream_t *server, int status)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
         ss.ss_family == AF_INET)
         c->peer = ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
+    len = sizeof(ss);
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+        ss.ss_family == AF_INET)
+        c->local = ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
     uv_tcp_nodelay(&c->tcp, 1);
     c->reading = 1;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
@@ -302,8 +307,10 @@ static int listen_on(struct nfs_server *s, struct listener *l, const char *host,
         return rc;
     struct sockaddr_in bound;
     int len = sizeof(bound);
-    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len) == 0)
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len) == 0) {
         l->port = ntohs(bound.sin_port);
+        l->addr = ntohl(bound.sin_addr.s_addr);
+    }
     return 0;
 }
 
@@ -358,6 +365,7 @@ int nfs_start(struct pl_store *st, const struct nfs_opts *o, struct nfs_server *
             continue; /* off */
         rc = listen_on(s, &s->lis[i], hosts[i], ports[i]);
         s->ctx.ports[i] = s->lis[i].port;
+        s->ctx.addrs[i] = s->lis[i].addr;
     }
     if (!rc)
         rc = uv_async_init(&s->loop, &s->stop_async, on_stop);
