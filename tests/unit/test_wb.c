@@ -112,6 +112,17 @@ static void test_gather(void **state)
     n = batch_gather(&w, &q[2], &grp);
     assert_int_equal(n, 0);
     free(grp);
+    /* a big batch (a sequential stream's) is written alone, and is left out of groups */
+    q[4].busy = 0;
+    q[4].len = WB_ALONE;
+    n = batch_gather(&w, &q[2], &grp);
+    assert_int_equal(n, 0); /* 4 stays out, and 8, over it, with it */
+    free(grp);
+    q[4].len = 10;
+    q[2].len = WB_ALONE;
+    n = batch_gather(&w, &q[2], &grp);
+    assert_int_equal(n, 0);
+    free(grp);
 }
 
 int main(void)
