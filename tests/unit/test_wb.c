@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "plenum/store.h"
+#include "store/store_int.h"
 #include "testutil.h"
 /* the flusher's choice of what to write together is tested on its own */
 #include "../../src/proto/wb/wb.c"
@@ -74,6 +75,88 @@ static void test_scattered_writes(void **state)
     assert_int_equal(pl_store_fsck(f->st, NULL, NULL, NULL), 0);
 }
 
+struct placed {
+    uint64_t seg, off, pos; /* where the chunk lies; pos: bytes stored before it */
+    uint32_t len;
+};
+
+static int placed_cmp(const void *a, const void *b)
+{
+    const struct placed *x = a, *y = b;
+    if (x->seg != y->seg)
+        return x->seg < y->seg ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* A file written front to back through the write-back lies on disk in about
+ * that order: reading it in order, the stored byte it needs next is never far
+ * behind the furthest one it has needed (a read-ahead of the stripes reads
+ * forward from there). Long groups written side by side by the two flushers
+ * put it 55-112 MiB behind; batches written one by one, 15 MiB at most. */
+static void test_stream_stays_in_order(void **state)
+{
+    struct fix *f = *state;
+    const size_t piece = 1u << 20, total = 192u << 20;
+    struct wb *w;
+    struct pl_attr a;
+    uint64_t seed = 7;
+    uint8_t *buf = malloc(piece);
+    assert_int_equal(wb_new(f->st, "test", NULL, &w), 0);
+    assert_int_equal(pl_elem_create(f->st, PL_ROOT_ID, "stream", 0644, 0, 0, 1, &a), 0);
+    for (size_t off = 0; off < total; off += piece) {
+        for (size_t i = 0; i < piece; i += 8) {
+            uint64_t r = tu_rand(&seed);
+            memcpy(buf + i, &r, 8); /* no two chunks alike: nothing deduplicated */
+        }
+        assert_int_equal(wb_write(w, a.id, off, buf, piece), 0);
+    }
+    assert_int_equal(wb_settle(w, a.id), 0);
+    wb_free(w);
+    free(buf);
+
+    /* the chunks in file order, with where each lies */
+    struct meta_env *env = f->st->meta;
+    size_t n = 0, cap = 4096;
+    struct placed *order = malloc(cap * sizeof(*order));
+    MDB_txn *txn;
+    MDB_cursor *c;
+    uint8_t k[24];
+    assert_int_equal(meta_rtxn_begin(env, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, meta_dbi(env, META_EXTENT), &c), 0);
+    MDB_val key = {key_extent(k, a.id, 0, PL_EPOCH_INF), k}, val;
+    int rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+    while (!rc && key.mv_size == 24 && pl_get_be64(key.mv_data) == a.id) {
+        struct data_loc loc;
+        assert_int_equal(chunk_lookup(txn, env, val.mv_data, NULL, &loc), 0);
+        if (n == cap)
+            order = realloc(order, (cap *= 2) * sizeof(*order));
+        order[n++] = (struct placed){loc.seg, loc.off, 0, loc.stored_len};
+        rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    meta_rtxn_end(txn);
+    assert_true(n > 96);
+    /* each chunk's position among all of them as they lie */
+    struct placed *laid = malloc(n * sizeof(*laid));
+    memcpy(laid, order, n * sizeof(*laid));
+    qsort(laid, n, sizeof(*laid), placed_cmp);
+    uint64_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        laid[i].pos = pos;
+        pos += laid[i].len;
+    }
+    uint64_t furthest = 0, lag = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct placed *p = bsearch(&order[i], laid, n, sizeof(*laid), placed_cmp);
+        assert_non_null(p);
+        furthest = PL_MAX(furthest, p->pos);
+        lag = PL_MAX(lag, furthest - p->pos);
+    }
+    assert_true(lag < 5 * (uint64_t)WB_BATCH);
+    free(laid);
+    free(order);
+}
+
 /* Which queued batches join b's transaction. */
 static void test_gather(void **state)
 {
@@ -130,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_scattered_writes, setup, teardown),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test_setup_teardown(test_stream_stays_in_order, setup, teardown),
     };
     return cmocka_run_group_tests_name("wb", tests, NULL, NULL);
 }
