@@ -293,7 +293,7 @@ int pl_volume_link(struct pl_store *st, const char *name, const char *object, ui
         if (!rc)
             rc = pl_elem_setattr(st, o.id, PL_SET_SIZE, &in, &o);
     } else if (!rc && o.type != PL_T_FILE) {
-        rc = PL_EISDIR;
+        rc = PL_ENOENT; /* a symlink made over NFS: no object's bytes to serve */
     } else if (!rc && size && o.size != size) {
         rc = PL_EINVAL; /* resize it as a volume, once linked */
     }
