@@ -53,7 +53,8 @@
     X(PL_ETOOSMALL, -1015, "a part other than the last is under 5 MiB")      \
     X(PL_ENOVERSION, -1016, "no such object version")                         \
     X(PL_ENODEVS, -1017, "too few working capacity devices for the stripe width") \
-    X(PL_ENOTOPIC, -1018, "no such topic")
+    X(PL_ENOTOPIC, -1018, "no such topic")                                    \
+    X(PL_ESIZE, -1019, "it exists with another size")
 
 enum pl_err {
 #define PL_ERR_ENUM(name, value, msg) name = (value),

@@ -429,7 +429,7 @@ int pl_volume_clone(struct pl_store *st, const char *src, const char *name,
  * each open, so connections made after a newer PUT see the newer object.
  * size 0 needs the object to exist; otherwise a missing object is made,
  * thin and size bytes long, and an existing one of another size is
- * PL_EINVAL. Deleting the volume leaves the object. */
+ * PL_ESIZE. Deleting the volume leaves the object. */
 int pl_volume_link(struct pl_store *st, const char *name, const char *object, uint64_t size,
                    struct pl_volume_info *ret) PL_WUR;
 

@@ -481,21 +481,8 @@ int cmd_volume(struct opts *o)
     const char *object = o->object;
     if (object && !strncmp(object, "pl://", 5))
         object += 5;
-    if (object) {
-        const char *slash = strchr(object, '/');
-        char bucket[64];
-        size_t bn = slash ? (size_t)(slash - object) : 0;
-        if (!slash || bn >= sizeof(bucket))
-            return cli_usage_error("--object takes pl://BUCKET/KEY, not '%s'", o->object);
-        memcpy(bucket, object, bn);
-        bucket[bn] = 0;
-        if (pl_bucket_name_valid(bucket) || pl_key_valid(slash + 1) || !slash[1] ||
-            object[strlen(object) - 1] == '/')
-            return cli_usage_error("'%s' is no object's name (pl://BUCKET/KEY)", o->object);
-        if (pl_volume_name_valid(o->pos[1]) || strchr(o->pos[1], '@'))
-            return cli_usage_error("bad volume name '%s' (1..64 of A-Z a-z 0-9 . _ -, not "
-                                   "starting with '.')", o->pos[1]);
-    }
+    if (object && !strchr(object, '/'))
+        return cli_usage_error("--object takes pl://BUCKET/KEY, not '%s'", o->object);
     if (cli_backend_open(o, &b))
         return EXIT_FAIL;
     static const char *const ops[] = {"volume-create", "volume-list", "volume-resize",
@@ -520,9 +507,12 @@ int cmd_volume(struct opts *o)
     int r = 0, rc = backend_call(&b, ops[v], a, NULL, &res, msg, sizeof(msg));
     if (rc && object && rc == PL_ENOENT && !o->size)
         snprintf(msg, sizeof(msg), "no object pl://%s; add --size N to make one there", object);
-    else if (rc && object && rc == PL_EINVAL && o->size) /* name and key checked above */
+    else if (rc && object && rc == PL_ESIZE)
         snprintf(msg, sizeof(msg), "pl://%s exists with another size (leave out --size; "
                  "'plenum volume resize' changes it)", object);
+    else if (rc && object && rc == PL_EINVAL)
+        snprintf(msg, sizeof(msg), "bad volume name '%s' or object name 'pl://%s' (a volume "
+                 "name is 1..64 of A-Z a-z 0-9 . _ -, not starting with '.')", o->pos[1], object);
     if (rc)
         r = cli_fail(rc, what, msg);
     if (!r && o->json) {

@@ -295,7 +295,7 @@ int pl_volume_link(struct pl_store *st, const char *name, const char *object, ui
     } else if (!rc && o.type != PL_T_FILE) {
         rc = PL_ENOENT; /* a symlink made over NFS: no object's bytes to serve */
     } else if (!rc && size && o.size != size) {
-        rc = PL_EINVAL; /* resize it as a volume, once linked */
+        rc = PL_ESIZE; /* resize it as a volume, once linked */
     }
     if (!rc)
         rc = meta_submit(st->meta, apply_vol_link, &a);

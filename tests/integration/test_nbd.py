@@ -415,6 +415,8 @@ def test_object_volume_same_bytes_over_s3_nfs_and_nbd(tmp_path):
         assert r.returncode == 1
         r = pl.run("volume", "create", "img", "--object", "pl://images/blank.raw")
         assert r.returncode == 1 and "already exists" in r.stderr.decode()
+        r = pl.run("volume", "create", "x@y", "--object", "pl://images/blank.raw")
+        assert r.returncode == 1 and "bad volume name" in r.stderr.decode()
 
         # in a versioned bucket a connection opened before a newer PUT cannot change
         # the version it opened: its FLUSH fails, both versions keep their bytes

@@ -270,7 +270,7 @@ static void test_object_volume(void **state)
     assert_int_equal(pl_volume_link(st, "o2", "ovb", 0, NULL), PL_EINVAL);
     assert_int_equal(pl_volume_link(st, "o2", "ovb/a/../b", 0, NULL), PL_EINVAL);
     assert_int_equal(pl_volume_link(st, "o@s", "ovb/dir/img", 0, NULL), PL_EINVAL);
-    assert_int_equal(pl_volume_link(st, "o2", "ovb/dir/img", 99, NULL), PL_EINVAL);
+    assert_int_equal(pl_volume_link(st, "o2", "ovb/dir/img", 99, NULL), PL_ESIZE);
 
     /* a snapshot copies what the object holds now */
     assert_int_equal(pl_volume_snapshot(st, "ov", "s", &snap), 0);

@@ -207,6 +207,7 @@ static int err_status(int rc)
     case PL_ECONFLICT:
     case PL_EISDIR:
     case PL_ENOTDIR:
+    case PL_ESIZE:
         return 409;
     case PL_EINVAL:
     case PL_ENAMETOOLONG:
